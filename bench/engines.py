@@ -1,0 +1,189 @@
+"""Offline engines: vLLM's ``LLM`` and Hugging Face ``generate``, behind one small interface.
+
+An engine is started once per engine configuration; a batch of B is B requests submitted
+together. Prompts are token ids drawn from an isolated, seeded RNG; output lengths are
+forced (vLLM: ``ignore_eos``; transformers: ``min_new_tokens == max_new_tokens``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that needs an engine restart when it changes."""
+
+    model: str  # checkpoint directory or Hugging Face id
+    device: str  # "cpu" or "cuda"
+    engine: str = "vllm"
+    load_format: str = "auto"  # "auto" or "dummy" (random weights from config.json)
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    max_num_seqs: int = 256
+    kv_cache_gb: float | None = None  # vLLM on CPU: KV-cache size; None: vLLM's default on GPU
+    enforce_eager: bool = True
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    distributed_executor_backend: str | None = None  # e.g. "ray" for several nodes
+    seed: int = 0
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+
+def make_prompts(n: int, input_len: int, vocab_size: int, seed: int = 0) -> list[list[int]]:
+    """``n`` prompts of exactly ``input_len`` token ids, from an RNG of their own (no global state)."""
+    rng = random.Random(seed)
+    low = min(1000, vocab_size // 4)
+    return [[rng.randrange(low, vocab_size - 1) for _ in range(input_len)] for _ in range(n)]
+
+
+class Engine(Protocol):
+    vocab_size: int
+
+    def generate(self, prompts: list[list[int]], output_len: int) -> tuple[float, int]:
+        """Run the prompts to exactly ``output_len`` new tokens each; return (seconds, output tokens)."""
+        ...
+
+    def complete(self, text: str, max_tokens: int) -> str:
+        """Greedy completion of a text prompt."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class VllmEngine:
+    """vLLM's offline ``LLM`` API."""
+
+    def __init__(self, cfg: EngineConfig):
+        from pathlib import Path
+
+        from vllm import LLM
+
+        kwargs: dict = dict(
+            model=cfg.model,
+            dtype=cfg.dtype,
+            max_model_len=cfg.max_model_len,
+            max_num_seqs=cfg.max_num_seqs,
+            enforce_eager=cfg.enforce_eager,
+            load_format=cfg.load_format,
+            seed=cfg.seed,
+            enable_prefix_caching=False,  # repeated prompts must not hit a cache
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            pipeline_parallel_size=cfg.pipeline_parallel_size,
+            data_parallel_size=cfg.data_parallel_size,
+        )
+        if cfg.distributed_executor_backend:
+            kwargs["distributed_executor_backend"] = cfg.distributed_executor_backend
+        if cfg.kv_cache_gb is not None:
+            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gb * 2**30)
+        model_dir = Path(cfg.model)
+        self.has_tokenizer = not model_dir.is_dir() or any(model_dir.glob("tokenizer*"))
+        if not self.has_tokenizer:
+            kwargs["skip_tokenizer_init"] = True
+        self.llm = LLM(**kwargs)
+        self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
+
+    def _params(self, output_len: int, ignore_eos: bool = True):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            temperature=0.0, max_tokens=output_len, ignore_eos=ignore_eos, detokenize=self.has_tokenizer
+        )
+
+    def generate(self, prompts: list[list[int]], output_len: int) -> tuple[float, int]:
+        inputs = [{"prompt_token_ids": p} for p in prompts]
+        t0 = time.perf_counter()
+        outs = self.llm.generate(inputs, self._params(output_len), use_tqdm=False)
+        seconds = time.perf_counter() - t0
+        return seconds, sum(len(o.outputs[0].token_ids) for o in outs)
+
+    def complete(self, text: str, max_tokens: int) -> str:
+        out = self.llm.generate([text], self._params(max_tokens, ignore_eos=False), use_tqdm=False)
+        return out[0].outputs[0].text
+
+    def close(self) -> None:
+        import gc
+
+        del self.llm
+        gc.collect()
+
+
+class TransformersEngine:
+    """Hugging Face ``generate`` in static batches, greedy, KV cache on: the usual baseline."""
+
+    def __init__(self, cfg: EngineConfig):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        torch.manual_seed(cfg.seed)
+        dtype = getattr(torch, cfg.dtype)
+        if cfg.load_format == "dummy":
+            config = AutoConfig.from_pretrained(cfg.model)
+            self.model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
+        self.device = cfg.device
+        self.model.to(cfg.device).eval()
+        self.vocab_size = int(self.model.config.get_text_config().vocab_size)
+        self.tokenizer = None
+        try:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        except (OSError, ValueError):
+            pass
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def generate(self, prompts: list[list[int]], output_len: int) -> tuple[float, int]:
+        import torch
+
+        ids = torch.tensor(prompts, dtype=torch.long, device=self.device)  # equal lengths: no padding
+        mask = torch.ones_like(ids)
+        self._sync()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=output_len,
+                min_new_tokens=output_len,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        self._sync()
+        seconds = time.perf_counter() - t0
+        return seconds, int((out.shape[1] - ids.shape[1]) * out.shape[0])
+
+    def complete(self, text: str, max_tokens: int) -> str:
+        import torch
+
+        if self.tokenizer is None:
+            raise ValueError("this checkpoint has no tokenizer")
+        enc = self.tokenizer(text, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False)
+        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def close(self) -> None:
+        del self.model
+
+
+def start_engine(cfg: EngineConfig) -> Engine:
+    """Start the engine that ``cfg.engine`` names."""
+    if cfg.engine == "vllm":
+        return VllmEngine(cfg)
+    if cfg.engine == "transformers":
+        return TransformersEngine(cfg)
+    raise ValueError(f"unknown engine {cfg.engine!r}; use vllm or transformers")

@@ -1,0 +1,84 @@
+"""Serving metrics from request timelines, by the definitions of vLLM's ``bench serve``.
+
+- TTFT: request sent -> first streamed chunk with content (queueing and prefill included).
+- ITL: gaps between consecutive content chunks, pooled over all requests.
+- TPOT: per request, (E2E latency − TTFT) / (output tokens − 1); one-token requests excluded.
+- E2E latency: request sent -> last chunk.
+- Output throughput: output tokens of successful requests / wall time; total adds prompt tokens.
+- Interactivity: 1000 / TPOT_ms, the output tokens per second one user sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class RequestTimeline:
+    """What the client saw of one request; times in seconds from ``time.perf_counter``."""
+
+    sent_s: float
+    prompt_tokens: int
+    chunk_times_s: list[float] = field(default_factory=list)  # arrival of each content chunk
+    output_tokens: int = 0
+    success: bool = False
+    error: str = ""
+
+    @property
+    def ttft_s(self) -> float:
+        return self.chunk_times_s[0] - self.sent_s
+
+    @property
+    def e2el_s(self) -> float:
+        return self.chunk_times_s[-1] - self.sent_s
+
+    @property
+    def itls_s(self) -> list[float]:
+        t = self.chunk_times_s
+        return [b - a for a, b in zip(t, t[1:])]
+
+    @property
+    def tpot_s(self) -> float | None:
+        if self.output_tokens <= 1:
+            return None
+        return (self.e2el_s - self.ttft_s) / (self.output_tokens - 1)
+
+
+def stats_ms(values_s: list[float]) -> dict[str, float | None]:
+    """Mean, p50, p90, p99 in milliseconds (numpy's linear percentile, as vLLM uses)."""
+    if not values_s:
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    arr = np.asarray(values_s, dtype=float) * 1000.0
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {"mean": round(float(arr.mean()), 4), "p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4)}
+
+
+def serving_metrics(timelines: list[RequestTimeline], wall_s: float) -> dict[str, Any]:
+    """Aggregate metrics of one benchmark run over ``wall_s`` seconds of wall time."""
+    ok = [t for t in timelines if t.success and t.chunk_times_s]
+    failed = len(timelines) - len(ok)
+    out_tokens = sum(t.output_tokens for t in ok)
+    in_tokens = sum(t.prompt_tokens for t in ok)
+    tpots = [t.tpot_s for t in ok if t.tpot_s is not None]
+    itls = [gap for t in ok for gap in t.itls_s]
+    tpot = stats_ms(tpots)
+    per_user = [t.output_tokens / t.e2el_s for t in ok if t.e2el_s > 0]
+    return {
+        "sent": len(timelines),
+        "completed": len(ok),
+        "failed": failed,
+        "errors": sorted({t.error for t in timelines if t.error})[:5],
+        "duration_s": round(wall_s, 4),
+        "request_throughput_per_s": round(len(ok) / wall_s, 4) if wall_s > 0 else None,
+        "output_tokens_per_s": round(out_tokens / wall_s, 3) if wall_s > 0 else None,
+        "total_tokens_per_s": round((out_tokens + in_tokens) / wall_s, 3) if wall_s > 0 else None,
+        "ttft_ms": stats_ms([t.ttft_s for t in ok]),
+        "tpot_ms": tpot,
+        "itl_ms": stats_ms(itls),
+        "e2el_ms": stats_ms([t.e2el_s for t in ok]),
+        "output_tokens_per_s_per_user": round(float(np.mean(per_user)), 3) if per_user else None,
+        "interactivity_tokens_per_s": round(1000.0 / tpot["mean"], 3) if tpot["mean"] else None,
+    }

@@ -1,0 +1,129 @@
+"""Measurement records: one JSON document per ``fleetcal bench`` invocation, written atomically.
+
+Schema (see the design): ``{"schema_version", "run": {...}, "records": [...]}``. The file is
+rewritten after every configuration through a temporary file and ``os.replace``, so a killed
+sweep leaves a valid document holding every configuration it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleetcal.common import UsageError
+
+SCHEMA_VERSION = 1
+MODES = ("throughput", "prefill", "decode", "serve", "microbench")
+REQUIRED_RUN_KEYS = ("started_utc", "git_commit", "versions", "device", "model", "engine", "args")
+REQUIRED_RECORD_KEYS = ("mode", "status", "input_len", "output_len", "num_prompts")
+LATENCY_KEYS = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
+
+
+class SchemaError(UsageError):
+    """A results document that does not follow the record schema."""
+
+
+def config_key(record: dict[str, Any]) -> tuple:
+    """Identity of a measured configuration, used by ``--resume`` to find what is missing."""
+    return (
+        record.get("mode"),
+        record.get("batch_size"),
+        record.get("concurrency"),
+        record.get("input_len"),
+        record.get("output_len"),
+    )
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a model or device name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "x"
+
+
+@dataclass
+class RunFile:
+    """A results document on disk, kept valid after every added record."""
+
+    path: Path
+    run: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "run": self.run, "records": self.records}
+
+    def save(self) -> None:
+        """Write the whole document atomically (temporary file, fsync, rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.document(), f, indent=1, sort_keys=False, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Append (or replace, by configuration) one record and save at once."""
+        key = config_key(record)
+        self.records = [r for r in self.records if config_key(r) != key]
+        self.records.append(record)
+        self.save()
+
+    def done_keys(self) -> set[tuple]:
+        """Configurations already measured successfully."""
+        return {config_key(r) for r in self.records if r.get("status") == "ok"}
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def validate_document(doc: dict[str, Any]) -> None:
+    """Raise ``SchemaError`` unless ``doc`` follows the record schema."""
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise SchemaError(f"schema_version must be {SCHEMA_VERSION}")
+    run = doc.get("run")
+    if not isinstance(run, dict):
+        raise SchemaError("'run' must be an object")
+    for key in REQUIRED_RUN_KEYS:
+        if key not in run:
+            raise SchemaError(f"run lacks {key!r}")
+    if run["device"].get("kind") not in ("cpu", "cuda"):
+        raise SchemaError("run.device.kind must be 'cpu' or 'cuda'")
+    records = doc.get("records")
+    if not isinstance(records, list):
+        raise SchemaError("'records' must be a list")
+    for i, rec in enumerate(records):
+        for key in REQUIRED_RECORD_KEYS:
+            if key not in rec:
+                raise SchemaError(f"record {i} lacks {key!r}")
+        if rec["mode"] not in MODES:
+            raise SchemaError(f"record {i}: unknown mode {rec['mode']!r}")
+        if rec["status"] not in ("ok", "failed"):
+            raise SchemaError(f"record {i}: status must be 'ok' or 'failed'")
+        if rec["status"] == "failed" and not rec.get("error"):
+            raise SchemaError(f"record {i}: a failed record needs an 'error'")
+        if rec["status"] == "ok" and rec["mode"] != "microbench":
+            for key in ("output_tokens_per_s", "total_tokens_per_s", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak"):
+                if key not in rec:
+                    raise SchemaError(f"record {i} lacks {key!r}")
+        if rec["mode"] == "serve" and rec["status"] == "ok":
+            for key in LATENCY_KEYS:
+                stats = rec.get(key)
+                if not isinstance(stats, dict) or set(stats) != {"mean", "p50", "p90", "p99"}:
+                    raise SchemaError(f"record {i}: {key} must hold mean, p50, p90, p99")
+
+
+def load_document(path: Path) -> dict[str, Any]:
+    """Read and validate one results file."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"cannot read results file {path}: {exc}") from exc
+    validate_document(doc)
+    return doc

@@ -1,0 +1,251 @@
+"""Model catalog and per-model formulas: parameters, FLOPs per token, weight and KV-cache bytes.
+
+Configs are the models' own ``config.json`` files kept in ``estimator/data/models/<name>/``;
+any other Hugging Face checkpoint directory works too. Parameters are counted by building
+the model on PyTorch's meta device with transformers (no memory, no weights), so the count
+is the architecture's, not a hand formula's.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from estimator.hardware import CatalogError
+
+MODEL_DIR = Path(__file__).parent / "data" / "models"
+BYTES_PER_DTYPE = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the formulas need to know about one architecture.
+
+    Counts are in parameters (not billions); ``*_bytes`` in bytes.
+    """
+
+    name: str
+    total_params: int
+    active_params: int
+    embedding_params: int  # input embedding (a lookup, no FLOPs)
+    tied_embeddings: bool
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    v_head_dim: int
+    max_context: int
+    weight_dtype: str = "bf16"
+    mla_kv_lora_rank: int | None = None  # MLA: latent KV width (DeepSeek-V2/V3)
+    mla_rope_dim: int | None = None
+    num_experts: int = 0  # routed experts per MoE layer (0: dense)
+    experts_per_token: int = 0
+    expert_params: int = 0  # parameters of one routed expert
+    num_moe_layers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.weight_dtype not in BYTES_PER_DTYPE:
+            raise CatalogError(f"{self.name}: unknown dtype {self.weight_dtype!r}; use one of {sorted(BYTES_PER_DTYPE)}")
+        if not 0 < self.active_params <= self.total_params:
+            raise CatalogError(f"{self.name}: active parameters must be in (0, total]")
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+
+def _text_config(config: Any) -> Any:
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def count_params_meta(config: Any) -> tuple[int, int, int]:
+    """(total, input-embedding, one-routed-expert) parameter counts of ``config``, built on the meta device.
+
+    Multi-token-prediction modules that transformers does not build (DeepSeek-V3's MTP layer)
+    are not counted, matching the published 671B.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight.numel()
+    expert = 0
+    text = _text_config(config)
+    n_experts = int(getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0)
+    if n_experts:
+        routed = 0
+        for name, p in model.named_parameters():
+            if ".experts." in name or name.endswith(".experts.gate_up_proj") or name.endswith(".experts.down_proj"):
+                routed += p.numel()
+        moe_layers = _num_moe_layers(text)
+        expert = routed // (n_experts * moe_layers) if moe_layers else 0
+    return int(total), int(embed), int(expert)
+
+
+def _num_moe_layers(text: Any) -> int:
+    n_experts = int(getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0)
+    if not n_experts:
+        return 0
+    first_dense = int(getattr(text, "first_k_dense_replace", 0) or 0)
+    freq = int(getattr(text, "moe_layer_freq", 1) or 1)
+    return len([i for i in range(first_dense, text.num_hidden_layers) if (i - first_dense) % freq == 0])
+
+
+def spec_from_config(config: Any, name: str, weight_dtype: str = "bf16") -> ModelSpec:
+    """Build a ``ModelSpec`` from a transformers config (MoE- and MLA-aware)."""
+    text = _text_config(config)
+    total, embed, expert = count_params_meta(config)
+    heads = int(text.num_attention_heads)
+    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+    n_experts = int(getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0)
+    k = int(getattr(text, "num_experts_per_tok", 0) or 0)
+    moe_layers = _num_moe_layers(text)
+    active = total - (n_experts - k) * expert * moe_layers if n_experts else total
+    kv_lora = getattr(text, "kv_lora_rank", None)
+    qk_dim = head_dim
+    v_dim = head_dim
+    if kv_lora:
+        qk_dim = int(text.qk_nope_head_dim + text.qk_rope_head_dim)
+        v_dim = int(text.v_head_dim)
+    return ModelSpec(
+        name=name,
+        total_params=total,
+        active_params=int(active),
+        embedding_params=embed,
+        tied_embeddings=bool(getattr(text, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False)),
+        num_layers=int(text.num_hidden_layers),
+        hidden_size=int(text.hidden_size),
+        num_heads=heads,
+        num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+        head_dim=qk_dim,
+        v_head_dim=v_dim,
+        max_context=int(getattr(text, "max_position_embeddings", 0) or 0),
+        weight_dtype=weight_dtype,
+        mla_kv_lora_rank=int(kv_lora) if kv_lora else None,
+        mla_rope_dim=int(text.qk_rope_head_dim) if kv_lora else None,
+        num_experts=n_experts,
+        experts_per_token=k,
+        expert_params=expert,
+        num_moe_layers=moe_layers,
+    )
+
+
+@cache
+def model_catalog() -> dict[str, dict[str, Any]]:
+    """Catalog entries (published figures and sources) by model key."""
+    try:
+        return tomllib.loads((MODEL_DIR / "catalog.toml").read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"model catalog is malformed: {exc}") from exc
+
+
+def resolve_model_key(name: str) -> str | None:
+    """Catalog key for a model name, alias, Hugging Face id or path basename; None if not catalogued."""
+    want = Path(name.rstrip("/")).name.lower()
+    for key, entry in model_catalog().items():
+        names = [key, entry.get("hf_id", ""), *entry.get("aliases", [])]
+        if want in {Path(n).name.lower() for n in names if n}:
+            return key
+    return None
+
+
+def load_config(name_or_path: str) -> tuple[Any, str]:
+    """Load a transformers config for a catalogued model or a local checkpoint directory.
+
+    Returns the config and the name under which it is known.
+    """
+    from transformers import AutoConfig
+
+    key = resolve_model_key(name_or_path)
+    path = MODEL_DIR / key if key is not None else Path(name_or_path).expanduser()
+    local = (path / "config.json").is_file()
+    if not local and (key is not None or name_or_path.startswith(("/", ".", "~")) or path.exists()):
+        raise CatalogError(f"model {name_or_path!r}: no config.json there; give a checkpoint directory")
+    try:
+        return AutoConfig.from_pretrained(str(path) if local else name_or_path), key or name_or_path
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        known = ", ".join(sorted(model_catalog()))
+        raise CatalogError(
+            f"cannot read a config for model {name_or_path!r}: give a catalogued model ({known}), "
+            f"a directory with config.json, or a Hugging Face id reachable from here"
+        ) from exc
+
+
+@cache
+def get_model(name_or_path: str, weight_dtype: str | None = None) -> ModelSpec:
+    """ModelSpec for a catalogued model (by key, alias or HF id) or a checkpoint directory."""
+    config, key = load_config(name_or_path)
+    entry = model_catalog().get(key, {})
+    dtype = weight_dtype or entry.get("weight_dtype", "bf16")
+    return spec_from_config(config, key, dtype)
+
+
+# --- formulas -------------------------------------------------------------------------------
+
+
+def flops_per_token_linear(spec: ModelSpec) -> float:
+    """Matrix-multiply FLOPs per token outside attention scores: 2 × (active params − input embedding).
+
+    Source: the 2N rule (Kaplan et al. 2020; PaLM appendix B); the embedding lookup is free,
+    the output head is a matrix multiply and counts (once more where it shares the embedding's weights).
+    """
+    return 2.0 * (spec.active_params - (0 if spec.tied_embeddings else spec.embedding_params))
+
+
+def flops_per_token_attention(spec: ModelSpec, context_len: float) -> float:
+    """Attention-score FLOPs for one token attending to ``context_len`` earlier tokens, all layers.
+
+    Standard attention: QK^T and AV each 2 × heads × head_dim × L (PaLM appendix B).
+    MLA (DeepSeek-V2/V3) in its absorbed decode form attends over the latent:
+    2 × heads × (kv_lora_rank + rope_dim) × L for scores and 2 × heads × kv_lora_rank × L for values.
+    """
+    if spec.mla_kv_lora_rank:
+        per_layer = 2.0 * spec.num_heads * (2 * spec.mla_kv_lora_rank + (spec.mla_rope_dim or 0))
+    else:
+        per_layer = 2.0 * spec.num_heads * (spec.head_dim + spec.v_head_dim)
+    return per_layer * spec.num_layers * context_len
+
+
+def flops_per_token(spec: ModelSpec, context_len: float = 0.0) -> float:
+    """Model FLOPs per token at a given context length: linear layers + attention."""
+    return flops_per_token_linear(spec) + flops_per_token_attention(spec, context_len)
+
+
+def kv_cache_bytes_per_token(spec: ModelSpec, dtype: str = "bf16") -> float:
+    """KV-cache bytes per token, all layers.
+
+    Standard/GQA: 2 (K and V) × kv_heads × head_dim × layers × bytes.
+    MLA: (kv_lora_rank + rope_dim) × layers × bytes (DeepSeek-V3: 576 × 61 × 2 = 70,272 in bf16).
+    """
+    b = BYTES_PER_DTYPE[dtype]
+    if spec.mla_kv_lora_rank:
+        return (spec.mla_kv_lora_rank + (spec.mla_rope_dim or 0)) * spec.num_layers * b
+    return 2.0 * spec.num_kv_heads * spec.head_dim * spec.num_layers * b
+
+
+def weight_bytes(spec: ModelSpec, dtype: str | None = None) -> float:
+    """Bytes of all weights at ``dtype`` (default: the model's serving dtype)."""
+    return spec.total_params * BYTES_PER_DTYPE[dtype or spec.weight_dtype]
+
+
+def weight_bytes_read_per_step(spec: ModelSpec, batch_size: int, dtype: str | None = None) -> float:
+    """Weight bytes one decode step reads at batch ``batch_size``.
+
+    Dense: all weights except the embedding table (rows are gathered, not streamed).
+    MoE: shared weights plus the routed experts that at least one of the batch's tokens uses,
+    expected value under uniform routing: E × (1 − (1 − k/E)^B) experts per MoE layer.
+    """
+    b = BYTES_PER_DTYPE[dtype or spec.weight_dtype]
+    streamed = spec.total_params - (0 if spec.tied_embeddings else spec.embedding_params)
+    if not spec.is_moe:
+        return streamed * b
+    all_routed = spec.num_experts * spec.expert_params * spec.num_moe_layers
+    touched = spec.num_experts * (1.0 - (1.0 - spec.experts_per_token / spec.num_experts) ** batch_size)
+    return (streamed - all_routed + touched * spec.expert_params * spec.num_moe_layers) * b

@@ -1,0 +1,94 @@
+"""Roofline step times with efficiencies kept apart from peaks.
+
+time = overhead + max(FLOPs / (compute_eff × peak FLOP/s), bytes / (memory_eff × peak bytes/s))
+
+Peaks are per device (a catalogued GPU's datasheet, or a measured CPU's microbenchmark);
+efficiencies are fitted by the calibration, or taken from published measurements when
+nothing was measured. With ``num_gpus`` devices the work is split evenly (ideal tensor or
+expert parallelism; communication is not modelled).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from estimator.work import decode_work, prefill_work
+from estimator.hardware import CatalogError
+from estimator.models import ModelSpec
+
+DEFAULTS_FILE = Path(__file__).parent / "data" / "efficiency.toml"
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Peak capabilities the efficiencies are relative to, for one device."""
+
+    name: str
+    flops_per_s: float
+    bytes_per_s: float
+    memory_bytes: float | None = None
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Fraction of peak compute and bandwidth achieved, and a fixed time per step or per batch."""
+
+    compute: float
+    memory: float
+    overhead_s: float
+    source: str
+
+    def __post_init__(self) -> None:
+        if not (0 < self.compute <= 2 and 0 < self.memory <= 2 and self.overhead_s >= 0):
+            raise CatalogError(f"efficiency out of range: {self}")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    seconds: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+
+    @property
+    def bound(self) -> str:
+        """What limits the step: 'compute', 'memory' or 'overhead' (the fixed time dominates)."""
+        if self.overhead_s > max(self.compute_s, self.memory_s):
+            return "overhead"
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+
+def roofline_time(flops: float, nbytes: float, peaks: Peaks, eff: Efficiency, num_gpus: int = 1) -> Prediction:
+    """Time for ``flops`` and ``nbytes`` of work on ``num_gpus`` devices of ``peaks``."""
+    compute_s = flops / (eff.compute * peaks.flops_per_s * num_gpus)
+    memory_s = nbytes / (eff.memory * peaks.bytes_per_s * num_gpus)
+    return Prediction(eff.overhead_s + max(compute_s, memory_s), compute_s, memory_s, eff.overhead_s)
+
+
+def decode_step(spec: ModelSpec, batch_size: int, context_len: float, peaks: Peaks, eff: Efficiency, num_gpus: int = 1, kv_dtype: str = "bf16") -> Prediction:
+    """One decode step of ``batch_size`` sequences at mean context ``context_len``."""
+    # decode_work over output_len=2 is exactly one step at context input_len + 1
+    w = decode_work(spec, batch_size, int(context_len) - 1, 2, kv_dtype=kv_dtype)
+    return roofline_time(w.flops, w.bytes, peaks, eff, num_gpus)
+
+
+def prefill_batch(spec: ModelSpec, batch_size: int, input_len: int, peaks: Peaks, eff: Efficiency, num_gpus: int = 1, kv_dtype: str = "bf16") -> Prediction:
+    """Prefill of ``batch_size`` prompts of ``input_len`` tokens."""
+    w = prefill_work(spec, batch_size, input_len, kv_dtype=kv_dtype)
+    return roofline_time(w.flops, w.bytes, peaks, eff, num_gpus)
+
+
+@cache
+def published_efficiencies() -> dict[str, Efficiency]:
+    """Efficiencies from published measurements, used for GPUs when no GPU was measured."""
+    try:
+        data = tomllib.loads(DEFAULTS_FILE.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{DEFAULTS_FILE.name} is malformed: {exc}") from exc
+    return {
+        phase: Efficiency(float(v["compute"]), float(v["memory"]), float(v.get("overhead_s", 0.0)), v["source"])
+        for phase, v in data.items()
+    }

@@ -1,0 +1,49 @@
+"""Work done by a prefill or decode phase: model FLOPs and bytes moved, from the model formulas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from estimator.models import (
+    ModelSpec,
+    flops_per_token,
+    kv_cache_bytes_per_token,
+    weight_bytes_read_per_step,
+)
+
+
+@dataclass(frozen=True)
+class Work:
+    """Model FLOPs and bytes moved by one measured configuration (whole run, all GPUs)."""
+
+    flops: float
+    bytes: float
+
+
+def prefill_work(spec: ModelSpec, batch_size: int, input_len: int, waves: int = 1, kv_dtype: str = "bf16") -> Work:
+    """Prefilling ``batch_size`` prompts of ``input_len`` tokens, ``waves`` times.
+
+    FLOPs: every prompt token at its mean causal context (input_len / 2).
+    Bytes: the weights once per wave plus the KV cache written.
+    """
+    tokens = batch_size * input_len * waves
+    flops = tokens * flops_per_token(spec, input_len / 2)
+    moved = waves * weight_bytes_read_per_step(spec, batch_size * input_len) + tokens * kv_cache_bytes_per_token(spec, kv_dtype)
+    return Work(flops, moved)
+
+
+def decode_work(
+    spec: ModelSpec, batch_size: int, input_len: int, output_len: int, waves: int = 1, kv_dtype: str = "bf16"
+) -> Work:
+    """Decoding ``output_len − 1`` steps after the first token for a batch, ``waves`` times.
+
+    Per step: FLOPs = B × flops_per_token(mean context); bytes = weights read at batch B +
+    B × KV bytes per token × mean context (input_len + output_len / 2).
+    """
+    steps = max(output_len - 1, 0) * waves
+    ctx = input_len + output_len / 2
+    flops = steps * batch_size * flops_per_token(spec, ctx)
+    moved = steps * (
+        weight_bytes_read_per_step(spec, batch_size) + batch_size * kv_cache_bytes_per_token(spec, kv_dtype) * ctx
+    )
+    return Work(flops, moved)

@@ -1,0 +1,51 @@
+"""The ``fleetcal`` console script: bench, estimate, predict, backtest, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fleetcal.common import Parser, UsageError
+
+SUBCOMMANDS = {
+    "bench": ("bench.cli", "measure a model with vLLM (or transformers) on this machine's device"),
+    "estimate": ("estimator.cli_estimate", "fleet sizes per scenario, from the article to the calibrated roofline"),
+    "predict": ("estimator.cli_predict", "tokens/s for a model x device x batch x lengths from the calibrated roofline"),
+    "backtest": ("estimator.cli_backtest", "published deployments against each method's prediction"),
+    "report": ("fleetcal.report", "regenerate tables, plots and the README results section from results/runs"),
+}
+
+
+def _module(name: str):
+    import importlib
+
+    return importlib.import_module(SUBCOMMANDS[name][0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="fleetcal", description="How many GPUs does serving this traffic take? Measured, not assumed.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _module(name).add_cli_args(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(_module(args.command).main(args) or 0)
+    except UsageError as exc:  # CatalogError and SchemaError are UsageErrors too
+        sys.stderr.write(f"fleetcal {args.command}: error: {str(exc).splitlines()[0]}\n")
+        return 2
+
+
+def entry() -> None:
+    """Console-script entry point; vLLM spawns workers, so this stays behind a __main__ guard in callers."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,39 @@
+"""Shared command-line plumbing: one-line errors with exit status 2, list parsing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+class UsageError(ValueError):
+    """Bad input from the user; the message says what to fix."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors reduced to one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def int_list(text: str) -> list[int]:
+    """Parse a comma-separated list of positive integers, e.g. '1,8,32'."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers (e.g. 1,8,32)") from None
+    if not values:
+        raise argparse.ArgumentTypeError("the list is empty; give e.g. 1,8,32")
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every value in {text!r} must be a positive integer")
+    return values
+
+
+def str_list(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("the list is empty")
+    return values
