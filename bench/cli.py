@@ -199,7 +199,7 @@ def _new_run(plan: BenchPlan, spec: Any) -> RunFile:
     from bench.device import describe_device, git_commit, versions
     from estimator.models import weight_bytes
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     device_info = describe_device(plan.device)
     run = {
         "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -260,7 +260,7 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
     if plan.resume is not None:
         doc = load_document(plan.resume)
         runfile = RunFile(plan.resume, doc["run"], doc["records"])
-        runfile.run.setdefault("resumed_utc", []).append(dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        runfile.run.setdefault("resumed_utc", []).append(dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     else:
         runfile = _new_run(plan, spec)
     runfile.save()
@@ -335,9 +335,8 @@ def _close_quietly(engine: Any) -> None:
 
 
 def _start_server(ecfg: Any, runfile: RunFile) -> Any:
-    from bench.serve import Server
-
     from bench.bundled import cache_dir
+    from bench.serve import Server
 
     server = Server(ecfg, cache_dir() / "logs" / runfile.path.with_suffix(".server.log").name)
     server.__enter__()
@@ -395,6 +394,10 @@ def summarize(runfile: RunFile) -> str:
         mbu = r.get("mbu_measured_peak")
         util = f" | MFU {mfu:.1%} MBU {mbu:.1%} of measured peaks" if mfu is not None and mbu is not None else ""
         lines.append(f"{head} {r['output_tokens_per_s']:.1f} output tok/s, {r['total_tokens_per_s']:.1f} total tok/s{extra}{util}")
+    best = [r.get("mfu") if r.get("mfu") is not None else r.get("mfu_measured_peak") for r in runfile.records if r["status"] == "ok"]
+    best = [b for b in best if b is not None]
+    if best:
+        lines.append(f"utilization: best MFU {max(best):.1%} (datasheet peak where catalogued, else this run's measured peak); the article assumed 50%")
     return "\n".join(lines)
 
 

@@ -126,7 +126,8 @@ class TransformersEngine:
         dtype = getattr(torch, cfg.dtype)
         if cfg.load_format == "dummy":
             config = AutoConfig.from_pretrained(cfg.model)
-            self.model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            with torch.device(cfg.device):  # random weights made where they run: fast for 8B on a GPU
+                self.model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         else:
             self.model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
         self.device = cfg.device

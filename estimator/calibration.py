@@ -37,14 +37,16 @@ RECORD_COLUMNS = [
 
 
 def load_runs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
-    """Every record of every valid run file under ``results_dir``, one row each, with run context.
+    """Every record of every valid run file in ``results_dir`` (or of that one file), one row each, with run context.
 
     Files that do not follow the schema are skipped (named in the ``skipped`` attribute).
     Rows are sorted so the table does not depend on file-system order.
     """
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for path in sorted(Path(results_dir).glob("*.json")):
+    results_dir = Path(results_dir)
+    paths = [results_dir] if results_dir.is_file() else sorted(results_dir.glob("*.json"))
+    for path in paths:
         try:
             doc = json.loads(path.read_text())
             validate_document(doc)
@@ -244,7 +246,7 @@ def measured_utilization(df: pd.DataFrame, prefer_kind: str = "cuda") -> dict[st
     if ok.empty:
         return None
     ok["mfu_used"] = ok["mfu"].fillna(ok["mfu_measured_peak"])
-    ok = ok[ok["mfu_used"].notna()]
+    ok = ok[ok["mfu_used"].notna() & (ok["mfu_used"] <= 1.0)]  # above 1: the peak it was measured against was wrong
     if ok.empty:
         return None
     preferred = ok[ok["device_kind"] == prefer_kind]

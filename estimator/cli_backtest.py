@@ -1,6 +1,25 @@
-def add_cli_args(p):
-    pass
+"""``fleetcal backtest``: published deployments against each method's prediction."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from estimator.backtest import backtest
+from estimator.calibration import RESULTS_DIR, calibrate, load_runs, measured_utilization
 
 
-def main(args):
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of measured runs")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+
+def main(args: argparse.Namespace) -> int:
+    runs = load_runs(args.results)
+    df = backtest(calibrate(runs), measured_utilization(runs))
+    if args.json:
+        print(json.dumps({"rows": df.to_dict(orient="records")}, default=str))
+    else:
+        print(df.to_string(index=False))
     return 0

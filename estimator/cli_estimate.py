@@ -1,6 +1,130 @@
-def add_cli_args(p):
-    pass
+"""``fleetcal estimate``: GPUs needed per scenario and GPU type."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from estimator.article import ArticleInputs, article_estimate
+from estimator.calibration import RESULTS_DIR, calibrate, load_runs, measured_utilization
+from estimator.fleet import SCENARIOS, Traffic, project
+from estimator.hardware import get_gpu
+from fleetcal.common import UsageError
+
+ARTICLE_ONLY = ("params_per_token", "utilization", "precision")
 
 
-def main(args):
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", action="append", choices=SCENARIOS, help="repeatable; default: all")
+    p.add_argument("--gpu", action="append", help="catalogued GPU, repeatable; default: H100 and A100")
+    p.add_argument("--model", default="deepseek-v3", help="catalogued model or config directory (roofline, active, direct)")
+    p.add_argument("--config", type=Path, help="TOML or JSON file of traffic, SLO and article inputs (names as the flags, with _)")
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of measured runs")
+    p.add_argument("--run", type=Path, help="one results file whose measured utilization the 'measured' scenario uses (default: the best in --results)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    g = p.add_argument_group("traffic and SLO (defaults: the article's traffic, DeepSeek's published ratios)")
+    for f in fields(Traffic):
+        if f.type in ("float", "int"):
+            g.add_argument("--" + f.name.replace("_", "-"), type=float, default=None, help=f"default {f.default:g}")
+    g.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default bf16)")
+    a = p.add_argument_group("the article's own assumptions")
+    a.add_argument("--params-per-token", type=float, default=None, help="default 671e9 (total parameters)")
+    a.add_argument("--utilization", type=float, default=None, help="default 0.5")
+    a.add_argument("--precision", default=None, help="default fp8 (A100: its INT8 peak)")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({exc})") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: must hold a table of settings")
+    known = {f.name for f in fields(Traffic)} | set(ARTICLE_ONLY)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"--config {path}: unknown settings {', '.join(unknown)}; use any of {', '.join(sorted(known))}")
+    return data
+
+
+def validate_args(args: argparse.Namespace) -> tuple[Traffic, ArticleInputs, tuple[str, ...], tuple[str, ...]]:
+    settings: dict[str, Any] = _read_config(args.config) if args.config else {}
+    for name in [f.name for f in fields(Traffic)] + list(ARTICLE_ONLY):
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    traffic_kw = {k: v for k, v in settings.items() if k not in ARTICLE_ONLY}
+    if "max_replica_gpus" in traffic_kw:
+        traffic_kw["max_replica_gpus"] = int(traffic_kw["max_replica_gpus"])
+    try:
+        traffic = Traffic(**traffic_kw)
+    except TypeError as exc:
+        raise UsageError(f"bad traffic setting: {exc}") from exc
+    article = ArticleInputs(
+        daily_visits=traffic.daily_visits, questions_per_visit=traffic.questions_per_visit, tokens_per_reply=traffic.tokens_per_reply,
+        **{k: settings[k] for k in ARTICLE_ONLY if k in settings},
+    )  # fmt: skip
+    gpus = tuple(get_gpu(g).name for g in (args.gpu or ["H100", "A100"]))
+    if any(not get_gpu(g).peak_tflops for g in gpus):
+        raise UsageError("a GPU without peaks")
+    scenarios = tuple(dict.fromkeys(args.scenario or SCENARIOS))
+    return traffic, article, gpus, scenarios
+
+
+def main(args: argparse.Namespace) -> int:
+    traffic, article, gpus, scenarios = validate_args(args)
+    if args.run is not None and not args.run.is_file():
+        raise UsageError(f"--run {args.run}: no such results file")
+    runs = load_runs(args.results)
+    fits = calibrate(runs)
+    measured = measured_utilization(load_runs(args.run) if args.run else runs)
+    rows = project(args.model, gpus, scenarios, traffic, article, runs, fits, measured)
+    art = article_estimate(article, gpus)
+    by_scenario: dict[str, dict[str, int | None]] = {}
+    for r in rows:
+        by_scenario.setdefault(r["scenario"], {})[r["gpu"]] = r["gpus"]
+    doc = {
+        "demand_ops_per_s": art["demand_ops_per_s"],
+        "demand_ops_per_s_exact": art["demand_ops_per_s_exact"],
+        "rounding": art["rounding"],
+        "scenarios": list(scenarios),
+        "gpus": by_scenario[scenarios[0]],
+        "gpus_by_scenario": by_scenario,
+        "rows": rows,
+        "model": args.model,
+        "traffic": traffic.__dict__,
+        "article_inputs": article.__dict__,
+        "measured_utilization": measured,
+    }
+    if args.json:
+        print(json.dumps(doc, default=str))
+        return 0
+    print(f"article demand: {art['demand_ops_per_s_exact']:.4e} ops/s, published as {art['demand_ops_per_s']:.1e} ({art['rounding']})")
+    for name, d in art["details"].items():
+        print(f"  article: {name} {d['gpus']:,} GPUs ({d['gpus_exact']:.2f} at {d['peak_tflops_used']:g} TFLOPS, truncated)")
+    print(format_rows(rows))
     return 0
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """Scenarios x GPUs as a table, with how each number came about."""
+    df = pd.DataFrame(rows)
+    wide = df.pivot(index="scenario", columns="gpu", values="gpus")
+    wide = wide.reindex(index=list(dict.fromkeys(df["scenario"])), columns=list(dict.fromkeys(df["gpu"])))
+    lines = [wide.to_string(na_rep="n/a", float_format=lambda v: f"{v:,.0f}"), ""]
+    for sc, group in df.groupby("scenario", sort=False):
+        hows = list(dict.fromkeys(group["how"]))
+        if len(hows) == 1:
+            lines.append(f"  {sc}: {hows[0]}")
+        else:
+            lines += [f"  {sc} ({g}): {h}" for g, h in zip(group["gpu"], group["how"])]
+    return "\n".join(lines)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from estimator.work import decode_work, prefill_work
 from estimator.hardware import CatalogError
 from estimator.models import ModelSpec
+from estimator.work import decode_work, prefill_work
 
 DEFAULTS_FILE = Path(__file__).parent / "data" / "efficiency.toml"
 

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Command 1 of the quick start: set up (idempotent), measure the bundled model on this machine
-# with `fleetcal bench`'s defaults, and print what was measured. Extra arguments go to bench.
+# Command 1 of the quick start: set up (idempotent), measure the bundled model with
+# `fleetcal bench`'s defaults (extra arguments go to bench), then show what it means: measured
+# utilization beside the article's 50%, the fleet for H100 and A100 under every scenario using
+# this run's measurements, and regenerated tables, plots and README results section.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-exec "${FLEETCAL_VENV:-.venv}/bin/fleetcal" bench "$@"
+FC="${FLEETCAL_VENV:-.venv}/bin/fleetcal"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+"$FC" bench "$@" | tee "$log"
+run="$(sed -n 's/^results: //p' "$log" | tail -1)"
+echo
+echo "== fleet for the article's traffic, using this run's measured utilization =="
+"$FC" estimate --run "$run"
+echo
+"$FC" report

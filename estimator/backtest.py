@@ -1,0 +1,95 @@
+"""Backtest: published deployments against what each method predicts from their traffic."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
+from estimator.fleet import Traffic, efficiencies_for, roofline_fleet
+from estimator.hardware import CatalogError, get_gpu
+from estimator.models import get_model
+
+DEPLOYMENTS_FILE = Path(__file__).parent / "data" / "deployments.toml"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    model: str
+    gpu: str
+    gpus_per_node: int
+    nodes_average: float
+    nodes_peak: float
+    input_tokens_per_day: float
+    cached_input_tokens_per_day: float
+    output_tokens_per_day: float
+    tokens_per_s_per_user: float
+    average_kv_len: float
+    per_node_prefill_tokens_per_s: float
+    per_node_decode_tokens_per_s: float
+    source: str
+
+    @property
+    def gpus_average(self) -> float:
+        return self.nodes_average * self.gpus_per_node
+
+
+def load_deployments(path: Path = DEPLOYMENTS_FILE) -> list[Deployment]:
+    try:
+        data = tomllib.loads(path.read_text())
+        return [Deployment(name=k, **{f: v for f, v in d.items()}) for k, d in data.items()]
+    except (tomllib.TOMLDecodeError, TypeError) as exc:
+        raise CatalogError(f"{path.name} is malformed: {exc}") from exc
+
+
+def nodes_from_per_node_throughput(d: Deployment) -> float:
+    """Nodes implied by the published per-node throughputs: input/prefill rate + output/decode rate."""
+    return (
+        d.input_tokens_per_day / SECONDS_PER_DAY / d.per_node_prefill_tokens_per_s
+        + d.output_tokens_per_day / SECONDS_PER_DAY / d.per_node_decode_tokens_per_s
+    )
+
+
+def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per deployment and method: predicted GPUs (daily mean), published GPUs, error in %."""
+    rows = []
+    for d in load_deployments():
+        gpu = get_gpu(d.gpu)
+        spec = get_model(d.model)
+        tokens_per_reply = 1000.0
+        visits = d.output_tokens_per_day / tokens_per_reply  # one question per visit: only the product matters
+        base = ArticleInputs(daily_visits=visits, questions_per_visit=1, tokens_per_reply=tokens_per_reply, demand_significant_digits=None)
+        preds: dict[str, tuple[float | None, str]] = {
+            "article": (article_gpus(gpu, base)["gpus"], "2 x total params x output tokens at 50%"),
+            "active": (article_gpus(gpu, ArticleInputs(**{**base.__dict__, "params_per_token": float(spec.active_params)}))["gpus"], "active params at 50%"),
+        }
+        if measured:
+            a = ArticleInputs(**{**base.__dict__, "utilization": min(measured["utilization"], 1.0)})
+            preds["measured"] = (article_gpus(gpu, a)["gpus"], f"article formula at measured MFU {measured['utilization']:.1%}")
+        else:
+            preds["measured"] = (None, "no measured utilization")
+        traffic = Traffic(
+            daily_visits=visits, questions_per_visit=1, tokens_per_reply=tokens_per_reply,
+            input_tokens_per_output_token=d.input_tokens_per_day / d.output_tokens_per_day,
+            cache_hit_rate=d.cached_input_tokens_per_day / d.input_tokens_per_day, peak_to_average=1.0,
+            tokens_per_s_per_user=d.tokens_per_s_per_user, decode_context_len=d.average_kv_len,
+        )  # fmt: skip
+        eff, source = efficiencies_for(gpu.name, fits or [])
+        r = roofline_fleet(spec, gpu, traffic, eff)
+        preds["roofline"] = (r.gpus, f"efficiencies {source}; decode {r.decode_gpus} + prefill {r.prefill_gpus}")
+        nodes = nodes_from_per_node_throughput(d)
+        preds["published per-node throughput"] = (nodes * d.gpus_per_node, f"{nodes:.1f} nodes (consistency check, not a prediction)")
+        for method, (gpus, how) in preds.items():
+            err = None if gpus is None else round((gpus / d.gpus_average - 1) * 100, 1)
+            rows.append({
+                "deployment": d.name, "gpu": gpu.name, "method": method,
+                "predicted_gpus": None if gpus is None else int(math.ceil(gpus - 1e-9)) if method != "published per-node throughput" else round(gpus, 1),
+                "published_gpus": d.gpus_average, "error_pct": err, "how": how,
+            })  # fmt: skip
+    return pd.DataFrame(rows)

@@ -1,0 +1,104 @@
+"""Cross-check fleetcal's throughput against vLLM's own throughput benchmark, on one workload.
+
+Runs, one after the other on the same model and workload (every prompt submitted at once):
+  1. vllm.benchmarks.throughput, through its own add_cli_args and main (random dataset);
+  2. fleetcal bench --engine vllm --mode throughput;
+  3. fleetcal bench --engine transformers --mode throughput;
+and prints output tokens/s of each with the ratios to vLLM's figure. Each runs in its own
+process so that no engine's memory or threads carry over.
+
+    .venv/bin/python scripts/crosscheck.py [--num-prompts 64 --input-len 32 --output-len 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def vllm_throughput(model: str, n: int, input_len: int, output_len: int, kv_cache_gb: float | None) -> dict:
+    """vLLM's own benchmark, called through its argparse interface; parses its printed result."""
+    from vllm.benchmarks.throughput import add_cli_args, main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    argv = [
+        "--backend", "vllm", "--model", model, "--dataset-name", "random",
+        "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--random-range-ratio", "0",
+        "--num-prompts", str(n), "--dtype", "bfloat16", "--max-model-len", str(input_len + output_len + 16),
+        "--max-num-seqs", str(n), "--enforce-eager", "--no-enable-prefix-caching", "--seed", "0",
+        "--num-warmups", str(n),
+    ]  # fmt: skip
+    if kv_cache_gb:
+        argv += ["--kv-cache-memory-bytes", str(int(kv_cache_gb * 2**30))]
+    args = parser.parse_args(argv)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main(args)
+    text = buf.getvalue()
+    m = re.search(r"([\d.]+) total tokens/s, ([\d.]+) output tokens/s", text)
+    if not m:
+        raise RuntimeError(f"could not read vLLM's result from: {text[-500:]}")
+    return {"total_tokens_per_s": float(m.group(1)), "output_tokens_per_s": float(m.group(2))}
+
+
+def fleetcal_throughput(engine: str, n: int, input_len: int, output_len: int, out_dir: Path) -> dict:
+    cmd = [
+        sys.executable, "-m", "fleetcal.cli", "bench", "--engine", engine, "--mode", "throughput",
+        "--batch-sizes", str(n), "--num-prompts", str(n), "--input-lens", str(input_len),
+        "--output-lens", str(output_len), "--max-model-len", str(input_len + output_len + 16),
+        "--microbench", "off", "--out", str(out_dir / engine),
+    ]  # fmt: skip
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    (path,) = sorted((out_dir / engine).glob("*.json"))
+    rec = json.loads(path.read_text())["records"][-1]
+    if rec["status"] != "ok":
+        raise RuntimeError(f"fleetcal {engine} failed: {rec['error']}")
+    return {"output_tokens_per_s": rec["output_tokens_per_s"], "total_tokens_per_s": rec["total_tokens_per_s"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-prompts", type=int, default=64)
+    p.add_argument("--input-len", type=int, default=32)
+    p.add_argument("--output-len", type=int, default=128)
+    p.add_argument("--kv-cache-gb", type=float, default=2.0, help="vLLM's KV cache on the CPU (GiB)")
+    p.add_argument("--vllm-child", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    from bench.bundled import ensure_bundled_model
+
+    model = str(ensure_bundled_model())
+    if a.vllm_child:
+        print(json.dumps(vllm_throughput(model, a.num_prompts, a.input_len, a.output_len, a.kv_cache_gb)))
+        return 0
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+    child = subprocess.run(
+        [sys.executable, __file__, "--vllm-child", "--num-prompts", str(a.num_prompts), "--input-len", str(a.input_len), "--output-len", str(a.output_len), "--kv-cache-gb", str(a.kv_cache_gb)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    ref = json.loads(child.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = fleetcal_throughput("vllm", a.num_prompts, a.input_len, a.output_len, Path(tmp))
+        hf = fleetcal_throughput("transformers", a.num_prompts, a.input_len, a.output_len, Path(tmp))
+    print(f"workload: {a.num_prompts} prompts, {a.input_len} in / {a.output_len} out, all submitted at once, bundled model")
+    print(f"{'':34}{'output tok/s':>14}{'total tok/s':>14}{'ratio to vLLM':>15}")
+    for name, r in (("vllm.benchmarks.throughput", ref), ("fleetcal bench --engine vllm", ours), ("fleetcal bench --engine transformers", hf)):
+        ratio = r["output_tokens_per_s"] / ref["output_tokens_per_s"]
+        print(f"{name:34}{r['output_tokens_per_s']:>14.1f}{r['total_tokens_per_s']:>14.1f}{ratio:>15.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""`fleetcal bench` as a user runs it: a real sweep, a killed sweep, and --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.records import load_document
+
+pytestmark = pytest.mark.engine
+FLEETCAL = [sys.executable, "-m", "fleetcal.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env():
+    return {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+
+
+def _only_file(d: Path) -> Path:
+    files = sorted(d.glob("*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_bench_writes_a_complete_record_file(tmp_path):
+    out = tmp_path / "runs"
+    args = ["bench", "--batch-sizes", "1,2", "--input-lens", "16", "--output-lens", "8", "--num-prompts", "2", "--microbench", "quick", "--out", str(out)]
+    proc = subprocess.run([*FLEETCAL, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load_document(_only_file(out))
+    run = doc["run"]
+    assert run["device"]["kind"] == "cpu" and run["device"]["cores"] >= 1
+    assert run["versions"]["vllm"] and run["versions"]["torch"] and run["versions"]["transformers"]
+    assert run["model"]["name"] == "SmolLM2-135M-Instruct" and run["model"]["parameters"] > 1e8
+    modes = [r["mode"] for r in doc["records"]]
+    assert modes == ["microbench", "throughput", "throughput"]
+    for r in doc["records"][1:]:
+        assert r["status"] == "ok" and r["output_tokens_per_s"] > 0
+        assert r["total_tokens_per_s"] > r["output_tokens_per_s"]
+    assert "output tok/s" in proc.stdout
+
+
+def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
+    out = tmp_path / "runs"
+    args = ["bench", "--engine", "transformers", "--mode", "throughput,decode", "--batch-sizes", "1,2,3",
+            "--input-lens", "16", "--output-lens", "24", "--num-prompts", "1", "--microbench", "off", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    path = None
+    try:
+        while time.monotonic() < deadline:
+            files = list(out.glob("*.json")) if out.exists() else []
+            if files:
+                path = files[0]
+                try:
+                    if len(json.loads(path.read_text())["records"]) >= 2:
+                        break
+                except json.JSONDecodeError:
+                    pytest.fail("the results file was caught half-written")
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert path is not None
+    doc = load_document(path)  # valid after the kill
+    finished = [(r["mode"], r["batch_size"]) for r in doc["records"]]
+    assert 2 <= len(finished) < 6, "the kill should land midway through the six configurations"
+    assert all(r["status"] == "ok" for r in doc["records"])
+
+    res = subprocess.run([*FLEETCAL, "bench", "--resume", str(path)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    after = load_document(path)
+    keys = [(r["mode"], r["batch_size"]) for r in after["records"]]
+    assert sorted(keys) == sorted([(m, b) for m in ("throughput", "decode") for b in (1, 2, 3)])
+    assert keys[: len(finished)] == finished, "finished configurations are kept, not measured again"
+    assert after["run"]["resumed_utc"]
+    assert _only_file(out) == path

@@ -1,0 +1,132 @@
+"""Projections, backtest consistency, calibration on committed real records, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from estimator.backtest import backtest, load_deployments, nodes_from_per_node_throughput
+from estimator.calibration import Point, calibrate, fit_efficiency, load_runs, measured_utilization, predict_point
+from estimator.fleet import Traffic, project
+from estimator.models import flops_per_token, flops_per_token_attention, flops_per_token_linear, get_model
+from fleetcal.cli import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "runs"
+
+
+def test_backtest_consistency_227_nodes():
+    # DeepSeek day 6: 608e9/86,400/73.7e3 + 168e9/86,400/14.8e3 = 95.5 + 131.4 = 226.9 nodes (published 226.75)
+    d = load_deployments()[0]
+    assert nodes_from_per_node_throughput(d) == pytest.approx(226.9, abs=0.2)
+
+
+def test_backtest_article_method_on_deepseek_traffic():
+    # reference: the article's method on DeepSeek's real traffic gives 2,638 H100; active params alone 145
+    df = backtest()
+    by = df.set_index("method")
+    assert by.loc["article", "predicted_gpus"] == 2638
+    assert by.loc["active", "predicted_gpus"] == pytest.approx(145, abs=3)  # 37.55B counted vs 37B published
+    assert by.loc["article", "error_pct"] == pytest.approx((2638 / 1814 - 1) * 100, abs=0.1)
+
+
+def test_mla_attention_matches_linear_flops_near_5k_context():
+    # reference: at ~5k tokens of context MLA decode attention costs about as much as the linear layers
+    spec = get_model("deepseek-v3")
+    ratio = flops_per_token_attention(spec, 4989) / flops_per_token_linear(spec)
+    assert 0.8 < ratio < 1.4
+    assert flops_per_token(spec, 0) == pytest.approx(2 * (spec.active_params - spec.embedding_params))
+
+
+def test_projection_scenarios_order_and_replacing_assumptions():
+    rows = project("deepseek-v3", ("H100", "A100"), measured={"utilization": 0.25, "engine": "vllm", "mode": "throughput", "model": "m", "device_name": "d", "against": "x"})
+    got = {(r["scenario"], r["gpu"]): r["gpus"] for r in rows}
+    assert got[("article", "H100")] == 16177 and got[("article", "A100")] == 51282
+    assert got[("active", "H100")] < got[("article", "H100")] / 17  # 671B / 37.55B = 17.9x fewer
+    assert got[("measured", "H100")] == pytest.approx(2 * 16177, abs=2)  # 25% instead of 50%: twice the GPUs
+    roof = next(r for r in rows if r["scenario"] == "roofline" and r["gpu"] == "H100")
+    assert roof["gpus"] == roof["decode_gpus"] + roof["prefill_gpus"]
+    assert roof["gpus"] % 8 == 0  # whole replicas, each holding the 671 GB of FP8 weights
+    assert roof["decode_step_ms"] <= 50.0 + 1e-6  # 20 tokens/s per user
+    assert got[("direct", "H100")] is None
+
+
+def test_peak_traffic_and_speed_target_raise_the_roofline_fleet():
+    base = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), traffic=Traffic())}
+    peakier = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), traffic=Traffic(peak_to_average=2.0))}
+    faster = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), traffic=Traffic(tokens_per_s_per_user=60))}
+    assert peakier["H100"] > base["H100"] and faster["H100"] > base["H100"]
+
+
+def test_fit_recovers_known_efficiencies():
+    # synthetic points from a known roofline: c=0.4, m=0.6, overhead 2 ms
+    pts = []
+    for b in (1, 2, 4, 8, 16, 64, 256, 1024):
+        p = Point(flops=b * 2e9, nbytes=1e9 + b * 1e6, seconds=0.0, peak_flops_per_s=1e13, peak_bytes_per_s=1e11, label=str(b))
+        true = 0.002 + max(p.flops / (0.4 * 1e13), p.nbytes / (0.6 * 1e11))
+        pts.append(Point(p.flops, p.nbytes, true, p.peak_flops_per_s, p.peak_bytes_per_s, p.label))
+    eff = fit_efficiency(pts, "synthetic")
+    assert eff.compute == pytest.approx(0.4, rel=0.05)
+    assert eff.memory == pytest.approx(0.6, rel=0.05)
+    assert eff.overhead_s == pytest.approx(0.002, rel=0.15)
+    assert all(predict_point(p, eff) == pytest.approx(p.seconds, rel=0.05) for p in pts)
+
+
+def test_calibration_on_committed_real_records():
+    df = load_runs(FIXTURE)
+    assert not df.empty and not df.attrs["skipped"]
+    fits = {f.phase: f for f in calibrate(df)}
+    assert set(fits) == {"prefill", "decode"}
+    dec = fits["decode"]
+    assert 0 < dec.efficiency.compute <= 1.2 and 0 < dec.efficiency.memory <= 1.2
+    assert dec.fit_mape < 0.25 and dec.heldout_mape is not None and dec.heldout_mape < 0.5
+    m = measured_utilization(df)
+    assert m is not None and 0 < m["utilization"] < 1 and m["against"] == "measured peak"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["estimate", "--daily-visits", "-1"], "daily-visits must be positive"),
+        (["estimate", "--utilization", "0"], "utilization must be in (0, 1]"),
+        (["estimate", "--utilization", "1.01"], "utilization must be in (0, 1]"),
+        (["estimate", "--gpu", "H9000"], "unknown GPU"),
+        (["estimate", "--model", "/no/such/model"], "no config.json"),
+        (["estimate", "--cache-hit-rate", "1.5"], "cache-hit-rate"),
+        (["predict", "--model", "nope-model-x", "--gpu", "H100"], "model"),
+        (["predict", "--model", "llama-3.1-8b", "--gpu", "H100", "--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_estimator_bad_input(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and needle in err
+
+
+def test_malformed_config_files(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("daily_visits = [")
+    assert main(["estimate", "--config", str(bad)]) == 2
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"daily_vistis": 5}))
+    assert main(["estimate", "--config", str(unknown)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid TOML" in err and "unknown settings daily_vistis" in err
+
+
+def test_config_file_sets_traffic(tmp_path, capsys):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("daily_visits = 2e8\nutilization = 0.25\n")
+    assert main(["estimate", "--config", str(cfg), "--scenario", "article", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["gpus"]["H100"] > 4 * 16177 - 10  # twice the traffic at half the utilization
+
+
+def test_predict_reports_bound_and_memory(capsys):
+    assert main(["predict", "--model", "llama-3.1-70b", "--gpu", "H100", "--batch-size", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decode_bound"] == "memory" and out["fits_in_memory"] is False  # 141 GB of bf16 weights > 80 GB
+    assert main(["predict", "--model", "llama-3.1-8b", "--gpu", "H100", "--batch-size", "2048", "--input-len", "2048", "--json"]) == 0
+    big = json.loads(capsys.readouterr().out)
+    assert big["prefill_bound"] == "compute"
