@@ -129,15 +129,21 @@ def fit_efficiency(points: list[Point], source: str) -> Efficiency:
     """Least squared relative error fit of (compute, memory, overhead) over ``points``."""
     if not points:
         raise ValueError("no points to fit")
-    t = np.array([p.seconds for p in points])
-    base = _base_times(points, _GRID, _GRID)  # [c, m, point]
-    # optimal overhead for each (c, m): minimise sum(((o + base)/t - 1)^2) -> closed form, clipped at 0
-    inv = 1.0 / t
-    o = ((1.0 - base * inv) * inv).sum(-1) / (inv**2).sum()
-    o = np.clip(o, 0.0, None)
-    err = (((o[..., None] + base) * inv - 1.0) ** 2).sum(-1)
-    i, j = np.unravel_index(np.argmin(err), err.shape)
-    return Efficiency(float(_GRID[i]), float(_GRID[j]), float(o[i, j]), source)
+    inv = 1.0 / np.array([p.seconds for p in points])
+
+    def best(cs: np.ndarray, ms: np.ndarray) -> tuple[int, int, float]:
+        base = _base_times(points, cs, ms)  # [c, m, point]
+        # optimal overhead for each (c, m): minimise sum(((o + base)/t - 1)^2) -> closed form, clipped at 0
+        o = np.clip(((1.0 - base * inv) * inv).sum(-1) / (inv**2).sum(), 0.0, None)
+        err = (((o[..., None] + base) * inv - 1.0) ** 2).sum(-1)
+        i, j = np.unravel_index(np.argmin(err), err.shape)
+        return int(i), int(j), float(o[i, j])
+
+    i, j, _ = best(_GRID, _GRID)  # coarse, then a fine grid between the neighbours of the best
+    fine_c = np.geomspace(_GRID[max(i - 1, 0)], _GRID[min(i + 1, len(_GRID) - 1)], 81)
+    fine_m = np.geomspace(_GRID[max(j - 1, 0)], _GRID[min(j + 1, len(_GRID) - 1)], 81)
+    i, j, o = best(fine_c, fine_m)
+    return Efficiency(float(fine_c[i]), float(fine_m[j]), o, source)
 
 
 def predict_point(p: Point, eff: Efficiency) -> float:

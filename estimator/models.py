@@ -166,12 +166,19 @@ def load_config(name_or_path: str) -> tuple[Any, str]:
     key = resolve_model_key(name_or_path)
     path = MODEL_DIR / key if key is not None else Path(name_or_path).expanduser()
     local = (path / "config.json").is_file()
+    known = ", ".join(sorted(model_catalog()))
     if not local and (key is not None or name_or_path.startswith(("/", ".", "~")) or path.exists()):
         raise CatalogError(f"model {name_or_path!r}: no config.json there; give a checkpoint directory")
+    if not local and name_or_path.count("/") != 1:
+        raise CatalogError(f"unknown model {name_or_path!r}: give a catalogued model ({known}), a directory with config.json, or a Hugging Face id (org/name)")
     try:
-        return AutoConfig.from_pretrained(str(path) if local else name_or_path), key or name_or_path
+        if local:
+            return AutoConfig.from_pretrained(str(path)), key or name_or_path
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()  # one line on failure, not a retry log
+        return AutoConfig.from_pretrained(name_or_path), name_or_path
     except (ValueError, OSError, json.JSONDecodeError) as exc:
-        known = ", ".join(sorted(model_catalog()))
         raise CatalogError(
             f"cannot read a config for model {name_or_path!r}: give a catalogued model ({known}), "
             f"a directory with config.json, or a Hugging Face id reachable from here"

@@ -74,6 +74,11 @@ def build_tables(results: Path) -> dict[str, pd.DataFrame]:
 # --- plots -----------------------------------------------------------------------------------
 
 
+def _legend(ax: Any, **kw: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def _save(fig: Any, path: Path, data: pd.DataFrame) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
@@ -108,7 +113,7 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
                 rows += [{"series": "roofline fitted", "device_name": f.device_name, "model": "", "batch_size": x, "tokens_per_s": y} for x, y in zip(b, bound["fitted"])]
                 rows += [{"series": "roofline bound", "device_name": f.device_name, "model": "", "batch_size": x, "tokens_per_s": y} for x, y in zip(b, bound["peak"])]
     ax.set(xscale="log", yscale="log", xlabel="batch size (sequences)", ylabel="output tokens/s (decode: decode tokens/s)", title="Throughput against batch size")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     _save(fig, plots / "throughput_vs_batch.png", pd.DataFrame(rows))
     plt.close(fig)
 
@@ -126,7 +131,7 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
     for ax, name in zip(axes, ("MFU", "MBU")):
         ax.axhline(50, color="red", linestyle="--", label="article's assumed 50%")
         ax.set(xscale="log", xlabel="batch size (sequences)", ylabel=f"{name} (% of peak)", title=f"{name} against batch size")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0], fontsize=7)
     _save(fig, plots / "utilization_vs_batch.png", pd.DataFrame(rows))
     plt.close(fig)
 
@@ -142,7 +147,7 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
         ax.bar_label(bars, labels=[f"{v:,.0f}" if pd.notna(v) else "" for v in g["gpus"]], fontsize=7)
     ax.set_xticks(range(len(scen)), scen)
     ax.set(yscale="log", ylabel="GPUs needed (log scale)", title="DeepSeek-V3 fleet for the article's traffic, by scenario")
-    ax.legend()
+    _legend(ax)
     _save(fig, plots / "fleet_by_scenario.png", fl[["scenario", "gpu", "gpus"]])
     plt.close(fig)
 
@@ -159,7 +164,7 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
                 ax.annotate(f"c={int(c)}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
                 rows.append({"device_name": dev, "engine": eng, "model": model, "concurrency": c, "tokens_per_s_per_user": x, "output_tokens_per_s_per_device": y})
     ax.set(xlabel="output tokens/s per user (interactivity)", ylabel="output tokens/s per device", title="Serving: throughput against interactivity")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     _save(fig, plots / "serving_tradeoff.png", pd.DataFrame(rows))
     plt.close(fig)
 
@@ -171,7 +176,7 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
             ax.scatter(g["measured_ms"], g["predicted_ms"], label=f"{eng} {phase} ({dev})", s=18)
         lo, hi = res[["measured_ms", "predicted_ms"]].min().min(), res[["measured_ms", "predicted_ms"]].max().max()
         ax.plot([lo, hi], [lo, hi], color="gray", linestyle="--", label="predicted = measured")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     ax.set(xscale="log", yscale="log", xlabel="measured time (ms per step or per prefill batch)", ylabel="roofline prediction (ms)", title="Calibration: measured against predicted")
     _save(fig, plots / "calibration.png", res)
     plt.close(fig)
