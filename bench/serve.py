@@ -53,6 +53,26 @@ def server_command(cfg: EngineConfig, port: int) -> list[str]:
     return cmd
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """PIDs of processes in group ``pgid`` that are still running (zombies excluded), from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class Server:
     """Context manager around one server process; ``log_path`` keeps its output for diagnosis."""
 
@@ -99,21 +119,20 @@ class Server:
         raise TimeoutError(f"server did not answer within {self.startup_timeout_s:.0f} s")
 
     def stop(self) -> None:
+        """SIGTERM to the server's process group, then SIGKILL to whatever of it is left after 30 s."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-            except ProcessLookupError:
-                pass
-        try:  # workers that outlived the leader
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        pgid = self.proc.pid
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while (self.proc.poll() is None or live_group_members(pgid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if live_group_members(pgid) or self.proc.poll() is None:
+            _signal_group(pgid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while live_group_members(pgid) and time.monotonic() < deadline:
+                time.sleep(0.1)
         self.proc = None
         self._log.close()
 
