@@ -43,6 +43,7 @@ class BenchPlan:
     data_parallel_size: int = 1
     distributed_executor_backend: str | None = None
     seed: int = 0
+    temperature: float = 1.0
     microbench: str = "full"  # full, quick or off
     resume: Path | None = None
     args: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +82,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-parallel-size", type=int, default=1)
     p.add_argument("--distributed-executor-backend", choices=("mp", "ray"), help="vLLM executor; ray for more than one node")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of measured outputs (vLLM's benchmark convention: 1.0, top_p 1.0); 0 for greedy")
     p.add_argument("--microbench", choices=("full", "quick", "off"), default="full", help="device peak microbenchmarks")
 
 
@@ -130,6 +132,8 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
     if args.engine == "transformers" and args.tensor_parallel_size * args.pipeline_parallel_size * args.data_parallel_size > 1:
         raise UsageError("parallel sizes above 1 need --engine vllm")
+    if args.temperature < 0:
+        raise UsageError("--temperature must be >= 0")
     if args.kv_cache_gb is not None and args.kv_cache_gb <= 0:
         raise UsageError("--kv-cache-gb must be positive")
     device = resolve_device(args.device)
@@ -152,7 +156,7 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         out_dir=args.out, max_model_len=max_model_len, kv_cache_gb=kv,
         tensor_parallel_size=args.tensor_parallel_size, pipeline_parallel_size=args.pipeline_parallel_size,
         data_parallel_size=args.data_parallel_size, distributed_executor_backend=args.distributed_executor_backend,
-        seed=args.seed, microbench=args.microbench, args=recorded,
+        seed=args.seed, temperature=args.temperature, microbench=args.microbench, args=recorded,
     )  # fmt: skip
 
 
@@ -222,6 +226,8 @@ def _new_run(plan: BenchPlan, spec: Any) -> RunFile:
             "max_model_len": plan.max_model_len,
             "kv_cache_gb": plan.kv_cache_gb,
             "prefix_caching": False,
+            "temperature": plan.temperature,
+            "top_p": 1.0,
             "tensor_parallel_size": plan.tensor_parallel_size,
             "pipeline_parallel_size": plan.pipeline_parallel_size,
             "data_parallel_size": plan.data_parallel_size,
@@ -283,7 +289,7 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
         max_num_seqs=max([*plan.batch_sizes, *plan.concurrencies, 1]),
         tensor_parallel_size=plan.tensor_parallel_size, pipeline_parallel_size=plan.pipeline_parallel_size,
         data_parallel_size=plan.data_parallel_size, distributed_executor_backend=plan.distributed_executor_backend,
-        seed=plan.seed,
+        seed=plan.seed, temperature=plan.temperature,
     )  # fmt: skip
     bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not progress, file=sys.stderr)
     engine = None
@@ -355,7 +361,7 @@ def _serve_record(server: Any, spec: Any, c: dict[str, Any], plan: BenchPlan, ct
     from bench.efficiency import Work, decode_work, efficiency_fields, prefill_work
     from bench.serve import measure_serve
 
-    m = measure_serve(server.base_url, server.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts, plan.seed)
+    m = measure_serve(server.base_url, server.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts, plan.seed, plan.temperature)
     if m["completed"] == 0:
         raise RuntimeError(f"no request completed; errors: {m['errors']}")
     waves = max(m["completed"] / c["concurrency"], 1.0)

@@ -2,7 +2,9 @@
 
 An engine is started once per engine configuration; a batch of B is B requests submitted
 together. Prompts are token ids drawn from an isolated, seeded RNG; output lengths are
-forced (vLLM: ``ignore_eos``; transformers: ``min_new_tokens == max_new_tokens``).
+forced (vLLM: ``ignore_eos``; transformers: ``min_new_tokens == max_new_tokens``). Measured
+outputs are sampled at temperature 1.0, top_p 1.0, as vLLM's throughput benchmark does
+(``--temperature 0`` for greedy); correctness checks (``complete``) are always greedy.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class EngineConfig:
     data_parallel_size: int = 1
     distributed_executor_backend: str | None = None  # e.g. "ray" for several nodes
     seed: int = 0
+    temperature: float = 1.0  # sampling of measured outputs; vLLM's throughput benchmark samples at 1.0, top_p 1.0
 
     @property
     def num_gpus(self) -> int:
@@ -88,13 +91,18 @@ class VllmEngine:
         if not self.has_tokenizer:
             kwargs["skip_tokenizer_init"] = True
         self.llm = LLM(**kwargs)
+        self.temperature = cfg.temperature
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
 
-    def _params(self, output_len: int, ignore_eos: bool = True):
+    def _params(self, output_len: int, ignore_eos: bool = True, temperature: float | None = None):
         from vllm import SamplingParams
 
         return SamplingParams(
-            temperature=0.0, max_tokens=output_len, ignore_eos=ignore_eos, detokenize=self.has_tokenizer
+            temperature=self.temperature if temperature is None else temperature,
+            top_p=1.0,
+            max_tokens=output_len,
+            ignore_eos=ignore_eos,
+            detokenize=self.has_tokenizer,
         )
 
     def generate(self, prompts: list[list[int]], output_len: int) -> tuple[float, int]:
@@ -105,7 +113,7 @@ class VllmEngine:
         return seconds, sum(len(o.outputs[0].token_ids) for o in outs)
 
     def complete(self, text: str, max_tokens: int) -> str:
-        out = self.llm.generate([text], self._params(max_tokens, ignore_eos=False), use_tqdm=False)
+        out = self.llm.generate([text], self._params(max_tokens, ignore_eos=False, temperature=0.0), use_tqdm=False)
         return out[0].outputs[0].text
 
     def close(self) -> None:
@@ -131,6 +139,7 @@ class TransformersEngine:
         else:
             self.model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
         self.device = cfg.device
+        self.temperature = cfg.temperature
         self.model.to(cfg.device).eval()
         self.vocab_size = int(self.model.config.get_text_config().vocab_size)
         self.tokenizer = None
@@ -160,7 +169,10 @@ class TransformersEngine:
                 attention_mask=mask,
                 max_new_tokens=output_len,
                 min_new_tokens=output_len,
-                do_sample=False,
+                do_sample=self.temperature > 0,
+                temperature=self.temperature if self.temperature > 0 else None,
+                top_p=1.0,
+                top_k=0,
                 pad_token_id=0,
             )
         self._sync()
@@ -174,7 +186,7 @@ class TransformersEngine:
             raise ValueError("this checkpoint has no tokenizer")
         enc = self.tokenizer(text, return_tensors="pt").to(self.device)
         with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False)
+            out = self.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def close(self) -> None:

@@ -140,13 +140,14 @@ class Server:
         self.stop()
 
 
-async def _one_request(session: Any, url: str, prompt: list[int], output_len: int) -> RequestTimeline:
+async def _one_request(session: Any, url: str, prompt: list[int], output_len: int, temperature: float) -> RequestTimeline:
     """One streamed completion; chunk arrival times recorded as the client sees them."""
     payload = {
         "model": "bench",
         "prompt": prompt,
         "max_tokens": output_len,
-        "temperature": 0.0,
+        "temperature": temperature,
+        "top_p": 1.0,
         "ignore_eos": True,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -179,7 +180,7 @@ async def _one_request(session: Any, url: str, prompt: list[int], output_len: in
 
 
 async def run_load(
-    base_url: str, prompts: list[list[int]], output_len: int, concurrency: int, warmup: int
+    base_url: str, prompts: list[list[int]], output_len: int, concurrency: int, warmup: int, temperature: float = 1.0
 ) -> tuple[list[RequestTimeline], float]:
     """Send ``prompts`` with at most ``concurrency`` in flight after ``warmup`` uncounted requests."""
     import aiohttp
@@ -189,12 +190,12 @@ async def run_load(
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         if warmup:
-            await asyncio.gather(*(_one_request(session, url, prompts[i % len(prompts)], output_len) for i in range(warmup)))
+            await asyncio.gather(*(_one_request(session, url, prompts[i % len(prompts)], output_len, temperature) for i in range(warmup)))
         sem = asyncio.Semaphore(concurrency)
 
         async def limited(p: list[int]) -> RequestTimeline:
             async with sem:
-                return await _one_request(session, url, p, output_len)
+                return await _one_request(session, url, p, output_len, temperature)
 
         t0 = time.perf_counter()
         timelines = await asyncio.gather(*(limited(p) for p in prompts))
@@ -203,12 +204,12 @@ async def run_load(
 
 
 def measure_serve(
-    base_url: str, vocab_size: int, concurrency: int, input_len: int, output_len: int, num_prompts: int, seed: int
+    base_url: str, vocab_size: int, concurrency: int, input_len: int, output_len: int, num_prompts: int, seed: int, temperature: float = 1.0
 ) -> dict[str, Any]:
     """One serving configuration: at least 5 × concurrency measured requests, concurrency warm-ups."""
     n = max(num_prompts, 5 * concurrency)
     prompts = make_prompts(n, input_len, vocab_size, seed=seed)
-    timelines, wall = asyncio.run(run_load(base_url, prompts, output_len, concurrency, warmup=concurrency))
+    timelines, wall = asyncio.run(run_load(base_url, prompts, output_len, concurrency, warmup=concurrency, temperature=temperature))
     metrics = serving_metrics(timelines, wall)
     metrics["num_prompts"] = n
     metrics["warmup_requests"] = concurrency
