@@ -318,7 +318,9 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
                     record["output_tokens_per_s_per_gpu"] = round(tps / num_gpus, 3)
             except Exception as exc:
                 record = _failed(base, exc)
-                if engine is not None and c["mode"] != "serve":  # the engine may be broken: start afresh
+                # a refused request (ValueError: e.g. a prompt longer than the context) leaves the
+                # engine usable; anything else may have broken it, so the next configuration starts afresh
+                if engine is not None and c["mode"] != "serve" and not isinstance(exc, ValueError):
                     _close_quietly(engine)
                     engine = None
             record["wall_s"] = round(time.perf_counter() - t0, 3)

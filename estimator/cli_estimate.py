@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from estimator.article import ArticleInputs, article_estimate
-from estimator.calibration import RESULTS_DIR, calibrate, load_runs, measured_utilization
+from estimator.calibration import RESULTS_DIR, calibrate, calibration_table, load_runs, measured_utilization, utilization_table
 from estimator.fleet import SCENARIOS, Traffic, project
 from estimator.hardware import get_gpu
 from fleetcal.common import UsageError
@@ -27,6 +27,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML or JSON file of traffic, SLO and article inputs (names as the flags, with _)")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of measured runs")
     p.add_argument("--run", type=Path, help="one results file whose measured utilization the 'measured' scenario uses (default: the best in --results)")
+    p.add_argument("--calibration", action="store_true", help="also print each run's MFU/MBU beside 50%%, the roofline fit, its residuals and held-out errors")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     g = p.add_argument_group("traffic and SLO (defaults: the article's traffic, DeepSeek's published ratios)")
     for f in fields(Traffic):
@@ -105,9 +106,13 @@ def main(args: argparse.Namespace) -> int:
         "article_inputs": article.__dict__,
         "measured_utilization": measured,
     }
+    if args.calibration:
+        doc["calibration"] = calibration_report(runs, fits)
     if args.json:
         print(json.dumps(doc, default=str))
         return 0
+    if args.calibration:
+        print(format_calibration(doc["calibration"]))
     print(f"article demand: {art['demand_ops_per_s_exact']:.4e} ops/s, published as {art['demand_ops_per_s']:.1e} ({art['rounding']})")
     for name, d in art["details"].items():
         print(f"  article: {name} {d['gpus']:,} GPUs ({d['gpus_exact']:.2f} at {d['peak_tflops_used']:g} TFLOPS, truncated)")
@@ -128,3 +133,30 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         else:
             lines += [f"  {sc} ({g}): {h}" for g, h in zip(group["gpu"], group["how"])]
     return "\n".join(lines)
+
+
+def calibration_report(runs: pd.DataFrame, fits: list[Any]) -> dict[str, Any]:
+    """Utilization of every measured configuration, the fits, and each fit's residuals."""
+    return {
+        "utilization": utilization_table(runs).to_dict(orient="records"),
+        "fits": calibration_table(fits).to_dict(orient="records"),
+        "residuals": [
+            {"device_name": f.device_name, "engine": f.engine, "phase": f.phase, "configuration": lbl,
+             "measured_ms": round(m * 1000, 4), "predicted_ms": round(q * 1000, 4), "error": round(q / m - 1, 4)}
+            for f in fits for lbl, m, q in f.residuals
+        ],
+    }  # fmt: skip
+
+
+def format_calibration(cal: dict[str, Any]) -> str:
+    pd.set_option("display.width", 200)
+    util = pd.DataFrame(cal["utilization"])
+    lines = ["== measured utilization (MFU, MBU) beside the article's 50% =="]
+    lines.append(util.to_string(index=False) if not util.empty else "no measurements")
+    lines += ["", "== roofline fit: time = overhead + max(FLOPs / (c x peak), bytes / (m x bandwidth)) =="]
+    fits = pd.DataFrame(cal["fits"])
+    lines.append(fits.to_string(index=False) if not fits.empty else "nothing to fit: measure prefill and decode")
+    res = pd.DataFrame(cal["residuals"])
+    if not res.empty:
+        lines += ["", "== residuals (error = predicted / measured - 1) ==", res.to_string(index=False)]
+    return "\n".join(lines) + "\n"

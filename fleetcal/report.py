@@ -131,6 +131,7 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
     for ax, name in zip(axes, ("MFU", "MBU")):
         ax.axhline(50, color="red", linestyle="--", label="article's assumed 50%")
         ax.set(xscale="log", xlabel="batch size (sequences)", ylabel=f"{name} (% of peak)", title=f"{name} against batch size")
+    fig.suptitle("Utilization (GPUs: of the datasheet peak; CPUs: of the run's own microbenchmark peak)", fontsize=9)
     _legend(axes[0], fontsize=7)
     _save(fig, plots / "utilization_vs_batch.png", pd.DataFrame(rows))
     plt.close(fig)
@@ -145,8 +146,11 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
         xs = [i + (k - 0.5) * 0.38 for i in range(len(scen))]
         bars = ax.bar(xs, g["gpus"], width=0.38, label=gpu)
         ax.bar_label(bars, labels=[f"{v:,.0f}" if pd.notna(v) else "" for v in g["gpus"]], fontsize=7)
-    ax.set_xticks(range(len(scen)), scen)
-    ax.set(yscale="log", ylabel="GPUs needed (log scale)", title="DeepSeek-V3 fleet for the article's traffic, by scenario")
+    util = fleet[fleet["gpu"] == "H100"].set_index("scenario")["utilization"]
+    ax.set_xticks(range(len(scen)), [f"{s}\n(H100 MFU {util[s]:.1%})" if pd.notna(util.get(s)) else s for s in scen])
+    missing = [s for s in SCENARIOS if s not in scen]
+    note = f" ({', '.join(missing)}: not measured on these GPUs)" if missing else ""
+    ax.set(yscale="log", ylabel="GPUs needed (log scale)", title=f"DeepSeek-V3 fleet for the article's traffic, by scenario{note}")
     _legend(ax)
     _save(fig, plots / "fleet_by_scenario.png", fl[["scenario", "gpu", "gpus"]])
     plt.close(fig)

@@ -31,7 +31,9 @@ def _only_file(d: Path) -> Path:
 
 def test_bench_writes_a_complete_record_file(tmp_path):
     out = tmp_path / "runs"
-    args = ["bench", "--batch-sizes", "1,2", "--input-lens", "16", "--output-lens", "8", "--num-prompts", "2", "--microbench", "quick", "--out", str(out)]
+    # in=64 + out=8 exceeds the engine's --max-model-len 48: those configurations fail and the sweep goes on
+    args = ["bench", "--batch-sizes", "1,2", "--input-lens", "16,64", "--output-lens", "8", "--num-prompts", "2",
+            "--max-model-len", "48", "--microbench", "quick", "--out", str(out)]  # fmt: skip
     proc = subprocess.run([*FLEETCAL, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = load_document(_only_file(out))
@@ -39,12 +41,14 @@ def test_bench_writes_a_complete_record_file(tmp_path):
     assert run["device"]["kind"] == "cpu" and run["device"]["cores"] >= 1
     assert run["versions"]["vllm"] and run["versions"]["torch"] and run["versions"]["transformers"]
     assert run["model"]["name"] == "SmolLM2-135M-Instruct" and run["model"]["parameters"] > 1e8
-    modes = [r["mode"] for r in doc["records"]]
-    assert modes == ["microbench", "throughput", "throughput"]
-    for r in doc["records"][1:]:
-        assert r["status"] == "ok" and r["output_tokens_per_s"] > 0
+    modes = [(r["mode"], r["input_len"], r["status"]) for r in doc["records"]]
+    assert modes == [("microbench", None, "ok")] + [("throughput", 16, "ok")] * 2 + [("throughput", 64, "failed")] * 2
+    for r in doc["records"][1:3]:
+        assert r["output_tokens_per_s"] > 0
         assert r["total_tokens_per_s"] > r["output_tokens_per_s"]
-    assert "output tok/s" in proc.stdout
+    for r in doc["records"][3:]:
+        assert "48" in r["error"], r["error"]
+    assert "output tok/s" in proc.stdout and "FAILED" in proc.stdout
 
 
 def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
@@ -85,3 +89,16 @@ def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
     assert keys[: len(finished)] == finished, "finished configurations are kept, not measured again"
     assert after["run"]["resumed_utc"]
     assert _only_file(out) == path
+
+
+def test_gpu_check_script_runs_on_the_cpu(tmp_path):
+    """The prepared GPU measurement, exercised on the CPU with tiny sizes before any GPU time is spent."""
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path), "--cpu-test"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    files = sorted(tmp_path.glob("*.json"))
+    assert len(files) == 2  # decode and prefill for smollm2-135m
+    for f in files:
+        doc = load_document(f)
+        assert doc["run"]["model"]["load_format"] == "dummy"
+        assert all(r["status"] == "ok" for r in doc["records"])
+        assert {r["mode"] for r in doc["records"]} in ({"microbench", "decode"}, {"microbench", "prefill"})
