@@ -147,10 +147,11 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
         bars = ax.bar(xs, g["gpus"], width=0.38, label=gpu)
         ax.bar_label(bars, labels=[f"{v:,.0f}" if pd.notna(v) else "" for v in g["gpus"]], fontsize=7)
     util = fleet[fleet["gpu"] == "H100"].set_index("scenario")["utilization"]
-    ax.set_xticks(range(len(scen)), [f"{s}\n(H100 MFU {util[s]:.1%})" if pd.notna(util.get(s)) else s for s in scen])
+    ax.set_xticks(range(len(scen)), [f"{s}\n(MFU {util[s]:.1%})" if pd.notna(util.get(s)) else s for s in scen])
     missing = [s for s in SCENARIOS if s not in scen]
-    note = f" ({', '.join(missing)}: not measured on these GPUs)" if missing else ""
-    ax.set(yscale="log", ylabel="GPUs needed (log scale)", title=f"DeepSeek-V3 fleet for the article's traffic, by scenario{note}")
+    note = f"\n{', '.join(missing)}: this model not measured on these GPUs" if missing else ""
+    ax.set(yscale="log", ylabel="GPUs needed (log scale)", xlabel="scenario (MFU: assumed, measured, or implied by the roofline fleet)")
+    ax.set_title(f"DeepSeek-V3 fleet for the article's traffic, by scenario{note}", fontsize=9)
     _legend(ax)
     _save(fig, plots / "fleet_by_scenario.png", fl[["scenario", "gpu", "gpus"]])
     plt.close(fig)
@@ -223,13 +224,13 @@ def readme_section(t: dict[str, pd.DataFrame]) -> str:
         u = util[util["mode"].isin(["throughput", "decode", "prefill", "serve"])].copy()
         summary = u.groupby(["device_name", "engine", "mode"], as_index=False).agg(
             sizes=("size", lambda s: ",".join(str(int(v)) for v in sorted(set(s)))),
-            best_output_tokens_per_s=("output_tokens_per_s", "max"),
+            best_tokens_per_s=("tokens_per_s", "max"),
             mfu_max=("mfu", "max"),
             mbu_max=("mbu", "max"),
         )
         summary["article_utilization"] = 0.5
         lines += [_round(summary, 3).to_markdown(index=False), ""]
-        lines += ["MFU/MBU are against the datasheet peak for catalogued GPUs and against this run's own microbenchmark peaks otherwise (CPUs). Full table: `results/tables/utilization.md`.", ""]
+        lines += ["`best_tokens_per_s` is prefill tokens/s for prefill, decode tokens/s for decode and output tokens/s otherwise. MFU/MBU are against the datasheet peak for catalogued GPUs and against the run's own microbenchmark peaks otherwise (CPUs). Full table: `results/tables/utilization.md`.", ""]
     m = t["_measured"]
     if not m.empty:
         r = m.iloc[0]
