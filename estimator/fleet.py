@@ -182,21 +182,33 @@ def efficiencies_for(gpu_name: str, fits: list[Any]) -> tuple[dict[str, Efficien
 
 
 def direct_fleet(spec: ModelSpec, gpu_name: str, traffic: Traffic, runs: pd.DataFrame) -> dict[str, Any] | None:
-    """GPUs from measured output tokens/s per device, where this model was measured on this GPU.
+    """GPUs from measured output tokens/s per device, where this model was measured on this device.
 
-    Serving runs whose users got at least the speed target are preferred; else throughput runs.
+    Preference: serving runs whose users got at least the speed target; else decode runs whose
+    step time met it (decode tokens/s); else throughput runs. The best rate of the first kind
+    found is used, at peak traffic.
     """
     if runs is None or runs.empty:
         return None
-    rows = runs[(runs["status"] == "ok") & (runs["device_name"] == gpu_name) & (runs["model_key"] == spec.name)]
-    serve = rows[(rows["mode"] == "serve") & (rows["output_tokens_per_s_per_user"] >= traffic.tokens_per_s_per_user)]
-    pool = serve if not serve.empty else rows[rows["mode"] == "throughput"]
-    if pool.empty:
+    rows = runs[(runs["status"] == "ok") & (runs["device_name"] == gpu_name) & (runs["model_key"] == spec.name)].copy()
+    if rows.empty:
         return None
-    best = pool.sort_values(["output_tokens_per_s", "run_file"], ascending=[False, True]).iloc[0]
-    per_gpu = best["output_tokens_per_s"] / (best["num_gpus"] or 1)
+    rows["rate"] = rows["decode_tokens_per_s"].where(rows["mode"] == "decode", rows["output_tokens_per_s"])
+    budget_ms = 1000.0 / traffic.tokens_per_s_per_user
+    pools = (
+        rows[(rows["mode"] == "serve") & (rows["output_tokens_per_s_per_user"] >= traffic.tokens_per_s_per_user)],
+        rows[(rows["mode"] == "decode") & (rows["decode_step_ms"] <= budget_ms)],
+        rows[rows["mode"] == "throughput"],
+    )
+    pool = next((p for p in pools if not p.empty), None)
+    if pool is None:
+        return None
+    best = pool.sort_values(["rate", "run_file"], ascending=[False, True]).iloc[0]
+    num_gpus = best["num_gpus"] if pd.notna(best["num_gpus"]) and best["num_gpus"] else 1
+    per_gpu = best["rate"] / num_gpus
     peak_out = traffic.output_tokens_per_s * traffic.peak_to_average
-    return {"gpus": math.ceil(peak_out / per_gpu), "tokens_per_s_per_gpu": float(per_gpu), "from": f"{best['mode']} {best['run_file']}"}
+    size = best["concurrency"] if best["mode"] == "serve" else best["batch_size"]
+    return {"gpus": math.ceil(peak_out / per_gpu), "tokens_per_s_per_gpu": float(per_gpu), "from": f"{best['mode']} at {int(size)}, {best['run_file']}"}
 
 
 def project(

@@ -21,6 +21,7 @@ from estimator.fleet import SCENARIOS, project
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+KEY_START, KEY_END = "<!-- keytable:start -->", "<!-- keytable:end -->"
 FLEET_GPUS = ("H100", "A100", "H800", "H200", "B200", "H20")
 MEASUREMENT_COLUMNS = [
     "device_name", "model", "engine", "mode", "batch_size", "concurrency", "input_len", "output_len", "status",
@@ -253,13 +254,35 @@ def readme_section(t: dict[str, pd.DataFrame]) -> str:
     return "\n".join(lines)
 
 
-def rewrite_readme(readme: Path, section: str) -> None:
-    text = readme.read_text() if readme.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+def key_table(t: dict[str, pd.DataFrame]) -> str:
+    """The README's key table: GPUs for the article's traffic per scenario, H100 and A100, with MFU."""
+    f = t["fleet"]
+    rows = []
+    for sc in SCENARIOS:
+        r = f[f["scenario"] == sc].set_index("gpu")
+        if r.empty:
+            continue
+        cell = {g: ("n/a" if pd.isna(r.loc[g, "gpus"]) else f"{int(r.loc[g, 'gpus']):,}") for g in ("H100", "A100") if g in r.index}
+        util = r.loc["H100", "utilization"] if "H100" in r.index else None
+        rows.append({"scenario": sc, "H100": cell.get("H100"), "A100": cell.get("A100"), "MFU (H100)": "n/a" if util is None or pd.isna(util) else f"{util:.1%}"})
+    body = pd.DataFrame(rows).to_markdown(index=False) if rows else "No projections yet."
+    return "\n".join([KEY_START, body, KEY_END])
+
+
+def _replace_block(text: str, start: str, end: str, block: str) -> tuple[str, bool]:
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
+        return pattern.sub(lambda _: block, text), True
+    return text, False
+
+
+def rewrite_readme(readme: Path, section: str, key: str | None = None) -> None:
+    text = readme.read_text() if readme.exists() else ""
+    text, found = _replace_block(text, START, END, section)
+    if not found:
         text = text.rstrip("\n") + "\n\n## Results\n\n" + section + "\n"
+    if key is not None:
+        text, _ = _replace_block(text, KEY_START, KEY_END, key)
     readme.write_text(text)
 
 
@@ -273,7 +296,7 @@ def run_report(results: Path, readme: Path | None) -> dict[str, pd.DataFrame]:
             _write_table(df, tables, name)
     build_plots(t, plots)
     if readme is not None:
-        rewrite_readme(readme, readme_section(t))
+        rewrite_readme(readme, readme_section(t), key_table(t))
     return t
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from estimator.backtest import backtest, load_deployments, nodes_from_per_node_throughput
 from estimator.calibration import Point, calibrate, fit_efficiency, load_runs, measured_utilization, predict_point
-from estimator.fleet import Traffic, project
+from estimator.fleet import Traffic, direct_fleet, project
 from estimator.models import flops_per_token, flops_per_token_attention, flops_per_token_linear, get_model
 from fleetcal.cli import main
 
@@ -134,3 +134,17 @@ def test_predict_reports_bound_and_memory(capsys):
     assert main(["predict", "--model", "llama-3.1-8b", "--gpu", "H100", "--batch-size", "2048", "--input-len", "2048", "--json"]) == 0
     big = json.loads(capsys.readouterr().out)
     assert big["prefill_bound"] == "compute"
+
+
+def test_direct_scenario_uses_measured_tokens_per_s():
+    df = load_runs(FIXTURE)
+    spec = get_model("smollm2-135m")
+    slow = Traffic(daily_visits=1e4, tokens_per_s_per_user=20)
+    d = direct_fleet(spec, "AMD EPYC", slow, df)
+    # serving records at >= 20 tok/s per user exist in the fixture: the best of them sets the rate
+    serve = df[(df["mode"] == "serve") & (df["output_tokens_per_s_per_user"] >= 20)]
+    assert d["tokens_per_s_per_gpu"] == pytest.approx(serve["output_tokens_per_s"].max())
+    assert d["gpus"] == -(-slow.output_tokens_per_s * slow.peak_to_average // d["tokens_per_s_per_gpu"])
+    # nobody got 200 tok/s per user on this CPU, no decode step took under 5 ms, and the fixture has no throughput run
+    assert direct_fleet(spec, "AMD EPYC", Traffic(tokens_per_s_per_user=200), df) is None
+    assert direct_fleet(spec, "H100", slow, df) is None

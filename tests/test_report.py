@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetcal.report import END, START, run_report
+from fleetcal.report import END, KEY_END, KEY_START, START, run_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,12 +60,14 @@ def test_committed_plot_data_match_the_report(committed_report):
     assert committed_png == {p.name for p in (tmp / "plots").glob("*.png")}
 
 
-def test_committed_readme_section_matches_the_report(committed_report):
+@pytest.mark.parametrize(("start", "end"), [(START, END), (KEY_START, KEY_END)])
+def test_committed_readme_section_matches_the_report(committed_report, start, end):
     _, readme, _ = committed_report
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     made = pattern.search(readme.read_text()).group(0)
     committed = pattern.search(_committed("README.md")).group(0)
     assert made == committed, "the README results section is stale: run fleetcal report"
+    assert made.count("\n") > 3, "the section holds a table"
 
 
 def test_report_is_byte_identical_when_run_twice(committed_report, tmp_path):
