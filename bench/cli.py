@@ -93,7 +93,10 @@ def _resolve_model(model: str, load_format: str) -> str:
     if model == "bundled":
         from bench.bundled import ensure_bundled_model
 
-        return str(ensure_bundled_model())
+        try:
+            return str(ensure_bundled_model())
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from exc
     path = Path(model).expanduser()
     if path.exists() or model.startswith(("/", ".", "~")):
         if not (path / "config.json").is_file():
