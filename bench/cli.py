@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.engines import EngineConfig
 from bench.records import RunFile, SchemaError, config_key, load_document, safe_name
 from fleetcal.common import UsageError, int_list, str_list
 
@@ -47,6 +48,17 @@ class BenchPlan:
     microbench: str = "full"  # full, quick or off
     resume: Path | None = None
     args: dict[str, Any] = field(default_factory=dict)
+
+    def engine_config(self) -> EngineConfig:
+        """The engine every configuration of this plan runs on (one engine per plan)."""
+        return EngineConfig(
+            model=self.model_path, device=self.device, engine=self.engine, load_format=self.load_format,
+            max_model_len=self.max_model_len, kv_cache_gb=self.kv_cache_gb,
+            max_num_seqs=max([*self.batch_sizes, *self.concurrencies, 1]),
+            tensor_parallel_size=self.tensor_parallel_size, pipeline_parallel_size=self.pipeline_parallel_size,
+            data_parallel_size=self.data_parallel_size, distributed_executor_backend=self.distributed_executor_backend,
+            seed=self.seed, temperature=self.temperature,
+        )  # fmt: skip
 
     def configurations(self) -> list[dict[str, Any]]:
         """Every configuration of the sweep, in order; offline modes first, serving last."""
@@ -194,15 +206,13 @@ def _peaks(device_info: dict[str, Any], dtype: str = "bf16") -> dict[str, Any]:
     """Datasheet peaks of one device when catalogued, else Nones."""
     from estimator.hardware import match_gpu
 
-    if device_info["kind"] != "cuda":
-        return {"catalog_name": None, "flops_per_s": None, "bytes_per_s": None}
-    gpu = match_gpu(device_info["name"])
+    gpu = match_gpu(device_info["name"]) if device_info["kind"] == "cuda" else None
     if gpu is None:
         return {"catalog_name": None, "flops_per_s": None, "bytes_per_s": None}
     return {"catalog_name": gpu.name, "flops_per_s": gpu.peak_flops_per_s(dtype), "bytes_per_s": gpu.bandwidth_bytes_per_s}
 
 
-def _new_run(plan: BenchPlan, spec: Any) -> RunFile:
+def _new_run(plan: BenchPlan, spec: Any, ecfg: EngineConfig) -> RunFile:
     from bench.device import describe_device, git_commit, versions
     from estimator.models import weight_bytes
 
@@ -225,7 +235,7 @@ def _new_run(plan: BenchPlan, spec: Any) -> RunFile:
         },
         "engine": {
             "name": plan.engine,
-            "enforce_eager": True,
+            "enforce_eager": ecfg.enforce_eager,
             "max_model_len": plan.max_model_len,
             "kv_cache_gb": plan.kv_cache_gb,
             "prefix_caching": False,
@@ -235,7 +245,7 @@ def _new_run(plan: BenchPlan, spec: Any) -> RunFile:
             "pipeline_parallel_size": plan.pipeline_parallel_size,
             "data_parallel_size": plan.data_parallel_size,
             "distributed_executor_backend": plan.distributed_executor_backend,
-            "num_gpus": plan.tensor_parallel_size * plan.pipeline_parallel_size * plan.data_parallel_size,
+            "num_gpus": ecfg.num_gpus,
         },
         "datasheet_peaks": _peaks(device_info),
         "args": plan.args,
@@ -260,18 +270,19 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
     """Measure every configuration of ``plan`` not yet in its results file; return the file."""
     from tqdm import tqdm
 
-    from bench.engines import EngineConfig, start_engine
+    from bench.engines import start_engine
     from bench.microbench import run_microbenchmarks
     from bench.offline import OFFLINE_MODES
     from estimator.models import get_model
 
     spec = get_model(plan.model_path)
+    ecfg = plan.engine_config()
     if plan.resume is not None:
         doc = load_document(plan.resume)
         runfile = RunFile(plan.resume, doc["run"], doc["records"])
         runfile.run.setdefault("resumed_utc", []).append(dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     else:
-        runfile = _new_run(plan, spec)
+        runfile = _new_run(plan, spec, ecfg)
     runfile.save()
     done = runfile.done_keys()
     num_gpus = runfile.run["engine"]["num_gpus"]
@@ -285,15 +296,7 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
             runfile.add(_failed(base, exc))
 
     ctx = {"seed": plan.seed, "peaks": runfile.run["datasheet_peaks"], "measured_peaks": _measured_peaks(runfile), "num_gpus": num_gpus}
-    todo = [c for c in plan.configurations() if config_key({**c, "num_prompts": None}) not in done]
-    ecfg = EngineConfig(
-        model=plan.model_path, device=plan.device, engine=plan.engine, load_format=plan.load_format,
-        max_model_len=plan.max_model_len, kv_cache_gb=plan.kv_cache_gb,
-        max_num_seqs=max([*plan.batch_sizes, *plan.concurrencies, 1]),
-        tensor_parallel_size=plan.tensor_parallel_size, pipeline_parallel_size=plan.pipeline_parallel_size,
-        data_parallel_size=plan.data_parallel_size, distributed_executor_backend=plan.distributed_executor_backend,
-        seed=plan.seed, temperature=plan.temperature,
-    )  # fmt: skip
+    todo = [c for c in plan.configurations() if config_key(c) not in done]
     bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not progress, file=sys.stderr)
     engine = None
     server = None
@@ -309,7 +312,7 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
                         engine = None
                     if server is None:
                         server = _start_server(ecfg, runfile)
-                    rec = _serve_record(server, spec, c, plan, ctx)
+                    rec = _serve_record(server.base_url, spec, c, plan, ctx)
                 else:
                     if engine is None:
                         engine = start_engine(ecfg)
@@ -349,30 +352,18 @@ def _start_server(ecfg: Any, runfile: RunFile) -> Any:
     from bench.bundled import cache_dir
     from bench.serve import Server
 
-    server = Server(ecfg, cache_dir() / "logs" / runfile.path.with_suffix(".server.log").name)
-    server.__enter__()
-    server.vocab_size = _server_vocab(ecfg.model)
-    return server
+    return Server(ecfg, cache_dir() / "logs" / runfile.path.with_suffix(".server.log").name).start()
 
 
-def _server_vocab(model_path: str) -> int:
-    from estimator.models import load_config
-
-    config, _ = load_config(model_path)
-    return int(config.get_text_config().vocab_size)
-
-
-def _serve_record(server: Any, spec: Any, c: dict[str, Any], plan: BenchPlan, ctx: dict) -> dict[str, Any]:
-    from bench.efficiency import Work, decode_work, efficiency_fields, prefill_work
+def _serve_record(base_url: str, spec: Any, c: dict[str, Any], plan: BenchPlan, ctx: dict) -> dict[str, Any]:
+    from bench.efficiency import efficiency_fields
     from bench.serve import measure_serve
+    from estimator.work import request_work
 
-    m = measure_serve(server.base_url, server.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts, plan.seed, plan.temperature)
+    m = measure_serve(base_url, spec.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts, plan.seed, plan.temperature)
     if m["completed"] == 0:
         raise RuntimeError(f"no request completed; errors: {m['errors']}")
-    waves = max(m["completed"] / c["concurrency"], 1.0)
-    pre = prefill_work(spec, c["concurrency"], c["input_len"], 1)
-    dec = decode_work(spec, c["concurrency"], c["input_len"], c["output_len"], 1)
-    work = Work((pre.flops + dec.flops) * waves, (pre.bytes + dec.bytes) * waves)
+    work = request_work(spec, c["concurrency"], c["input_len"], c["output_len"], max(m["completed"] / c["concurrency"], 1.0))
     return {**m, **efficiency_fields(work, m["duration_s"], ctx["peaks"], ctx["measured_peaks"], ctx["num_gpus"])}
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.work import Work, decode_work, prefill_work
-
-__all__ = ["Work", "decode_work", "efficiency_fields", "prefill_work"]
+from estimator.work import Work
 
 
 def efficiency_fields(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.efficiency import Work, decode_work, efficiency_fields, prefill_work
+from bench.efficiency import efficiency_fields
 from bench.engines import Engine, make_prompts
 from estimator.models import ModelSpec
+from estimator.work import decode_work, prefill_work, request_work
 
 
 def _waves(prompts: list[list[int]], batch_size: int) -> list[list[list[int]]]:
@@ -36,10 +37,7 @@ def measure_throughput(
     seconds, out_tokens = _timed_waves(engine, prompts, batch_size, output_len)
     if out_tokens != n * output_len:
         raise RuntimeError(f"engine returned {out_tokens} output tokens, expected {n * output_len}")
-    waves = len(_waves(prompts, batch_size))
-    pre = prefill_work(spec, batch_size, input_len, waves)
-    dec = decode_work(spec, batch_size, input_len, output_len, waves)
-    work = Work(pre.flops + dec.flops, pre.bytes + dec.bytes)
+    work = request_work(spec, batch_size, input_len, output_len, len(_waves(prompts, batch_size)))
     return {
         "num_prompts": n,
         "elapsed_s": round(seconds, 4),

@@ -88,6 +88,10 @@ class Server:
         return f"http://{HOST}:{self.port}"
 
     def __enter__(self) -> Server:
+        return self.start()
+
+    def start(self) -> Server:
+        """Start the server and return once it answers (stopping it again if it never does)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(

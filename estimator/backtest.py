@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +67,10 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
         base = ArticleInputs(daily_visits=visits, questions_per_visit=1, tokens_per_reply=tokens_per_reply, demand_significant_digits=None)
         preds: dict[str, tuple[float | None, str]] = {
             "article": (article_gpus(gpu, base)["gpus"], "2 x total params x output tokens at 50%"),
-            "active": (article_gpus(gpu, ArticleInputs(**{**base.__dict__, "params_per_token": float(spec.active_params)}))["gpus"], "active params at 50%"),
+            "active": (article_gpus(gpu, replace(base, params_per_token=float(spec.active_params)))["gpus"], "active params at 50%"),
         }
         if measured:
-            a = ArticleInputs(**{**base.__dict__, "utilization": min(measured["utilization"], 1.0)})
+            a = replace(base, utilization=min(measured["utilization"], 1.0))
             preds["measured"] = (article_gpus(gpu, a)["gpus"], f"article formula at measured MFU {measured['utilization']:.1%}")
         else:
             preds["measured"] = (None, "no measured utilization")

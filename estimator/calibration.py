@@ -22,7 +22,7 @@ from bench.records import SchemaError, validate_document
 from estimator.hardware import match_gpu
 from estimator.models import get_model
 from estimator.roofline import Efficiency, Peaks
-from estimator.work import decode_work, prefill_work
+from estimator.work import decode_step_work, prefill_work
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
 ARTICLE_UTILIZATION = 0.5
@@ -179,9 +179,8 @@ def points_from_runs(df: pd.DataFrame, phase: str) -> list[Point]:
             continue
         b, i, o = int(row["batch_size"]), int(row["input_len"]), int(row["output_len"])
         if phase == "decode":
-            w = decode_work(spec, b, i, o)
-            steps = o - 1
-            pt = Point(w.flops / steps, w.bytes / steps, row["decode_step_ms"] / 1000, *peaks, f"{row['model']} b={b} in={i} out={o}")
+            w = decode_step_work(spec, b, i + o / 2)
+            pt = Point(w.flops, w.bytes, row["decode_step_ms"] / 1000, *peaks, f"{row['model']} b={b} in={i} out={o}")
         else:
             w = prefill_work(spec, b, i)
             pt = Point(w.flops, w.bytes, row["time_to_first_token_ms"] / 1000, *peaks, f"{row['model']} b={b} in={i}")

@@ -40,6 +40,7 @@ class ModelSpec:
     head_dim: int
     v_head_dim: int
     max_context: int
+    vocab_size: int
     weight_dtype: str = "bf16"
     mla_kv_lora_rank: int | None = None  # MLA: latent KV width (DeepSeek-V2/V3)
     mla_rope_dim: int | None = None
@@ -127,6 +128,7 @@ def spec_from_config(config: Any, name: str, weight_dtype: str = "bf16") -> Mode
         head_dim=qk_dim,
         v_head_dim=v_dim,
         max_context=int(getattr(text, "max_position_embeddings", 0) or 0),
+        vocab_size=int(text.vocab_size),
         weight_dtype=weight_dtype,
         mla_kv_lora_rank=int(kv_lora) if kv_lora else None,
         mla_rope_dim=int(text.qk_rope_head_dim) if kv_lora else None,

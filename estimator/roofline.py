@@ -17,7 +17,7 @@ from pathlib import Path
 
 from estimator.hardware import CatalogError
 from estimator.models import ModelSpec
-from estimator.work import decode_work, prefill_work
+from estimator.work import decode_step_work, prefill_work
 
 DEFAULTS_FILE = Path(__file__).parent / "data" / "efficiency.toml"
 
@@ -70,8 +70,7 @@ def roofline_time(flops: float, nbytes: float, peaks: Peaks, eff: Efficiency, nu
 
 def decode_step(spec: ModelSpec, batch_size: int, context_len: float, peaks: Peaks, eff: Efficiency, num_gpus: int = 1, kv_dtype: str = "bf16") -> Prediction:
     """One decode step of ``batch_size`` sequences at mean context ``context_len``."""
-    # decode_work over output_len=2 is exactly one step at context input_len + 1
-    w = decode_work(spec, batch_size, int(context_len) - 1, 2, kv_dtype=kv_dtype)
+    w = decode_step_work(spec, batch_size, context_len, kv_dtype)
     return roofline_time(w.flops, w.bytes, peaks, eff, num_gpus)
 
 

@@ -32,18 +32,29 @@ def prefill_work(spec: ModelSpec, batch_size: int, input_len: int, waves: int = 
     return Work(flops, moved)
 
 
+def decode_step_work(spec: ModelSpec, batch_size: int, context_len: float, kv_dtype: str = "bf16") -> Work:
+    """One decode step of ``batch_size`` sequences at context ``context_len``.
+
+    FLOPs = B × flops_per_token(context); bytes = weights read at batch B + B × KV bytes per token × context.
+    """
+    flops = batch_size * flops_per_token(spec, context_len)
+    moved = weight_bytes_read_per_step(spec, batch_size) + batch_size * kv_cache_bytes_per_token(spec, kv_dtype) * context_len
+    return Work(flops, moved)
+
+
 def decode_work(
     spec: ModelSpec, batch_size: int, input_len: int, output_len: int, waves: int = 1, kv_dtype: str = "bf16"
 ) -> Work:
-    """Decoding ``output_len − 1`` steps after the first token for a batch, ``waves`` times.
-
-    Per step: FLOPs = B × flops_per_token(mean context); bytes = weights read at batch B +
-    B × KV bytes per token × mean context (input_len + output_len / 2).
+    """Decoding ``output_len − 1`` steps after the first token for a batch, ``waves`` times,
+    each step at the mean context input_len + output_len / 2.
     """
     steps = max(output_len - 1, 0) * waves
-    ctx = input_len + output_len / 2
-    flops = steps * batch_size * flops_per_token(spec, ctx)
-    moved = steps * (
-        weight_bytes_read_per_step(spec, batch_size) + batch_size * kv_cache_bytes_per_token(spec, kv_dtype) * ctx
-    )
-    return Work(flops, moved)
+    step = decode_step_work(spec, batch_size, input_len + output_len / 2, kv_dtype)
+    return Work(steps * step.flops, steps * step.bytes)
+
+
+def request_work(spec: ModelSpec, batch_size: int, input_len: int, output_len: int, waves: float = 1) -> Work:
+    """Whole requests: prefill plus decode of ``batch_size`` sequences, ``waves`` times."""
+    pre = prefill_work(spec, batch_size, input_len)
+    dec = decode_work(spec, batch_size, input_len, output_len)
+    return Work((pre.flops + dec.flops) * waves, (pre.bytes + dec.bytes) * waves)

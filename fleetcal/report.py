@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from estimator.backtest import backtest
-from estimator.calibration import calibrate, calibration_table, load_runs, measured_utilization, utilization_table
+from estimator.calibration import PhaseFit, calibrate, calibration_table, load_runs, measured_utilization, utilization_table
 from estimator.fleet import SCENARIOS, project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,8 @@ def _write_table(df: pd.DataFrame, tables: Path, name: str) -> None:
     (tables / f"{name}.md").write_text(df.to_markdown(index=False) + "\n" if not df.empty else "(no data)\n")
 
 
-def build_tables(results: Path) -> dict[str, pd.DataFrame]:
+def build_tables(results: Path) -> tuple[dict[str, pd.DataFrame], list[PhaseFit]]:
+    """Every table of the report, and the calibration fits they were made with (the plots reuse them)."""
     runs = load_runs(results / "runs")
     fits = calibrate(runs)
     measured = measured_utilization(runs)
@@ -69,7 +70,7 @@ def build_tables(results: Path) -> dict[str, pd.DataFrame]:
     out["calibration_residuals"] = pd.DataFrame(res)
     out["_measured"] = pd.DataFrame([measured] if measured else [])
     out["_runs"] = runs
-    return out
+    return out, fits
 
 
 # --- plots -----------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def _save(fig: Any, path: Path, data: pd.DataFrame) -> None:
     _round(data).to_csv(path.with_suffix(".csv"), index=False, lineterminator="\n")
 
 
-def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
+def build_plots(t: dict[str, pd.DataFrame], fits: list[PhaseFit], plots: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,7 +107,7 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
             y = g["decode_tokens_per_s"] if mode == "decode" else g["output_tokens_per_s"]
             ax.plot(g["batch_size"], y, marker="o", label=f"{eng} {mode} ({model}, {dev})")
             rows += [{"series": f"{eng} {mode}", "device_name": dev, "model": model, "batch_size": b, "tokens_per_s": v} for b, v in zip(g["batch_size"], y)]
-        for f in _fits(t, "decode"):
+        for f in (f for f in fits if f.phase == "decode" and f.engine == "vllm"):
             b, bound = _roofline_curve(f, ok)
             if b:
                 ax.plot(b, bound["fitted"], "--", color="black", label=f"roofline fitted to {f.engine} decode")
@@ -186,11 +187,6 @@ def build_plots(t: dict[str, pd.DataFrame], plots: Path) -> None:
     ax.set(xscale="log", yscale="log", xlabel="measured time (ms per step or per prefill batch)", ylabel="roofline prediction (ms)", title="Calibration: measured against predicted")
     _save(fig, plots / "calibration.png", res)
     plt.close(fig)
-
-
-def _fits(t: dict[str, pd.DataFrame], phase: str) -> list[Any]:
-    runs = t["_runs"]
-    return [f for f in calibrate(runs) if f.phase == phase and f.engine == "vllm"]
 
 
 def _roofline_curve(fit: Any, ok: pd.DataFrame) -> tuple[list[int], dict[str, list[float]]]:
@@ -290,11 +286,11 @@ def run_report(results: Path, readme: Path | None) -> dict[str, pd.DataFrame]:
     tables, plots = results / "tables", results / "plots"
     tables.mkdir(parents=True, exist_ok=True)
     plots.mkdir(parents=True, exist_ok=True)
-    t = build_tables(results)
+    t, fits = build_tables(results)
     for name, df in t.items():
         if not name.startswith("_"):
             _write_table(df, tables, name)
-    build_plots(t, plots)
+    build_plots(t, fits, plots)
     if readme is not None:
         rewrite_readme(readme, readme_section(t), key_table(t))
     return t
