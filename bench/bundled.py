@@ -8,7 +8,9 @@ into a bf16 checkpoint in a cache directory (``$FLEETCAL_CACHE``, default
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 from pathlib import Path
 
@@ -47,20 +49,26 @@ def ensure_bundled_model() -> Path:
     interrupted conversion never leaves a half-written model behind.
     """
     target = bundled_model_dir()
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+    if _complete(target):
         return target
+    import shutil
+
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # the conversion is silent: a run's output is its own
+    hf_logging.disable_progress_bar()
     gguf = gguf_path()
     src_dir, name = str(gguf.parent), gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, dtype=torch.bfloat16)
-    config = AutoConfig.from_pretrained(src_dir, gguf_file=name)
+    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own progress bar
+        tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name)
+        loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, dtype=torch.bfloat16)
+        config = AutoConfig.from_pretrained(src_dir, gguf_file=name)
     for attr in ("quantization_config", "_name_or_path"):
         if hasattr(config, attr):
             delattr(config, attr)
-    config.torch_dtype = torch.bfloat16
+    config.dtype = torch.bfloat16
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.load_state_dict(loaded.state_dict())
     model.eval()
@@ -68,9 +76,16 @@ def ensure_bundled_model() -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    tmp.rename(target)
+    if target.exists() and not _complete(target):
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished the same conversion first
+        if not _complete(target):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _complete(model_dir: Path) -> bool:
+    return (model_dir / "config.json").exists() and any(model_dir.glob("*.safetensors"))

@@ -39,5 +39,5 @@ def test_server_under_two_concurrencies(bundled_model_dir, tmp_path):
         assert m["ttft_ms"]["p99"] <= m["e2el_ms"]["p99"] and m["ttft_ms"]["mean"] <= m["e2el_ms"]["mean"]
         assert m["interactivity_tokens_per_s"] == pytest.approx(1000 / m["tpot_ms"]["mean"], rel=1e-3)
     # the server and its workers are gone once the context closes
-    assert not _alive(pid) or pid not in live_group_members(pid)
+    assert not _alive(pid)
     assert live_group_members(pid) == [], "no process of the server's group is left running"
