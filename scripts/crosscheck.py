@@ -5,7 +5,8 @@ Runs, one after the other on the same model and workload (every prompt submitted
   2. fleetcal bench --engine vllm --mode throughput;
   3. fleetcal bench --engine transformers --mode throughput;
 and prints output tokens/s of each with the ratios to vLLM's figure. Each runs in its own
-process so that no engine's memory or threads carry over.
+process so that no engine's memory or threads carry over. The result, with its provenance,
+is written to results/crosscheck.json, which `fleetcal report` puts into the README.
 
     .venv/bin/python scripts/crosscheck.py [--num-prompts 64 --input-len 32 --output-len 128]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import io
 import json
 import os
@@ -75,6 +77,7 @@ def main() -> int:
     p.add_argument("--input-len", type=int, default=32)
     p.add_argument("--output-len", type=int, default=128)
     p.add_argument("--kv-cache-gb", type=float, default=2.0, help="vLLM's KV cache on the CPU (GiB)")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "crosscheck.json", help="where the result is written")
     p.add_argument("--vllm-child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     from bench.bundled import ensure_bundled_model
@@ -89,14 +92,30 @@ def main() -> int:
         cwd=ROOT, env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
     ref = json.loads(child.stdout.strip().splitlines()[-1])
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with tempfile.TemporaryDirectory() as tmp:
         ours = fleetcal_throughput("vllm", a.num_prompts, a.input_len, a.output_len, Path(tmp))
         hf = fleetcal_throughput("transformers", a.num_prompts, a.input_len, a.output_len, Path(tmp))
+    rows = [
+        {"run": name, "output_tokens_per_s": r["output_tokens_per_s"], "total_tokens_per_s": r["total_tokens_per_s"],
+         "ratio_to_vllm": round(r["output_tokens_per_s"] / ref["output_tokens_per_s"], 3)}
+        for name, r in (("vllm.benchmarks.throughput", ref), ("fleetcal bench --engine vllm", ours), ("fleetcal bench --engine transformers", hf))
+    ]  # fmt: skip
+    from bench.device import describe_cpu, git_commit, versions
+
+    doc = {
+        "started_utc": started, "git_commit": git_commit(), "versions": versions(), "device": describe_cpu(),
+        "workload": {"model": "SmolLM2-135M-Instruct (bundled)", "num_prompts": a.num_prompts, "input_len": a.input_len,
+                     "output_len": a.output_len, "submitted": "all at once", "sampling": "temperature 1.0, top_p 1.0"},
+        "rows": rows,
+    }  # fmt: skip
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"workload: {a.num_prompts} prompts, {a.input_len} in / {a.output_len} out, all submitted at once, bundled model")
-    print(f"{'':34}{'output tok/s':>14}{'total tok/s':>14}{'ratio to vLLM':>15}")
-    for name, r in (("vllm.benchmarks.throughput", ref), ("fleetcal bench --engine vllm", ours), ("fleetcal bench --engine transformers", hf)):
-        ratio = r["output_tokens_per_s"] / ref["output_tokens_per_s"]
-        print(f"{name:34}{r['output_tokens_per_s']:>14.1f}{r['total_tokens_per_s']:>14.1f}{ratio:>15.3f}")
+    print(f"{'':38}{'output tok/s':>14}{'total tok/s':>14}{'ratio to vLLM':>15}")
+    for r in rows:
+        print(f"{r['run']:38}{r['output_tokens_per_s']:>14.1f}{r['total_tokens_per_s']:>14.1f}{r['ratio_to_vllm']:>15.3f}")
+    print(f"written: {a.out}")
     return 0
 
 

@@ -13,5 +13,7 @@ for engine in vllm transformers; do
   "$FC" bench --engine "$engine" --out "$OUT" --mode prefill \
       --batch-sizes 1,4 --input-lens 128,512,2048                               # prefill up to 2k tokens
 done
+# past 256 sequences up to the KV-cache limit: 2 GiB holds 93,184 tokens = 582 sequences of 160 tokens
+"$FC" bench --out "$OUT" --mode decode --batch-sizes 384,512,640 --input-lens 128 --output-lens 32
 "$FC" bench --out "$OUT" --mode serve --concurrencies 1,2,4,8,16 \
     --input-lens 128 --output-lens 64                                          # serving under load

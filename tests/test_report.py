@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetcal.report import END, KEY_END, KEY_START, START, run_report
+from fleetcal.report import CROSS_END, CROSS_START, END, KEY_END, KEY_START, START, run_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +30,8 @@ def committed_report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     runs = [p for p in _git("ls-files", "results/runs").splitlines() if p.endswith(".json")]
     (tmp / "runs").mkdir()
+    if "results/crosscheck.json" in _git("ls-files", "results").splitlines():
+        (tmp / "crosscheck.json").write_text(_committed("results/crosscheck.json"))
     for p in runs:
         (tmp / "runs" / Path(p).name).write_text(_committed(p))
     readme = tmp / "README.md"
@@ -60,7 +62,7 @@ def test_committed_plot_data_match_the_report(committed_report):
     assert committed_png == {p.name for p in (tmp / "plots").glob("*.png")}
 
 
-@pytest.mark.parametrize(("start", "end"), [(START, END), (KEY_START, KEY_END)])
+@pytest.mark.parametrize(("start", "end"), [(START, END), (KEY_START, KEY_END), (CROSS_START, CROSS_END)])
 def test_committed_readme_section_matches_the_report(committed_report, start, end):
     _, readme, _ = committed_report
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
