@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.energy import cost_fields
 from bench.engines import EngineConfig
+from bench.ops import OPERATORS
+from bench.precision import DTYPES, SHORT, choose_dtype
 from bench.records import RunFile, SchemaError, config_key, load_document, safe_name
+from bench.sanity import checked
 from fleetcal.common import UsageError, int_list, str_list
 
-MODES = ("throughput", "prefill", "decode", "serve")
+MODES = ("throughput", "prefill", "decode", "serve", "ops")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "results" / "runs"
 
 
@@ -33,7 +38,7 @@ class BenchPlan:
     batch_sizes: tuple[int, ...]
     input_lens: tuple[int, ...]
     output_lens: tuple[int, ...]
-    num_prompts: int
+    num_prompts: int | None  # None: each offline configuration runs for budget_s seconds
     concurrencies: tuple[int, ...]
     load_format: str
     out_dir: Path
@@ -46,15 +51,30 @@ class BenchPlan:
     seed: int = 0
     temperature: float = 1.0
     microbench: str = "full"  # full, quick or off
+    dtype: str = "bfloat16"
+    dtype_reason: str = ""
+    budget_s: float = 6.0
+    enforce_eager: bool = True
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    enable_prefix_caching: bool = False
+    enable_expert_parallel: bool = False
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_hour_usd: float | None = None
+    operators: tuple[str, ...] = OPERATORS
     resume: Path | None = None
     args: dict[str, Any] = field(default_factory=dict)
 
     def engine_config(self) -> EngineConfig:
         """The engine every configuration of this plan runs on (one engine per plan)."""
         return EngineConfig(
-            model=self.model_path, device=self.device, engine=self.engine, load_format=self.load_format,
+            model=self.model_path, device=self.device, engine=self.engine, load_format=self.load_format, dtype=self.dtype,
             max_model_len=self.max_model_len, kv_cache_gb=self.kv_cache_gb,
-            max_num_seqs=max([*self.batch_sizes, *self.concurrencies, 1]),
+            max_num_seqs=self.max_num_seqs or max([*self.batch_sizes, *self.concurrencies, 1]),
+            enforce_eager=self.enforce_eager, quantization=self.quantization, kv_cache_dtype=self.kv_cache_dtype,
+            enable_prefix_caching=self.enable_prefix_caching, enable_expert_parallel=self.enable_expert_parallel,
+            max_num_batched_tokens=self.max_num_batched_tokens,
             tensor_parallel_size=self.tensor_parallel_size, pipeline_parallel_size=self.pipeline_parallel_size,
             data_parallel_size=self.data_parallel_size, distributed_executor_backend=self.distributed_executor_backend,
             seed=self.seed, temperature=self.temperature,
@@ -64,6 +84,8 @@ class BenchPlan:
         """Every configuration of the sweep, in order; offline modes first, serving last."""
         out = []
         for mode in self.modes:
+            if mode == "ops":
+                continue  # operator cases are planned from the model's shapes, not from lengths
             for in_len in self.input_lens:
                 out_lens = (1,) if mode == "prefill" else self.output_lens
                 for out_len in out_lens:
@@ -81,8 +103,10 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", type=str_list, default=["throughput"], help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 8, 32], help="sequences submitted together (offline modes)")
     p.add_argument("--input-lens", type=int_list, default=[32], help="prompt tokens")
-    p.add_argument("--output-lens", type=int_list, default=[128], help="forced output tokens (EOS ignored)")
-    p.add_argument("--num-prompts", type=int, default=8, help="prompts per configuration (at least the batch size; serve: at least 5 x concurrency)")
+    p.add_argument("--output-lens", type=int_list, default=[64], help="forced output tokens (EOS ignored)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="compute precision; auto: bf16 where the device runs it natively (GPUs, CPUs with AVX-512 BF16 or AMX), fp32 otherwise")
+    p.add_argument("--num-prompts", type=int, help="prompts per configuration (at least the batch size; serve: at least 5 x concurrency); default: offline modes run waves for --budget-s, serve 5 x concurrency")
+    p.add_argument("--budget-s", type=float, default=6.0, help="seconds measured per offline configuration when --num-prompts is not given (at least one wave)")
     p.add_argument("--concurrencies", type=int_list, default=[1, 2, 4, 8], help="concurrent clients (serve mode)")
     p.add_argument("--load-format", choices=("auto", "dummy"), default="auto", help="dummy: random weights built from config.json")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the results file")
@@ -95,7 +119,17 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distributed-executor-backend", choices=("mp", "ray"), help="vLLM executor; ray for more than one node")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of measured outputs (vLLM's benchmark convention: 1.0, top_p 1.0); 0 for greedy")
-    p.add_argument("--microbench", choices=("full", "quick", "off"), default="full", help="device peak microbenchmarks")
+    p.add_argument("--microbench", choices=("full", "quick", "off"), default="full", help="device peak microbenchmarks (full also times a quick subset of operators at the model's shapes)")
+    p.add_argument("--enforce-eager", choices=("auto", "true", "false"), default="auto",
+                   help="auto: eager on the CPU (shorter engine start) and for transformers, CUDA graphs for vLLM on a GPU; false with transformers: static cache + torch.compile")
+    p.add_argument("--quantization", help="vLLM weight quantization, e.g. fp8")
+    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
+    p.add_argument("--enable-prefix-caching", action="store_true", help="off by default: repeated prompts must not hit a cache")
+    p.add_argument("--enable-expert-parallel", action="store_true")
+    p.add_argument("--max-num-seqs", type=int, help="vLLM scheduler limit (default: the largest batch or concurrency)")
+    p.add_argument("--max-num-batched-tokens", type=int)
+    p.add_argument("--operators", type=str_list, default=list(OPERATORS), help=f"ops mode: which operators, of {', '.join(OPERATORS)}")
+    p.add_argument("--gpu-hour-usd", type=float, help="price of one GPU-hour: records then carry dollars per million output tokens")
 
 
 def _resolve_model(model: str, load_format: str) -> str:
@@ -138,9 +172,19 @@ def _context_limit(model_path: str) -> int | None:
         return None
 
 
+def _check_engine_runs(engine: str) -> None:
+    """One line, not a traceback, when the engine cannot be imported on this machine."""
+    module = "vllm" if engine == "vllm" else "transformers"
+    try:
+        __import__(module)
+    except Exception as exc:  # an import can fail in many ways on an unsupported platform
+        hint = "; try --engine transformers" if engine == "vllm" else ""
+        raise UsageError(f"--engine {engine} cannot run here ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'import failed'}){hint}") from exc
+
+
 def validate_args(args: argparse.Namespace) -> BenchPlan:
     """Turn parsed arguments into a plan, or raise UsageError saying what to fix."""
-    from bench.device import resolve_device
+    from bench.device import describe_device, resolve_device
 
     if args.resume is not None:
         return _plan_from_resume(args.resume)
@@ -149,8 +193,10 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         raise UsageError(f"--mode {','.join(bad_modes)}: unknown; use any of {', '.join(MODES)}")
     if "serve" in args.mode and args.engine != "vllm":
         raise UsageError("--mode serve needs --engine vllm (the server is vLLM's)")
-    if args.num_prompts <= 0:
+    if args.num_prompts is not None and args.num_prompts <= 0:
         raise UsageError("--num-prompts must be a positive integer")
+    if not 0 < args.budget_s <= 3600:
+        raise UsageError("--budget-s must be a number of seconds in (0, 3600]")
     for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
@@ -158,9 +204,22 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         raise UsageError("parallel sizes above 1 need --engine vllm")
     if args.temperature < 0:
         raise UsageError("--temperature must be >= 0")
-    if args.kv_cache_gb is not None and args.kv_cache_gb <= 0:
-        raise UsageError("--kv-cache-gb must be positive")
+    if args.kv_cache_gb is not None and not 0 < args.kv_cache_gb < 1e5:
+        raise UsageError("--kv-cache-gb must be a positive number of GiB")
+    for name in ("max_num_seqs", "max_num_batched_tokens"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+    bad_ops = [o for o in args.operators if o not in OPERATORS]
+    if bad_ops:
+        raise UsageError(f"--operators {','.join(bad_ops)}: unknown; use any of {', '.join(OPERATORS)}")
+    if args.gpu_hour_usd is not None and not 0 < args.gpu_hour_usd < 1e4:
+        raise UsageError("--gpu-hour-usd must be a positive price in dollars")
+    if args.engine != "vllm" and (args.quantization or args.kv_cache_dtype != "auto" or args.enable_expert_parallel):
+        raise UsageError("--quantization, --kv-cache-dtype and --enable-expert-parallel need --engine vllm")
     device = resolve_device(args.device)
+    if set(args.mode) != {"ops"}:
+        _check_engine_runs(args.engine)
+    dtype, dtype_reason = choose_dtype(args.dtype, describe_device(device))
     model_path = _resolve_model(args.model, args.load_format)
     longest = max(args.input_lens) + max(args.output_lens)
     limit = _context_limit(model_path)
@@ -171,6 +230,7 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         raise UsageError(f"--max-model-len {max_model_len} exceeds the model's context of {limit}")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is a file; give a directory")
+    eager = args.enforce_eager == "true" or (args.enforce_eager == "auto" and (device == "cpu" or args.engine == "transformers"))
     kv = args.kv_cache_gb if args.kv_cache_gb is not None else (2.0 if device == "cpu" else None)
     recorded = {k: (_portable(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "resume")}
     return BenchPlan(
@@ -181,6 +241,11 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         tensor_parallel_size=args.tensor_parallel_size, pipeline_parallel_size=args.pipeline_parallel_size,
         data_parallel_size=args.data_parallel_size, distributed_executor_backend=args.distributed_executor_backend,
         seed=args.seed, temperature=args.temperature, microbench=args.microbench, args=recorded,
+        dtype=dtype, dtype_reason=dtype_reason, budget_s=args.budget_s,
+        enforce_eager=eager, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
+        enable_prefix_caching=args.enable_prefix_caching, enable_expert_parallel=args.enable_expert_parallel,
+        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens, gpu_hour_usd=args.gpu_hour_usd,
+        operators=tuple(args.operators),
     )  # fmt: skip
 
 
@@ -213,12 +278,16 @@ def _plan_from_resume(path: Path) -> BenchPlan:
 
 def _peaks(device_info: dict[str, Any], dtype: str = "bf16") -> dict[str, Any]:
     """Datasheet peaks of one device when catalogued, else Nones."""
-    from estimator.hardware import match_gpu
+    from estimator.hardware import CatalogError, match_gpu
 
     gpu = match_gpu(device_info["name"]) if device_info["kind"] == "cuda" else None
     if gpu is None:
-        return {"catalog_name": None, "flops_per_s": None, "bytes_per_s": None}
-    return {"catalog_name": gpu.name, "flops_per_s": gpu.peak_flops_per_s(dtype), "bytes_per_s": gpu.bandwidth_bytes_per_s}
+        return {"catalog_name": None, "dtype": dtype, "flops_per_s": None, "bytes_per_s": None}
+    try:
+        flops = gpu.peak_flops_per_s(dtype)
+    except CatalogError:
+        flops = None
+    return {"catalog_name": gpu.name, "dtype": dtype, "flops_per_s": flops, "bytes_per_s": gpu.bandwidth_bytes_per_s}
 
 
 def _new_run(plan: BenchPlan, spec: Any, ecfg: EngineConfig) -> RunFile:
@@ -238,16 +307,23 @@ def _new_run(plan: BenchPlan, spec: Any, ecfg: EngineConfig) -> RunFile:
             "catalog_key": spec.name,
             "parameters": spec.total_params,
             "active_parameters": spec.active_params,
-            "weight_bytes": weight_bytes(spec, "bf16"),
-            "dtype": "bfloat16",
+            "weight_bytes": weight_bytes(spec, SHORT[plan.dtype]),
+            "dtype": plan.dtype,
+            "dtype_reason": plan.dtype_reason,
             "load_format": plan.load_format,
         },
         "engine": {
             "name": plan.engine,
             "enforce_eager": ecfg.enforce_eager,
+            "compilation": _compilation(plan),
+            "quantization": ecfg.quantization,
+            "kv_cache_dtype": ecfg.kv_cache_dtype,
+            "enable_expert_parallel": ecfg.enable_expert_parallel,
+            "max_num_seqs": ecfg.max_num_seqs,
+            "max_num_batched_tokens": ecfg.max_num_batched_tokens,
             "max_model_len": plan.max_model_len,
             "kv_cache_gb": plan.kv_cache_gb,
-            "prefix_caching": False,
+            "prefix_caching": ecfg.enable_prefix_caching,
             "temperature": plan.temperature,
             "top_p": 1.0,
             "tensor_parallel_size": plan.tensor_parallel_size,
@@ -256,18 +332,76 @@ def _new_run(plan: BenchPlan, spec: Any, ecfg: EngineConfig) -> RunFile:
             "distributed_executor_backend": plan.distributed_executor_backend,
             "num_gpus": ecfg.num_gpus,
         },
-        "datasheet_peaks": _peaks(device_info),
+        "datasheet_peaks": _peaks(device_info, SHORT[plan.dtype]),
         "args": plan.args,
     }
-    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{plan.device}-{safe_name(plan.engine)}-{safe_name(run['model']['name'])}.json"
+    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{device_info['id']}-{safe_name(plan.engine)}-{safe_name(run['model']['name'])}.json"
     return RunFile(plan.out_dir / name, run)
 
 
+def _compilation(plan: BenchPlan) -> str:
+    """What runs compiled, in words, for the record."""
+    if plan.enforce_eager:
+        return "eager"
+    if plan.engine == "transformers":
+        return "static KV cache; decoding forward compiled by transformers (inductor, CUDA graphs)" if plan.device == "cuda" else "static KV cache, not compiled on the CPU"
+    return "vLLM compilation and CUDA graphs" if plan.device == "cuda" else "vLLM compilation"
+
+
 def _measured_peaks(runfile: RunFile) -> dict[str, Any] | None:
+    """This run's microbenchmark peaks in the run's precision; None when absent or suspect."""
     for r in runfile.records:
         if r["mode"] == "microbench" and r["status"] == "ok":
-            return {"flops_per_s": r["matmul_bf16_tflops"] * 1e12, "bytes_per_s": r["memory_bandwidth_gb_per_s"] * 1e9}
+            return {"flops_per_s": r["matmul_tflops"] * 1e12, "bytes_per_s": r["memory_bandwidth_gb_per_s"] * 1e9}
     return None
+
+
+def _ops_peaks(runfile: RunFile, dtypes: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Datasheet and measured peaks per precision, for the operator records' efficiencies."""
+    datasheet = {d: _peaks(runfile.run["device"], d) for d in dtypes} if runfile.run["device"]["kind"] == "cuda" else {}
+    measured: dict[str, Any] = {}
+    for r in runfile.records:
+        if r["mode"] == "microbench" and r["status"] == "ok":
+            for d in dtypes:
+                if r.get(f"matmul_{d}_tflops"):
+                    measured[d] = {"flops_per_s": r[f"matmul_{d}_tflops"] * 1e12, "bytes_per_s": r["memory_bandwidth_gb_per_s"] * 1e9}
+    return datasheet, measured
+
+
+def _run_ops(plan: BenchPlan, runfile: RunFile, done: set[tuple], quick: bool, progress: bool) -> None:
+    """Operator microbenchmarks at the model's shapes; each case one record, a failed case recorded and skipped."""
+    from tqdm import tqdm
+
+    from bench.ops import device_dtypes, plan_cases, run_case, shapes_from_config
+
+    try:
+        shapes = shapes_from_config(plan.model_path, runfile.run["model"]["name"])
+    except (OSError, KeyError, ValueError) as exc:
+        runfile.add(_failed({"mode": "ops", "operator": "plan", "input_len": None, "output_len": None, "num_prompts": None}, exc))
+        return
+    dtypes = device_dtypes(plan.device, plan.dtype)
+    datasheet, measured = _ops_peaks(runfile, dtypes)
+    cases = plan_cases(shapes, plan.device, dtypes, quick, plan.operators)
+    for c in tqdm(cases, desc="ops", unit="case", disable=not progress, file=sys.stderr):
+        base = {"mode": "ops", "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "quick": quick,
+                "batch_size": None, "concurrency": None, "input_len": None, "output_len": None, "num_prompts": None}  # fmt: skip
+        if config_key(base) in done:
+            continue
+        try:
+            runfile.add(checked({**base, "status": "ok", **run_case(c, plan.device, datasheet, measured)}))
+        except Exception as exc:  # one case failing (a kernel this device lacks, memory) must not stop the sweep
+            runfile.add(_failed(base, exc))
+            _free_device(plan.device)
+
+
+def _free_device(device: str) -> None:
+    if device == "cuda":
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _failed(base: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -300,11 +434,14 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
     if plan.microbench != "off" and micro_key not in done:
         base = {"mode": "microbench", "batch_size": None, "concurrency": None, "input_len": None, "output_len": None, "num_prompts": None}
         try:
-            runfile.add({**base, "status": "ok", **run_microbenchmarks(plan.device, quick=plan.microbench == "quick")})
+            runfile.add(checked({**base, "status": "ok", **run_microbenchmarks(plan.device, quick=plan.microbench == "quick", dtype=plan.dtype)}))
         except Exception as exc:
             runfile.add(_failed(base, exc))
 
-    ctx = {"seed": plan.seed, "peaks": runfile.run["datasheet_peaks"], "measured_peaks": _measured_peaks(runfile), "num_gpus": num_gpus}
+    if "ops" in plan.modes or plan.microbench == "full":
+        _run_ops(plan, runfile, done, quick="ops" not in plan.modes or plan.microbench == "quick", progress=progress)
+
+    ctx = {"seed": plan.seed, "budget_s": plan.budget_s, "device": plan.device, "peaks": runfile.run["datasheet_peaks"], "measured_peaks": _measured_peaks(runfile), "num_gpus": num_gpus}
     todo = [c for c in plan.configurations() if config_key(c) not in done]
     bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not progress, file=sys.stderr)
     engine = None
@@ -328,9 +465,11 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
                     fn = OFFLINE_MODES[c["mode"]]
                     rec = fn(engine, spec, c["batch_size"], c["input_len"], c["output_len"], plan.num_prompts, ctx)
                 record = {**base, "status": "ok", **rec}
+                record.update(cost_fields(record.get("decode_tokens_per_s") or record.get("output_tokens_per_s"), plan.gpu_hour_usd, num_gpus))
                 tps = record.get("output_tokens_per_s")
                 if tps and num_gpus > 1:
                     record["output_tokens_per_s_per_gpu"] = round(tps / num_gpus, 3)
+                record = checked(record)
             except Exception as exc:
                 record = _failed(base, exc)
                 # a refused request (ValueError: e.g. a prompt longer than the context) leaves the
@@ -369,7 +508,7 @@ def _serve_record(base_url: str, spec: Any, c: dict[str, Any], plan: BenchPlan, 
     from bench.serve import measure_serve
     from estimator.work import request_work
 
-    m = measure_serve(base_url, spec.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts, plan.seed, plan.temperature)
+    m = measure_serve(base_url, spec.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts or 1, plan.seed, plan.temperature)
     if m["completed"] == 0:
         raise RuntimeError(f"no request completed; errors: {m['errors']}")
     work = request_work(spec, c["concurrency"], c["input_len"], c["output_len"], max(m["completed"] / c["concurrency"], 1.0))
@@ -377,21 +516,25 @@ def _serve_record(base_url: str, spec: Any, c: dict[str, Any], plan: BenchPlan, 
 
 
 def summarize(runfile: RunFile) -> str:
-    """A short human summary of what a run measured."""
+    """A short human summary of what a run measured; suspect records are warnings, never findings."""
     lines = [f"results: {runfile.path}"]
-    dev = runfile.run["device"]
-    lines.append(f"device: {dev['kind']} {dev['name']} | model: {runfile.run['model']['name']} | engine: {runfile.run['engine']['name']}")
+    dev, model = runfile.run["device"], runfile.run["model"]
+    lines.append(f"device: {dev['kind']} {dev['name']} [{dev.get('id')}] | model: {model['name']} | engine: {runfile.run['engine']['name']}")
+    lines.append(f"precision: {model.get('dtype')} ({model.get('dtype_reason') or 'recorded'})")
+    warnings = []
     for r in runfile.records:
+        if r["status"] == "suspect":
+            warnings.append(f"warning: {r['mode']} record is suspect and left out of every result: {r['reason']}")
+        if r["mode"] == "ops":
+            continue
         if r["mode"] == "microbench":
-            if r["status"] == "ok":
-                lines.append(
-                    f"  microbench: bf16 matmul {r['matmul_bf16_tflops']:.3f} TFLOP/s, fp32 {r.get('matmul_fp32_tflops', 0):.3f} TFLOP/s, "
-                    f"copy {r['memory_bandwidth_gb_per_s']:.1f} GB/s"
-                )
+            if r["status"] != "failed":
+                others = ", ".join(f"{k[7:-7]} {v:.3f}" for k, v in r.items() if k.startswith("matmul_") and k.endswith("_tflops") and k != "matmul_tflops")
+                lines.append(f"  microbench: {r.get('peak_dtype', 'bf16')} matmul {r.get('matmul_tflops', 0):.3f} TFLOP/s ({others}), copy {r['memory_bandwidth_gb_per_s']:.1f} GB/s")
             continue
         size = f"batch {r['batch_size']}" if r.get("batch_size") else f"concurrency {r.get('concurrency')}"
         head = f"  {r['mode']:<10} {size:<15} in {r['input_len']:>5} out {r['output_len']:>4}:"
-        if r["status"] != "ok":
+        if r["status"] == "failed":
             lines.append(f"{head} FAILED {r['error'][:100]}")
             continue
         extra = ""
@@ -401,15 +544,39 @@ def summarize(runfile: RunFile) -> str:
             extra = f", prefill {r['prefill_tokens_per_s']:.1f} tok/s"
         if r.get("tpot_ms"):
             extra = f", TTFT p50 {r['ttft_ms']['p50']:.1f} ms, TPOT p50 {r['tpot_ms']['p50']:.2f} ms"
-        mfu = r.get("mfu_measured_peak")
-        mbu = r.get("mbu_measured_peak")
-        util = f" | MFU {mfu:.1%} MBU {mbu:.1%} of measured peaks" if mfu is not None and mbu is not None else ""
-        lines.append(f"{head} {r['output_tokens_per_s']:.1f} output tok/s, {r['total_tokens_per_s']:.1f} total tok/s{extra}{util}")
-    best = [r.get("mfu") if r.get("mfu") is not None else r.get("mfu_measured_peak") for r in runfile.records if r["status"] == "ok"]
+        mfu, mbu = r.get("mfu_measured_peak"), r.get("mbu_measured_peak")
+        util = f" | MFU {mfu:.1%} MBU {mbu:.1%} of measured peaks" if mfu is not None and mbu is not None and r["status"] == "ok" else ""
+        tag = " SUSPECT" if r["status"] == "suspect" else ""
+        lines.append(f"{head}{tag} {r['output_tokens_per_s']:.1f} output tok/s, {r['total_tokens_per_s']:.1f} total tok/s{extra}{util}")
+    lines += _ops_summary([r for r in runfile.records if r["mode"] == "ops"])
+    best = [r.get("mfu") if r.get("mfu") is not None else r.get("mfu_measured_peak") for r in runfile.records if r["status"] == "ok" and r["mode"] != "ops"]
     best = [b for b in best if b is not None]
     if best:
         lines.append(f"utilization: best MFU {max(best):.1%} (datasheet peak where catalogued, else this run's measured peak); the article assumed 50%")
-    return "\n".join(lines)
+    return "\n".join(lines + warnings)
+
+
+def _ops_summary(ops: list[dict[str, Any]]) -> list[str]:
+    """One line per operator and precision: cases timed and the best rate reached."""
+    if not ops:
+        return []
+    failed = [r for r in ops if r["status"] == "failed"]
+    lines = [f"  ops: {len(ops) - len(failed)} operator cases timed, {len(failed)} failed"]
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in ops:
+        if r["status"] != "ok":
+            continue
+        key = (r["operator"], r["dtype"])
+        rate = r["gb_per_s"] if r["operator"] in ("copy", "attention_decode", "rmsnorm", "sampling") else r["tflops"]
+        if key not in best or rate > best[key]["rate"]:
+            best[key] = {"rate": rate, "rec": r}
+    for (op, dtype), b in sorted(best.items()):
+        r = b["rec"]
+        unit = "GB/s" if op in ("copy", "attention_decode", "rmsnorm", "sampling") else "TFLOP/s"
+        eff = r.get("mfu") if unit == "TFLOP/s" else r.get("mbu")
+        of = f" ({eff:.0%} of datasheet)" if eff is not None else ""
+        lines.append(f"    {op:<18} {dtype:<5} best {b['rate']:.3f} {unit}{of} at {json.dumps(r['shape'])}")
+    return lines
 
 
 def main(args: argparse.Namespace) -> int:

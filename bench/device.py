@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -12,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetcal.common import UsageError
+from fleetcal.identity import describe_cpu, device_id
 
 
 def cuda_available() -> bool:
@@ -73,33 +72,13 @@ def describe_cuda() -> dict[str, Any]:
         import torch
 
         info["torch_cuda"] = torch.version.cuda
-    except ImportError:
+        props = torch.cuda.get_device_properties(0)
+        info["sm_count"] = props.multi_processor_count
+        info["compute_capability"] = f"{props.major}.{props.minor}"
+    except (ImportError, RuntimeError, AssertionError):
         pass
+    info["id"] = device_id(info)
     return info
-
-
-def describe_cpu() -> dict[str, Any]:
-    """CPU provenance from py-cpuinfo: model, usable cores, flags that matter for inference, memory."""
-    import cpuinfo
-
-    info = cpuinfo.get_cpu_info()
-    flags = set(info.get("flags", []))
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "neon", "sve")
-    mem_gb = None
-    if hasattr(os, "sysconf"):
-        try:
-            mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 2)
-        except (ValueError, OSError):
-            pass
-    return {
-        "kind": "cpu",
-        "name": info.get("brand_raw") or platform.processor() or "cpu",
-        "count": 1,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "arch": info.get("arch"),
-        "flags": sorted(f for f in wanted if f in flags),
-        "memory_gb": mem_gb,
-    }
 
 
 def describe_device(kind: str) -> dict[str, Any]:

@@ -27,7 +27,12 @@ class EngineConfig:
     max_model_len: int = 2048
     max_num_seqs: int = 256
     kv_cache_gb: float | None = None  # vLLM on CPU: KV-cache size; None: vLLM's default on GPU
-    enforce_eager: bool = True
+    enforce_eager: bool = True  # CUDA graphs off (vLLM) / no torch.compile (transformers)
+    quantization: str | None = None  # vLLM --quantization, e.g. "fp8" (weights quantized at load)
+    kv_cache_dtype: str = "auto"  # "auto" or "fp8"
+    enable_prefix_caching: bool = False  # off in sweeps: repeated prompts must not hit a cache
+    enable_expert_parallel: bool = False
+    max_num_batched_tokens: int | None = None
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     data_parallel_size: int = 1
@@ -77,13 +82,20 @@ class VllmEngine:
             enforce_eager=cfg.enforce_eager,
             load_format=cfg.load_format,
             seed=cfg.seed,
-            enable_prefix_caching=False,  # repeated prompts must not hit a cache
+            enable_prefix_caching=cfg.enable_prefix_caching,
+            kv_cache_dtype=cfg.kv_cache_dtype,
             tensor_parallel_size=cfg.tensor_parallel_size,
             pipeline_parallel_size=cfg.pipeline_parallel_size,
             data_parallel_size=cfg.data_parallel_size,
         )
         if cfg.distributed_executor_backend:
             kwargs["distributed_executor_backend"] = cfg.distributed_executor_backend
+        if cfg.quantization:
+            kwargs["quantization"] = cfg.quantization
+        if cfg.enable_expert_parallel:
+            kwargs["enable_expert_parallel"] = True
+        if cfg.max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = cfg.max_num_batched_tokens
         if cfg.kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gb * 2**30)
         model_dir = Path(cfg.model)
@@ -124,7 +136,13 @@ class VllmEngine:
 
 
 class TransformersEngine:
-    """Hugging Face ``generate`` in static batches, greedy, KV cache on: the usual baseline."""
+    """Hugging Face ``generate`` in static batches, KV cache on: the usual baseline.
+
+    With ``enforce_eager=False`` the KV cache is static, and on a GPU transformers compiles the
+    decoding forward pass itself (its ``CompileConfig``: inductor, ``reduce-overhead``, CUDA graphs),
+    its documented fast path; on a CPU the static cache runs uncompiled. A new batch size or output
+    length compiles again, so warm-ups use the measured length.
+    """
 
     def __init__(self, cfg: EngineConfig):
         import torch
@@ -141,6 +159,9 @@ class TransformersEngine:
         self.device = cfg.device
         self.temperature = cfg.temperature
         self.model.to(cfg.device).eval()
+        self.static_shapes = not cfg.enforce_eager
+        if self.static_shapes:
+            self.model.generation_config.cache_implementation = "static"
         self.vocab_size = int(self.model.config.get_text_config().vocab_size)
         self.tokenizer = None
         try:

@@ -30,16 +30,33 @@ def _best_time(fn: Callable[[], object], device: str, repeats: int) -> float:
     return best
 
 
+TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
 def matmul_tflops(device: str, dtype_name: str, n: int, repeats: int = 5) -> float:
     """Achieved TFLOP/s of an n×n×n matrix product (2n³ FLOPs) in ``dtype_name``."""
     import torch
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
+    dtype = getattr(torch, TORCH_DTYPES[dtype_name])
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     seconds = _best_time(lambda: torch.matmul(a, b), device, repeats)
     return 2.0 * n**3 / seconds / 1e12
+
+
+def sized_matmul_tflops(device: str, dtype_name: str, n_max: int, min_seconds: float = 0.05) -> tuple[int, float]:
+    """(n, TFLOP/s) of the smallest n = 256 · 2^k ≤ ``n_max`` whose product takes at least ``min_seconds``.
+
+    Sizing by time keeps an emulated precision (bf16 on a CPU without AVX-512 BF16, hundreds of times
+    slower) from taking minutes, while a fast one still runs past its launch overhead.
+    """
+    n = 256
+    while True:
+        tflops = matmul_tflops(device, dtype_name, n, repeats=3 if n < n_max else 5)
+        if n >= n_max or 2.0 * n**3 / (tflops * 1e12) >= min_seconds:
+            return n, tflops
+        n *= 2
 
 
 def copy_bandwidth_gb_per_s(device: str, n_bytes: int, repeats: int = 5) -> float:
@@ -52,20 +69,22 @@ def copy_bandwidth_gb_per_s(device: str, n_bytes: int, repeats: int = 5) -> floa
     return 2.0 * src.numel() * 4 / seconds / 1e9
 
 
-def run_microbenchmarks(device: str, quick: bool = False) -> dict[str, Any]:
-    """Measure the device's achievable peaks; sizes are chosen to run well past launch overhead.
+def run_microbenchmarks(device: str, quick: bool = False, dtype: str = "bfloat16") -> dict[str, Any]:
+    """Measure the device's achievable peaks in every precision it runs; ``matmul_tflops`` is the one of ``dtype``.
 
-    CPU: bf16 and fp32 products of 1024² (quick) or 2048² (bf16 kernels are slow on small CPU matrices), a 1 GiB copy.
-    CUDA: bf16 product of 8192², fp32 of 4096², a 4 GB copy.
+    Matrix sizes grow from 256 until a product takes 50 ms (CPU: at most 1024² quick, 2048² full;
+    CUDA: 2048² quick, 8192² full); the copy is 256 MiB quick, 1 GiB (CPU) or 4 GiB (CUDA) full.
     """
-    if device == "cuda":
-        sizes = {"bf16": 2048 if quick else 8192, "fp32": 1024 if quick else 4096}
-        copy_bytes = (256 if quick else 4096) * 2**20
-    else:
-        sizes = {"bf16": 1024 if quick else 2048, "fp32": 1024 if quick else 2048}
-        copy_bytes = (256 if quick else 1024) * 2**20  # well past the last-level cache of large server CPUs
-    out: dict[str, Any] = {"matmul_sizes": sizes, "copy_bytes": copy_bytes}
-    for dtype_name, n in sizes.items():
-        out[f"matmul_{dtype_name}_tflops"] = round(matmul_tflops(device, dtype_name, n), 4)
+    short = {v: k for k, v in TORCH_DTYPES.items()}[dtype]
+    names = ("bf16", "fp16", "fp32") if device == "cuda" else ("fp32", "bf16")
+    names += () if short in names else (short,)
+    n_max = (2048 if quick else 8192) if device == "cuda" else (1024 if quick else 2048)
+    copy_bytes = (256 if quick else (4096 if device == "cuda" else 1024)) * 2**20
+    out: dict[str, Any] = {"peak_dtype": short, "matmul_sizes": {}, "copy_bytes": copy_bytes}
+    for name in names:
+        n, tflops = sized_matmul_tflops(device, name, n_max)
+        out["matmul_sizes"][name] = n
+        out[f"matmul_{name}_tflops"] = round(tflops, 4)
+    out["matmul_tflops"] = out[f"matmul_{short}_tflops"]
     out["memory_bandwidth_gb_per_s"] = round(copy_bandwidth_gb_per_s(device, copy_bytes), 2)
     return out

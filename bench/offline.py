@@ -1,7 +1,11 @@
 """Offline modes: throughput, prefill and decode, each one configuration -> one record.
 
 Timing: ``time.perf_counter`` around the engine call (which returns only when every output is
-back), after an uncounted warm-up of the same shape.
+back), after an uncounted warm-up of the same batch (a few tokens: enough to reach every kernel).
+
+How many prompts: ``num_prompts`` when given (at least one wave of the batch size); when it is
+None, waves of fresh prompts run until ``ctx["budget_s"]`` seconds are measured, at least
+``MIN_WAVES`` waves: a configuration costs about the same time on a fast and a slow machine.
 """
 
 from __future__ import annotations
@@ -9,35 +13,58 @@ from __future__ import annotations
 from typing import Any
 
 from bench.efficiency import efficiency_fields
+from bench.energy import energy_fields, energy_mj, joules_between
 from bench.engines import Engine, make_prompts
 from estimator.models import ModelSpec
 from estimator.work import decode_work, prefill_work, request_work
 
+MIN_WAVES = 1
+MAX_WAVES = 64
+WARMUP_TOKENS = 4
 
-def _waves(prompts: list[list[int]], batch_size: int) -> list[list[list[int]]]:
-    return [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
+
+def _warm_len(engine: Engine, output_len: int) -> int:
+    """A few tokens reach every kernel; an engine with static shapes (compiled) needs the measured length."""
+    return output_len if getattr(engine, "static_shapes", False) else min(output_len, WARMUP_TOKENS)
 
 
-def _timed_waves(engine: Engine, prompts: list[list[int]], batch_size: int, output_len: int) -> tuple[float, int]:
-    engine.generate(prompts[:batch_size], output_len)  # warm-up, not counted
-    seconds, tokens = 0.0, 0
-    for wave in _waves(prompts, batch_size):
+def _wave_prompts(engine: Engine, batch_size: int, input_len: int, num_prompts: int | None, seed: int, k: int) -> list[list[int]] | None:
+    """The prompts of wave ``k``, or None when the fixed count is used up."""
+    if num_prompts is not None:
+        n = max(num_prompts, batch_size)
+        if k * batch_size >= n:
+            return None
+        return make_prompts(n, input_len, engine.vocab_size, seed=seed)[k * batch_size : (k + 1) * batch_size]
+    return make_prompts(batch_size, input_len, engine.vocab_size, seed=seed * 1_000_003 + k)
+
+
+def _timed_waves(
+    engine: Engine, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
+) -> tuple[float, int, int, int]:
+    """(seconds, output tokens, prompts, waves, joules) of the measured waves."""
+    first = _wave_prompts(engine, batch_size, input_len, num_prompts, ctx["seed"], 0)
+    engine.generate(first, _warm_len(engine, output_len))  # warm-up, not counted
+    e0 = energy_mj(ctx.get("device", "cpu"))
+    seconds, tokens, prompts, k = 0.0, 0, 0, 0
+    while k < MAX_WAVES:
+        if num_prompts is None and k >= MIN_WAVES and seconds >= ctx.get("budget_s", 0.0):
+            break
+        wave = _wave_prompts(engine, batch_size, input_len, num_prompts, ctx["seed"], k)
+        if wave is None:
+            break
         s, t = engine.generate(wave, output_len)
-        seconds += s
-        tokens += t
-    return seconds, tokens
+        seconds, tokens, prompts, k = seconds + s, tokens + t, prompts + len(wave), k + 1
+    return seconds, tokens, prompts, k, joules_between(e0, energy_mj(ctx.get("device", "cpu")))
 
 
 def measure_throughput(
-    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int, ctx: dict
+    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
 ) -> dict[str, Any]:
-    """``max(num_prompts, batch_size)`` prompts submitted in waves of ``batch_size``."""
-    n = max(num_prompts, batch_size)
-    prompts = make_prompts(n, input_len, engine.vocab_size, seed=ctx["seed"])
-    seconds, out_tokens = _timed_waves(engine, prompts, batch_size, output_len)
+    """Prompts submitted in waves of ``batch_size``: ``max(num_prompts, batch_size)`` of them, or waves for the time budget."""
+    seconds, out_tokens, n, waves, joules = _timed_waves(engine, batch_size, input_len, output_len, num_prompts, ctx)
     if out_tokens != n * output_len:
         raise RuntimeError(f"engine returned {out_tokens} output tokens, expected {n * output_len}")
-    work = request_work(spec, batch_size, input_len, output_len, len(_waves(prompts, batch_size)))
+    work = request_work(spec, batch_size, input_len, output_len, waves)
     return {
         "num_prompts": n,
         "elapsed_s": round(seconds, 4),
@@ -45,18 +72,16 @@ def measure_throughput(
         "output_tokens_per_s": round(out_tokens / seconds, 3),
         "total_tokens_per_s": round((out_tokens + n * input_len) / seconds, 3),
         "request_throughput_per_s": round(n / seconds, 4),
+        **energy_fields(joules, seconds, out_tokens),
         **efficiency_fields(work, seconds, ctx["peaks"], ctx["measured_peaks"], ctx["num_gpus"]),
     }
 
 
 def measure_prefill(
-    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int, ctx: dict
+    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
 ) -> dict[str, Any]:
     """Prompts of ``input_len`` with one output token: prefill tokens/s (the one sampled token included)."""
-    n = max(num_prompts, batch_size)
-    prompts = make_prompts(n, input_len, engine.vocab_size, seed=ctx["seed"])
-    seconds, out_tokens = _timed_waves(engine, prompts, batch_size, 1)
-    waves = len(_waves(prompts, batch_size))
+    seconds, out_tokens, n, waves, joules = _timed_waves(engine, batch_size, input_len, 1, num_prompts, ctx)
     work = prefill_work(spec, batch_size, input_len, waves)
     prefill_tps = n * input_len / seconds
     return {
@@ -67,12 +92,13 @@ def measure_prefill(
         "output_tokens_per_s": round(out_tokens / seconds, 3),
         "total_tokens_per_s": round((out_tokens + n * input_len) / seconds, 3),
         "time_to_first_token_ms": round(seconds / waves * 1000, 3),
+        **energy_fields(joules, seconds, out_tokens, n * input_len),
         **efficiency_fields(work, seconds, ctx["peaks"], ctx["measured_peaks"], ctx["num_gpus"]),
     }
 
 
 def measure_decode(
-    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int, ctx: dict
+    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
 ) -> dict[str, Any]:
     """Decode alone, by difference: a batch run to ``output_len`` tokens minus the same batch run to 1.
 
@@ -81,9 +107,14 @@ def measure_decode(
     if output_len < 2:
         raise ValueError("decode mode needs output_len >= 2")
     prompts = make_prompts(batch_size, input_len, engine.vocab_size, seed=ctx["seed"])
-    engine.generate(prompts, output_len)  # warm-up, not counted
+    engine.generate(prompts, _warm_len(engine, output_len))  # warm-ups, not counted: both lengths timed below
+    engine.generate(prompts, 1)
+    device = ctx.get("device", "cpu")
+    e0 = energy_mj(device)
     t_first, _ = engine.generate(prompts, 1)
+    e1 = energy_mj(device)
     t_full, out_tokens = engine.generate(prompts, output_len)
+    e2 = energy_mj(device)
     if out_tokens != batch_size * output_len:
         raise RuntimeError(f"engine returned {out_tokens} output tokens, expected {batch_size * output_len}")
     decode_s = t_full - t_first
@@ -98,10 +129,17 @@ def measure_decode(
         "decode_s": round(decode_s, 4),
         "decode_step_ms": round(decode_s / steps * 1000, 4),
         "decode_tokens_per_s": round(batch_size * steps / decode_s, 3),
+        **_decode_energy(joules_between(e0, e1), joules_between(e1, e2), decode_s, batch_size * steps),
         "output_tokens_per_s": round(out_tokens / t_full, 3),
         "total_tokens_per_s": round((out_tokens + batch_size * input_len) / t_full, 3),
         **efficiency_fields(work, decode_s, ctx["peaks"], ctx["measured_peaks"], ctx["num_gpus"]),
     }
+
+
+def _decode_energy(j_first: float | None, j_full: float | None, decode_s: float, tokens: int) -> dict[str, Any]:
+    """Decode energy by the same difference as decode time: the full run minus the run to one token."""
+    joules = None if j_first is None or j_full is None else max(j_full - j_first, 0.0)
+    return energy_fields(joules, decode_s, tokens)
 
 
 OFFLINE_MODES = {"throughput": measure_throughput, "prefill": measure_prefill, "decode": measure_decode}

@@ -17,7 +17,8 @@ from typing import Any
 from fleetcal.common import UsageError
 
 SCHEMA_VERSION = 1
-MODES = ("throughput", "prefill", "decode", "serve", "microbench")
+MODES = ("throughput", "prefill", "decode", "serve", "microbench", "ops")
+STATUSES = ("ok", "failed", "suspect")  # suspect: kept with its raw figures and a reason, never used
 REQUIRED_RUN_KEYS = ("started_utc", "git_commit", "versions", "device", "model", "engine", "args")
 REQUIRED_RECORD_KEYS = ("mode", "status", "input_len", "output_len", "num_prompts")
 LATENCY_KEYS = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
@@ -35,6 +36,9 @@ def config_key(record: dict[str, Any]) -> tuple:
         record.get("concurrency"),
         record.get("input_len"),
         record.get("output_len"),
+        record.get("operator"),
+        json.dumps(record.get("shape"), sort_keys=True) if record.get("shape") is not None else None,
+        record.get("dtype") if record.get("mode") == "ops" else None,
     )
 
 
@@ -73,8 +77,8 @@ class RunFile:
         self.save()
 
     def done_keys(self) -> set[tuple]:
-        """Configurations already measured successfully."""
-        return {config_key(r) for r in self.records if r.get("status") == "ok"}
+        """Configurations already measured (suspect ones too: measuring again would not make them plausible)."""
+        return {config_key(r) for r in self.records if r.get("status") in ("ok", "suspect")}
 
 
 def _json_default(obj: Any) -> Any:
@@ -85,6 +89,8 @@ def _json_default(obj: Any) -> Any:
 
 def validate_document(doc: dict[str, Any]) -> None:
     """Raise ``SchemaError`` unless ``doc`` follows the record schema."""
+    if not isinstance(doc, dict):
+        raise SchemaError("a results document must be a JSON object")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise SchemaError(f"schema_version must be {SCHEMA_VERSION}")
     run = doc.get("run")
@@ -93,22 +99,26 @@ def validate_document(doc: dict[str, Any]) -> None:
     for key in REQUIRED_RUN_KEYS:
         if key not in run:
             raise SchemaError(f"run lacks {key!r}")
-    if run["device"].get("kind") not in ("cpu", "cuda"):
+    if not isinstance(run["device"], dict) or run["device"].get("kind") not in ("cpu", "cuda"):
         raise SchemaError("run.device.kind must be 'cpu' or 'cuda'")
     records = doc.get("records")
     if not isinstance(records, list):
         raise SchemaError("'records' must be a list")
     for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise SchemaError(f"record {i} must be an object")
         for key in REQUIRED_RECORD_KEYS:
             if key not in rec:
                 raise SchemaError(f"record {i} lacks {key!r}")
         if rec["mode"] not in MODES:
             raise SchemaError(f"record {i}: unknown mode {rec['mode']!r}")
-        if rec["status"] not in ("ok", "failed"):
-            raise SchemaError(f"record {i}: status must be 'ok' or 'failed'")
+        if rec["status"] not in STATUSES:
+            raise SchemaError(f"record {i}: status must be one of {', '.join(STATUSES)}")
         if rec["status"] == "failed" and not rec.get("error"):
             raise SchemaError(f"record {i}: a failed record needs an 'error'")
-        if rec["status"] == "ok" and rec["mode"] != "microbench":
+        if rec["status"] == "suspect" and not rec.get("reason"):
+            raise SchemaError(f"record {i}: a suspect record needs a 'reason'")
+        if rec["status"] == "ok" and rec["mode"] not in ("microbench", "ops"):
             for key in ("output_tokens_per_s", "total_tokens_per_s", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak"):
                 if key not in rec:
                     raise SchemaError(f"record {i} lacks {key!r}")

@@ -39,13 +39,20 @@ def server_command(cfg: EngineConfig, port: int) -> list[str]:
         "--host", HOST, "--port", str(port),
         "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len),
         "--max-num-seqs", str(cfg.max_num_seqs), "--load-format", cfg.load_format,
-        "--seed", str(cfg.seed), "--no-enable-prefix-caching",
+        "--seed", str(cfg.seed), "--kv-cache-dtype", cfg.kv_cache_dtype,
+        "--enable-prefix-caching" if cfg.enable_prefix_caching else "--no-enable-prefix-caching",
         "--tensor-parallel-size", str(cfg.tensor_parallel_size),
         "--pipeline-parallel-size", str(cfg.pipeline_parallel_size),
         "--data-parallel-size", str(cfg.data_parallel_size),
     ]  # fmt: skip
     if cfg.enforce_eager:
         cmd.append("--enforce-eager")
+    if cfg.quantization:
+        cmd += ["--quantization", cfg.quantization]
+    if cfg.enable_expert_parallel:
+        cmd.append("--enable-expert-parallel")
+    if cfg.max_num_batched_tokens:
+        cmd += ["--max-num-batched-tokens", str(cfg.max_num_batched_tokens)]
     if cfg.kv_cache_gb is not None:
         cmd += ["--kv-cache-memory-bytes", str(int(cfg.kv_cache_gb * 2**30))]
     if cfg.distributed_executor_backend:

@@ -23,6 +23,7 @@ from estimator.hardware import match_gpu
 from estimator.models import get_model
 from estimator.roofline import Efficiency, Peaks
 from estimator.work import decode_step_work, prefill_work
+from fleetcal.identity import device_id, device_label
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
 ARTICLE_UTILIZATION = 0.5
@@ -55,24 +56,29 @@ def load_runs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
             continue
         run = doc["run"]
         micro = next((r for r in doc["records"] if r["mode"] == "microbench" and r["status"] == "ok"), None)
-        gpu = match_gpu(run["device"]["name"]) if run["device"]["kind"] == "cuda" else None
+        dev = run["device"]
+        gpu = match_gpu(dev["name"]) if dev["kind"] == "cuda" else None
+        # CPUs are told apart by their identity (one marketing name covers very different machines);
+        # catalogued GPUs go by their catalog name, which the fleet projections look up
         base = {
             "run_file": path.name,
             "started_utc": run["started_utc"],
-            "device_kind": run["device"]["kind"],
-            "device_name": gpu.name if gpu else run["device"]["name"],
+            "device_kind": dev["kind"],
+            "device_id": dev.get("id") or device_id(dev),
+            "device_name": gpu.name if gpu else device_label(dev),
+            "dtype": run["model"].get("dtype", "bfloat16"),
             "device_cores": run["device"].get("cores"),
             "engine": run["engine"]["name"],
             "model": run["model"]["name"],
             "model_key": run["model"].get("catalog_key") or run["model"]["name"],
             "load_format": run["model"].get("load_format"),
-            "measured_tflops": micro["matmul_bf16_tflops"] if micro else None,
+            "measured_tflops": micro.get("matmul_tflops", micro.get("matmul_bf16_tflops")) if micro else None,
             "measured_gb_per_s": micro["memory_bandwidth_gb_per_s"] if micro else None,
             "datasheet_tflops": gpu.peak_flops_per_s("bf16") / 1e12 if gpu else None,
             "datasheet_gb_per_s": gpu.bandwidth_gb_per_s if gpu else None,
         }
         for rec in doc["records"]:
-            if rec["mode"] == "microbench":
+            if rec["mode"] in ("microbench", "ops"):
                 continue
             row = {**base, **{c: rec.get(c) for c in RECORD_COLUMNS}}
             for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):

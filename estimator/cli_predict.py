@@ -13,6 +13,7 @@ from estimator.hardware import get_gpu
 from estimator.models import get_model, kv_cache_bytes_per_token, weight_bytes
 from estimator.roofline import Efficiency, Peaks, decode_step, prefill_batch
 from fleetcal.common import UsageError
+from fleetcal.identity import describe_cpu
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
@@ -30,12 +31,17 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cpu_calibration(fits: list[Any]) -> tuple[Peaks, dict[str, Efficiency], str, float | None]:
-    cpu = [f for f in fits if f.device_kind == "cpu" and f.engine == "vllm"]
+    """The calibration of the CPU this runs on (matched by device identity), never another CPU's."""
+    here = describe_cpu()
+    cpu = [f for f in fits if f.device_kind == "cpu" and f.engine == "vllm" and f.device_name.endswith(f"[{here['id']}]")]
     phases = {f.phase: f for f in cpu}
     if set(phases) != {"prefill", "decode"}:
-        raise UsageError("no CPU calibration in the results: run `fleetcal bench --mode prefill,decode` on the CPU first")
+        raise UsageError(
+            f"this CPU ({here['name']} [{here['id']}]) has not been measured: run "
+            "`fleetcal bench --mode prefill,decode --batch-sizes 1,4,16,64 --input-lens 128,512` here first"
+        )
     d = phases["decode"]
-    return d.peaks, {k: v.efficiency for k, v in phases.items()}, f"calibrated on {d.device_name} (vllm)", None
+    return d.peaks, {k: v.efficiency for k, v in phases.items()}, f"calibrated on this CPU, {d.device_name} (vllm)", None
 
 
 def predict(args: argparse.Namespace) -> dict[str, Any]:

@@ -37,3 +37,4 @@ def str_list(text: str) -> list[str]:
     if not values:
         raise argparse.ArgumentTypeError("the list is empty")
     return values
+

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The committed measurements of a 2-core CPU machine, through the normal commands.
 # Each line is one `fleetcal bench` invocation (one results file). Takes about 20 minutes.
+# File names carry the CPU's identity, so runs of different machines stay apart.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 FC="${FLEETCAL_VENV:-.venv}/bin/fleetcal"
 OUT="${1:-results/runs}"
+"$FC" bench --mode ops --out "$OUT"                                              # operators at the bundled model's shapes
 for engine in vllm transformers; do
   "$FC" bench --engine "$engine" --out "$OUT"                                   # the default sweep
   "$FC" bench --engine "$engine" --out "$OUT" --mode decode \

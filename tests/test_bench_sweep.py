@@ -91,14 +91,15 @@ def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
     assert _only_file(out) == path
 
 
-def test_gpu_check_script_runs_on_the_cpu(tmp_path):
+def test_gpu_script_runs_on_the_cpu(tmp_path):
     """The prepared GPU measurement, exercised on the CPU with tiny sizes before any GPU time is spent."""
-    proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path), "--cpu-test"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(["bash", "scripts/gpu_run.sh", str(tmp_path), "--cpu-test"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    files = sorted(tmp_path.glob("*.json"))
-    assert len(files) == 2  # decode and prefill for smollm2-135m
-    for f in files:
-        doc = load_document(f)
+    docs = [load_document(f) for f in sorted(tmp_path.glob("*.json"))]
+    assert len(docs) == 4  # ops, eager decode, eager prefill, static-cache decode
+    for doc in docs:
         assert doc["run"]["model"]["load_format"] == "dummy"
-        assert all(r["status"] == "ok" for r in doc["records"])
-        assert {r["mode"] for r in doc["records"]} in ({"microbench", "decode"}, {"microbench", "prefill"})
+        assert all(r["status"] == "ok" for r in doc["records"]), [r.get("error") for r in doc["records"]]
+    modes = [{r["mode"] for r in d["records"]} for d in docs]
+    assert modes == [{"microbench", "ops"}, {"decode"}, {"prefill"}, {"decode"}]
+    assert [d["run"]["engine"]["enforce_eager"] for d in docs] == [True, True, True, False]

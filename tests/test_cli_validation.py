@@ -16,6 +16,12 @@ BAD_BENCH = [
     (["--num-prompts", "0"], "--num-prompts"),
     (["--engine", "transformers", "--mode", "serve"], "needs --engine vllm"),
     (["--resume", "/no/such/file.json"], "no such results file"),
+    (["--dtype", "int3"], "invalid choice"),
+    (["--budget-s", "0"], "--budget-s"),
+    (["--kv-cache-gb", "inf"], "--kv-cache-gb"),
+    (["--mode", "ops", "--operators", "gemm,warp"], "--operators"),
+    (["--engine", "transformers", "--quantization", "fp8"], "need --engine vllm"),
+    (["--max-num-seqs", "0"], "--max-num-seqs"),
 ]
 
 
@@ -94,3 +100,21 @@ def test_first_run_conversion_stays_silent_on_bad_input(tmp_path, capfd, monkeyp
     assert err.count("\n") == 1 and "exceeds the model's context" in err
     assert (tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct" / "config.json").is_file()
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_engine_that_cannot_be_imported_is_one_line_suggesting_transformers(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):
+        if name == "vllm":
+            raise ImportError("this CPU is not supported")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    out = tmp_path / "runs"
+    assert main(["bench", "--out", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--engine vllm cannot run here" in lines[0] and "--engine transformers" in lines[0]
+    assert not out.exists()

@@ -26,3 +26,31 @@ def test_cuda_microbenchmarks_are_below_the_datasheet():
     gpu = match_gpu(describe_cuda()["name"])
     assert 0 < m["matmul_bf16_tflops"] <= gpu.peak_tflops["bf16"] * 1.05
     assert 0 < m["memory_bandwidth_gb_per_s"] <= gpu.bandwidth_gb_per_s * 1.05
+
+
+@requires_gpu
+def test_fp8_gemm_matches_bf16_and_stays_below_the_datasheet():
+    """An fp8 operator case computes what a bf16 product computes (within fp8 rounding), at a plausible rate."""
+    import torch
+
+    from bench.device import describe_cuda
+    from bench.ops import Case, _gemm, run_case
+    from estimator.hardware import match_gpu
+
+    if torch.cuda.get_device_capability(0) < (8, 9):
+        import pytest
+
+        pytest.skip("fp8 needs compute capability 8.9 or above")
+    a = torch.randn(64, 512, device="cuda").to(torch.bfloat16)
+    w = torch.randn(256, 512, device="cuda").to(torch.bfloat16)
+    ones_a = torch.ones((64, 1), device="cuda")
+    ones_b = torch.ones((1, 256), device="cuda")
+    got = torch._scaled_mm(a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn).t(), scale_a=ones_a, scale_b=ones_b, out_dtype=torch.bfloat16)
+    ref = a.to(torch.float8_e4m3fn).to(torch.bfloat16) @ w.to(torch.float8_e4m3fn).to(torch.bfloat16).t()
+    assert torch.allclose(got.float(), ref.float(), rtol=2e-2, atol=0.5)
+    gpu = match_gpu(describe_cuda()["name"])
+    m, k, n = 4096, 7168, 4096
+    case = Case("gemm", {"m": m, "k": k, "n": n}, "fp8", 2.0 * m * k * n, k * n + m * k + 2 * m * n, _gemm(m, k, n, "fp8", "cuda"))
+    peaks = {"fp8": {"flops_per_s": gpu.peak_flops_per_s("fp8"), "bytes_per_s": gpu.bandwidth_bytes_per_s}}
+    rec = run_case(case, "cuda", peaks, {})
+    assert 0.05 < rec["mfu"] <= 1.05, rec

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.records import RunFile, SchemaError, load_document, validate_document
+from bench.records import config_key, RunFile, SchemaError, load_document, validate_document
 
 
 def _run():
@@ -40,13 +40,15 @@ def test_runfile_writes_valid_document_after_each_record(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "temporary files must be renamed away"
 
 
-def test_done_keys_hold_only_successful_configurations(tmp_path):
+def test_done_keys_hold_measured_configurations_but_not_failed_ones(tmp_path):
     rf = RunFile(tmp_path / "r.json", _run())
     rf.add(_ok(1))
     rf.add({**_ok(8), "status": "failed", "error": "boom"})
+    rf.add({**_ok(32), "status": "suspect", "reason": "mfu 120% exceeds 100%"})
     done = rf.done_keys()
-    assert ("throughput", 1, None, 8, 4) in done
-    assert ("throughput", 8, None, 8, 4) not in done
+    assert config_key(_ok(1)) in done
+    assert config_key(_ok(8)) not in done, "a failed configuration is measured again on --resume"
+    assert config_key(_ok(32)) in done, "a suspect one is kept as it is: measuring again would not make it plausible"
 
 
 def test_adding_a_configuration_again_replaces_it(tmp_path):

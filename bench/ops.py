@@ -1,0 +1,340 @@
+"""Operator microbenchmarks at a model's own shapes: the pieces a serving step is made of.
+
+Each case is one operator at one shape and precision: dense GEMM (tokens M × the model's K×N of
+each linear layer), grouped MoE GEMM (experts × tokens per expert), attention for decode (batch ×
+context; GQA, or MLA absorbed: 128 query heads over one 576-wide latent) and prefill (causal; MLA
+not absorbed), RMS norm, sampling over the vocabulary, and memory copy. FLOPs and bytes are the
+operator's own (weights, activations in and out, KV read), so TFLOP/s and GB/s compare with the
+datasheet. Weights are cycled over enough copies to exceed the GPU's L2 cache, so a small GEMM
+reads its weights from memory as it does in serving.
+
+Precisions: fp32 and bf16 on a CPU; bf16 and fp8 (``torch._scaled_mm``, e4m3, row-wise scales,
+bf16 out) on a GPU that has fp8 (compute capability 8.9 and above). fp8 GEMMs pad M to a
+multiple of 16 where the kernel needs it; FLOPs count the M asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+L2_BYTES = 256 * 2**20  # cycle weights over at least this many bytes (H100/H200 L2: 50 MB)
+MIN_TIME_S = 0.02  # each case is timed over at least this long
+BYTES = {"fp32": 4, "bf16": 2, "fp8": 1}
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The operator shapes of one architecture, read from its config.json."""
+
+    name: str
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    linears: dict[str, tuple[int, int]]  # name -> (K, N) of one layer's linear maps
+    expert_k_n: tuple[tuple[int, int], ...] = ()  # routed expert gate_up and down (K, N)
+    mla: dict[str, int] = field(default_factory=dict)  # kv_lora_rank, rope, nope, v
+
+
+def shapes_from_config(path: str | Path, name: str) -> Shapes:
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+    kv = int(cfg.get("num_key_value_heads") or heads)
+    d = int(cfg.get("head_dim") or h // heads)
+    inter = int(cfg.get("intermediate_size") or 4 * h)
+    vocab = int(cfg["vocab_size"])
+    if cfg.get("kv_lora_rank"):  # MLA (DeepSeek-V2/V3)
+        r, rope, nope, v = (int(cfg[k]) for k in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"))
+        q_rank = int(cfg.get("q_lora_rank") or 0)
+        moe = int(cfg.get("moe_intermediate_size") or inter)
+        shared = int(cfg.get("n_shared_experts") or 0)
+        linears = {
+            "q_a_proj": (h, q_rank), "q_b_proj": (q_rank, heads * (nope + rope)), "kv_a_proj": (h, r + rope),
+            "o_proj": (heads * v, h), "dense_gate_up": (h, 2 * inter), "dense_down": (inter, h),
+            "shared_gate_up": (h, 2 * moe * shared), "shared_down": (moe * shared, h), "lm_head": (h, vocab),
+        }  # fmt: skip
+        experts = ((h, 2 * moe), (moe, h)) if cfg.get("n_routed_experts") else ()
+        return Shapes(name, h, heads, 1, r + rope, vocab, {k: v for k, v in linears.items() if v[0] and v[1]}, experts,
+                      {"kv_lora_rank": r, "rope": rope, "nope": nope, "v": v})  # fmt: skip
+    linears = {"qkv_proj": (h, (heads + 2 * kv) * d), "o_proj": (heads * d, h), "gate_up": (h, 2 * inter), "down": (inter, h), "lm_head": (h, vocab)}
+    experts = ()
+    if cfg.get("num_local_experts"):
+        experts = ((h, 2 * inter), (inter, h))
+    return Shapes(name, h, heads, kv, d, vocab, linears, experts)
+
+
+@dataclass(frozen=True)
+class Case:
+    operator: str
+    shape: dict[str, Any]
+    dtype: str
+    flops: float
+    nbytes: float
+    build: Callable[[], Callable[[], object]]  # allocates, returns the call to time
+    impl: str = "torch"
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], object], device: str) -> tuple[float, int]:
+    """(seconds per call, calls timed): a warm-up, then enough back-to-back calls for ``MIN_TIME_S``."""
+    fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    one = max(time.perf_counter() - t0, 1e-6)
+    reps = max(3, min(1000, math.ceil(MIN_TIME_S / one)))
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / reps, reps
+
+
+def _copies(nbytes: float) -> int:
+    return max(1, min(64, math.ceil(L2_BYTES / max(nbytes, 1))))
+
+
+def _rand(shape: tuple[int, ...], dtype: Any, device: str) -> Any:
+    import torch
+
+    return (torch.randn(shape, device=device, dtype=torch.float32) * 0.1).to(dtype)
+
+
+def _gemm(m: int, k: int, n: int, dtype: str, device: str) -> Callable[[], Callable[[], object]]:
+    def build() -> Callable[[], object]:
+        import torch
+
+        w_bytes = k * n * BYTES[dtype]
+        copies = _copies(w_bytes)
+        if dtype == "fp8":
+            mp = max(16, -(-m // 16) * 16)
+            a = _rand((mp, k), torch.bfloat16, device).to(torch.float8_e4m3fn)
+            ws = [_rand((n, k), torch.bfloat16, device).to(torch.float8_e4m3fn).t() for _ in range(copies)]  # column-major K×N
+            sa = torch.ones((mp, 1), device=device, dtype=torch.float32)
+            sb = torch.ones((1, n), device=device, dtype=torch.float32)
+            try:  # row-wise scales (closest to the block-scaled kernels of FP8 serving); per-tensor where unsupported
+                torch._scaled_mm(a, ws[0], scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+            except RuntimeError:
+                sa = sb = torch.ones((), device=device, dtype=torch.float32)
+            it = iter(range(1 << 62))
+            return lambda: torch._scaled_mm(a, ws[next(it) % copies], scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+        tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        a = _rand((m, k), tdt, device)
+        ws = [_rand((k, n), tdt, device) for _ in range(copies)]
+        it = iter(range(1 << 62))
+        return lambda: torch.matmul(a, ws[next(it) % copies])
+
+    return build
+
+
+def _grouped(groups: int, t: int, k: int, n: int, dtype: str, device: str) -> Callable[[], Callable[[], object]]:
+    def build() -> Callable[[], object]:
+        import torch
+
+        copies = _copies(groups * k * n * BYTES[dtype])
+        if dtype == "fp8":
+            calls = [_gemm(t, k, n, "fp8", device)() for _ in range(groups)]  # one kernel per expert
+            return lambda: [c() for c in calls]
+        tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        a = _rand((groups, t, k), tdt, device)
+        ws = [_rand((groups, k, n), tdt, device) for _ in range(copies)]
+        it = iter(range(1 << 62))
+        return lambda: torch.bmm(a, ws[next(it) % copies])
+
+    return build
+
+
+def _attention(b: int, heads: int, kv_heads: int, q_len: int, ctx: int, dqk: int, dv: int, causal: bool, dtype: str, device: str) -> Callable[[], Callable[[], object]]:
+    def build() -> Callable[[], object]:
+        import torch
+        import torch.nn.functional as F
+
+        tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        q = _rand((b, heads, q_len, dqk), tdt, device)
+        k = _rand((b, kv_heads, ctx, dqk), tdt, device)
+        v = k[..., :dv] if dv < dqk and kv_heads == 1 else _rand((b, kv_heads, ctx, dv), tdt, device)
+        gqa = kv_heads != heads
+        return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+    return build
+
+
+def _mla_decode(b: int, heads: int, ctx: int, dqk: int, dv: int, dtype: str, device: str) -> Callable[[], Callable[[], object]]:
+    """MLA decode, absorbed: every query head attends to one shared latent (K = latent + rope, V = latent), as two bmm."""
+
+    def build() -> Callable[[], object]:
+        import torch
+
+        tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        q = _rand((b, heads, dqk), tdt, device)
+        kv = _rand((b, ctx, dqk), tdt, device)
+        scale = dqk**-0.5
+
+        def attend() -> object:
+            p = torch.softmax(torch.bmm(q, kv.transpose(1, 2)) * scale, dim=-1)
+            return torch.bmm(p, kv[..., :dv])
+
+        return attend
+
+    return build
+
+
+def _rmsnorm(t: int, h: int, dtype: str, device: str) -> Callable[[], Callable[[], object]]:
+    def build() -> Callable[[], object]:
+        import torch
+        import torch.nn.functional as F
+
+        tdt = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp8": torch.bfloat16}[dtype]
+        x = _rand((t, h), tdt, device)
+        w = torch.ones(h, device=device, dtype=tdt)
+        return lambda: F.rms_norm(x, (h,), w, 1e-6)
+
+    return build
+
+
+def _sampling(b: int, vocab: int, device: str) -> Callable[[], Callable[[], object]]:
+    def build() -> Callable[[], object]:
+        import torch
+
+        logits = _rand((b, vocab), torch.float32, device)
+        gen = torch.Generator(device=device).manual_seed(0)
+
+        def sample() -> object:  # softmax, then the exponential-race draw vLLM's sampler uses
+            probs = torch.softmax(logits, dim=-1)
+            q = torch.empty_like(probs).exponential_(generator=gen)
+            return (probs / q).argmax(dim=-1)
+
+        return sample
+
+    return build
+
+
+def _copy(nbytes: int, device: str) -> Callable[[], Callable[[], object]]:
+    def build() -> Callable[[], object]:
+        import torch
+
+        src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+        dst = torch.empty_like(src)
+        return lambda: dst.copy_(src)
+
+    return build
+
+
+OPERATORS = ("gemm", "grouped_gemm", "attention_decode", "attention_prefill", "rmsnorm", "sampling", "copy")
+
+
+def plan_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool, operators: tuple[str, ...] = OPERATORS) -> list[Case]:
+    """The cases of a sweep over ``operators``, in order; ``quick`` is the small subset run with every bench invocation."""
+    return [c for c in _all_cases(s, device, dtypes, quick) if c.operator in operators]
+
+
+def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> list[Case]:
+    cases: list[Case] = []
+    ms = (1, 64) if quick else ((1, 4, 16, 64, 256, 1024, 4096, 16384) if device == "cuda" else (1, 4, 16, 64, 256, 1024))
+    for dtype in dtypes:
+        b = BYTES[dtype]
+        out_b = 2 if dtype == "fp8" else b
+        for lname, (k, n) in s.linears.items():
+            for m in ms:
+                cases.append(Case("gemm", {"layer": lname, "m": m, "k": k, "n": n}, dtype, 2.0 * m * k * n,
+                                  k * n * b + m * k * b + m * n * out_b, _gemm(m, k, n, dtype, device)))  # fmt: skip
+        groups = 8
+        tpe = (1, 16) if quick else (1, 4, 16, 64, 256, 1024)
+        for k, n in s.expert_k_n[:1] if quick else s.expert_k_n:
+            for t in tpe:
+                cases.append(Case("grouped_gemm", {"groups": groups, "tokens_per_group": t, "k": k, "n": n}, dtype,
+                                  2.0 * groups * t * k * n, groups * (k * n * b + t * k * b + t * n * out_b),
+                                  _grouped(groups, t, k, n, dtype, device), "loop of _scaled_mm" if dtype == "fp8" else "torch.bmm"))  # fmt: skip
+    adt = "bf16" if "bf16" in dtypes else dtypes[0]  # attention runs in bf16 (fp32 on CPUs without bf16)
+    ab = BYTES[adt]
+    if s.mla:
+        dqk_dec, dv_dec = s.mla["kv_lora_rank"] + s.mla["rope"], s.mla["kv_lora_rank"]
+        kv_heads_dec, dqk_pre, dv_pre = 1, s.mla["nope"] + s.mla["rope"], s.mla["v"]
+        layout = "MLA absorbed"
+    else:
+        dqk_dec = dv_dec = dqk_pre = dv_pre = s.head_dim
+        kv_heads_dec = s.kv_heads
+        layout = "GQA"
+    batches, ctxs = ((1, 16), (512,)) if quick else ((1, 8, 32, 128), (512, 2048, 8192))
+    if device == "cpu" and not quick:
+        batches, ctxs = (1, 8, 32), (256, 1024)
+    for bsz in batches:
+        for ctx in ctxs:
+            kv_bytes = bsz * ctx * kv_heads_dec * (dqk_dec + (0 if s.mla else dv_dec)) * ab
+            cases.append(Case("attention_decode", {"layout": layout, "batch": bsz, "context": ctx, "heads": s.heads, "kv_heads": kv_heads_dec,
+                                                   "qk_dim": dqk_dec, "v_dim": dv_dec}, adt,
+                              2.0 * bsz * s.heads * ctx * (dqk_dec + dv_dec), kv_bytes + 2 * bsz * s.heads * (dqk_dec + dv_dec) * ab,
+                              _mla_decode(bsz, s.heads, ctx, dqk_dec, dv_dec, adt, device) if s.mla else
+                              _attention(bsz, s.heads, kv_heads_dec, 1, ctx, dqk_dec, dv_dec, False, adt, device),
+                              "torch.bmm, scores materialized" if s.mla else "sdpa"))  # fmt: skip
+    pre_kv = s.heads if s.mla else s.kv_heads
+    for ctx in ((256,) if quick else ((512, 2048, 8192) if device == "cuda" else (256, 1024))):
+        flops = 2.0 * s.heads * ctx * ctx * (dqk_pre + dv_pre) / 2  # causal: half the square
+        nbytes = ctx * (s.heads * dqk_pre + pre_kv * (dqk_pre + dv_pre) + s.heads * dv_pre) * ab
+        cases.append(Case("attention_prefill", {"layout": "MLA not absorbed" if s.mla else "GQA", "context": ctx, "heads": s.heads,
+                                                "kv_heads": pre_kv, "qk_dim": dqk_pre, "v_dim": dv_pre}, adt, flops, nbytes,
+                          _attention(1, s.heads, pre_kv, ctx, ctx, dqk_pre, dv_pre, True, adt, device), "sdpa"))  # fmt: skip
+    for t in ((1, 4096) if not quick else (64,)):
+        cases.append(Case("rmsnorm", {"tokens": t, "hidden": s.hidden}, adt, 4.0 * t * s.hidden, 2 * t * s.hidden * ab + s.hidden * ab, _rmsnorm(t, s.hidden, adt, device)))
+    for bsz in ((1, 64, 256) if not quick else (16,)):
+        cases.append(Case("sampling", {"batch": bsz, "vocab": s.vocab}, "fp32", 5.0 * bsz * s.vocab, 3 * bsz * s.vocab * 4, _sampling(bsz, s.vocab, device)))
+    nbytes = (1 << 30) if device == "cuda" and not quick else (1 << 28)
+    cases.append(Case("copy", {"bytes": nbytes}, "fp32", 0.0, 2.0 * nbytes, _copy(nbytes, device)))
+    return cases
+
+
+def run_case(c: Case, device: str, peaks: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """Time one case; the record carries FLOPs, bytes, time, rates and efficiency against both peaks."""
+    import gc
+
+    fn = c.build()
+    seconds, reps = time_call(fn, device)
+    del fn
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    tflops, gbs = c.flops / seconds / 1e12, c.nbytes / seconds / 1e9
+    rec = {
+        "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "impl": c.impl, "flops": c.flops, "bytes": c.nbytes,
+        "time_ms": round(seconds * 1e3, 6), "repeats": reps, "tflops": round(tflops, 4), "gb_per_s": round(gbs, 2),
+    }  # fmt: skip
+
+    def ratio(value: float, peak: float | None) -> float | None:
+        return round(value / peak, 5) if peak and value else None
+
+    dpk = peaks.get(c.dtype) or {}
+    mpk = measured.get(c.dtype) or {}
+    rec["mfu"] = ratio(tflops * 1e12, dpk.get("flops_per_s"))
+    rec["mbu"] = ratio(gbs * 1e9, dpk.get("bytes_per_s"))
+    rec["mfu_measured_peak"] = ratio(tflops * 1e12, mpk.get("flops_per_s"))
+    rec["mbu_measured_peak"] = ratio(gbs * 1e9, mpk.get("bytes_per_s"))
+    return rec
+
+
+def device_dtypes(device: str, run_dtype: str) -> tuple[str, ...]:
+    """The precisions to time: the run's and the others the device runs natively (fp8 on Hopper and later)."""
+    short = {"bfloat16": "bf16", "float32": "fp32", "float16": "bf16"}[run_dtype]
+    if device != "cuda":
+        return (short,) if short == "fp32" else ("bf16", "fp32")
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(0)
+    return ("bf16", "fp8") if (major, minor) >= (8, 9) else ("bf16",)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The prepared GPU measurement (about 5 minutes on one H100/H200; each step has its own limit, the
+# whole fits in 8). Needs only python3 with torch, transformers, pandas, tqdm, nvidia-ml-py and
+# py-cpuinfo: nothing is installed and nothing is fetched; vLLM is used where it imports.
+#   1. operator microbenchmarks (bf16 and fp8 GEMMs, grouped expert GEMMs, decode and prefill
+#      attention, norms, sampling, copy) at DeepSeek-V3 and Llama-3.1-8B shapes, with the device
+#      peak microbenchmarks;
+#   2. transformers decode (batch 1..128) and prefill (2k-token prompts) for Llama-3.1-8B with
+#      dummy weights, eager;
+#   3. the same decode compiled (static KV cache, torch.compile with CUDA graphs), beside eager.
+# Energy per token comes from NVML's energy counter in every step. One results file per step.
+#
+#   scripts/gpu_run.sh [OUT_DIR]            # on a CUDA machine; records go to OUT_DIR (default results/runs)
+#   scripts/gpu_run.sh OUT_DIR --cpu-test   # the same steps on the CPU with tiny sizes, to test the script
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${1:-results/runs}"
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && [ "${2:-}" = "--cpu-test" ] && PY=.venv/bin/python
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 VLLM_LOGGING_LEVEL=WARNING
+if [ "${2:-}" = "--cpu-test" ]; then
+  DEVICE=cpu; OPS_MODELS="smollm2-135m"; OPS_MB=quick; E2E=smollm2-135m
+  DECODE=1,2; DEC_IN=16; DEC_OUT=8; PREFILL=1; PRE_IN=64; COMPILED=1; LIMIT=120; COMPILE_LIMIT=120
+else
+  DEVICE=cuda; OPS_MODELS="deepseek-v3 llama-3.1-8b"; OPS_MB=full; E2E=llama-3.1-8b
+  DECODE=1,8,32,128; DEC_IN=128; DEC_OUT=32; PREFILL=1,4; PRE_IN=2048; COMPILED=1,32; LIMIT=150; COMPILE_LIMIT=200
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv || true
+fi
+echo "gpu_run: $DEVICE, ops for $OPS_MODELS, transformers decode/prefill for $E2E, records to $OUT"
+status=0
+step() {  # a step that fails or runs out of time is reported; the finished configurations stay in its file
+  local limit=$1; shift
+  timeout "$limit" "$PY" -m fleetcal.cli bench --device "$DEVICE" --load-format dummy --out "$OUT" "$@" || { echo "gpu_run: step failed or timed out: $*" >&2; status=1; }
+}
+for model in $OPS_MODELS; do
+  step "$LIMIT" --mode ops --model "$model" --engine transformers --microbench "$OPS_MB"
+done
+step "$LIMIT" --mode decode --model "$E2E" --engine transformers --microbench off --enforce-eager true \
+    --batch-sizes "$DECODE" --input-lens "$DEC_IN" --output-lens "$DEC_OUT"
+step "$LIMIT" --mode prefill --model "$E2E" --engine transformers --microbench off --enforce-eager true \
+    --batch-sizes "$PREFILL" --input-lens "$PRE_IN" --num-prompts 4
+step "$COMPILE_LIMIT" --mode decode --model "$E2E" --engine transformers --microbench off --enforce-eager false \
+    --batch-sizes "$COMPILED" --input-lens "$DEC_IN" --output-lens "$DEC_OUT"
+ls -l "$OUT"
+exit $status
