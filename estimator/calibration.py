@@ -33,17 +33,14 @@ RECORD_COLUMNS = [
     "mode", "status", "batch_size", "concurrency", "input_len", "output_len", "num_prompts",
     "output_tokens_per_s", "total_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s",
     "decode_step_ms", "time_to_first_token_ms", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak",
-    "output_tokens_per_s_per_user", "interactivity_tokens_per_s", "completed", "failed", "num_gpus", "error",
+    "output_tokens_per_s_per_user", "interactivity_tokens_per_s", "completed", "failed", "num_gpus", "error", "reason",
+    "joules_per_output_token", "joules_per_prefill_token", "power_w_mean", "energy_window",
 ]  # fmt: skip
 
 
-def load_runs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
-    """Every record of every valid run file in ``results_dir`` (or of that one file), one row each, with run context.
-
-    Files that do not follow the schema are skipped (named in the ``skipped`` attribute).
-    Rows are sorted so the table does not depend on file-system order.
-    """
-    rows: list[dict[str, Any]] = []
+def read_run_files(results_dir: Path = RESULTS_DIR) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Valid run documents of ``results_dir`` (or that one file) in name order, and the skipped files with why."""
+    docs: list[tuple[Path, dict[str, Any]]] = []
     skipped: list[str] = []
     results_dir = Path(results_dir)
     paths = [results_dir] if results_dir.is_file() else sorted(results_dir.glob("*.json"))
@@ -54,21 +51,39 @@ def load_runs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError, SchemaError) as exc:
             skipped.append(f"{path.name}: {exc}")
             continue
+        docs.append((path, doc))
+    return docs, skipped
+
+
+def device_columns(run: dict[str, Any]) -> dict[str, Any]:
+    """How tables name a run's device: catalogued GPUs by catalog name, CPUs by name and identity."""
+    dev = run["device"]
+    gpu = match_gpu(dev["name"]) if dev["kind"] == "cuda" else None
+    return {"device_kind": dev["kind"], "device_id": dev.get("id") or device_id(dev), "device_name": gpu.name if gpu else device_label(dev)}
+
+
+def load_runs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
+    """Every record of every valid run file in ``results_dir`` (or of that one file), one row each, with run context.
+
+    Files that do not follow the schema are skipped (named in the ``skipped`` attribute).
+    Rows are sorted so the table does not depend on file-system order.
+    """
+    rows: list[dict[str, Any]] = []
+    docs, skipped = read_run_files(results_dir)
+    for path, doc in docs:
         run = doc["run"]
         micro = next((r for r in doc["records"] if r["mode"] == "microbench" and r["status"] == "ok"), None)
         dev = run["device"]
         gpu = match_gpu(dev["name"]) if dev["kind"] == "cuda" else None
-        # CPUs are told apart by their identity (one marketing name covers very different machines);
-        # catalogued GPUs go by their catalog name, which the fleet projections look up
+        eager = run["engine"].get("enforce_eager", True)
         base = {
             "run_file": path.name,
             "started_utc": run["started_utc"],
-            "device_kind": dev["kind"],
-            "device_id": dev.get("id") or device_id(dev),
-            "device_name": gpu.name if gpu else device_label(dev),
+            **device_columns(run),
             "dtype": run["model"].get("dtype", "bfloat16"),
             "device_cores": run["device"].get("cores"),
-            "engine": run["engine"]["name"],
+            # compiled engines are fitted and tabled apart from eager ones
+            "engine": run["engine"]["name"] if eager else f"{run['engine']['name']} compiled",
             "model": run["model"]["name"],
             "model_key": run["model"].get("catalog_key") or run["model"]["name"],
             "load_format": run["model"].get("load_format"),

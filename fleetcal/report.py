@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import pandas as pd
 from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, load_runs, measured_utilization, utilization_table
 from estimator.fleet import SCENARIOS, project
+from estimator.operators import gemm_curve, load_ops, operator_table
+from fleetcal.report_ops import compiled_speedup, engine_table, gpu_section
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -70,6 +73,11 @@ def build_tables(results: Path) -> tuple[dict[str, pd.DataFrame], list[PhaseFit]
         for lbl, m, p in f.residuals
     ]
     out["calibration_residuals"] = pd.DataFrame(res)
+    ops = load_ops(results / "runs")
+    out["operators"] = operator_table(ops)
+    out["gemm_curve"] = gemm_curve(ops)
+    out["engines"] = engine_table(runs)
+    out["compiled_speedup"] = compiled_speedup(out["engines"])
     out["_measured"] = pd.DataFrame([measured] if measured else [])
     out["_runs"] = runs
     return out, fits
@@ -245,6 +253,7 @@ def readme_section(t: dict[str, pd.DataFrame]) -> str:
     lines += ["", "### Backtest against DeepSeek's published fleet (1,814 H800 on average)", ""]
     b = t["backtest"][["method", "predicted_gpus", "published_gpus", "error_pct", "how"]]
     lines += [b.to_markdown(index=False), ""]
+    lines += gpu_section(t["operators"], t["engines"], t["compiled_speedup"], _round)
     cal = t["calibration"]
     lines += ["### Roofline calibration", ""]
     lines += [cal.to_markdown(index=False) if not cal.empty else "No prefill/decode measurements to fit yet.", ""]
@@ -319,5 +328,7 @@ def main(args: argparse.Namespace) -> int:
 
         raise UsageError(f"--results {args.results}: no runs/ directory inside; give the results directory")
     t = run_report(args.results, args.readme)
+    for skipped in t["_runs"].attrs.get("skipped", []):
+        print(f"report: skipped {skipped}", file=sys.stderr)
     print(f"report: {len(t['_runs'])} records -> {args.results / 'tables'}, {args.results / 'plots'}, {args.readme}")
     return 0

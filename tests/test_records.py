@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.records import config_key, RunFile, SchemaError, load_document, validate_document
+from bench.records import RunFile, SchemaError, config_key, load_document, validate_document
 
 
 def _run():

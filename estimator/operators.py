@@ -1,0 +1,80 @@
+"""Operator measurements (``fleetcal bench --mode ops``) as tables: what each operator reaches per device and precision.
+
+Efficiency is against the datasheet peak of the operator's own precision (FLOP/s for GEMMs and
+prefill attention, bytes/s for decode attention, norms, sampling and copies) where the device is
+catalogued, and against the run's own microbenchmark otherwise. Where one operator at one shape
+was timed by several implementations or runs, the fastest counts: it is what the device can do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from estimator.calibration import RESULTS_DIR, device_columns, read_run_files
+
+MEMORY_BOUND = ("attention_decode", "rmsnorm", "sampling", "copy")
+OPS_COLUMNS = ["device_name", "device_id", "model", "operator", "dtype", "impl", "shape", "m", "flops", "bytes", "time_ms",
+               "tflops", "gb_per_s", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak", "run_file"]  # fmt: skip
+
+
+def load_ops(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
+    """Every successful operator record, one row each, with the device it ran on."""
+    rows = []
+    docs, _ = read_run_files(results_dir)
+    for path, doc in docs:
+        dev = device_columns(doc["run"])
+        for rec in doc["records"]:
+            if rec["mode"] != "ops" or rec["status"] != "ok":
+                continue
+            row = {**dev, "model": doc["run"]["model"]["name"], "run_file": path.name, **{k: rec.get(k) for k in OPS_COLUMNS if k in rec}}
+            row["shape"] = json.dumps(rec["shape"], sort_keys=True)
+            row["m"] = rec["shape"].get("m", rec["shape"].get("tokens_per_group", rec["shape"].get("batch")))
+            rows.append(row)
+    df = pd.DataFrame(rows, columns=OPS_COLUMNS)
+    return df.sort_values(["device_name", "model", "operator", "dtype", "shape", "run_file"], kind="mergesort").reset_index(drop=True)
+
+
+def _best(ops: pd.DataFrame) -> pd.DataFrame:
+    """The fastest measurement of each (device, model, operator, precision, shape)."""
+    if ops.empty:
+        return ops
+    return ops.sort_values("time_ms", kind="mergesort").groupby(["device_name", "model", "operator", "dtype", "shape"], as_index=False).first()
+
+
+def operator_table(ops: pd.DataFrame) -> pd.DataFrame:
+    """Per device, model, operator and precision: shapes timed, the best rate and its efficiency."""
+    best = _best(ops)
+    if best.empty:
+        return pd.DataFrame(columns=["device_name", "model", "operator", "dtype", "shapes", "best_tflops", "best_gb_per_s", "efficiency", "of", "at"])
+    rows = []
+    for (dev, model, op, dtype), g in best.groupby(["device_name", "model", "operator", "dtype"], sort=True):
+        memory = op in MEMORY_BOUND
+        top = g.loc[(g["gb_per_s"] if memory else g["tflops"]).idxmax()]
+        datasheet = top["mbu"] if memory else top["mfu"]
+        measured = top["mbu_measured_peak"] if memory else top["mfu_measured_peak"]
+        eff, of = (datasheet, "datasheet") if pd.notna(datasheet) else (measured, "microbenchmark")
+        rows.append({"device_name": dev, "model": model, "operator": op, "dtype": dtype, "shapes": len(g),
+                     "best_tflops": top["tflops"], "best_gb_per_s": top["gb_per_s"], "efficiency": eff,
+                     "of": f"{of} {'bandwidth' if memory else 'FLOP/s'}" if pd.notna(eff) else "", "at": top["shape"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def gemm_curve(ops: pd.DataFrame) -> pd.DataFrame:
+    """GEMM efficiency against tokens M per device and precision: the median over the model's layers at each M.
+
+    The curve a per-operator step-time model needs: small M is bound by reading the weights, large M
+    by the matrix units. Efficiency here is against the datasheet FLOP/s where catalogued (``mfu``),
+    with the matching bandwidth efficiency (``mbu``) beside it.
+    """
+    best = _best(ops)
+    if best.empty:
+        return pd.DataFrame(columns=["device_name", "model", "operator", "dtype", "m", "layers", "tflops_median", "mfu_median", "mbu_median"])
+    g = best[best["operator"].isin(["gemm", "grouped_gemm"])]
+    out = g.groupby(["device_name", "model", "operator", "dtype", "m"], as_index=False).agg(
+        layers=("shape", "count"), tflops_median=("tflops", "median"), mfu_median=("mfu", "median"), mbu_median=("mbu", "median"),
+        gb_per_s_median=("gb_per_s", "median"),
+    )  # fmt: skip
+    return out.sort_values(["device_name", "model", "operator", "dtype", "m"], kind="mergesort").reset_index(drop=True)
