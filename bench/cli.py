@@ -372,7 +372,8 @@ def _run_ops(plan: BenchPlan, runfile: RunFile, done: set[tuple], quick: bool, p
     """Operator microbenchmarks at the model's shapes; each case one record, a failed case recorded and skipped."""
     from tqdm import tqdm
 
-    from bench.ops import device_dtypes, plan_cases, run_case, shapes_from_config
+    from bench.ops import device_dtypes, plan_cases, run_case
+    from estimator.shapes import shapes_from_config
 
     try:
         shapes = shapes_from_config(plan.model_path, runfile.run["model"]["name"])

@@ -15,60 +15,17 @@ multiple of 16 where the kernel needs it; FLOPs count the M asked for.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
+
+from estimator.shapes import Shapes
 
 L2_BYTES = 256 * 2**20  # cycle weights over at least this many bytes (H100/H200 L2: 50 MB)
 MIN_TIME_S = 0.02  # each case is timed over at least this long
 BYTES = {"fp32": 4, "bf16": 2, "fp8": 1}
-
-
-@dataclass(frozen=True)
-class Shapes:
-    """The operator shapes of one architecture, read from its config.json."""
-
-    name: str
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    linears: dict[str, tuple[int, int]]  # name -> (K, N) of one layer's linear maps
-    expert_k_n: tuple[tuple[int, int], ...] = ()  # routed expert gate_up and down (K, N)
-    mla: dict[str, int] = field(default_factory=dict)  # kv_lora_rank, rope, nope, v
-
-
-def shapes_from_config(path: str | Path, name: str) -> Shapes:
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    cfg = cfg.get("text_config", cfg)
-    h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-    kv = int(cfg.get("num_key_value_heads") or heads)
-    d = int(cfg.get("head_dim") or h // heads)
-    inter = int(cfg.get("intermediate_size") or 4 * h)
-    vocab = int(cfg["vocab_size"])
-    if cfg.get("kv_lora_rank"):  # MLA (DeepSeek-V2/V3)
-        r, rope, nope, v = (int(cfg[k]) for k in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"))
-        q_rank = int(cfg.get("q_lora_rank") or 0)
-        moe = int(cfg.get("moe_intermediate_size") or inter)
-        shared = int(cfg.get("n_shared_experts") or 0)
-        linears = {
-            "q_a_proj": (h, q_rank), "q_b_proj": (q_rank, heads * (nope + rope)), "kv_a_proj": (h, r + rope),
-            "o_proj": (heads * v, h), "dense_gate_up": (h, 2 * inter), "dense_down": (inter, h),
-            "shared_gate_up": (h, 2 * moe * shared), "shared_down": (moe * shared, h), "lm_head": (h, vocab),
-        }  # fmt: skip
-        experts = ((h, 2 * moe), (moe, h)) if cfg.get("n_routed_experts") else ()
-        return Shapes(name, h, heads, 1, r + rope, vocab, {k: v for k, v in linears.items() if v[0] and v[1]}, experts,
-                      {"kv_lora_rank": r, "rope": rope, "nope": nope, "v": v})  # fmt: skip
-    linears = {"qkv_proj": (h, (heads + 2 * kv) * d), "o_proj": (heads * d, h), "gate_up": (h, 2 * inter), "down": (inter, h), "lm_head": (h, vocab)}
-    experts = ()
-    if cfg.get("num_local_experts"):
-        experts = ((h, 2 * inter), (inter, h))
-    return Shapes(name, h, heads, kv, d, vocab, linears, experts)
 
 
 @dataclass(frozen=True)

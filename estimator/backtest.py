@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
-from estimator.fleet import Traffic, efficiencies_for, roofline_fleet
+from estimator.fleet import Traffic, active_matmul_params, roofline_fleet
 from estimator.hardware import CatalogError, get_gpu
 from estimator.models import get_model
 
@@ -56,8 +56,28 @@ def nodes_from_per_node_throughput(d: Deployment) -> float:
     )
 
 
-def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = None) -> pd.DataFrame:
-    """One row per deployment and method: predicted GPUs (daily mean), published GPUs, error in %."""
+def deepseek_mfu(d: Deployment) -> float:
+    """MFU DeepSeek's fleet implies: 2 × active matmul parameters per token over output and uncached input
+    tokens, plus MLA attention (absorbed decode at the average KV length; prefill not absorbed at half the
+    prompt), over the average GPUs' FP8 peak. A figure derived from the published traffic, for comparison only."""
+    s = get_model(d.model)
+    out_s = d.output_tokens_per_day / SECONDS_PER_DAY
+    unc_s = (d.input_tokens_per_day - d.cached_input_tokens_per_day) / SECONDS_PER_DAY
+    prompt = d.input_tokens_per_day / d.output_tokens_per_day * 1000
+    dense = 2 * active_matmul_params(s)
+    attn_decode = 2 * s.num_heads * d.average_kv_len * (576 + 512) * s.num_layers  # MLA absorbed (DeepSeek-V3 latent 512 + rope 64)
+    attn_prefill = 2 * s.num_heads * prompt / 2 * (192 + 128) * s.num_layers  # not absorbed, mean causal context
+    flops = out_s * (dense + attn_decode) + unc_s * (dense + attn_prefill)
+    return flops / (d.gpus_average * get_gpu(d.gpu).peak_flops_per_s("fp8"))
+
+
+def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = None, ops: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per deployment and method: predicted GPUs (daily mean unless named peak), published GPUs, error in %.
+
+    ``roofline`` is the per-operator serving model with the kernels this project measured swapped in;
+    ``roofline (published kernels)`` the same model on published kernel figures only (the figure before any
+    GPU was measured); ``roofline peak`` sizes whole instances at the published peak against the peak nodes.
+    """
     rows = []
     for d in load_deployments():
         gpu = get_gpu(d.gpu)
@@ -67,7 +87,7 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
         base = ArticleInputs(daily_visits=visits, questions_per_visit=1, tokens_per_reply=tokens_per_reply, demand_significant_digits=None)
         preds: dict[str, tuple[float | None, str]] = {
             "article": (article_gpus(gpu, base)["gpus"], "2 x total params x output tokens at 50%"),
-            "active": (article_gpus(gpu, replace(base, params_per_token=float(spec.active_params)))["gpus"], "active params at 50%"),
+            "active": (article_gpus(gpu, replace(base, params_per_token=float(active_matmul_params(spec))))["gpus"], "active params at 50%"),
         }
         if measured:
             a = replace(base, utilization=min(measured["utilization"], 1.0))
@@ -80,16 +100,23 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
             cache_hit_rate=d.cached_input_tokens_per_day / d.input_tokens_per_day, peak_to_average=1.0,
             tokens_per_s_per_user=d.tokens_per_s_per_user, decode_context_len=d.average_kv_len,
         )  # fmt: skip
-        eff, source = efficiencies_for(gpu.name, fits or [])
-        r = roofline_fleet(spec, gpu, traffic, eff)
-        preds["roofline"] = (r.gpus, f"efficiencies {source}; decode {r.decode_gpus} + prefill {r.prefill_gpus}")
+        implied = deepseek_mfu(d)
+        for method, published_only in (("roofline", False), ("roofline (published kernels)", True)):
+            r, source = roofline_fleet(d.model, gpu, traffic, ops, peak=False, published_only=published_only)
+            preds[method] = (r.gpus, f"{source}; decode {r.decode_gpus} ({r.decode_batch_per_gpu} seq/GPU, {r.decode_tokens_per_s_per_gpu:,.0f} tok/s/GPU, "
+                                     f"{r.tokens_per_s_per_user:.1f} tok/s/user) + prefill {r.prefill_gpus} ({r.prefill_tokens_per_s_per_gpu:,.0f} uncached tok/s/GPU); "
+                                     f"implied MFU {r.mfu:.1%} vs DeepSeek's {implied:.1%}")  # fmt: skip
+        peak_traffic = replace(traffic, peak_to_average=d.nodes_peak / d.nodes_average)
+        r, source = roofline_fleet(d.model, gpu, peak_traffic, ops, peak=True)
+        preds["roofline peak"] = (r.gpus, f"{source}; whole instances at the peak ({d.nodes_peak:g} nodes = {d.nodes_peak * d.gpus_per_node:g} GPUs published)")
         nodes = nodes_from_per_node_throughput(d)
         preds["published per-node throughput"] = (nodes * d.gpus_per_node, f"{nodes:.1f} nodes (consistency check, not a prediction)")
         for method, (gpus, how) in preds.items():
-            err = None if gpus is None else round((gpus / d.gpus_average - 1) * 100, 1)
+            published = d.nodes_peak * d.gpus_per_node if method == "roofline peak" else d.gpus_average
+            err = None if gpus is None else round((gpus / published - 1) * 100, 1)
             rows.append({
                 "deployment": d.name, "gpu": gpu.name, "method": method,
                 "predicted_gpus": None if gpus is None else int(math.ceil(gpus - 1e-9)) if method != "published per-node throughput" else round(gpus, 1),
-                "published_gpus": d.gpus_average, "error_pct": err, "how": how,
+                "published_gpus": published, "error_pct": err, "how": how,
             })  # fmt: skip
     return pd.DataFrame(rows)

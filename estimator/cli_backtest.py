@@ -8,6 +8,7 @@ from pathlib import Path
 
 from estimator.backtest import backtest
 from estimator.calibration import RESULTS_DIR, calibrate, load_runs, measured_utilization
+from estimator.operators import load_ops
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     runs = load_runs(args.results)
-    df = backtest(calibrate(runs), measured_utilization(runs))
+    df = backtest(calibrate(runs), measured_utilization(runs), load_ops(args.results))
     if args.json:
         print(json.dumps({"rows": df.to_dict(orient="records")}, default=str))
     else:

@@ -15,6 +15,7 @@ from estimator.article import ArticleInputs, article_estimate
 from estimator.calibration import RESULTS_DIR, calibrate, calibration_table, load_runs, measured_utilization, utilization_table
 from estimator.fleet import SCENARIOS, Traffic, project
 from estimator.hardware import get_gpu
+from estimator.operators import load_ops
 from fleetcal.common import UsageError
 
 ARTICLE_ONLY = ("params_per_token", "utilization", "precision")
@@ -64,8 +65,6 @@ def validate_args(args: argparse.Namespace) -> tuple[Traffic, ArticleInputs, tup
         if value is not None:
             settings[name] = value
     traffic_kw = {k: v for k, v in settings.items() if k not in ARTICLE_ONLY}
-    if "max_replica_gpus" in traffic_kw:
-        traffic_kw["max_replica_gpus"] = int(traffic_kw["max_replica_gpus"])
     try:
         traffic = Traffic(**traffic_kw)
     except TypeError as exc:
@@ -88,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     runs = load_runs(args.results)
     fits = calibrate(runs)
     measured = measured_utilization(load_runs(args.run) if args.run else runs)
-    rows = project(args.model, gpus, scenarios, traffic, article, runs, fits, measured)
+    rows = project(args.model, gpus, scenarios, traffic, article, runs, fits, measured, load_ops(args.results if args.results.is_dir() else args.results.parent))
     art = article_estimate(article, gpus)
     by_scenario: dict[str, dict[str, int | None]] = {}
     for r in rows:

@@ -1,36 +1,121 @@
-"""``fleetcal predict``: tokens/s for a model x device x batch x lengths from the calibrated roofline."""
+"""``fleetcal predict``: tokens/s of one serving instance of a model on a GPU (the per-operator serving model)
+or on this machine's CPU (its calibrated roofline), by phase, layout, batch or per-user target."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from estimator.calibration import RESULTS_DIR, calibrate, load_runs
-from estimator.fleet import compute_precision, efficiencies_for
 from estimator.hardware import get_gpu
-from estimator.models import get_model, kv_cache_bytes_per_token, weight_bytes
+from estimator.kernels import kernels_for
+from estimator.models import get_model
+from estimator.operators import load_ops
 from estimator.roofline import Efficiency, Peaks, decode_step, prefill_batch
+from estimator.serving import WEIGHT_BYTES, Layout, kv_room_sequences, largest_batch, load_arch, step, weight_bytes_per_gpu
+from estimator.sizing import PREFILL_TOKENS_PER_GPU, default_layouts
 from fleetcal.common import UsageError
 from fleetcal.identity import describe_cpu
+
+KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
+        "batch_per_gpu", "step_ms", "bound", "breakdown_ms", "efficiency_source")  # fmt: skip
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="catalogued model or config directory")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--gpu", help="catalogued GPU")
-    where.add_argument("--device", choices=("cpu",), help="a CPU measured by fleetcal bench (its calibration in results/)")
-    p.add_argument("--num-gpus", type=int, default=1, help="GPUs sharing the model (ideal split)")
-    p.add_argument("--batch-size", type=int, default=1)
+    where.add_argument("--device", choices=("cpu",), help="this machine's CPU, from its calibration in results/")
+    p.add_argument("--phase", choices=("decode", "prefill", "request"), default="request", help="one decode step, one prefill step, or whole requests (default)")
+    p.add_argument("--num-gpus", type=int, help="GPUs of one instance (default: the model's default layout; DeepSeek-V3: its published one)")
+    p.add_argument("--tp", type=int, help="tensor parallelism (default: the layout's)")
+    p.add_argument("--ep", type=int, help="expert parallelism (default: the layout's)")
+    p.add_argument("--dp-attention", choices=("on", "off"), help="data-parallel attention (default: the layout's)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--batch-per-gpu", type=float, help="sequences per GPU in decode")
+    size.add_argument("--tokens-per-user", type=float, help="per-user speed (1000 / TPOT); the largest batch meeting it is used")
+    size.add_argument("--batch-size", type=int, help="sequences per instance (the older form)")
+    p.add_argument("--context-len", type=float, help="KV length during decode (default: input + output / 2)")
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=128)
-    p.add_argument("--weight-dtype", help="default: the model's serving dtype (catalog), bf16 otherwise")
+    p.add_argument("--tokens-per-gpu", type=int, default=PREFILL_TOKENS_PER_GPU, help="prefill tokens per GPU per step")
+    p.add_argument("--cached-fraction", type=float, default=0.0, help="share of the prompt served from the prefix cache")
+    p.add_argument("--weight-dtype", choices=sorted(WEIGHT_BYTES), help="default: the model's serving dtype (catalog)")
+    p.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16")
+    p.add_argument("--mtp-tokens", type=int, default=0, help="tokens drafted per step by multi-token prediction")
+    p.add_argument("--mtp-acceptance", type=float, help="acceptance of each drafted token (default: DeepSeek-V3's 0.85)")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of measured runs")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
 
-def _cpu_calibration(fits: list[Any]) -> tuple[Peaks, dict[str, Efficiency], str, float | None]:
+def _validate(args: argparse.Namespace) -> None:
+    for name in ("num_gpus", "tp", "ep", "batch_size", "input_len", "output_len", "tokens_per_gpu"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+    for name in ("batch_per_gpu", "tokens_per_user", "context_len"):
+        v = getattr(args, name)
+        if v is not None and not 0 < v < 1e9:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number")
+    if not 0 <= args.cached_fraction < 1:
+        raise UsageError("--cached-fraction must be in [0, 1)")
+    if args.mtp_tokens < 0 or args.mtp_tokens > 4:
+        raise UsageError("--mtp-tokens must be 0 to 4")
+    if args.mtp_acceptance is not None and not 0 <= args.mtp_acceptance <= 1:
+        raise UsageError("--mtp-acceptance must be in [0, 1]")
+
+
+def _layout(args: argparse.Namespace, default: Layout) -> Layout:
+    n = args.num_gpus or default.num_gpus
+    tp = args.tp or (default.tp if n == default.num_gpus else 1)
+    ep = args.ep or (min(default.ep, n) if default.ep > 1 else 1)
+    dp = default.dp_attention if args.dp_attention is None else args.dp_attention == "on"
+    return Layout(n, tp=tp, ep=ep, dp_attention=dp and tp == 1, redundant_experts=default.redundant_experts if ep == default.ep else 0)
+
+
+def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
+    """The serving model for one instance on a catalogued GPU."""
+    gpu = get_gpu(args.gpu)
+    arch = load_arch(args.model, args.weight_dtype)
+    kernels, source = kernels_for(gpu, load_ops(args.results))
+    if args.mtp_acceptance is not None:
+        kernels = replace(kernels, mtp_acceptance=args.mtp_acceptance)
+    dec_default, pre_default = default_layouts(arch, gpu, kernels)
+    out: dict[str, Any] = {k: None for k in KEYS}
+    out.update(model=arch.shapes.name, device=gpu.name, efficiency_source=source, breakdown_ms={})
+    ctx = args.context_len or args.input_len + args.output_len / 2
+    if args.phase in ("decode", "request"):
+        lay = _layout(args, dec_default)
+        room = kv_room_sequences(arch, gpu, lay, kernels, ctx, args.kv_dtype)
+        if args.tokens_per_user:
+            b, why = largest_batch(arch, gpu, lay, kernels, context=ctx, tokens_per_user=args.tokens_per_user, mtp_tokens=args.mtp_tokens, kv_dtype=args.kv_dtype)
+            if b < 1:
+                raise UsageError(f"{args.tokens_per_user:g} tokens/s per user cannot be met on this layout ({why}); lower --tokens-per-user or change the layout")
+        else:
+            b = args.batch_per_gpu or (args.batch_size / lay.num_gpus if args.batch_size else 1)
+            why = "asked for"
+        st = step(arch, gpu, lay, kernels, "decode", batch_per_gpu=b, context=ctx, mtp_tokens=args.mtp_tokens, kv_dtype=args.kv_dtype)
+        out.update(
+            output_tokens_per_s_per_gpu=st.tokens / st.seconds, output_tokens_per_s=st.tokens / st.seconds * lay.num_gpus,
+            tokens_per_s_per_user=st.tokens / b / st.seconds, batch_per_gpu=b, step_ms=st.seconds * 1000, bound=st.bound,
+            breakdown_ms={"decode": st.breakdown_ms}, batch_limited_by=why, kv_room_sequences_per_gpu=room, fits_in_memory=b <= room,
+            layout={"decode": lay.__dict__}, weight_gb_per_gpu=weight_bytes_per_gpu(arch, lay)["total"] / 1e9,
+        )  # fmt: skip
+    if args.phase in ("prefill", "request"):
+        lay = _layout(args, pre_default) if args.phase == "prefill" else pre_default
+        st = step(arch, gpu, lay, kernels, "prefill", tokens_per_gpu=args.tokens_per_gpu, prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype)
+        out["input_tokens_per_s_per_gpu"] = st.tokens / st.seconds
+        out["breakdown_ms"]["prefill"] = st.breakdown_ms
+        out.setdefault("layout", {})["prefill"] = lay.__dict__
+        if args.phase == "prefill":
+            out.update(step_ms=st.seconds * 1000, bound=st.bound)
+    return out
+
+
+def _cpu_calibration(fits: list[Any]) -> tuple[Peaks, dict[str, Efficiency], str]:
     """The calibration of the CPU this runs on (matched by device identity), never another CPU's."""
     here = describe_cpu()
     cpu = [f for f in fits if f.device_kind == "cpu" and f.engine == "vllm" and f.device_name.endswith(f"[{here['id']}]")]
@@ -41,49 +126,39 @@ def _cpu_calibration(fits: list[Any]) -> tuple[Peaks, dict[str, Efficiency], str
             "`fleetcal bench --mode prefill,decode --batch-sizes 1,4,16,64 --input-lens 128,512` here first"
         )
     d = phases["decode"]
-    return d.peaks, {k: v.efficiency for k, v in phases.items()}, f"calibrated on this CPU, {d.device_name} (vllm)", None
+    return d.peaks, {k: v.efficiency for k, v in phases.items()}, f"calibrated on this CPU, {d.device_name} (vllm)"
 
 
-def predict(args: argparse.Namespace) -> dict[str, Any]:
-    for name in ("batch_size", "input_len", "output_len", "num_gpus"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+def predict_cpu(args: argparse.Namespace) -> dict[str, Any]:
+    """The calibrated roofline of this CPU (one device, no layout)."""
     spec = get_model(args.model, args.weight_dtype)
     if spec.max_context and args.input_len + args.output_len > spec.max_context:
         raise UsageError(f"input + output = {args.input_len + args.output_len} exceeds {spec.name}'s context of {spec.max_context}")
-    fits = calibrate(load_runs(args.results))
-    if args.gpu:
-        gpu = get_gpu(args.gpu)
-        precision = compute_precision(gpu, spec.weight_dtype)
-        peaks = Peaks(gpu.name, gpu.peak_flops_per_s(precision), gpu.bandwidth_bytes_per_s, gpu.memory_bytes)
-        eff, source = efficiencies_for(gpu.name, fits)
-        memory = gpu.memory_bytes * args.num_gpus
-    else:
-        peaks, eff, source, memory = _cpu_calibration(fits)
-    ctx = args.input_len + args.output_len / 2
-    step = decode_step(spec, args.batch_size, ctx, peaks, eff["decode"], args.num_gpus)
-    pre = prefill_batch(spec, args.batch_size, args.input_len, peaks, eff["prefill"], args.num_gpus)
-    need = weight_bytes(spec) + args.batch_size * (args.input_len + args.output_len) * kv_cache_bytes_per_token(spec)
-    return {
-        "model": spec.name,
-        "device": peaks.name,
-        "num_gpus": args.num_gpus,
-        "batch_size": args.batch_size,
-        "input_len": args.input_len,
-        "output_len": args.output_len,
-        "prefill_tokens_per_s": args.batch_size * args.input_len / pre.seconds,
-        "prefill_time_ms": pre.seconds * 1000,
-        "prefill_bound": pre.bound,
-        "decode_tokens_per_s": args.batch_size / step.seconds,
-        "decode_step_ms": step.seconds * 1000,
-        "decode_bound": step.bound,
-        "tokens_per_s_per_user": 1 / step.seconds,
-        "memory_needed_gb": need / 1e9,
-        "memory_gb": None if memory is None else memory / 1e9,
-        "fits_in_memory": None if memory is None else need <= memory,
-        "calibration": source,
-        "efficiency": {k: v.__dict__ for k, v in eff.items()},
-    }
+    peaks, eff, source = _cpu_calibration(calibrate(load_runs(args.results)))
+    b = int(args.batch_per_gpu or args.batch_size or 1)
+    ctx = args.context_len or args.input_len + args.output_len / 2
+    dec = decode_step(spec, b, ctx, peaks, eff["decode"])
+    pre = prefill_batch(spec, b, args.input_len, peaks, eff["prefill"])
+    out: dict[str, Any] = {k: None for k in KEYS}
+    out.update(model=spec.name, device=peaks.name, efficiency_source=source, batch_per_gpu=b, breakdown_ms={})
+    if args.phase in ("decode", "request"):
+        out.update(output_tokens_per_s_per_gpu=b / dec.seconds, output_tokens_per_s=b / dec.seconds, tokens_per_s_per_user=1 / dec.seconds,
+                   step_ms=dec.seconds * 1000, bound=dec.bound)  # fmt: skip
+        out["breakdown_ms"]["decode"] = {"compute": dec.compute_s * 1000, "memory": dec.memory_s * 1000, "overhead": dec.overhead_s * 1000}
+    if args.phase in ("prefill", "request"):
+        out["input_tokens_per_s_per_gpu"] = b * args.input_len / pre.seconds
+        out["breakdown_ms"]["prefill"] = {"compute": pre.compute_s * 1000, "memory": pre.memory_s * 1000, "overhead": pre.overhead_s * 1000}
+        if args.phase == "prefill":
+            out.update(step_ms=pre.seconds * 1000, bound=pre.bound)
+    if args.phase == "request":  # whole requests: prefill then decode of the output, one batch at a time
+        t = pre.seconds + dec.seconds * max(args.output_len - 1, 0)
+        out["output_tokens_per_s"] = out["output_tokens_per_s_per_gpu"] = b * args.output_len / t
+    return out
+
+
+def predict(args: argparse.Namespace) -> dict[str, Any]:
+    _validate(args)
+    return predict_gpu(args) if args.gpu else predict_cpu(args)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -91,9 +166,16 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, default=str))
         return 0
-    fits = "n/a" if out["fits_in_memory"] is None else ("yes" if out["fits_in_memory"] else "NO")
-    print(f"{out['model']} on {out['num_gpus']} x {out['device']}, batch {out['batch_size']}, {out['input_len']} in / {out['output_len']} out ({out['calibration']})")
-    print(f"  prefill: {out['prefill_tokens_per_s']:,.0f} tok/s, {out['prefill_time_ms']:.2f} ms per batch, {out['prefill_bound']}-bound")
-    print(f"  decode:  {out['decode_tokens_per_s']:,.1f} tok/s, {out['decode_step_ms']:.3f} ms per step ({out['tokens_per_s_per_user']:.1f} tok/s per user), {out['decode_bound']}-bound")
-    print(f"  memory:  {out['memory_needed_gb']:.1f} GB needed for weights + KV cache; fits: {fits}")
+    print(f"{out['model']} on {out['device']} ({out['efficiency_source']})")
+    if out["output_tokens_per_s_per_gpu"] is not None:
+        print(f"  decode: {out['output_tokens_per_s_per_gpu']:,.1f} output tok/s per GPU at {out['batch_per_gpu']:g} sequences per GPU, "
+              f"{out['tokens_per_s_per_user']:.1f} tok/s per user")  # fmt: skip
+    if out["input_tokens_per_s_per_gpu"] is not None:
+        print(f"  prefill: {out['input_tokens_per_s_per_gpu']:,.0f} prompt tok/s per GPU")
+    if out["step_ms"] is not None:
+        print(f"  step: {out['step_ms']:.2f} ms, bound by {out['bound']}")
+    for phase, parts in out["breakdown_ms"].items():
+        print(f"  {phase} breakdown (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v))
+    if out.get("fits_in_memory") is False:
+        print(f"  memory: {out['batch_per_gpu']:g} sequences do not fit; KV room for {out['kv_room_sequences_per_gpu']} per GPU")
     return 0

@@ -19,8 +19,10 @@ import pandas as pd
 
 from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
 from estimator.hardware import CatalogError, Device, get_gpu
-from estimator.models import ModelSpec, flops_per_token, get_model, kv_cache_bytes_per_token, weight_bytes
-from estimator.roofline import Efficiency, Peaks, decode_step, prefill_batch, published_efficiencies
+from estimator.kernels import kernels_for, published_kernels
+from estimator.models import ModelSpec, get_model
+from estimator.serving import load_arch
+from estimator.sizing import Service, Sizing, size_fleet
 
 SCENARIOS = ("article", "active", "measured", "roofline", "direct")
 
@@ -39,7 +41,6 @@ class Traffic:
     decode_context_len: float = 4_989  # DeepSeek day-6: average KV length per output token
     memory_headroom: float = 0.9  # fraction of GPU memory usable for weights + KV cache
     kv_dtype: str = "bf16"
-    max_replica_gpus: int = 256
 
     def __post_init__(self) -> None:
         for f in ("daily_visits", "questions_per_visit", "tokens_per_reply", "tokens_per_s_per_user", "decode_context_len"):
@@ -64,121 +65,23 @@ class Traffic:
         return self.input_tokens_per_output_token * self.tokens_per_reply
 
 
-def compute_precision(gpu: Device, weight_dtype: str) -> str:
-    """FP8 weights compute in FP8 where the GPU has it; elsewhere (A100) in BF16 with FP8 weights unpacked."""
-    if weight_dtype == "fp8" and "fp8" in gpu.peak_tflops:
-        return "fp8"
-    return "bf16"
-
-
-@dataclass(frozen=True)
-class RooflineResult:
-    gpus: int
-    replica_gpus: int
-    decode_gpus: int
-    prefill_gpus: int
-    decode_batch: int
-    decode_step_ms: float
-    decode_tokens_per_s_per_gpu: float
-    decode_bound: str
-    limited_by: str  # what capped the batch: 'speed target', 'kv memory' or 'max batch'
-    feasible: bool
-    mfu: float  # model FLOPs at peak traffic / (fleet size × peak FLOP/s)
-    note: str
-
-
-def min_replica_gpus(spec: ModelSpec, gpu: Device, headroom: float) -> int:
-    """Smallest power-of-two GPU count whose memory holds the weights."""
-    n = 1
-    while weight_bytes(spec) > headroom * gpu.memory_bytes * n:
-        n *= 2
-    return n
-
-
-def roofline_fleet(spec: ModelSpec, gpu: Device, traffic: Traffic, eff: dict[str, Efficiency]) -> RooflineResult:
-    """GPUs needed at peak traffic, decode and prefill sized apart, whole replicas.
-
-    Decode: for each replica size (powers of two from the smallest that holds the weights),
-    the largest batch whose step time keeps every user at ``tokens_per_s_per_user`` and whose
-    KV cache fits beside the weights; the replica size with the most tokens/s per GPU wins.
-    Prefill: uncached input tokens at the prefill efficiency, in replicas of the smallest size.
-    """
-    precision = compute_precision(gpu, spec.weight_dtype)
-    peaks = Peaks(gpu.name, gpu.peak_flops_per_s(precision), gpu.bandwidth_bytes_per_s, gpu.memory_bytes)
-    step_budget = 1.0 / traffic.tokens_per_s_per_user
-    ctx = traffic.decode_context_len
-    kv_per_seq = kv_cache_bytes_per_token(spec, traffic.kv_dtype) * ctx
-    n_min = min_replica_gpus(spec, gpu, traffic.memory_headroom)
-    best = None
-    n = n_min
-    while n <= max(traffic.max_replica_gpus, n_min):
-        kv_room = traffic.memory_headroom * gpu.memory_bytes * n - weight_bytes(spec)
-        b_kv = int(kv_room // kv_per_seq)
-        if b_kv >= 1:
-            b, limited = _largest_batch(spec, peaks, eff["decode"], n, ctx, step_budget, b_kv)
-            if b >= 1:
-                step = decode_step(spec, b, ctx, peaks, eff["decode"], n, traffic.kv_dtype)
-                per_gpu = b / step.seconds / n
-                if best is None or per_gpu > best[0]:
-                    best = (per_gpu, n, b, step, limited)
-        n *= 2
-    peak_out = traffic.output_tokens_per_s * traffic.peak_to_average
-    feasible = best is not None
-    if best is None:  # the speed target cannot be met even at batch 1: size at batch 1 on the smallest replica
-        step = decode_step(spec, 1, ctx, peaks, eff["decode"], n_min, traffic.kv_dtype)
-        best = (1 / step.seconds / n_min, n_min, 1, step, "speed target unreachable")
-    per_gpu, n_dec, b, step, limited = best
-    decode_replicas = math.ceil(peak_out / (per_gpu * n_dec))
-    # prefill: uncached prompt tokens, large batches (compute-bound), replicas of the smallest size
-    uncached_per_s = peak_out * traffic.input_tokens_per_output_token * (1 - traffic.cache_hit_rate)
-    prompt = max(int(traffic.prompt_len), 1)
-    batch = max(1, int(16384 // prompt))  # about 16k tokens per forward pass
-    pre = prefill_batch(spec, batch, prompt, peaks, eff["prefill"], n_min, traffic.kv_dtype)
-    prefill_tok_per_s_per_replica = batch * prompt / pre.seconds
-    prefill_replicas = math.ceil(uncached_per_s / prefill_tok_per_s_per_replica) if uncached_per_s > 0 else 0
-    decode_gpus = decode_replicas * n_dec
-    prefill_gpus = prefill_replicas * n_min
-    model_flops_per_s = peak_out * flops_per_token(spec, ctx) + uncached_per_s * flops_per_token(spec, prompt / 2)
-    mfu = model_flops_per_s / ((decode_gpus + prefill_gpus) * peaks.flops_per_s)
-    note = f"{precision} compute, replicas of {n_dec} (decode) and {n_min} (prefill) GPUs; communication not modelled"
-    return RooflineResult(
-        gpus=decode_gpus + prefill_gpus, replica_gpus=n_dec, decode_gpus=decode_gpus, prefill_gpus=prefill_gpus,
-        decode_batch=b, decode_step_ms=step.seconds * 1000, decode_tokens_per_s_per_gpu=per_gpu,
-        decode_bound=step.bound, limited_by=limited, feasible=feasible, mfu=mfu, note=note,
+def service_of(traffic: Traffic, mtp_tokens: int = 1) -> Service:
+    """The serving targets of a traffic description."""
+    return Service(
+        tokens_per_user=traffic.tokens_per_s_per_user, decode_context=traffic.decode_context_len, prompt_len=traffic.prompt_len,
+        cached_fraction=traffic.cache_hit_rate, mtp_tokens=mtp_tokens, kv_dtype=traffic.kv_dtype, memory_headroom=traffic.memory_headroom,
     )  # fmt: skip
 
 
-def _largest_batch(spec: ModelSpec, peaks: Peaks, eff: Efficiency, n: int, ctx: float, budget_s: float, b_max: int) -> tuple[int, str]:
-    """Largest batch ≤ b_max whose decode step fits ``budget_s`` (step time grows with batch: bisect)."""
-    if decode_step(spec, 1, ctx, peaks, eff, n).seconds > budget_s:
-        return 0, "speed target"
-    if decode_step(spec, b_max, ctx, peaks, eff, n).seconds <= budget_s:
-        return b_max, "kv memory"
-    lo, hi = 1, b_max
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if decode_step(spec, mid, ctx, peaks, eff, n).seconds <= budget_s:
-            lo = mid
-        else:
-            hi = mid
-    return lo, "speed target"
-
-
-def efficiencies_for(gpu_name: str, fits: list[Any]) -> tuple[dict[str, Efficiency], str]:
-    """Efficiencies to use on a GPU: fitted on that GPU, else on any GPU measured, else published."""
-    by_phase: dict[str, Efficiency] = {}
-    source = "published (no GPU measured)"
-    for exact in (True, False):
-        for f in fits:
-            if f.device_kind == "cuda" and f.engine == "vllm" and (f.device_name == gpu_name or not exact):
-                by_phase.setdefault(f.phase, f.efficiency)
-        if by_phase:
-            source = f"calibrated on {'this GPU' if exact else 'another GPU'}"
-            break
-    pub = published_efficiencies()
-    for phase in ("prefill", "decode"):
-        by_phase.setdefault(phase, pub[phase])
-    return by_phase, source
+def roofline_fleet(model: str, gpu: Device, traffic: Traffic, ops: pd.DataFrame | None = None, peak: bool = True,
+                   published_only: bool = False) -> tuple[Sizing, str]:  # fmt: skip
+    """The per-operator serving model's fleet for ``traffic``: at the peak (whole instances) or the daily mean (whole GPUs)."""
+    arch = load_arch(model)
+    kernels, source = (published_kernels(), "published kernel figures") if published_only else kernels_for(gpu, ops)
+    factor = traffic.peak_to_average if peak else 1.0
+    out = traffic.output_tokens_per_s * factor
+    sizing = size_fleet(arch, gpu, kernels, out, out * traffic.input_tokens_per_output_token, service_of(traffic), whole_instances=peak)
+    return sizing, source
 
 
 def direct_fleet(spec: ModelSpec, gpu_name: str, traffic: Traffic, runs: pd.DataFrame) -> dict[str, Any] | None:
@@ -220,6 +123,7 @@ def project(
     runs: pd.DataFrame | None = None,
     fits: list[Any] | None = None,
     measured: dict[str, Any] | None = None,
+    ops: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of (scenario, GPU, GPUs needed, how) for every scenario and GPU asked for."""
     traffic = traffic or Traffic()
@@ -234,10 +138,11 @@ def project(
             row: dict[str, Any] = {"scenario": sc, "gpu": gpu.name, "gpus": None, "utilization": None, "how": ""}
             if sc == "article":
                 r = article_gpus(gpu, article)
-                row.update(gpus=r["gpus"], utilization=article.utilization, how=f"{article.params_per_token:.3g} params/token, output tokens only, daily mean")
+                row.update(gpus=r["gpus"], utilization=article.utilization, how=f"{article.params_per_token:.3g} params/token, output tokens only, daily mean, {_peak_label(gpu)}")
             elif sc == "active":
-                a = replace(article, params_per_token=float(spec.active_params))
-                row.update(gpus=article_gpus(gpu, a)["gpus"], utilization=a.utilization, how=f"{spec.active_params:.3g} active params/token")
+                a = replace(article, params_per_token=float(active_matmul_params(spec)))
+                row.update(gpus=article_gpus(gpu, a)["gpus"], utilization=a.utilization,
+                           how=f"{active_matmul_params(spec):.3g} active params/token (embedding lookup left out), daily mean, {_peak_label(gpu)}")  # fmt: skip
             elif sc == "measured":
                 if measured is None:
                     row["how"] = "no measured utilization in results/"
@@ -248,12 +153,13 @@ def project(
                         how=f"MFU {measured['utilization']:.1%} measured ({measured['engine']} {measured['mode']}, {measured['model']} on {measured['device_name']}, vs {measured['against']})",
                     )  # fmt: skip
             elif sc == "roofline":
-                eff, source = efficiencies_for(gpu.name, fits or [])
-                r = roofline_fleet(spec, gpu, traffic, eff)
+                r, source = roofline_fleet(model, gpu, traffic, ops, peak=True)
                 row.update(
-                    gpus=r.gpus, decode_gpus=r.decode_gpus, prefill_gpus=r.prefill_gpus, replica_gpus=r.replica_gpus,
-                    decode_batch=r.decode_batch, decode_step_ms=round(r.decode_step_ms, 3), feasible=r.feasible,
-                    how=f"efficiencies {source}; batch {r.decode_batch} per {r.replica_gpus}-GPU replica ({r.limited_by}, {r.decode_bound}-bound); {r.note}",
+                    gpus=r.gpus, decode_gpus=r.decode_gpus, prefill_gpus=r.prefill_gpus, decode_batch=r.decode_batch_per_gpu,
+                    decode_step_ms=round(r.decode_step_ms, 3), feasible=r.feasible,
+                    how=(f"per-operator serving model at peak traffic (x{traffic.peak_to_average:.2f}), whole instances; {source}; "
+                         f"decode {r.decode_batch_per_gpu} sequences per GPU ({r.limited_by}), {r.tokens_per_s_per_user:.1f} tok/s per user, "
+                         f"{r.decode_tokens_per_s_per_gpu:,.0f} output tok/s per GPU; prefill {r.prefill_tokens_per_s_per_gpu:,.0f} uncached tok/s per GPU; {r.note}"),
                 )  # fmt: skip
                 row["utilization"] = round(r.mfu, 5)  # implied MFU of the whole fleet at peak traffic
             elif sc == "direct":
@@ -266,6 +172,17 @@ def project(
                 raise CatalogError(f"unknown scenario {sc!r}; use any of {', '.join(SCENARIOS)}")
             rows.append(row)
     return rows
+
+
+def active_matmul_params(spec: ModelSpec) -> float:
+    """Active parameters that multiply per token: the input embedding is a lookup, not a matrix product."""
+    return spec.active_params - (spec.embedding_params if not spec.tied_embeddings else 0)
+
+
+def _peak_label(gpu: Device) -> str:
+    if "fp8" in gpu.peak_tflops:
+        return f"FP8 {gpu.peak_tflops['fp8']:g} TFLOPS"
+    return f"no FP8: INT8 {gpu.peak_tflops.get('int8', 0):g} TOPS as the article reads it (BF16 {gpu.peak_tflops['bf16']:g} would double the count)"
 
 
 def traffic_fields() -> list[str]:

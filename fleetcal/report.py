@@ -20,6 +20,7 @@ from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, load_runs, measured_utilization, utilization_table
 from estimator.fleet import SCENARIOS, project
 from estimator.operators import gemm_curve, load_ops, operator_table
+from fleetcal.report_model import readme_lines, sensitivity_table, step_breakdown, tornado_plot
 from fleetcal.report_ops import compiled_speedup, engine_table, gpu_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,9 +64,10 @@ def build_tables(results: Path) -> tuple[dict[str, pd.DataFrame], list[PhaseFit]
     out: dict[str, pd.DataFrame] = {}
     out["measurements"] = runs.reindex(columns=MEASUREMENT_COLUMNS) if not runs.empty else pd.DataFrame(columns=MEASUREMENT_COLUMNS)
     out["utilization"] = utilization_table(runs)
-    fleet = pd.DataFrame(project("deepseek-v3", FLEET_GPUS, SCENARIOS, runs=runs, fits=fits, measured=measured))
+    ops = load_ops(results / "runs")
+    fleet = pd.DataFrame(project("deepseek-v3", FLEET_GPUS, SCENARIOS, runs=runs, fits=fits, measured=measured, ops=ops))
     out["fleet"] = fleet[["scenario", "gpu", "gpus", "utilization", "how"]]
-    out["backtest"] = backtest(fits, measured)
+    out["backtest"] = backtest(fits, measured, ops)
     out["calibration"] = calibration_table(fits)
     res = [
         {"device_name": f.device_name, "engine": f.engine, "phase": f.phase, "configuration": lbl, "measured_ms": m * 1000, "predicted_ms": p * 1000}
@@ -73,11 +75,12 @@ def build_tables(results: Path) -> tuple[dict[str, pd.DataFrame], list[PhaseFit]
         for lbl, m, p in f.residuals
     ]
     out["calibration_residuals"] = pd.DataFrame(res)
-    ops = load_ops(results / "runs")
     out["operators"] = operator_table(ops)
     out["gemm_curve"] = gemm_curve(ops)
     out["engines"] = engine_table(runs)
     out["compiled_speedup"] = compiled_speedup(out["engines"])
+    out["step_breakdown"] = step_breakdown(ops)
+    out["sensitivity"] = sensitivity_table(ops)
     out["_measured"] = pd.DataFrame([measured] if measured else [])
     out["_runs"] = runs
     return out, fits
@@ -198,6 +201,9 @@ def build_plots(t: dict[str, pd.DataFrame], fits: list[PhaseFit], plots: Path) -
     _save(fig, plots / "calibration.png", res)
     plt.close(fig)
 
+    # 6. sensitivity of the serving model's fleet (tornado)
+    tornado_plot(t["sensitivity"], plots / "sensitivity.png", _save)
+
 
 def _roofline_curve(fit: Any, ok: pd.DataFrame) -> tuple[list[int], dict[str, list[float]]]:
     """Decode tokens/s against batch for the fitted efficiencies and for 100% of the peaks."""
@@ -250,14 +256,15 @@ def readme_section(t: dict[str, pd.DataFrame]) -> str:
     lines += ["How each scenario is computed (H100 column):", ""]
     for _, row in f[f["gpu"] == "H100"].iterrows():
         lines.append(f"- **{row['scenario']}**: {row['how']}")
-    lines += ["", "### Backtest against DeepSeek's published fleet (1,814 H800 on average)", ""]
+    lines += ["", "### Backtest against DeepSeek's published fleet (1,814 H800 on average, 2,224 at the peak)", ""]
     b = t["backtest"][["method", "predicted_gpus", "published_gpus", "error_pct", "how"]]
     lines += [b.to_markdown(index=False), ""]
+    lines += readme_lines(t["step_breakdown"], t["sensitivity"], _round)
     lines += gpu_section(t["operators"], t["engines"], t["compiled_speedup"], _round)
     cal = t["calibration"]
     lines += ["### Roofline calibration", ""]
     lines += [cal.to_markdown(index=False) if not cal.empty else "No prefill/decode measurements to fit yet.", ""]
-    lines += ["Plots: `results/plots/` (throughput_vs_batch, utilization_vs_batch, fleet_by_scenario, serving_tradeoff, calibration).", "", END]
+    lines += ["Plots: `results/plots/` (throughput_vs_batch, utilization_vs_batch, fleet_by_scenario, serving_tradeoff, calibration, sensitivity).", "", END]
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ def test_backtest_article_method_on_deepseek_traffic():
     df = backtest()
     by = df.set_index("method")
     assert by.loc["article", "predicted_gpus"] == 2638
-    assert by.loc["active", "predicted_gpus"] == pytest.approx(145, abs=3)  # 37.55B counted vs 37B published
+    assert by.loc["active", "predicted_gpus"] == pytest.approx(145, abs=3)  # 36.6B multiplying parameters vs 37B published
     assert by.loc["article", "error_pct"] == pytest.approx((2638 / 1814 - 1) * 100, abs=0.1)
 
 
@@ -47,8 +47,9 @@ def test_projection_scenarios_order_and_replacing_assumptions():
     assert got[("measured", "H100")] == pytest.approx(2 * 16177, abs=2)  # 25% instead of 50%: twice the GPUs
     roof = next(r for r in rows if r["scenario"] == "roofline" and r["gpu"] == "H100")
     assert roof["gpus"] == roof["decode_gpus"] + roof["prefill_gpus"]
-    assert roof["gpus"] % 8 == 0  # whole replicas, each holding the 671 GB of FP8 weights
-    assert roof["decode_step_ms"] <= 50.0 + 1e-6  # 20 tokens/s per user
+    assert roof["decode_gpus"] % 144 == 0 and roof["prefill_gpus"] % 32 == 0  # whole instances of DeepSeek's layouts
+    # 20 tokens/s per user: one MTP token accepted 85% of the time advances 1.85 tokens per step
+    assert roof["decode_step_ms"] <= 1.85 / 20 * 1000 + 1e-6
     assert got[("direct", "H100")] is None
 
 
@@ -127,13 +128,19 @@ def test_config_file_sets_traffic(tmp_path, capsys):
     assert doc["gpus"]["H100"] == int(3.1e19 / (0.25 * 1978e12))  # twice the traffic (3.1064e19 -> 3.1e19) at 25%
 
 
-def test_predict_reports_bound_and_memory(capsys):
-    assert main(["predict", "--model", "llama-3.1-70b", "--gpu", "H100", "--batch-size", "1", "--json"]) == 0
+def test_predict_speaks_the_design_contract(capsys):
+    assert main(["predict", "--model", "llama-3.1-70b", "--gpu", "H100", "--phase", "decode", "--batch-per-gpu", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["decode_bound"] == "memory" and out["fits_in_memory"] is False  # 141 GB of bf16 weights > 80 GB
-    assert main(["predict", "--model", "llama-3.1-8b", "--gpu", "H100", "--batch-size", "2048", "--input-len", "2048", "--json"]) == 0
-    big = json.loads(capsys.readouterr().out)
-    assert big["prefill_bound"] == "compute"
+    for key in ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
+                "batch_per_gpu", "step_ms", "bound", "breakdown_ms", "efficiency_source"):  # fmt: skip
+        assert key in out
+    assert out["layout"]["decode"]["tp"] == 4  # 141 GB of bf16 weights need four 80 GB GPUs
+    assert out["output_tokens_per_s"] == pytest.approx(4 * out["output_tokens_per_s_per_gpu"])
+    assert out["bound"] == "dense FFN" and out["input_tokens_per_s_per_gpu"] is None
+    assert main(["predict", "--model", "deepseek-v3", "--gpu", "H800", "--tokens-per-user", "20", "--context-len", "4989", "--mtp-tokens", "1", "--json"]) == 0
+    ds = json.loads(capsys.readouterr().out)
+    assert ds["tokens_per_s_per_user"] >= 20 and ds["layout"]["decode"]["ep"] == 144 and ds["layout"]["decode"]["dp_attention"]
+    assert set(ds["breakdown_ms"]) == {"decode", "prefill"} and "routed experts" in ds["breakdown_ms"]["decode"]
 
 
 def test_direct_scenario_uses_measured_tokens_per_s():

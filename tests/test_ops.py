@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.ops import OPERATORS, plan_cases, run_case, shapes_from_config
+from bench.ops import OPERATORS, plan_cases, run_case
 from bench.records import load_document
 from estimator.models import MODEL_DIR
+from estimator.shapes import shapes_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,151 @@
+"""Kernel efficiencies the serving model runs on: published kernel figures (data/kernels.toml), replaced
+operator by operator by what this project measured on a GPU of the same architecture.
+
+A measured efficiency replaces a published one only where the measured kernel is the kind production
+serving uses: dense GEMMs (cuBLAS through ``torch.matmul`` / ``torch._scaled_mm``), causal prefill
+attention (PyTorch's flash/cuDNN SDPA) and norms. MLA decode attention (measured as two bmm, not
+FlashMLA) and fp8 grouped GEMMs (measured as a loop, not DeepGEMM's grouped kernel) keep the
+published figures, and so does communication (one GPU cannot measure an all-to-all). Efficiencies
+never cross from a CPU to a GPU.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from estimator.hardware import CatalogError, Device
+
+KERNELS_FILE = Path(__file__).parent / "data" / "kernels.toml"
+OPERATOR_CLASSES = ("gemm", "gemm_bf16", "grouped_gemm", "attention_decode", "attention_prefill", "elementwise")
+# measured operator -> the class it can stand for (and the precision whose record counts)
+MEASURED_STANDS_FOR = {("gemm", "fp8"): "gemm", ("gemm", "bf16"): "gemm_bf16", ("attention_prefill", "bf16"): "attention_prefill", ("rmsnorm", "bf16"): "elementwise"}
+ARCHITECTURES = {"H100": "hopper", "H100-PCIe": "hopper", "H100-NVL": "hopper", "H800": "hopper", "H200": "hopper", "H20": "hopper"}
+
+
+@dataclass(frozen=True)
+class Eff:
+    """Fractions of the datasheet peak (of the operator's precision) and bandwidth, and where they come from."""
+
+    compute: float
+    memory: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """Everything the serving model takes from kernel benchmarks and from the service's design."""
+
+    ops: dict[str, Eff]
+    normal_intranode_gb_per_s: float
+    normal_internode_gb_per_s: float
+    low_latency_gb_per_s: tuple[tuple[int, float], ...]
+    allreduce_nvlink_fraction: float
+    overlap: float
+    context_cv: float
+    mtp_acceptance: float
+    step_overhead_s: float
+    activation_reserve_bytes: float
+    comm_source: str
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def low_latency_bytes_per_s(self, ep: int) -> float:
+        """DeepEP low-latency bandwidth per GPU at expert-parallel degree ``ep`` (table interpolated in log EP)."""
+        table = self.low_latency_gb_per_s
+        if ep <= table[0][0]:
+            return table[0][1] * 1e9
+        for (e0, b0), (e1, b1) in zip(table, table[1:]):
+            if ep <= e1:
+                import math
+
+                w = (math.log(ep) - math.log(e0)) / (math.log(e1) - math.log(e0))
+                return (b0 + w * (b1 - b0)) * 1e9
+        return table[-1][1] * 1e9
+
+    def describe(self) -> str:
+        return "; ".join(f"{k}: {v.source}" for k, v in self.ops.items())
+
+
+@cache
+def published_kernels() -> Kernels:
+    """The published kernel figures of data/kernels.toml, with their ranges."""
+    try:
+        d = tomllib.loads(KERNELS_FILE.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{KERNELS_FILE.name} is malformed: {exc}") from exc
+    ops = {k: Eff(float(d[k]["compute"]), float(d[k]["memory"]), "published: " + d[k]["source"]) for k in OPERATOR_CLASSES}
+    ranges: dict[str, tuple[float, float]] = {}
+    for k in OPERATOR_CLASSES:
+        ranges[f"{k}.compute"] = tuple(d[k]["compute_range"])
+        ranges[f"{k}.memory"] = tuple(d[k]["memory_range"])
+    c, s = d["dispatch_combine"], d["service"]
+    ranges["normal_internode_gb_per_s"] = tuple(c["normal_internode_range"])
+    ranges["low_latency_scale"] = tuple(c["low_latency_range"])
+    ranges["allreduce_nvlink_fraction"] = tuple(d["allreduce"]["nvlink_fraction_range"])
+    ranges["overlap"] = tuple(s["overlap_range"])
+    ranges["context_cv"] = tuple(s["context_cv_range"])
+    ranges["mtp_acceptance"] = tuple(s["mtp_acceptance_range"])
+    ranges["step_overhead_s"] = tuple(v / 1000 for v in s["step_overhead_range_ms"])
+    return Kernels(
+        ops=ops, normal_intranode_gb_per_s=float(c["normal_intranode_gb_per_s"]), normal_internode_gb_per_s=float(c["normal_internode_gb_per_s"]),
+        low_latency_gb_per_s=tuple((int(e), float(b)) for e, b in c["low_latency_gb_per_s"]),
+        allreduce_nvlink_fraction=float(d["allreduce"]["nvlink_fraction"]), overlap=float(s["overlap"]), context_cv=float(s["context_cv"]),
+        mtp_acceptance=float(s["mtp_acceptance"]), step_overhead_s=float(s["step_overhead_ms"]) / 1000,
+        activation_reserve_bytes=float(s["activation_reserve_gb"]) * 1e9, comm_source=c["source"], ranges=ranges,
+    )  # fmt: skip
+
+
+def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
+    """Operator classes measured on a GPU of ``gpu``'s architecture (itself first), from operator records.
+
+    compute: the best datasheet MFU over the shapes (median over layers at each M for GEMMs);
+    memory: the best datasheet MBU. Only catalogued GPUs count: their efficiencies are against datasheets.
+    """
+    if ops is None or ops.empty:
+        return {}
+    arch = ARCHITECTURES.get(gpu.name)
+    same = ops[ops["device_name"] == gpu.name]
+    if same.empty and arch is not None:
+        same = ops[ops["device_name"].map(ARCHITECTURES.get) == arch]
+    out: dict[str, Eff] = {}
+    for (op, dtype), cls in MEASURED_STANDS_FOR.items():
+        g = same[(same["operator"] == op) & (same["dtype"] == dtype)]
+        if g.empty or g["mfu"].isna().all():
+            continue
+        if op == "gemm":
+            med = g.groupby("m")[["mfu", "mbu"]].median()
+            compute, memory = float(med["mfu"].max()), float(med["mbu"].max())
+        else:
+            compute, memory = float(g["mfu"].max()), float(g["mbu"].max())
+        devices = ", ".join(sorted(set(g["device_name"])))
+        out[cls] = Eff(min(compute, 1.0), min(memory, 1.0), f"measured: {op} {dtype} on {devices} ({len(g)} shapes, results/runs)")
+    return out
+
+
+def kernels_for(gpu: Device, ops: pd.DataFrame | None = None) -> tuple[Kernels, str]:
+    """The kernels for ``gpu``: published, with measured operator classes swapped in; and a one-line source."""
+    base = published_kernels()
+    measured = measured_efficiencies(ops, gpu) if ops is not None else {}
+    if not measured:
+        return base, "published kernel figures (no GPU of this architecture measured)"
+    merged = {**base.ops, **measured}
+    return replace(base, ops=merged), f"measured {', '.join(sorted(measured))} ({next(iter(measured.values())).source.split(' on ')[1].split(' (')[0]}); published for the rest"
+
+
+def with_value(k: Kernels, name: str, value: float) -> Kernels:
+    """``k`` with one named quantity changed (for the sensitivity table): 'gemm.compute', 'overlap', ..."""
+    if "." in name:
+        cls, part = name.split(".")
+        return replace(k, ops={**k.ops, cls: replace(k.ops[cls], **{part: value})})
+    if name == "low_latency_scale":
+        return replace(k, low_latency_gb_per_s=tuple((e, b * value) for e, b in k.low_latency_gb_per_s))
+    return replace(k, **{name: value})
+
+
+def as_dict(k: Kernels) -> dict[str, Any]:
+    return {name: {"compute": e.compute, "memory": e.memory, "source": e.source} for name, e in k.ops.items()}

@@ -1,0 +1,318 @@
+"""A per-operator model of one serving step on one GPU of a deployment.
+
+step = Σ over operators max(FLOPs / (compute eff × peak of the operator's precision),
+                            bytes / (memory eff × bandwidth))
+       + expert-parallel communication not hidden behind computation + a fixed per-step overhead.
+
+Operators per layer: attention projections (FP8 GEMMs; the MLA absorption bmm in BF16), attention
+(MLA absorbed in decode, not absorbed in prefill; GQA for dense models; BF16 or FP8 KV), dense FFN or
+shared experts (FP8 GEMMs), routed experts (a grouped GEMM at tokens per expert = tokens × top-k ÷
+experts on the GPU, times a load-imbalance factor), norms and residuals; then the LM head and
+sampling. The layout is explicit: tensor parallelism, expert parallelism, data-parallel attention
+(each GPU its own sequences, the non-routed weights replicated on every GPU). With communication on,
+two micro-batches overlap it with computation, so every weight is read twice per step.
+
+Shapes come from the model's own config.json (estimator/shapes.py), efficiencies from
+estimator/kernels.py. Units: seconds, bytes, FLOPs; per GPU unless named otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from estimator.hardware import Device
+from estimator.kernels import Eff, Kernels
+from estimator.models import MODEL_DIR, resolve_model_key
+from estimator.shapes import Shapes, shapes_from_config
+
+WEIGHT_BYTES = {"fp8": 1.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "fp32": 4.0}
+ELEMENTWISE_VECTORS = 10  # per token per layer: 2 RMS norms (read + write), 2 residual adds (2 reads + write), rotary
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An architecture's shapes plus what the serving model needs beyond them."""
+
+    shapes: Shapes
+    weight_dtype: str  # of the linear layers' weights as served (DeepSeek-V3: fp8)
+    node_limited_topk: int  # nodes a token's experts may span (DeepSeek-V3 topk_group: 4); k when unlimited
+    mtp_modules: int  # multi-token-prediction modules in the checkpoint
+
+
+def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
+    """The architecture of a catalogued model or a config directory."""
+    from estimator.models import get_model
+
+    key = resolve_model_key(model)
+    path = MODEL_DIR / key if key else Path(model)
+    spec = get_model(model)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    s = shapes_from_config(path, spec.name)
+    k = s.experts_per_token
+    return Arch(s, weight_dtype or spec.weight_dtype, int(cfg.get("topk_group") or k) if k else 0, int(cfg.get("num_nextn_predict_layers") or 0))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one serving instance spreads the model over its GPUs."""
+
+    num_gpus: int
+    tp: int = 1  # tensor parallelism of attention, dense FFN and shared experts
+    ep: int = 1  # expert parallelism: routed experts spread over this many GPUs
+    dp_attention: bool = False  # each GPU attends its own sequences; non-routed weights replicated
+    redundant_experts: int = 0
+    gpus_per_node: int = 8
+
+    def __post_init__(self) -> None:
+        from estimator.hardware import CatalogError
+
+        if self.num_gpus < 1 or self.tp < 1 or self.ep < 1 or self.num_gpus % self.tp or self.ep > self.num_gpus:
+            raise CatalogError(f"layout: {self.num_gpus} GPUs cannot hold TP {self.tp} and EP {self.ep}; TP must divide the GPU count, EP at most it")
+        if self.dp_attention and self.tp != 1:
+            raise CatalogError("layout: data-parallel attention runs with TP 1")
+
+
+@dataclass
+class Step:
+    """One step's time on one GPU, by operator (ms), and what bounds it."""
+
+    seconds: float
+    breakdown_ms: dict[str, float]
+    compute_s: float
+    comm_s: float
+    tokens: float  # tokens this GPU advances per step (decode: sequences × accepted tokens; prefill: prompt tokens)
+    flops: float
+    bound: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _op(flops: float, nbytes: float, peak_flops: float, bandwidth: float, e: Eff) -> tuple[float, str]:
+    c = flops / (e.compute * peak_flops) if flops else 0.0
+    m = nbytes / (e.memory * bandwidth) if nbytes else 0.0
+    return (c, "compute") if c >= m else (m, "memory")
+
+
+def gemm_precision(gpu: Device, weight_dtype: str) -> str:
+    """GEMMs compute in FP8 where weights are FP8 and the GPU has FP8; elsewhere in BF16 (weights read as stored)."""
+    return "fp8" if weight_dtype == "fp8" and "fp8" in gpu.peak_tflops else "bf16"
+
+
+def _z(n: int) -> float:
+    """About the expected maximum of ``n`` standard normal draws (√(2 ln n)); 0 for one."""
+    return math.sqrt(2 * math.log(n)) if n > 1 else 0.0
+
+
+def imbalance(mean_units: float, cv: float, ranks: int) -> float:
+    """Slowest of ``ranks`` GPUs over the mean, when each GPU's load sums ``mean_units`` random units of coefficient of variation ``cv``."""
+    if mean_units <= 0 or ranks <= 1:
+        return 1.0
+    return 1.0 + _z(ranks) * cv / math.sqrt(mean_units)
+
+
+def mla_prefill_attention_flops(s: Shapes, context: float) -> float:
+    """FLOPs of one query token attending ``context`` tokens in one layer, MLA not absorbed (prefill):
+    scores over 128 heads of (nope + rope) = 192 and values of 128: 2 · H · context · (192 + 128)."""
+    return 2 * s.heads * context * (s.mla["nope"] + s.mla["rope"] + s.mla["v"])
+
+
+def mla_decode_attention_flops(s: Shapes, context: float) -> float:
+    """FLOPs of one query token in one layer, MLA absorbed (decode): every head scores against the
+    latent + rope key (512 + 64) and sums the 512-wide latent: 2 · H · context · (576 + 512)."""
+    r = s.mla["kv_lora_rank"]
+    return 2 * s.heads * context * (r + s.mla["rope"] + r)
+
+
+def expert_gemm_flops(s: Shapes, pairs: float) -> float:
+    """FLOPs of the routed experts for ``pairs`` (token, expert) assignments in one layer: 2 · pairs · Σ K·N."""
+    return sum(2 * pairs * kk * nn for kk, nn in s.expert_k_n)
+
+
+def ep_bytes_per_token(s: Shapes, copies: int) -> tuple[float, float]:
+    """(dispatch, combine) bytes one token sends per MoE layer to ``copies`` destinations: FP8 out, BF16 back."""
+    return copies * s.hidden * 1.0, copies * s.hidden * 2.0
+
+
+def replicated_params(s: Shapes) -> float:
+    """Parameters outside the routed experts: embedding, attention, dense FFN, shared experts, routers, LM head."""
+    attn = sum(k * n for name, (k, n) in s.linears.items() if name in ("q_a_proj", "q_b_proj", "kv_a_proj", "o_proj", "qkv_proj"))
+    if s.mla:
+        attn += s.mla["kv_lora_rank"] * s.heads * (s.mla["nope"] + s.mla["v"])  # kv_b_proj (the absorbed up-projections)
+    ffn = sum(k * n for name, (k, n) in s.linears.items() if name in ("dense_gate_up", "dense_down", "gate_up", "down"))
+    shared = sum(k * n for name, (k, n) in s.linears.items() if name in ("shared_gate_up", "shared_down"))
+    router = s.hidden * s.num_experts
+    embed_head = 2 * s.vocab * s.hidden
+    return s.num_layers * attn + s.dense_layers * ffn + s.moe_layers * (shared + router) + embed_head
+
+
+def expert_params(s: Shapes) -> float:
+    """Parameters of one routed expert."""
+    return sum(k * n for k, n in s.expert_k_n)
+
+
+def experts_per_gpu(s: Shapes, layout: Layout) -> int:
+    return math.ceil((s.num_experts + layout.redundant_experts) / layout.ep) if s.num_experts else 0
+
+
+def weight_bytes_per_gpu(a: Arch, layout: Layout) -> dict[str, float]:
+    """Weight memory of one GPU: replicated (DP attention) or TP-split non-routed part, and its routed experts."""
+    s, wb = a.shapes, WEIGHT_BYTES[a.weight_dtype]
+    embed_head = 2 * s.vocab * s.hidden
+    non_routed = (replicated_params(s) - embed_head) * wb + embed_head * 2.0  # embedding and head kept in BF16
+    non_routed /= 1 if layout.dp_attention else layout.tp
+    routed = experts_per_gpu(s, layout) * s.moe_layers * expert_params(s) * wb
+    if s.num_experts and layout.ep == 1:
+        routed = s.num_experts * s.moe_layers * expert_params(s) * wb / layout.tp
+    return {"non_routed": non_routed, "routed": routed, "total": non_routed + routed}
+
+
+def kv_bytes_per_token(a: Arch, kv_dtype: str) -> float:
+    """KV cache bytes per token of context, all layers (MLA: the latent and the rope key)."""
+    s, b = a.shapes, WEIGHT_BYTES[kv_dtype]
+    per_layer = (s.mla["kv_lora_rank"] + s.mla["rope"]) if s.mla else 2 * s.kv_heads * s.head_dim
+    return per_layer * s.num_layers * b
+
+
+def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float = 0.9) -> int:
+    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights (MLA's latent is not split by TP)."""
+    room = headroom * gpu.memory_bytes - weight_bytes_per_gpu(a, layout)["total"] - k.activation_reserve_bytes
+    per_seq = kv_bytes_per_token(a, kv_dtype) * context
+    # a TP group holds tp × B sequences: GQA splits their KV heads over the group, MLA's latent is replicated
+    shares = layout.tp if (a.shapes.mla and not layout.dp_attention) else 1
+    return max(int(room // per_seq) // shares, 0)
+
+
+def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tokens: float, seqs: float, context: float,
+               q_per_seq: float, kv_dtype: str, uncached_share: float) -> tuple[dict[str, float], float, float]:  # fmt: skip
+    """(operator -> seconds for all layers of one micro-batch, FLOPs, communication seconds) on one GPU."""
+    s = a.shapes
+    tp = 1 if layout.dp_attention else layout.tp
+    gp = gemm_precision(gpu, a.weight_dtype)
+    peak = {"fp8": gpu.peak_flops_per_s("fp8") if "fp8" in gpu.peak_tflops else None, "bf16": gpu.peak_flops_per_s("bf16")}
+    bw = gpu.bandwidth_bytes_per_s
+    wb, ab = WEIGHT_BYTES[a.weight_dtype], 1.0 if gp == "fp8" else 2.0
+    m = tokens * tp if not layout.dp_attention else tokens  # tokens through a TP group's GEMMs
+    out: dict[str, float] = {}
+    flops_total = 0.0
+
+    def add(name: str, flops: float, nbytes: float, prec: str, e: Eff, layers: float) -> None:
+        nonlocal flops_total
+        t, _ = _op(flops, nbytes, peak[prec] or peak["bf16"], bw, e)
+        out[name] = out.get(name, 0.0) + t * layers
+        flops_total += flops * layers
+
+    def gemm(name: str, kk: int, nn: int, layers: float, mm: float = m, prec: str = gp, split: int = tp) -> None:
+        n_ = nn / split
+        add(name, 2 * mm * kk * n_, kk * n_ * (wb if prec == gp else 2.0) + mm * kk * ab + mm * n_ * 2, prec, k.ops["gemm" if prec == "fp8" else "gemm_bf16"], layers)
+
+    lin = s.linears
+    for name in ("q_a_proj", "q_b_proj", "kv_a_proj", "qkv_proj"):
+        if name in lin:
+            gemm("attention projections", *lin[name], s.num_layers, split=1 if name in ("q_a_proj", "kv_a_proj") else tp)
+    gemm("attention projections", *lin["o_proj"], s.num_layers)
+    h_ = s.heads / tp
+    if s.mla:
+        r, rope, nope, v = s.mla["kv_lora_rank"], s.mla["rope"], s.mla["nope"], s.mla["v"]
+        if phase == "decode":  # absorbed: per head, queries into the latent and the latent out to values (BF16 bmm)
+            for kk, nn in ((nope, r), (r, v)):
+                add("attention projections", 2 * m * h_ * kk * nn, h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2, "bf16", k.ops["grouped_gemm"], s.num_layers)
+            kv_b = seqs * (tp if not layout.dp_attention else 1) * context * (r + rope) * WEIGHT_BYTES[kv_dtype]
+            add("attention", m * mla_decode_attention_flops(s, context) / tp, kv_b, "bf16", k.ops["attention_decode"], s.num_layers)
+        else:  # not absorbed: the latents of the whole context are up-projected, then 192/128-wide heads attend
+            gemm("attention projections", r, s.heads * (nope + v), s.num_layers, mm=m / max(uncached_share, 1e-9))
+            add("attention", m * mla_prefill_attention_flops(s, context) / tp, m * h_ * (2 * (nope + rope) + 2 * v) * 2, "bf16", k.ops["attention_prefill"], s.num_layers)
+    else:
+        kvh = max(s.kv_heads / tp, 1)
+        if phase == "decode":
+            kv_b = seqs * tp * context * 2 * kvh * s.head_dim * WEIGHT_BYTES[kv_dtype]
+            add("attention", 4 * m * h_ * context * s.head_dim, kv_b, "bf16", k.ops["attention_decode"], s.num_layers)
+        else:
+            add("attention", 4 * m * h_ * context * s.head_dim, m * (2 * h_ + 2 * kvh) * s.head_dim * 2, "bf16", k.ops["attention_prefill"], s.num_layers)
+    if phase == "decode" and layout.dp_attention:  # the step waits for the GPU holding the most KV
+        out["attention"] *= imbalance(seqs, k.context_cv, layout.num_gpus)
+    for name in ("dense_gate_up", "dense_down", "gate_up", "down"):
+        if name in lin:
+            gemm("dense FFN", *lin[name], s.dense_layers)
+    comm = 0.0
+    if s.num_experts:
+        for name in ("shared_gate_up", "shared_down"):
+            if name in lin:
+                gemm("shared experts", *lin[name], s.moe_layers)
+        add("router", 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * ab, "bf16", k.ops["gemm_bf16"], s.moe_layers)
+        e_g = experts_per_gpu(s, layout) if layout.ep > 1 else s.num_experts
+        pairs = tokens * s.experts_per_token * layout.num_gpus / layout.ep if layout.ep > 1 else m * s.experts_per_token
+        pairs *= imbalance(pairs, 1.0, layout.ep)  # routing as independent draws over balanced experts (Poisson)
+        split = 1 if layout.ep > 1 else tp
+        fl = expert_gemm_flops(s, pairs) / split
+        by = sum(e_g * kk * nn / split * wb + pairs * (kk * ab + nn / split * 2) for kk, nn in s.expert_k_n)
+        add("routed experts", fl, by, gp, k.ops["grouped_gemm"], s.moe_layers)
+        if layout.ep > 1:
+            copies = s.experts_per_token if phase == "decode" else min(s.experts_per_token, a.node_limited_topk or s.experts_per_token)
+            nbytes = tokens * sum(ep_bytes_per_token(s, copies))
+            if phase == "decode":
+                rate = k.low_latency_bytes_per_s(layout.ep)
+            elif layout.ep <= layout.gpus_per_node:
+                rate = k.normal_intranode_gb_per_s * 1e9
+            else:
+                rate = k.normal_internode_gb_per_s * 1e9
+            comm += nbytes / rate * s.moe_layers
+    if tp > 1:  # two all-reduces per layer over NVLink
+        bus = k.allreduce_nvlink_fraction * (gpu.nvlink_gb_per_s or 0) / 2 * 1e9
+        comm += 2 * s.num_layers * 2 * (tp - 1) / tp * m * s.hidden * 2 / bus if bus else 0.0
+    add("norms and residuals", 0.0, ELEMENTWISE_VECTORS * m * s.hidden * 2, "bf16", k.ops["elementwise"], s.num_layers)
+    head_tokens = seqs * q_per_seq if phase == "decode" else seqs  # prefill: the last position of each prompt
+    add("LM head and sampling", 2 * head_tokens * s.hidden * s.vocab / tp, s.hidden * s.vocab / tp * 2 + 3 * head_tokens * s.vocab * 4,
+        "bf16", k.ops["gemm_bf16"], 1)  # fmt: skip
+    return out, flops_total, comm
+
+
+def step(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, *, batch_per_gpu: float = 1, context: float = 1,
+         mtp_tokens: int = 0, kv_dtype: str = "bf16", tokens_per_gpu: float = 0, prompt_len: float = 0, cached_fraction: float = 0.0) -> Step:  # fmt: skip
+    """One decode step (``batch_per_gpu`` sequences at ``context``) or one prefill step (``tokens_per_gpu`` uncached
+    prompt tokens of prompts of ``prompt_len`` with ``cached_fraction`` served from cache) on one GPU."""
+    if phase == "decode":
+        q = 1 + mtp_tokens
+        seqs, tokens, ctx, uncached = batch_per_gpu, batch_per_gpu * q, context, 1.0
+        advanced = batch_per_gpu * (1 + mtp_tokens * k.mtp_acceptance)
+    else:
+        q, uncached = 1, 1.0 - cached_fraction
+        seqs = tokens_per_gpu / max(prompt_len * uncached, 1.0)
+        tokens, advanced = tokens_per_gpu, tokens_per_gpu
+        ctx = prompt_len * cached_fraction + prompt_len * uncached / 2  # uncached tokens follow the cached prefix
+    micro = 2 if layout.ep > 1 and k.overlap > 0 else 1  # two micro-batches hide communication
+    ops, flops, comm = _layer_ops(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q, kv_dtype, uncached)
+    if mtp_tokens and phase == "decode" and a.mtp_modules:  # each MTP module: about one more layer
+        per_layer = {n: t / a.shapes.num_layers for n, t in ops.items() if n != "LM head and sampling"}
+        ops["MTP module"] = sum(per_layer.values()) * mtp_tokens
+    breakdown = {n: t * micro for n, t in ops.items()}
+    compute = sum(breakdown.values())
+    comm *= micro
+    exposed = max(comm - k.overlap * compute, 0.0) if micro == 2 else comm
+    breakdown["communication (not hidden)"] = exposed
+    breakdown["fixed overhead"] = k.step_overhead_s
+    total = compute + exposed + k.step_overhead_s
+    bound = "communication" if exposed > 0 and comm > compute else max(ops, key=ops.get)
+    return Step(total, {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, comm, advanced, flops * micro, bound)
+
+
+def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float,
+                  mtp_tokens: int = 0, kv_dtype: str = "bf16", limit: int = 4096, headroom: float = 0.9) -> tuple[int, str]:  # fmt: skip
+    """Largest sequences per GPU whose per-user speed is at least ``tokens_per_user`` and whose KV fits; why it stops there."""
+    b_kv = min(kv_room_sequences(a, gpu, layout, k, context, kv_dtype, headroom), limit)
+
+    def speed(b: int) -> float:
+        st = step(a, gpu, layout, k, "decode", batch_per_gpu=b, context=context, mtp_tokens=mtp_tokens, kv_dtype=kv_dtype)
+        return st.tokens / b / st.seconds
+
+    if b_kv < 1 or speed(1) < tokens_per_user:
+        return 0, "speed target unreachable" if b_kv >= 1 else "no KV room"
+    if speed(b_kv) >= tokens_per_user:
+        return b_kv, "KV memory"
+    lo, hi = 1, b_kv
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if speed(mid) >= tokens_per_user else (lo, mid)
+    return lo, "speed target"

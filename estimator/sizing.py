@@ -1,0 +1,124 @@
+"""Fleet sizing with the per-operator serving model: decode and prefill instances sized apart.
+
+Decode: the largest batch per GPU whose per-user speed meets the target and whose KV fits beside
+the weights, in whole instances of the decode layout. Prefill: uncached prompt tokens at the prefill
+step's rate, in whole instances of the prefill layout. For the daily mean and for the peak, labelled.
+
+Default layouts: an MoE model with MLA (DeepSeek-V3) is laid out as DeepSeek published its own
+(decode: 18 nodes, EP144, data-parallel attention; prefill: 4 nodes, EP32, data-parallel
+attention; 32 redundant experts each; MTP with one module); a dense model uses the smallest
+tensor-parallel group that holds its weights, one instance per group.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from estimator.hardware import Device
+from estimator.kernels import Kernels, with_value
+from estimator.serving import Arch, Layout, gemm_precision, largest_batch, step, weight_bytes_per_gpu
+
+PREFILL_TOKENS_PER_GPU = 8192  # vLLM's default max_num_batched_tokens for its OpenAI server on GPUs of 70 GiB and more
+
+
+@dataclass(frozen=True)
+class Service:
+    """What is served and how fast: the per-user target, contexts, cache hits, MTP, KV precision."""
+
+    tokens_per_user: float = 20.0
+    decode_context: float = 4989
+    prompt_len: float = 608 / 168 * 1000
+    cached_fraction: float = 342 / 608
+    mtp_tokens: int = 1
+    kv_dtype: str = "bf16"
+    prefill_tokens_per_gpu: int = PREFILL_TOKENS_PER_GPU
+    memory_headroom: float = 0.9  # share of GPU memory for weights, KV and buffers
+
+
+def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Layout]:
+    """(decode, prefill) layouts: DeepSeek's published one for MLA MoE models, else the smallest TP group that holds the weights."""
+    if a.shapes.num_experts and a.shapes.mla:
+        return (Layout(144, ep=144, dp_attention=True, redundant_experts=32), Layout(32, ep=32, dp_attention=True, redundant_experts=32))
+    tp = 1
+    while weight_bytes_per_gpu(a, Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1))["total"] > 0.9 * gpu.memory_bytes - kernels.activation_reserve_bytes:
+        tp *= 2
+        if tp > 64:
+            break
+    lay = Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1)
+    return lay, lay
+
+
+@dataclass(frozen=True)
+class Sizing:
+    gpus: int
+    decode_gpus: int
+    prefill_gpus: int
+    decode_batch_per_gpu: int
+    decode_step_ms: float
+    decode_tokens_per_s_per_gpu: float
+    tokens_per_s_per_user: float
+    limited_by: str
+    prefill_tokens_per_s_per_gpu: float
+    prefill_step_ms: float
+    mfu: float
+    decode_breakdown_ms: dict[str, float]
+    prefill_breakdown_ms: dict[str, float]
+    feasible: bool
+    note: str
+
+
+def size_fleet(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: float, input_tokens_per_s: float, service: Service,
+               layouts: tuple[Layout, Layout] | None = None, whole_instances: bool = False) -> Sizing:  # fmt: skip
+    """GPUs to serve ``output_tokens_per_s`` and ``input_tokens_per_s`` (cache hits included) at the service's targets.
+
+    ``whole_instances``: round each phase up to whole instances (what must be provisioned); otherwise up to
+    whole GPUs (the capacity a daily mean needs, comparable with an average node count).
+    """
+    dec_l, pre_l = layouts or default_layouts(a, gpu, kernels)
+    mtp = service.mtp_tokens if a.mtp_modules else 0
+    b, limited = largest_batch(a, gpu, dec_l, kernels, context=service.decode_context, tokens_per_user=service.tokens_per_user, mtp_tokens=mtp,
+                               kv_dtype=service.kv_dtype, headroom=service.memory_headroom)  # fmt: skip
+    feasible = b >= 1
+    b = max(b, 1)
+    d = step(a, gpu, dec_l, kernels, "decode", batch_per_gpu=b, context=service.decode_context, mtp_tokens=mtp, kv_dtype=service.kv_dtype)
+    per_gpu = d.tokens / d.seconds
+    unit_d, unit_p = (dec_l.num_gpus, pre_l.num_gpus) if whole_instances else (1, 1)
+    decode_gpus = math.ceil(output_tokens_per_s / (per_gpu * unit_d) - 1e-9) * unit_d
+    uncached = input_tokens_per_s * (1 - service.cached_fraction)
+    p = step(a, gpu, pre_l, kernels, "prefill", tokens_per_gpu=service.prefill_tokens_per_gpu, prompt_len=service.prompt_len,
+             cached_fraction=service.cached_fraction, kv_dtype=service.kv_dtype)  # fmt: skip
+    pre_rate = p.tokens / p.seconds
+    prefill_gpus = math.ceil(uncached / (pre_rate * unit_p) - 1e-9) * unit_p if uncached > 0 else 0
+    total = decode_gpus + prefill_gpus
+    peak = gpu.peak_flops_per_s(gemm_precision(gpu, a.weight_dtype))
+    executed = output_tokens_per_s * d.flops / d.tokens + uncached * p.flops / p.tokens
+    note = (f"decode {dec_l.num_gpus}-GPU instances (EP{dec_l.ep}{', DP attention' if dec_l.dp_attention else ''}{f', TP{dec_l.tp}' if dec_l.tp > 1 else ''}), "
+            f"prefill {pre_l.num_gpus}-GPU instances; {gemm_precision(gpu, a.weight_dtype)} GEMMs, {service.kv_dtype} KV, MTP {mtp}")  # fmt: skip
+    return Sizing(total, decode_gpus, prefill_gpus, b, d.seconds * 1000, per_gpu, d.tokens / b / d.seconds, limited, pre_rate, p.seconds * 1000,
+                  executed / (total * peak) if total else 0.0, d.breakdown_ms, p.breakdown_ms, feasible, note)  # fmt: skip
+
+
+# quantity -> (how it is changed, the Service field or Kernels name); ranges come from data/kernels.toml or below
+SERVICE_RANGES = {"tokens_per_user": (15.0, 30.0), "cached_fraction": (0.3, 0.7), "peak_to_average": (1.0, 278 / 226.75)}
+
+
+def sensitivity(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: float, input_tokens_per_s: float, service: Service) -> list[dict[str, Any]]:
+    """The fleet at each end of every assumption's range, the rest at their central values: what to measure first."""
+    base = size_fleet(a, gpu, kernels, output_tokens_per_s, input_tokens_per_s, service).gpus
+    rows = []
+    for name, (lo, hi) in sorted(kernels.ranges.items()):
+        ends = [size_fleet(a, gpu, with_value(kernels, name, v), output_tokens_per_s, input_tokens_per_s, service).gpus for v in (lo, hi)]
+        rows.append({"assumption": name, "low": lo, "high": hi, "gpus_at_low": ends[0], "gpus_at_high": ends[1], "central_gpus": base})
+    for name, (lo, hi) in SERVICE_RANGES.items():
+        ends = []
+        for v in (lo, hi):
+            if name == "peak_to_average":
+                ends.append(size_fleet(a, gpu, kernels, output_tokens_per_s * v, input_tokens_per_s * v, service).gpus)
+            else:
+                ends.append(size_fleet(a, gpu, kernels, output_tokens_per_s, input_tokens_per_s, replace(service, **{name: v})).gpus)
+        rows.append({"assumption": name, "low": lo, "high": hi, "gpus_at_low": ends[0], "gpus_at_high": ends[1], "central_gpus": base})
+    for r in rows:
+        r["swing"] = abs(r["gpus_at_high"] - r["gpus_at_low"])
+    return sorted(rows, key=lambda r: (-r["swing"], r["assumption"]))

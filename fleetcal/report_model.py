@@ -1,0 +1,84 @@
+"""The report's serving-model tables: the per-operator breakdown of DeepSeek's decode and prefill steps as the
+model sees them, and the sensitivity of the backtest fleet to each assumption (a tornado plot)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from estimator.backtest import load_deployments
+from estimator.fleet import Traffic, roofline_fleet, service_of
+from estimator.hardware import get_gpu
+from estimator.kernels import kernels_for
+from estimator.serving import load_arch
+from estimator.sizing import sensitivity
+
+
+def _deepseek() -> tuple[object, Traffic]:
+    d = load_deployments()[0]
+    traffic = Traffic(
+        daily_visits=d.output_tokens_per_day / 1000, questions_per_visit=1, tokens_per_reply=1000,
+        input_tokens_per_output_token=d.input_tokens_per_day / d.output_tokens_per_day,
+        cache_hit_rate=d.cached_input_tokens_per_day / d.input_tokens_per_day, peak_to_average=1.0,
+        tokens_per_s_per_user=d.tokens_per_s_per_user, decode_context_len=d.average_kv_len,
+    )  # fmt: skip
+    return d, traffic
+
+
+def step_breakdown(ops: pd.DataFrame) -> pd.DataFrame:
+    """Milliseconds per operator of one decode and one prefill step of DeepSeek's deployment, as the model sizes it."""
+    d, traffic = _deepseek()
+    sizing, _ = roofline_fleet(d.model, get_gpu(d.gpu), traffic, ops, peak=False)
+    rows = []
+    for phase, parts in (("decode", sizing.decode_breakdown_ms), ("prefill", sizing.prefill_breakdown_ms)):
+        total = sum(parts.values())
+        rows += [{"phase": phase, "operator": k, "ms": v, "share": v / total if total else 0.0} for k, v in parts.items()]
+    return pd.DataFrame(rows)
+
+
+def sensitivity_table(ops: pd.DataFrame) -> pd.DataFrame:
+    """The backtest's daily-mean fleet at each end of every assumption's range (the rest central)."""
+    d, traffic = _deepseek()
+    gpu = get_gpu(d.gpu)
+    kernels, _ = kernels_for(gpu, ops)
+    out = traffic.output_tokens_per_s
+    rows = sensitivity(load_arch(d.model), gpu, kernels, out, out * traffic.input_tokens_per_output_token, service_of(traffic))
+    return pd.DataFrame(rows)[["assumption", "low", "high", "gpus_at_low", "gpus_at_high", "central_gpus", "swing"]]
+
+
+def tornado_plot(sens: pd.DataFrame, path: Path, save: Callable) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    s = sens[sens["swing"] > 0].iloc[::-1]
+    if not s.empty:
+        base = float(s["central_gpus"].iloc[0])
+        for i, (_, r) in enumerate(s.iterrows()):
+            lo, hi = sorted((r["gpus_at_low"], r["gpus_at_high"]))
+            ax.barh(i, hi - lo, left=lo, color="tab:blue")
+            ax.text(hi, i, f"  {r['low']:g} .. {r['high']:g}", va="center", fontsize=7)
+        ax.axvline(base, color="black", linewidth=1, label=f"central: {base:,.0f} GPUs")
+        ax.axvline(1814, color="red", linestyle="--", label="DeepSeek's published 1,814 H800")
+        ax.set_yticks(range(len(s)), s["assumption"])
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set(xlabel="H800 for DeepSeek's day-6 traffic (daily mean)", title="What moves the serving model's fleet: each assumption over its range")
+    save(fig, path, sens)
+    plt.close(fig)
+
+
+def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, fmt: Callable) -> list[str]:
+    lines = ["### The serving model's DeepSeek steps, by operator", ""]
+    if not breakdown.empty:
+        wide = breakdown.pivot_table(index="operator", columns="phase", values="ms", aggfunc="sum", sort=False).reset_index()
+        lines += ["Milliseconds per operator of one decode step (one GPU of an EP144 instance, the batch the model finds at "
+                  "DeepSeek's 20 tok/s per user and 4,989-token KV) and one prefill step (8,192 uncached tokens per GPU of an "
+                  "EP32 instance), each operator at its own precision's peak and kernel efficiency; two micro-batches, so every "
+                  "weight is read twice. Full table: `results/tables/step_breakdown.csv`.", "", fmt(wide, 3).to_markdown(index=False), ""]  # fmt: skip
+    if not sens.empty:
+        lines += ["### Sensitivity: what to measure first", "",
+                  "The backtest's daily-mean H800 fleet with each assumption at the ends of its range (`estimator/data/kernels.toml`), "
+                  "the others central; largest swing first. Plot: `results/plots/sensitivity.png`.", "",
+                  fmt(sens, 3).to_markdown(index=False), ""]  # fmt: skip
+    return lines

@@ -1,0 +1,110 @@
+"""The per-operator serving model: golden formulas derived by hand, and physical sense."""
+
+from __future__ import annotations
+
+import pytest
+
+from estimator.hardware import get_gpu
+from estimator.kernels import published_kernels, with_value
+from estimator.serving import (
+    Layout,
+    ep_bytes_per_token,
+    expert_gemm_flops,
+    largest_batch,
+    load_arch,
+    mla_decode_attention_flops,
+    mla_prefill_attention_flops,
+    step,
+    weight_bytes_per_gpu,
+)
+
+# DeepSeek-V3 config.json: 61 layers (3 dense), hidden 7,168, 128 heads, q_lora_rank 1,536,
+# kv_lora_rank 512, qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128, dense FFN 18,432,
+# 256 routed experts of FFN 2,048, top-8, 1 shared expert, vocabulary 129,280; weights FP8.
+DS = load_arch("deepseek-v3")
+H800 = get_gpu("H800")
+DECODE = Layout(144, ep=144, dp_attention=True, redundant_experts=32)
+
+
+def test_prefill_attention_flops_per_token_at_4096_not_absorbed():
+    # 2 x 128 heads x 4,096 context x (192 + 128) = 335,544,320 FLOPs per token per layer
+    assert mla_prefill_attention_flops(DS.shapes, 4096) == 2 * 128 * 4096 * (192 + 128) == 335_544_320
+
+
+def test_decode_attention_flops_absorbed():
+    # absorbed: keys of 512 + 64, values of 512 -> 2 x 128 x 4,989 x 1,088 = 1,389,576,192 per token per layer
+    assert mla_decode_attention_flops(DS.shapes, 4989) == 2 * 128 * 4989 * (576 + 512) == 1_389_576_192
+    # the absorbed formula is 3.4x the non-absorbed one: the overcount the old model made in prefill
+    assert mla_decode_attention_flops(DS.shapes, 1) / mla_prefill_attention_flops(DS.shapes, 1) == pytest.approx(1088 / 320)
+
+
+def test_expert_gemm_flops():
+    # one expert: gate+up 7,168 -> 4,096 and down 2,048 -> 7,168: 2 x (7168 x 4096 + 2048 x 7168) = 88,080,384 per pair
+    assert expert_gemm_flops(DS.shapes, 1) == 2 * (7168 * 4096 + 2048 * 7168) == 88_080_384
+    assert expert_gemm_flops(DS.shapes, 1000) == 1000 * 88_080_384
+
+
+def test_replicated_weight_bytes_under_data_parallel_attention():
+    # per layer attention: q_a 7168x1536 + q_b 1536x24576 + kv_a 7168x576 + kv_b 512x(128x256) + o 16384x7168 = 187,105,280
+    # x 61 = 11,413,422,080; dense FFN 3 x 396,361,728; shared experts 58 x 44,040,192; routers 58 x 7168 x 256;
+    # embedding + head 2 x 129,280 x 7,168 = 1,853,358,080 (kept in BF16): 17,116,626,944 parameters in all
+    attn = 7168 * 1536 + 1536 * 24576 + 7168 * 576 + 512 * 128 * 256 + 16384 * 7168
+    params = 61 * attn + 3 * 3 * 7168 * 18432 + 58 * 3 * 7168 * 2048 + 58 * 7168 * 256 + 2 * 129280 * 7168
+    assert params == 17_116_626_944
+    fp8_bytes = (params - 2 * 129280 * 7168) * 1 + 2 * 129280 * 7168 * 2
+    w = weight_bytes_per_gpu(DS, DECODE)
+    assert w["non_routed"] == fp8_bytes == 18_969_985_024  # replicated on every GPU, not divided by 144
+    assert w["routed"] == 2 * 58 * 88_080_384 / 2  # 288 experts over 144 GPUs: 2 each, 44,040,192 bytes each in FP8
+    assert weight_bytes_per_gpu(DS, Layout(8, tp=8))["non_routed"] == pytest.approx(fp8_bytes / 8)
+
+
+def test_dispatch_bytes_per_token():
+    # FP8 dispatch and BF16 combine of a 7,168-wide token to its 8 experts: 57,344 and 114,688 bytes
+    assert ep_bytes_per_token(DS.shapes, 8) == (8 * 7168, 8 * 7168 * 2) == (57_344, 114_688)
+
+
+def _decode(n: int, redundant: int, overlap: float, batch: int = 64):
+    k = with_value(published_kernels(), "overlap", overlap)
+    st = step(DS, H800, Layout(n, ep=n, dp_attention=True, redundant_experts=redundant), k, "decode", batch_per_gpu=batch, context=4989, mtp_tokens=1)
+    return st.tokens / batch / st.seconds, st.comm_s
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.5, 1.0])
+def test_more_gpus_at_the_same_batch_never_raise_the_per_user_speed(overlap):
+    # the same work per GPU (64 sequences, 2 experts per GPU: 256 + redundant experts over N GPUs), spread wider:
+    # communication per step never falls (DeepEP's bandwidth falls with EP) and the slowest GPU only gets slower
+    grid = [(128, 0), (144, 32), (192, 128), (256, 256)]
+    speeds, comms = zip(*(_decode(n, r, overlap) for n, r in grid))
+    assert all(a >= b for a, b in zip(speeds, speeds[1:])), speeds
+    assert all(a <= b for a, b in zip(comms, comms[1:])), comms
+    # fewer GPUs with more experts each read more expert weights per step: narrower EP is slower, as DeepSeek's EP144 implies
+    assert _decode(16, 0, overlap)[0] < speeds[0]
+
+
+def test_a_stricter_speed_target_never_raises_tokens_per_gpu():
+    k = published_kernels()
+    rates = []
+    for target in (10, 15, 20, 25, 30):
+        b, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_user=target, mtp_tokens=1)
+        st = step(DS, H800, DECODE, k, "decode", batch_per_gpu=b, context=4989, mtp_tokens=1)
+        rates.append(st.tokens / st.seconds)
+    assert all(a >= b for a, b in zip(rates, rates[1:])), rates
+
+
+def test_fp8_kv_never_lowers_the_batch():
+    k = published_kernels()
+    for target in (10, 20, 40):
+        bf16, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_user=target, mtp_tokens=1, kv_dtype="bf16")
+        fp8, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_user=target, mtp_tokens=1, kv_dtype="fp8")
+        assert fp8 >= bf16
+
+
+def test_step_is_a_sum_over_operators_at_their_own_precision():
+    k = published_kernels()
+    st = step(DS, H800, DECODE, k, "decode", batch_per_gpu=64, context=4989, mtp_tokens=1)
+    assert st.seconds * 1000 == pytest.approx(sum(st.breakdown_ms.values()), rel=1e-3)
+    slower_attention = with_value(k, "attention_decode.compute", k.ops["attention_decode"].compute / 2)
+    slow = step(DS, H800, DECODE, slower_attention, "decode", batch_per_gpu=64, context=4989, mtp_tokens=1)
+    # MLA decode attention (BF16, compute-bound with two query tokens) doubles; FP8 GEMMs do not move
+    assert slow.breakdown_ms["attention"] == pytest.approx(2 * st.breakdown_ms["attention"], rel=1e-3)
+    assert slow.breakdown_ms["attention projections"] == pytest.approx(st.breakdown_ms["attention projections"])
