@@ -264,7 +264,9 @@ def _plan_from_resume(path: Path) -> BenchPlan:
         if value is None or key in ("command",):
             continue
         flag = "--" + key.replace("_", "-")
-        if isinstance(value, list):
+        if isinstance(value, bool):  # store_true flags
+            argv += [flag] if value else []
+        elif isinstance(value, list):
             argv += [flag, ",".join(str(v) for v in value)]
         else:
             argv += [flag, str(value)]

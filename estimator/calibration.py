@@ -288,6 +288,7 @@ def measured_utilization(df: pd.DataFrame, prefer_kind: str = "cuda") -> dict[st
     return {
         "utilization": float(row["mfu_used"]),
         "device_name": row["device_name"],
+        "device_kind": row["device_kind"],
         "model": row["model"],
         "engine": row["engine"],
         "mode": row["mode"],

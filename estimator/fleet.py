@@ -150,7 +150,9 @@ def project(
                     a = replace(article, utilization=min(measured["utilization"], 1.0))
                     row.update(
                         gpus=article_gpus(gpu, a)["gpus"], utilization=a.utilization,
-                        how=f"MFU {measured['utilization']:.1%} measured ({measured['engine']} {measured['mode']}, {measured['model']} on {measured['device_name']}, vs {measured['against']})",
+                        how=(f"MFU {measured['utilization']:.1%} measured ({measured['engine']} {measured['mode']}, {measured['model']} on {measured['device_name']}, "
+                             f"vs {measured['against']}) in the article's formula, {_peak_label(gpu)}"
+                             + ("; a CPU figure, which does not transfer to a GPU" if measured.get("device_kind", "cpu") == "cpu" else "")),
                     )  # fmt: skip
             elif sc == "roofline":
                 r, source = roofline_fleet(model, gpu, traffic, ops, peak=True)

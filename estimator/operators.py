@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from estimator.calibration import RESULTS_DIR, device_columns, read_run_files
+from estimator.hardware import gpu_catalog
 
 MEMORY_BOUND = ("attention_decode", "rmsnorm", "sampling", "copy")
 OPS_COLUMNS = ["device_name", "device_id", "model", "operator", "dtype", "impl", "shape", "m", "flops", "bytes", "time_ms",
@@ -34,6 +35,11 @@ def load_ops(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
             row["m"] = rec["shape"].get("m", rec["shape"].get("tokens_per_group", rec["shape"].get("batch")))
             rows.append(row)
     df = pd.DataFrame(rows, columns=OPS_COLUMNS)
+    # bandwidth does not depend on precision: a memory-bound operator timed in a precision without a datasheet
+    # peak (fp32 copies, sampling) still has a datasheet bandwidth on a catalogued GPU
+    catalogued = {g.name: g.bandwidth_gb_per_s for g in gpu_catalog().values()}
+    bw = df["device_name"].map(catalogued)
+    df["mbu"] = df["mbu"].where(df["mbu"].notna() | bw.isna(), (df["gb_per_s"] / bw).round(5))
     return df.sort_values(["device_name", "model", "operator", "dtype", "shape", "run_file"], kind="mergesort").reset_index(drop=True)
 
 

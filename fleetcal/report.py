@@ -20,7 +20,7 @@ from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, load_runs, measured_utilization, utilization_table
 from estimator.fleet import SCENARIOS, project
 from estimator.operators import gemm_curve, load_ops, operator_table
-from fleetcal.report_model import readme_lines, sensitivity_table, step_breakdown, tornado_plot
+from fleetcal.report_model import kernels_before_after, readme_lines, sensitivity_table, step_breakdown, tornado_plot
 from fleetcal.report_ops import compiled_speedup, engine_table, gpu_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +81,7 @@ def build_tables(results: Path) -> tuple[dict[str, pd.DataFrame], list[PhaseFit]
     out["compiled_speedup"] = compiled_speedup(out["engines"])
     out["step_breakdown"] = step_breakdown(ops)
     out["sensitivity"] = sensitivity_table(ops)
+    out["kernels_before_after"] = kernels_before_after(ops, FLEET_GPUS)
     out["_measured"] = pd.DataFrame([measured] if measured else [])
     out["_runs"] = runs
     return out, fits
@@ -259,7 +260,7 @@ def readme_section(t: dict[str, pd.DataFrame]) -> str:
     lines += ["", "### Backtest against DeepSeek's published fleet (1,814 H800 on average, 2,224 at the peak)", ""]
     b = t["backtest"][["method", "predicted_gpus", "published_gpus", "error_pct", "how"]]
     lines += [b.to_markdown(index=False), ""]
-    lines += readme_lines(t["step_breakdown"], t["sensitivity"], _round)
+    lines += readme_lines(t["step_breakdown"], t["sensitivity"], t["kernels_before_after"], _round)
     lines += gpu_section(t["operators"], t["engines"], t["compiled_speedup"], _round)
     cal = t["calibration"]
     lines += ["### Roofline calibration", ""]

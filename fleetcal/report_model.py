@@ -48,6 +48,19 @@ def sensitivity_table(ops: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)[["assumption", "low", "high", "gpus_at_low", "gpus_at_high", "central_gpus", "swing"]]
 
 
+def kernels_before_after(ops: pd.DataFrame, gpus: tuple[str, ...]) -> pd.DataFrame:
+    """The article's traffic at the peak on each GPU: the serving model on published kernel figures only
+    (before any GPU was measured) and with the operators measured here swapped in (after)."""
+    rows = []
+    for name in gpus:
+        gpu = get_gpu(name)
+        before, _ = roofline_fleet("deepseek-v3", gpu, Traffic(), ops, peak=True, published_only=True)
+        after, source = roofline_fleet("deepseek-v3", gpu, Traffic(), ops, peak=True)
+        rows.append({"gpu": gpu.name, "published_kernels_gpus": before.gpus, "with_measured_kernels_gpus": after.gpus,
+                     "change_pct": (after.gpus / before.gpus - 1) * 100, "kernels": source})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def tornado_plot(sens: pd.DataFrame, path: Path, save: Callable) -> None:
     import matplotlib.pyplot as plt
 
@@ -68,8 +81,15 @@ def tornado_plot(sens: pd.DataFrame, path: Path, save: Callable) -> None:
     plt.close(fig)
 
 
-def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, fmt: Callable) -> list[str]:
-    lines = ["### The serving model's DeepSeek steps, by operator", ""]
+def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, before_after: pd.DataFrame, fmt: Callable) -> list[str]:
+    lines = []
+    if not before_after.empty:
+        lines += ["### Measured kernels against published ones: the fleet before and after", "",
+                  "The `roofline` fleet for the article's traffic (peak, whole instances) on published kernel figures only, and with the "
+                  "operators measured on a GPU of the same architecture swapped in (GEMMs, prefill attention, norms; `estimator/kernels.py`). "
+                  "The backtest above shows the same pair as `roofline (published kernels)` and `roofline`.", "",
+                  fmt(before_after, 3).to_markdown(index=False), ""]  # fmt: skip
+    lines += ["### The serving model's DeepSeek steps, by operator", ""]
     if not breakdown.empty:
         wide = breakdown.pivot_table(index="operator", columns="phase", values="ms", aggfunc="sum", sort=False).reset_index()
         lines += ["Milliseconds per operator of one decode step (one GPU of an EP144 instance, the batch the model finds at "

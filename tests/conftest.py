@@ -16,6 +16,15 @@ def bundled_model_dir():
     return ensure_bundled_model()
 
 
+@pytest.fixture(scope="session")
+def cpu_dtype() -> str:
+    """The precision this CPU runs natively (fp32 where bf16 would be emulated): engine tests size their work by it."""
+    from bench.precision import choose_dtype
+    from fleetcal.identity import describe_cpu
+
+    return choose_dtype("auto", describe_cpu())[0]
+
+
 def has_cuda() -> bool:
     from bench.device import cuda_available
 

@@ -21,8 +21,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_server_under_two_concurrencies(bundled_model_dir, tmp_path):
-    cfg = EngineConfig(model=str(bundled_model_dir), device="cpu", max_model_len=256, max_num_seqs=8, kv_cache_gb=1.0)
+def test_server_under_two_concurrencies(bundled_model_dir, cpu_dtype, tmp_path):
+    cfg = EngineConfig(model=str(bundled_model_dir), device="cpu", dtype=cpu_dtype, max_model_len=256, max_num_seqs=8, kv_cache_gb=1.0)
     vocab = int(load_config(str(bundled_model_dir))[0].vocab_size)
     with Server(cfg, tmp_path / "server.log") as server:
         pid = server.proc.pid
