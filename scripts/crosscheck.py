@@ -39,7 +39,7 @@ def vllm_throughput(model: str, n: int, input_len: int, output_len: int, kv_cach
     argv = [
         "--backend", "vllm", "--model", model, "--dataset-name", "random",
         "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--random-range-ratio", "0",
-        "--num-prompts", str(n), "--dtype", "bfloat16", "--max-model-len", str(input_len + output_len + 16),
+        "--num-prompts", str(n), "--dtype", _dtype(), "--max-model-len", str(input_len + output_len + 16),
         "--max-num-seqs", str(n), "--enforce-eager", "--no-enable-prefix-caching", "--seed", "0",
         "--num-warmups", str(n),
     ]  # fmt: skip
@@ -56,12 +56,20 @@ def vllm_throughput(model: str, n: int, input_len: int, output_len: int, kv_cach
     return {"total_tokens_per_s": float(m.group(1)), "output_tokens_per_s": float(m.group(2))}
 
 
+def _dtype() -> str:
+    """The precision this CPU runs natively, used by all three runs alike (fleetcal's --dtype auto)."""
+    from bench.precision import choose_dtype
+    from fleetcal.identity import describe_cpu
+
+    return choose_dtype("auto", describe_cpu())[0]
+
+
 def fleetcal_throughput(engine: str, n: int, input_len: int, output_len: int, out_dir: Path) -> dict:
     cmd = [
         sys.executable, "-m", "fleetcal.cli", "bench", "--engine", engine, "--mode", "throughput",
         "--batch-sizes", str(n), "--num-prompts", str(n), "--input-lens", str(input_len),
         "--output-lens", str(output_len), "--max-model-len", str(input_len + output_len + 16),
-        "--microbench", "off", "--out", str(out_dir / engine),
+        "--microbench", "off", "--dtype", _dtype(), "--out", str(out_dir / engine),
     ]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     (path,) = sorted((out_dir / engine).glob("*.json"))
@@ -106,7 +114,7 @@ def main() -> int:
     doc = {
         "started_utc": started, "git_commit": git_commit(), "versions": versions(), "device": describe_cpu(),
         "workload": {"model": "SmolLM2-135M-Instruct (bundled)", "num_prompts": a.num_prompts, "input_len": a.input_len,
-                     "output_len": a.output_len, "submitted": "all at once", "sampling": "temperature 1.0, top_p 1.0"},
+                     "output_len": a.output_len, "submitted": "all at once", "sampling": "temperature 1.0, top_p 1.0", "dtype": _dtype()},
         "rows": rows,
     }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
