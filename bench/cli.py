@@ -582,16 +582,31 @@ def _ops_summary(ops: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stopped like Ctrl-C (engine and server shut down, finished configurations kept)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(args: argparse.Namespace) -> int:
     import os
+    import signal
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the summary readable; override to debug
     plan = validate_args(args)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
     runfile = None
     try:
         runfile = run_plan(plan)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: every finished configuration is kept; continue with --resume FILE", file=sys.stderr)
-        return 130
+        return 128 + exc.signum if isinstance(exc, Terminated) else 130
     print(summarize(runfile))
     return 0

@@ -31,6 +31,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's child process: ask Linux to send it SIGTERM when fleetcal dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the server is still stopped on every exit fleetcal sees
+        pass
+
+
 def server_command(cfg: EngineConfig, port: int) -> list[str]:
     """The command line that starts vLLM's OpenAI-compatible server for ``cfg``."""
     cmd = [
@@ -106,6 +116,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: stopping it stops its workers too
+            preexec_fn=_die_with_parent,
         )
         try:
             self._wait_ready()

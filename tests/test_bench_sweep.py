@@ -91,6 +91,30 @@ def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
     assert _only_file(out) == path
 
 
+def test_sigterm_stops_a_sweep_like_ctrl_c_and_keeps_what_finished(tmp_path):
+    out = tmp_path / "runs"
+    args = ["bench", "--engine", "transformers", "--mode", "decode", "--batch-sizes", "1,2,3,4,5,6",
+            "--input-lens", "16", "--output-lens", "24", "--microbench", "off", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            files = list(out.glob("*.json")) if out.exists() else []
+            if files and len(load_document(files[0])["records"]) >= 1:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "interrupted: every finished configuration is kept" in err
+    (path,) = out.glob("*.json")
+    doc = load_document(path)
+    assert 1 <= len(doc["records"]) < 6 and all(r["status"] == "ok" for r in doc["records"])
+
+
 def test_gpu_script_runs_on_the_cpu(tmp_path):
     """The prepared GPU measurement, exercised on the CPU with tiny sizes before any GPU time is spent."""
     proc = subprocess.run(["bash", "scripts/gpu_run.sh", str(tmp_path), "--cpu-test"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
