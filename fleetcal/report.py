@@ -112,7 +112,7 @@ def build_plots(t: dict[str, pd.DataFrame], fits: list[PhaseFit], plots: Path) -
     ok = runs[runs["status"] == "ok"] if not runs.empty else runs
 
     # 1. throughput against batch size, with the fitted roofline and the bare roofline bound
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 5))
     rows = []
     if not ok.empty:
         dec = ok[ok["mode"].isin(["throughput", "decode"])]
@@ -124,12 +124,12 @@ def build_plots(t: dict[str, pd.DataFrame], fits: list[PhaseFit], plots: Path) -
         for f in (f for f in fits if f.phase == "decode" and f.engine == "vllm"):
             b, bound = _roofline_curve(f, ok)
             if b:
-                ax.plot(b, bound["fitted"], "--", color="black", label=f"roofline fitted to {f.engine} decode")
-                ax.plot(b, bound["peak"], ":", color="gray", label="roofline bound at 100% of measured peaks")
+                ax.plot(b, bound["fitted"], "--", color="black", label=f"roofline fitted to {f.engine} decode ({f.device_name})")
+                ax.plot(b, bound["peak"], ":", color="gray", label=f"roofline bound at 100% of measured peaks ({f.device_name})")
                 rows += [{"series": "roofline fitted", "device_name": f.device_name, "model": "", "batch_size": x, "tokens_per_s": y} for x, y in zip(b, bound["fitted"])]
                 rows += [{"series": "roofline bound", "device_name": f.device_name, "model": "", "batch_size": x, "tokens_per_s": y} for x, y in zip(b, bound["peak"])]
     ax.set(xscale="log", yscale="log", xlabel="batch size (sequences)", ylabel="output tokens/s (decode: decode tokens/s)", title="Throughput against batch size")
-    _legend(ax, fontsize=7)
+    _legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, plots / "throughput_vs_batch.png", pd.DataFrame(rows))
     plt.close(fig)
 
