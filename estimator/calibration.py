@@ -11,7 +11,7 @@ the run's own microbenchmarks otherwise (CPUs).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,41 @@ class PhaseFit:
     fit_mape: float  # mean |relative error| on the points fitted
     heldout_mape: float | None  # leave-one-out mean |relative error|
     residuals: tuple[tuple[str, float, float], ...]  # (label, measured s, predicted s)
+    undetermined: tuple[str, ...] = ()  # parameters the data cannot determine, each with why
+
+
+LOO_SPREAD_LIMIT = 2.0  # a parameter whose leave-one-out fits differ by more than this factor is not determined
+
+
+def _bites(points: list[Point], eff: Efficiency, name: str) -> bool:
+    """Whether both halving and doubling one efficiency change some prediction by more than 1%. When one direction
+    changes nothing, the data only bounds the parameter on that side: it does not determine it."""
+    value = getattr(eff, name)
+    for factor in (0.5, 2.0):
+        other = replace(eff, **{name: min(value * factor, 1.0)})
+        if not any(abs(predict_point(p, other) / predict_point(p, eff) - 1) > 0.01 for p in points):
+            return False
+    return True
+
+
+def undetermined_parameters(points: list[Point], eff: Efficiency, loo: list[Efficiency]) -> tuple[str, ...]:
+    """Parameters the data cannot determine: at a bound of the fit, bounding no measured point, or moving by more
+    than ``LOO_SPREAD_LIMIT``x when one point is left out."""
+    if len(points) < 3:
+        return (f"every parameter ({len(points)} points for compute, memory and overhead)",)
+    out = []
+    for name in ("compute", "memory"):
+        value = getattr(eff, name)
+        spread = max(getattr(e, name) for e in loo) / min(getattr(e, name) for e in loo) if loo else 1.0
+        if value >= _GRID[-1] * 0.999:
+            out.append(f"{name} efficiency at its bound of 1.0")
+        elif value <= _GRID[0] * 1.001:
+            out.append(f"{name} efficiency at its bound of {_GRID[0]}")
+        elif not _bites(points, eff, name):
+            out.append(f"{name} efficiency (only bounded: no measured point is clearly {name}-bound)")
+        elif spread > LOO_SPREAD_LIMIT:
+            out.append(f"{name} efficiency moves {spread:.1f}x when one point is left out")
+    return tuple(out)
 
 
 def fit_phase(points: list[Point], device_name: str, device_kind: str, engine: str, phase: str) -> PhaseFit:
@@ -229,15 +264,17 @@ def fit_phase(points: list[Point], device_name: str, device_kind: str, engine: s
     pred = [predict_point(p, eff) for p in points]
     fit_mape = float(np.mean([abs(q / p.seconds - 1) for p, q in zip(points, pred)]))
     heldout = None
+    loo: list[Efficiency] = []
     if len(points) >= 3:
         errs = []
         for k in range(len(points)):
             e = fit_efficiency(points[:k] + points[k + 1 :], source)
+            loo.append(e)
             errs.append(abs(predict_point(points[k], e) / points[k].seconds - 1))
         heldout = float(np.mean(errs))
     peaks = Peaks(device_name, float(np.mean([p.peak_flops_per_s for p in points])), float(np.mean([p.peak_bytes_per_s for p in points])))
     res = tuple((p.label, round(p.seconds, 6), round(q, 6)) for p, q in zip(points, pred))
-    return PhaseFit(device_name, device_kind, engine, phase, eff, peaks, len(points), fit_mape, heldout, res)
+    return PhaseFit(device_name, device_kind, engine, phase, eff, peaks, len(points), fit_mape, heldout, res, undetermined_parameters(points, eff, loo))
 
 
 def calibrate(df: pd.DataFrame) -> list[PhaseFit]:
@@ -261,6 +298,7 @@ def calibration_table(fits: list[PhaseFit]) -> pd.DataFrame:
             "overhead_ms": round(f.efficiency.overhead_s * 1000, 3), "peak_tflops": round(f.peaks.flops_per_s / 1e12, 3),
             "peak_gb_per_s": round(f.peaks.bytes_per_s / 1e9, 1), "fit_mean_abs_error": round(f.fit_mape, 4),
             "heldout_mean_abs_error": None if f.heldout_mape is None else round(f.heldout_mape, 4),
+            "undetermined": "; ".join(f.undetermined),
         }
         for f in fits
     ]  # fmt: skip

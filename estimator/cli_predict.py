@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,9 @@ def _cpu_calibration(fits: list[Any]) -> tuple[Peaks, dict[str, Efficiency], str
             "`fleetcal bench --mode prefill,decode --batch-sizes 1,4,16,64 --input-lens 128,512` here first"
         )
     d = phases["decode"]
+    for f in phases.values():
+        for what in f.undetermined:  # said, not hidden: the prediction leans on a parameter the data does not pin down
+            print(f"fleetcal predict: warning: the {f.phase} fit of this CPU cannot determine its {what}", file=sys.stderr)
     return d.peaks, {k: v.efficiency for k, v in phases.items()}, f"calibrated on this CPU, {d.device_name} (vllm)"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from estimator.backtest import backtest, load_deployments, nodes_from_per_node_throughput
-from estimator.calibration import Point, calibrate, fit_efficiency, load_runs, measured_utilization, predict_point
+from estimator.calibration import Point, calibrate, fit_efficiency, fit_phase, load_runs, measured_utilization, predict_point
 from estimator.fleet import Traffic, direct_fleet, project
 from estimator.models import flops_per_token, flops_per_token_attention, flops_per_token_linear, get_model
 from fleetcal.cli import main
@@ -76,6 +76,10 @@ def test_fit_recovers_known_efficiencies():
     assert eff.memory == pytest.approx(0.6, rel=0.05)
     assert eff.overhead_s == pytest.approx(0.002, rel=0.15)
     assert all(predict_point(p, eff) == pytest.approx(p.seconds, rel=0.05) for p in pts)
+    assert fit_phase(pts, "d", "cpu", "e", "decode").undetermined == (), "both regimes sampled: both efficiencies are determined"
+    # only memory-bound points (batch 1 to 8): nothing in the data can pin the compute efficiency
+    memory_only = [p for p in pts if int(p.label) <= 8]
+    assert any(u.startswith("compute efficiency") for u in fit_phase(memory_only, "d", "cpu", "e", "decode").undetermined)
 
 
 def test_calibration_on_committed_real_records():
