@@ -131,7 +131,7 @@ def expert_gemm_flops(s: Shapes, pairs: float) -> float:
     return sum(2 * pairs * kk * nn for kk, nn in s.expert_k_n)
 
 
-def ep_bytes_per_token(s: Shapes, copies: int) -> tuple[float, float]:
+def ep_bytes_per_token(s: Shapes, copies: float) -> tuple[float, float]:
     """(dispatch, combine) bytes one token sends per MoE layer to ``copies`` destinations: FP8 out, BF16 back."""
     return copies * s.hidden * 1.0, copies * s.hidden * 2.0
 
@@ -250,14 +250,15 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
         by = sum(e_g * kk * nn / split * wb + pairs * (kk * ab + nn / split * 2) for kk, nn in s.expert_k_n)
         add("routed experts", fl, by, gp, k.ops["grouped_gemm"], s.moe_layers)
         if layout.ep > 1:
-            copies = s.experts_per_token if phase == "decode" else min(s.experts_per_token, a.node_limited_topk or s.experts_per_token)
-            nbytes = tokens * sum(ep_bytes_per_token(s, copies))
-            if phase == "decode":
-                rate = k.low_latency_bytes_per_s(layout.ep)
-            elif layout.ep <= layout.gpus_per_node:
-                rate = k.normal_intranode_gb_per_s * 1e9
-            else:
+            if phase == "decode":  # low-latency kernels: pure RDMA, one copy per routed expert
+                copies, rate = float(s.experts_per_token), k.low_latency_bytes_per_s(layout.ep)
+            elif layout.ep <= layout.gpus_per_node:  # normal kernels inside one NVLink domain
+                copies, rate = float(s.experts_per_token), k.normal_intranode_gb_per_s * 1e9
+            else:  # normal kernels: one RDMA copy per remote node among the (node-limited) nodes a token selects
+                nodes = layout.ep / layout.gpus_per_node
+                copies = min(s.experts_per_token, a.node_limited_topk or s.experts_per_token, nodes) * (nodes - 1) / nodes
                 rate = k.normal_internode_gb_per_s * 1e9
+            nbytes = tokens * sum(ep_bytes_per_token(s, copies))
             comm += nbytes / rate * s.moe_layers
     if tp > 1:  # two all-reduces per layer over NVLink
         bus = k.allreduce_nvlink_fraction * (gpu.nvlink_gb_per_s or 0) / 2 * 1e9
