@@ -56,10 +56,13 @@ def read_run_files(results_dir: Path = RESULTS_DIR) -> tuple[list[tuple[Path, di
 
 
 def device_columns(run: dict[str, Any]) -> dict[str, Any]:
-    """How tables name a run's device: catalogued GPUs by catalog name, CPUs by name and identity."""
+    """How tables name a run's device: its name and identity (``device_name``, what runs are grouped by), and for a
+    catalogued GPU the catalog entry its datasheet comes from (``catalog_name``, what projections look up)."""
     dev = run["device"]
     gpu = match_gpu(dev["name"]) if dev["kind"] == "cuda" else None
-    return {"device_kind": dev["kind"], "device_id": dev.get("id") or device_id(dev), "device_name": gpu.name if gpu else device_label(dev)}
+    ident = dev.get("id") or device_id(dev)
+    name = f"{gpu.name} [{ident}]" if gpu else device_label(dev)
+    return {"device_kind": dev["kind"], "device_id": ident, "device_name": name, "catalog_name": gpu.name if gpu else None}
 
 
 def load_runs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:

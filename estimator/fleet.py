@@ -93,7 +93,7 @@ def direct_fleet(spec: ModelSpec, gpu_name: str, traffic: Traffic, runs: pd.Data
     """
     if runs is None or runs.empty:
         return None
-    rows = runs[(runs["status"] == "ok") & (runs["device_name"] == gpu_name) & (runs["model_key"] == spec.name)].copy()
+    rows = runs[(runs["status"] == "ok") & ((runs["catalog_name"] == gpu_name) | (runs["device_name"] == gpu_name)) & (runs["model_key"] == spec.name)].copy()
     if rows.empty:
         return None
     rows["rate"] = rows["decode_tokens_per_s"].where(rows["mode"] == "decode", rows["output_tokens_per_s"])

@@ -109,9 +109,9 @@ def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
     if ops is None or ops.empty:
         return {}
     arch = ARCHITECTURES.get(gpu.name)
-    same = ops[ops["device_name"] == gpu.name]
+    same = ops[ops["catalog_name"] == gpu.name]
     if same.empty and arch is not None:
-        same = ops[ops["device_name"].map(ARCHITECTURES.get) == arch]
+        same = ops[ops["catalog_name"].map(ARCHITECTURES.get) == arch]
     out: dict[str, Eff] = {}
     for (op, dtype), cls in MEASURED_STANDS_FOR.items():
         g = same[(same["operator"] == op) & (same["dtype"] == dtype)]
