@@ -350,23 +350,19 @@ def _compilation(plan: BenchPlan) -> str:
     return "vLLM compilation and CUDA graphs" if plan.device == "cuda" else "vLLM compilation"
 
 
-def _measured_peaks(runfile: RunFile) -> dict[str, Any] | None:
-    """This run's microbenchmark peaks in the run's precision; None when absent or suspect."""
+def _measured_peaks(runfile: RunFile, dtype: str | None = None) -> dict[str, Any] | None:
+    """This run's microbenchmark peaks in ``dtype`` (default: the run's own precision); None when absent or suspect."""
     for r in runfile.records:
         if r["mode"] == "microbench" and r["status"] == "ok":
-            return {"flops_per_s": r["matmul_tflops"] * 1e12, "bytes_per_s": r["memory_bandwidth_gb_per_s"] * 1e9}
+            tflops = r.get(f"matmul_{dtype}_tflops") if dtype else r["matmul_tflops"]
+            return {"flops_per_s": tflops * 1e12, "bytes_per_s": r["memory_bandwidth_gb_per_s"] * 1e9} if tflops else None
     return None
 
 
 def _ops_peaks(runfile: RunFile, dtypes: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Datasheet and measured peaks per precision, for the operator records' efficiencies."""
     datasheet = {d: _peaks(runfile.run["device"], d) for d in dtypes} if runfile.run["device"]["kind"] == "cuda" else {}
-    measured: dict[str, Any] = {}
-    for r in runfile.records:
-        if r["mode"] == "microbench" and r["status"] == "ok":
-            for d in dtypes:
-                if r.get(f"matmul_{d}_tflops"):
-                    measured[d] = {"flops_per_s": r[f"matmul_{d}_tflops"] * 1e12, "bytes_per_s": r["memory_bandwidth_gb_per_s"] * 1e9}
+    measured = {d: p for d in dtypes if (p := _measured_peaks(runfile, d))}
     return datasheet, measured
 
 
@@ -374,7 +370,7 @@ def _run_ops(plan: BenchPlan, runfile: RunFile, done: set[tuple], quick: bool, p
     """Operator microbenchmarks at the model's shapes; each case one record, a failed case recorded and skipped."""
     from tqdm import tqdm
 
-    from bench.ops import device_dtypes, plan_cases, run_case
+    from bench.ops import device_dtypes, free_device, plan_cases, run_case
     from estimator.shapes import shapes_from_config
 
     try:
@@ -394,17 +390,7 @@ def _run_ops(plan: BenchPlan, runfile: RunFile, done: set[tuple], quick: bool, p
             runfile.add(checked({**base, "status": "ok", **run_case(c, plan.device, datasheet, measured)}))
         except Exception as exc:  # one case failing (a kernel this device lacks, memory) must not stop the sweep
             runfile.add(_failed(base, exc))
-            _free_device(plan.device)
-
-
-def _free_device(device: str) -> None:
-    if device == "cuda":
-        import gc
-
-        import torch
-
-        gc.collect()
-        torch.cuda.empty_cache()
+            free_device(plan.device)
 
 
 def _failed(base: dict[str, Any], exc: BaseException) -> dict[str, Any]:

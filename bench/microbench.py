@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.precision import SHORT
 
-def _sync(device: str) -> None:
+
+def sync_device(device: str) -> None:
     if device == "cuda":
         import torch
 
@@ -20,12 +22,12 @@ def _sync(device: str) -> None:
 
 def _best_time(fn: Callable[[], object], device: str, repeats: int) -> float:
     fn()  # warm-up, not counted
-    _sync(device)
+    sync_device(device)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync_device(device)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -75,7 +77,7 @@ def run_microbenchmarks(device: str, quick: bool = False, dtype: str = "bfloat16
     Matrix sizes grow from 256 until a product takes 50 ms (CPU: at most 1024² quick, 2048² full;
     CUDA: 2048² quick, 8192² full); the copy is 256 MiB quick, 1 GiB (CPU) or 4 GiB (CUDA) full.
     """
-    short = {v: k for k, v in TORCH_DTYPES.items()}[dtype]
+    short = SHORT[dtype]
     names = ("bf16", "fp16", "fp32") if device == "cuda" else ("fp32", "bf16")
     names += () if short in names else (short,)
     n_max = (2048 if quick else 8192) if device == "cuda" else (1024 if quick else 2048)

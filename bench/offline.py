@@ -28,13 +28,10 @@ def _warm_len(engine: Engine, output_len: int) -> int:
     return output_len if getattr(engine, "static_shapes", False) else min(output_len, WARMUP_TOKENS)
 
 
-def _wave_prompts(engine: Engine, batch_size: int, input_len: int, num_prompts: int | None, seed: int, k: int) -> list[list[int]] | None:
-    """The prompts of wave ``k``, or None when the fixed count is used up."""
-    if num_prompts is not None:
-        n = max(num_prompts, batch_size)
-        if k * batch_size >= n:
-            return None
-        return make_prompts(n, input_len, engine.vocab_size, seed=seed)[k * batch_size : (k + 1) * batch_size]
+def _wave_prompts(engine: Engine, batch_size: int, input_len: int, fixed: list[list[int]] | None, seed: int, k: int) -> list[list[int]] | None:
+    """The prompts of wave ``k``: a slice of the ``fixed`` prompts (None when used up), or fresh ones for a time budget."""
+    if fixed is not None:
+        return fixed[k * batch_size : (k + 1) * batch_size] or None
     return make_prompts(batch_size, input_len, engine.vocab_size, seed=seed * 1_000_003 + k)
 
 
@@ -42,14 +39,15 @@ def _timed_waves(
     engine: Engine, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
 ) -> tuple[float, int, int, int]:
     """(seconds, output tokens, prompts, waves, joules) of the measured waves."""
-    first = _wave_prompts(engine, batch_size, input_len, num_prompts, ctx["seed"], 0)
+    fixed = make_prompts(max(num_prompts, batch_size), input_len, engine.vocab_size, seed=ctx["seed"]) if num_prompts is not None else None
+    first = _wave_prompts(engine, batch_size, input_len, fixed, ctx["seed"], 0)
     engine.generate(first, _warm_len(engine, output_len))  # warm-up, not counted
     e0 = energy_mj(ctx.get("device", "cpu"))
     seconds, tokens, prompts, k = 0.0, 0, 0, 0
     while k < MAX_WAVES:
         if num_prompts is None and k >= MIN_WAVES and seconds >= ctx.get("budget_s", 0.0):
             break
-        wave = _wave_prompts(engine, batch_size, input_len, num_prompts, ctx["seed"], k)
+        wave = _wave_prompts(engine, batch_size, input_len, fixed, ctx["seed"], k)
         if wave is None:
             break
         s, t = engine.generate(wave, output_len)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.microbench import sync_device
+from bench.precision import SHORT
 from estimator.shapes import Shapes
 
 L2_BYTES = 256 * 2**20  # cycle weights over at least this many bytes (H100/H200 L2: 50 MB)
@@ -39,27 +41,20 @@ class Case:
     impl: str = "torch"
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
 def time_call(fn: Callable[[], object], device: str) -> tuple[float, int]:
     """(seconds per call, calls timed): a warm-up, then enough back-to-back calls for ``MIN_TIME_S``."""
     fn()
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    sync_device(device)
     one = max(time.perf_counter() - t0, 1e-6)
     reps = max(3, min(1000, math.ceil(MIN_TIME_S / one)))
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         fn()
-    _sync(device)
+    sync_device(device)
     return (time.perf_counter() - t0) / reps, reps
 
 
@@ -256,18 +251,23 @@ def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> 
     return cases
 
 
-def run_case(c: Case, device: str, peaks: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
-    """Time one case; the record carries FLOPs, bytes, time, rates and efficiency against both peaks."""
+def free_device(device: str) -> None:
+    """Drop the last case's tensors (and, on a GPU, the allocator's cache) before the next case allocates."""
     import gc
 
-    fn = c.build()
-    seconds, reps = time_call(fn, device)
-    del fn
     gc.collect()
     if device == "cuda":
         import torch
 
         torch.cuda.empty_cache()
+
+
+def run_case(c: Case, device: str, peaks: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """Time one case; the record carries FLOPs, bytes, time, rates and efficiency against both peaks."""
+    fn = c.build()
+    seconds, reps = time_call(fn, device)
+    del fn
+    free_device(device)
     tflops, gbs = c.flops / seconds / 1e12, c.nbytes / seconds / 1e9
     rec = {
         "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "impl": c.impl, "flops": c.flops, "bytes": c.nbytes,
@@ -288,7 +288,7 @@ def run_case(c: Case, device: str, peaks: dict[str, Any], measured: dict[str, An
 
 def device_dtypes(device: str, run_dtype: str) -> tuple[str, ...]:
     """The precisions to time: the run's and the others the device runs natively (fp8 on Hopper and later)."""
-    short = {"bfloat16": "bf16", "float32": "fp32", "float16": "bf16"}[run_dtype]
+    short = "bf16" if run_dtype == "float16" else SHORT[run_dtype]  # fp16 runs time the bf16 kernels (same rate)
     if device != "cuda":
         return (short,) if short == "fp32" else ("bf16", "fp32")
     import torch

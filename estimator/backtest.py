@@ -14,6 +14,7 @@ from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
 from estimator.fleet import Traffic, active_matmul_params, roofline_fleet
 from estimator.hardware import CatalogError, get_gpu
 from estimator.models import get_model
+from estimator.serving import load_arch, mla_decode_attention_flops, mla_prefill_attention_flops
 
 DEPLOYMENTS_FILE = Path(__file__).parent / "data" / "deployments.toml"
 
@@ -56,17 +57,28 @@ def nodes_from_per_node_throughput(d: Deployment) -> float:
     )
 
 
+def deployment_traffic(d: Deployment) -> Traffic:
+    """A published deployment's traffic as the projections take it: daily mean, its own ratios and targets."""
+    tokens_per_reply = 1000.0  # one question per visit: only the product of visits and tokens matters
+    return Traffic(
+        daily_visits=d.output_tokens_per_day / tokens_per_reply, questions_per_visit=1, tokens_per_reply=tokens_per_reply,
+        input_tokens_per_output_token=d.input_tokens_per_day / d.output_tokens_per_day,
+        cache_hit_rate=d.cached_input_tokens_per_day / d.input_tokens_per_day, peak_to_average=1.0,
+        tokens_per_s_per_user=d.tokens_per_s_per_user, decode_context_len=d.average_kv_len,
+    )  # fmt: skip
+
+
 def deepseek_mfu(d: Deployment) -> float:
     """MFU DeepSeek's fleet implies: 2 × active matmul parameters per token over output and uncached input
     tokens, plus MLA attention (absorbed decode at the average KV length; prefill not absorbed at half the
     prompt), over the average GPUs' FP8 peak. A figure derived from the published traffic, for comparison only."""
-    s = get_model(d.model)
+    shapes = load_arch(d.model).shapes
     out_s = d.output_tokens_per_day / SECONDS_PER_DAY
     unc_s = (d.input_tokens_per_day - d.cached_input_tokens_per_day) / SECONDS_PER_DAY
     prompt = d.input_tokens_per_day / d.output_tokens_per_day * 1000
-    dense = 2 * active_matmul_params(s)
-    attn_decode = 2 * s.num_heads * d.average_kv_len * (576 + 512) * s.num_layers  # MLA absorbed (DeepSeek-V3 latent 512 + rope 64)
-    attn_prefill = 2 * s.num_heads * prompt / 2 * (192 + 128) * s.num_layers  # not absorbed, mean causal context
+    dense = 2 * active_matmul_params(get_model(d.model))
+    attn_decode = mla_decode_attention_flops(shapes, d.average_kv_len) * shapes.num_layers
+    attn_prefill = mla_prefill_attention_flops(shapes, prompt / 2) * shapes.num_layers  # mean causal context
     flops = out_s * (dense + attn_decode) + unc_s * (dense + attn_prefill)
     return flops / (d.gpus_average * get_gpu(d.gpu).peak_flops_per_s("fp8"))
 
@@ -94,12 +106,7 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
             preds["measured"] = (article_gpus(gpu, a)["gpus"], f"article formula at measured MFU {measured['utilization']:.1%}")
         else:
             preds["measured"] = (None, "no measured utilization")
-        traffic = Traffic(
-            daily_visits=visits, questions_per_visit=1, tokens_per_reply=tokens_per_reply,
-            input_tokens_per_output_token=d.input_tokens_per_day / d.output_tokens_per_day,
-            cache_hit_rate=d.cached_input_tokens_per_day / d.input_tokens_per_day, peak_to_average=1.0,
-            tokens_per_s_per_user=d.tokens_per_s_per_user, decode_context_len=d.average_kv_len,
-        )  # fmt: skip
+        traffic = deployment_traffic(d)
         implied = deepseek_mfu(d)
         for method, published_only in (("roofline", False), ("roofline (published kernels)", True)):
             r, source = roofline_fleet(d.model, gpu, traffic, ops, peak=False, published_only=published_only)

@@ -35,6 +35,7 @@ class Eff:
     compute: float
     memory: float
     source: str
+    measured_on: str = ""  # the devices a measured efficiency comes from; empty for a published one
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
         else:
             compute, memory = float(g["mfu"].max()), float(g["mbu"].max())
         devices = ", ".join(sorted(set(g["device_name"])))
-        out[cls] = Eff(min(compute, 1.0), min(memory, 1.0), f"measured: {op} {dtype} on {devices} ({len(g)} shapes, results/runs)")
+        out[cls] = Eff(min(compute, 1.0), min(memory, 1.0), f"measured: {op} {dtype} on {devices} ({len(g)} shapes, results/runs)", devices)
     return out
 
 
@@ -134,7 +135,8 @@ def kernels_for(gpu: Device, ops: pd.DataFrame | None = None) -> tuple[Kernels, 
     if not measured:
         return base, "published kernel figures (no GPU of this architecture measured)"
     merged = {**base.ops, **measured}
-    return replace(base, ops=merged), f"measured {', '.join(sorted(measured))} ({next(iter(measured.values())).source.split(' on ')[1].split(' (')[0]}); published for the rest"
+    devices = ", ".join(sorted({e.measured_on for e in measured.values()}))
+    return replace(base, ops=merged), f"measured {', '.join(sorted(measured))} ({devices}); published for the rest"
 
 
 def with_value(k: Kernels, name: str, value: float) -> Kernels:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+from functools import cache
 from typing import Any
 
 # What tells one device apart from another, in this order; absent keys (older records) are skipped.
@@ -44,11 +45,17 @@ def device_label(info: dict[str, Any]) -> str:
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "neon", "sve")
 
 
-def describe_cpu() -> dict[str, Any]:
-    """CPU identity and provenance from py-cpuinfo: vendor, model, family/model/stepping, features, cores, memory."""
+@cache
+def _cpu_info() -> dict[str, Any]:
+    """py-cpuinfo's reading (about a second: it runs a probe), once per process."""
     import cpuinfo
 
-    info = cpuinfo.get_cpu_info()
+    return cpuinfo.get_cpu_info()
+
+
+def describe_cpu() -> dict[str, Any]:
+    """CPU identity and provenance from py-cpuinfo: vendor, model, family/model/stepping, features, cores, memory."""
+    info = _cpu_info()
     flags = set(info.get("flags", []))
     mem_gb = None
     if hasattr(os, "sysconf"):

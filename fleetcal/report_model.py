@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from estimator.backtest import load_deployments
+from estimator.backtest import deployment_traffic, load_deployments
 from estimator.fleet import Traffic, roofline_fleet, service_of
 from estimator.hardware import get_gpu
 from estimator.kernels import kernels_for
@@ -18,13 +18,7 @@ from estimator.sizing import sensitivity
 
 def _deepseek() -> tuple[object, Traffic]:
     d = load_deployments()[0]
-    traffic = Traffic(
-        daily_visits=d.output_tokens_per_day / 1000, questions_per_visit=1, tokens_per_reply=1000,
-        input_tokens_per_output_token=d.input_tokens_per_day / d.output_tokens_per_day,
-        cache_hit_rate=d.cached_input_tokens_per_day / d.input_tokens_per_day, peak_to_average=1.0,
-        tokens_per_s_per_user=d.tokens_per_s_per_user, decode_context_len=d.average_kv_len,
-    )  # fmt: skip
-    return d, traffic
+    return d, deployment_traffic(d)
 
 
 def step_breakdown(ops: pd.DataFrame) -> pd.DataFrame:
