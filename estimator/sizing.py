@@ -20,7 +20,7 @@ from estimator.hardware import Device
 from estimator.kernels import Kernels, with_value
 from estimator.serving import Arch, Layout, gemm_precision, largest_batch, step, weight_bytes_per_gpu
 
-PREFILL_TOKENS_PER_GPU = 8192  # vLLM's default max_num_batched_tokens for its OpenAI server on GPUs of 70 GiB and more
+PREFILL_TOKENS_PER_GPU = 8192  # vLLM 0.32 EngineArgs: default max_num_batched_tokens of its OpenAI server on GPUs of >= 70 GiB (not A100)
 
 
 @dataclass(frozen=True)
