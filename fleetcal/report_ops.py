@@ -52,7 +52,7 @@ def gpu_section(operators: pd.DataFrame, engines: pd.DataFrame, speedup: pd.Data
     lines = ["### Operators and engines measured on GPUs", ""]
     ops = operators[operators["device_name"].isin(set(engines["device_name"])) | operators["of"].str.startswith("datasheet")]
     if ops.empty and engines.empty:
-        return lines + ["No GPU has been measured yet: run `scripts/gpu_run.sh` on one (about 5 minutes).", ""]
+        return lines + ["No GPU has been measured yet: run `scripts/gpu_run.sh` on one (about 6 minutes on an H200).", ""]
     if not ops.empty:
         lines += ["Best rate per operator and precision (`fleetcal bench --mode ops`, fastest implementation per shape), against the "
                   "datasheet peak of that precision (FLOP/s) or the datasheet bandwidth (memory-bound operators). All shapes: "
