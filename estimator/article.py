@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from estimator.hardware import CatalogError, Device, get_gpu
+from estimator.hardware import PRECISIONS, CatalogError, Device, check_numbers, get_gpu
 
 SECONDS_PER_DAY = 86_400
 
@@ -34,6 +34,9 @@ class ArticleInputs:
     peak_whole_tflops: bool = True  # the article's 1,978 for 1,978.9
 
     def __post_init__(self) -> None:
+        check_numbers(self, ("daily_visits", "questions_per_visit", "tokens_per_reply", "params_per_token", "utilization"))
+        if self.precision not in PRECISIONS:
+            raise CatalogError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("daily_visits", "questions_per_visit", "tokens_per_reply", "params_per_token"):
             if not getattr(self, name) > 0:
                 raise CatalogError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

@@ -73,7 +73,7 @@ def validate_args(args: argparse.Namespace) -> tuple[Traffic, ArticleInputs, tup
         daily_visits=traffic.daily_visits, questions_per_visit=traffic.questions_per_visit, tokens_per_reply=traffic.tokens_per_reply,
         **{k: settings[k] for k in ARTICLE_ONLY if k in settings},
     )  # fmt: skip
-    gpus = tuple(get_gpu(g).name for g in (args.gpu or ["H100", "A100"]))
+    gpus = tuple(dict.fromkeys(get_gpu(g).name for g in (args.gpu or ["H100", "A100"])))  # H100 and h100 are one GPU
     if any(not get_gpu(g).peak_tflops for g in gpus):
         raise UsageError("a GPU without peaks")
     scenarios = tuple(dict.fromkeys(args.scenario or SCENARIOS))

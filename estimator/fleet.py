@@ -18,13 +18,14 @@ from typing import Any
 import pandas as pd
 
 from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
-from estimator.hardware import CatalogError, Device, get_gpu
+from estimator.hardware import CatalogError, Device, check_numbers, get_gpu
 from estimator.kernels import kernels_for, published_kernels
 from estimator.models import ModelSpec, get_model
 from estimator.serving import load_arch
 from estimator.sizing import Service, Sizing, size_fleet
 
 SCENARIOS = ("article", "active", "measured", "roofline", "direct")
+KV_DTYPES = ("bf16", "fp8")  # KV-cache precisions the serving model knows
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Traffic:
     kv_dtype: str = "bf16"
 
     def __post_init__(self) -> None:
+        check_numbers(self, tuple(f.name for f in fields(self) if f.name != "kv_dtype"))
+        if self.kv_dtype not in KV_DTYPES:
+            raise CatalogError(f"kv-dtype must be one of {', '.join(KV_DTYPES)}, got {self.kv_dtype!r}")
         for f in ("daily_visits", "questions_per_visit", "tokens_per_reply", "tokens_per_s_per_user", "decode_context_len"):
             if not getattr(self, f) > 0:
                 raise CatalogError(f"{f.replace('_', '-')} must be positive, got {getattr(self, f)}")

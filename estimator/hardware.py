@@ -7,6 +7,7 @@ Peaks are datasheet peaks (dense). Efficiency is never folded into a peak: it is
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass
 from functools import cache
@@ -16,6 +17,20 @@ from fleetcal.common import UsageError
 
 GPU_DIR = Path(__file__).parent / "data" / "gpus"
 PRECISIONS = ("fp8", "int8", "bf16", "fp16", "tf32", "fp32")
+
+
+MAX_INPUT = 1e15  # no traffic or model input is larger; past it products of inputs overflow
+
+
+def check_numbers(obj: object, names: tuple[str, ...]) -> None:
+    """Every named field of ``obj`` a real number (not text, not true/false), finite and at most ``MAX_INPUT``."""
+    for name in names:
+        v = getattr(obj, name)
+        flag = name.replace("_", "-")
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise CatalogError(f"{flag} must be a number, got {v!r}")
+        if not math.isfinite(v) or abs(v) > MAX_INPUT:
+            raise CatalogError(f"{flag} must be a finite number of at most {MAX_INPUT:g}, got {v!r}")
 
 
 class CatalogError(UsageError):

@@ -118,3 +118,46 @@ def test_an_engine_that_cannot_be_imported_is_one_line_suggesting_transformers(t
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "--engine vllm cannot run here" in lines[0] and "--engine transformers" in lines[0]
     assert not out.exists()
+
+
+BAD_ESTIMATE = [
+    (["--daily-visits", "inf"], "daily-visits must be a finite number"),
+    (["--daily-visits", "1e300"], "at most 1e+15"),
+    (["--params-per-token", "inf"], "params-per-token must be a finite number"),
+    (["--peak-to-average", "nan"], "peak-to-average must be a finite number"),
+    (["--input-tokens-per-output-token", "nan"], "input-tokens-per-output-token"),
+    (["--tokens-per-s-per-user", "inf"], "tokens-per-s-per-user"),
+    (["--utilization", "nan"], "utilization"),
+    (["--kv-dtype", "fp4"], "kv-dtype must be one of bf16, fp8"),
+    (["--precision", "fp4"], "precision must be one of"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), BAD_ESTIMATE)
+def test_estimate_bad_values_exit_2_in_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc_info:
+        raise SystemExit(main(["estimate", *argv]))
+    assert exc_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
+
+
+@pytest.mark.parametrize(("text", "needle"), [('utilization = "0.5"', "utilization must be a number"),
+                                              ("daily_visits = true", "daily-visits must be a number"),
+                                              ("kv_dtype = 3", "kv-dtype must be one of")])  # fmt: skip
+def test_estimate_config_values_are_type_checked(text, needle, tmp_path, capsys):
+    cfg = tmp_path / "traffic.toml"
+    cfg.write_text(text + "\n")
+    with pytest.raises(SystemExit) as exc_info:
+        raise SystemExit(main(["estimate", "--config", str(cfg)]))
+    assert exc_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_the_same_gpu_named_twice_is_counted_once(capsys):
+    assert main(["estimate", "--gpu", "H100", "--gpu", "h100", "--scenario", "article", "--json"]) == 0
+    import json
+
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["gpus"]) == ["H100"]
