@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import ops_vllm
 from bench.microbench import sync_device
 from bench.precision import SHORT
 from estimator.shapes import Shapes
@@ -39,6 +40,7 @@ class Case:
     nbytes: float
     build: Callable[[], Callable[[], object]]  # allocates, returns the call to time
     impl: str = "torch"
+    threads: int | None = None  # CPU threads to time it with (the engine's); None: the process's
 
 
 def time_call(fn: Callable[[], object], device: str) -> tuple[float, int]:
@@ -188,12 +190,18 @@ def _copy(nbytes: int, device: str) -> Callable[[], Callable[[], object]]:
     return build
 
 
-OPERATORS = ("gemm", "grouped_gemm", "attention_decode", "attention_prefill", "rmsnorm", "sampling", "copy")
+OPERATORS = ("gemm", "grouped_gemm", "attention_decode", "attention_prefill", "rmsnorm", "layer_elementwise", "sampling", "copy")
 
 
 def plan_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool, operators: tuple[str, ...] = OPERATORS) -> list[Case]:
-    """The cases of a sweep over ``operators``, in order; ``quick`` is the small subset run with every bench invocation."""
-    return [c for c in _all_cases(s, device, dtypes, quick) if c.operator in operators]
+    """The cases of a sweep over ``operators``, in order; ``quick`` is the small subset run with every bench invocation.
+
+    A full sweep on a CPU where vLLM runs adds vLLM's own kernels in the run's precision (``bench.ops_vllm``).
+    """
+    cases = _all_cases(s, device, dtypes, quick)
+    if not quick and ops_vllm.available(device):
+        cases += [Case(**spec) for spec in ops_vllm.case_specs(s, dtypes[0], _copies)]
+    return [c for c in cases if c.operator in operators]
 
 
 def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> list[Case]:
@@ -264,14 +272,21 @@ def free_device(device: str) -> None:
 
 def run_case(c: Case, device: str, peaks: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
     """Time one case; the record carries FLOPs, bytes, time, rates and efficiency against both peaks."""
-    fn = c.build()
-    seconds, reps = time_call(fn, device)
-    del fn
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(c.threads or before)
+    try:
+        fn = c.build()
+        seconds, reps = time_call(fn, device)
+        del fn
+    finally:
+        torch.set_num_threads(before)
     free_device(device)
     tflops, gbs = c.flops / seconds / 1e12, c.nbytes / seconds / 1e9
     rec = {
         "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "impl": c.impl, "flops": c.flops, "bytes": c.nbytes,
-        "time_ms": round(seconds * 1e3, 6), "repeats": reps, "tflops": round(tflops, 4), "gb_per_s": round(gbs, 2),
+        "time_ms": round(seconds * 1e3, 6), "repeats": reps, **({"threads": c.threads} if c.threads else {}), "tflops": round(tflops, 4), "gb_per_s": round(gbs, 2),
     }  # fmt: skip
 
     def ratio(value: float, peak: float | None) -> float | None:
