@@ -87,6 +87,7 @@ def load_runs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
             "device_cores": run["device"].get("cores"),
             # compiled engines are fitted and tabled apart from eager ones
             "engine": run["engine"]["name"] if eager else f"{run['engine']['name']} compiled",
+            "max_num_batched_tokens": run["engine"].get("max_num_batched_tokens"),
             "model": run["model"]["name"],
             "model_key": run["model"].get("catalog_key") or run["model"]["name"],
             "load_format": run["model"].get("load_format"),

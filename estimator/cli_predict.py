@@ -1,21 +1,29 @@
 """``fleetcal predict``: tokens/s of one serving instance of a model on a GPU (the per-operator serving model)
-or on this machine's CPU (its calibrated roofline), by phase, layout, batch or per-user target."""
+or on this machine's CPU (its operator curves plus the engine's overhead), by phase, layout, batch or per-user target."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from estimator.calibration import RESULTS_DIR, calibrate, load_runs
+from estimator.calibration import RESULTS_DIR, load_runs
+from estimator.cpu_steps import (
+    REFERENCE_MODEL,
+    OperatorCurves,
+    Overhead,
+    UndeterminedError,
+    build_curves,
+    decode_ops,
+    prefill_ops,
+    validate,
+)
 from estimator.hardware import get_gpu
 from estimator.kernels import kernels_for
-from estimator.models import get_model
+from estimator.models import get_model, resolve_model_key
 from estimator.operators import load_ops
-from estimator.roofline import Efficiency, Peaks, decode_step, prefill_batch
 from estimator.serving import WEIGHT_BYTES, Layout, kv_room_sequences, largest_batch, load_arch, step, weight_bytes_per_gpu
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, default_layouts
 from fleetcal.common import UsageError
@@ -29,7 +37,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="catalogued model or config directory")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--gpu", help="catalogued GPU")
-    where.add_argument("--device", choices=("cpu",), help="this machine's CPU, from its calibration in results/")
+    where.add_argument("--device", choices=("cpu",), help="this machine's CPU, from its operator curves and measured steps in results/")
     p.add_argument("--phase", choices=("decode", "prefill", "request"), default="request", help="one decode step, one prefill step, or whole requests (default)")
     p.add_argument("--num-gpus", type=int, help="GPUs of one instance (default: the model's default layout; DeepSeek-V3: its published one)")
     p.add_argument("--tp", type=int, help="tensor parallelism (default: the layout's)")
@@ -116,46 +124,68 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _cpu_calibration(fits: list[Any]) -> tuple[Peaks, dict[str, Efficiency], str]:
-    """The calibration of the CPU this runs on (matched by device identity), never another CPU's."""
+def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]:
+    """This CPU's operator curves for the model and the engine overheads fitted here (matched by device identity, never another CPU's)."""
     here = describe_cpu()
-    cpu = [f for f in fits if f.device_kind == "cpu" and f.engine == "vllm" and f.device_name.endswith(f"[{here['id']}]")]
-    phases = {f.phase: f for f in cpu}
-    if set(phases) != {"prefill", "decode"}:
-        raise UsageError(
-            f"this CPU ({here['name']} [{here['id']}]) has not been measured: run "
-            "`fleetcal bench --mode prefill,decode --batch-sizes 1,4,16,64 --input-lens 128,512` here first"
-        )
-    d = phases["decode"]
-    for f in phases.values():
-        for what in f.undetermined:  # said, not hidden: the prediction leans on a parameter the data does not pin down
-            print(f"fleetcal predict: warning: the {f.phase} fit of this CPU cannot determine its {what}", file=sys.stderr)
-    return d.peaks, {k: v.efficiency for k, v in phases.items()}, f"calibrated on this CPU, {d.device_name} (vllm)"
+    label = f"[{here['id']}]"
+    ops = load_ops(args.results)
+    mine = ops[ops["device_name"].str.endswith(label)]
+    key = resolve_model_key(args.model)
+    names = sorted({m for m in mine["model"] if key is not None and resolve_model_key(m) == key})
+    how = f"run `bash scripts/measure_cpu_steps.sh` here (or `fleetcal bench --mode ops --model {args.model} --load-format dummy`)"
+    if mine.empty or not names:
+        what = "has not been measured" if mine.empty else f"has no operator curves for {args.model}"
+        raise UsageError(f"this CPU ({here['name']} {label}) {what}: {how}")
+    device_name = mine["device_name"].iloc[0]
+    native = {"avx512_bf16", "amx_bf16"} & set(here.get("flags") or ())  # what `--dtype auto` runs here
+    dtypes = set(mine.loc[mine["model"] == names[0], "dtype"])
+    dtype = "bf16" if native and "bf16" in dtypes else "fp32"
+    try:
+        curves = build_curves(ops, device_name, names[0], dtype)
+        _, over = validate(load_runs(args.results), ops, device_name)
+    except UndeterminedError as exc:
+        raise UsageError(f"this CPU's step model cannot be built: {exc}; {how}") from exc
+    source = (f"operator curves of {names[0]} on this CPU, {device_name}, {dtype}; engine overhead fitted on "
+              f"{over.fitted_on} decode steps of {REFERENCE_MODEL}")  # fmt: skip
+    return curves, over, source
 
 
 def predict_cpu(args: argparse.Namespace) -> dict[str, Any]:
-    """The calibrated roofline of this CPU (one device, no layout)."""
+    """The CPU step model of this machine (one device, no layout): operator curves plus the engine's overhead."""
     spec = get_model(args.model, args.weight_dtype)
     if spec.max_context and args.input_len + args.output_len > spec.max_context:
         raise UsageError(f"input + output = {args.input_len + args.output_len} exceeds {spec.name}'s context of {spec.max_context}")
-    peaks, eff, source = _cpu_calibration(calibrate(load_runs(args.results)))
-    b = int(args.batch_per_gpu or args.batch_size or 1)
+    curves, over, source = _cpu_steps(args)
     ctx = args.context_len or args.input_len + args.output_len / 2
-    dec = decode_step(spec, b, ctx, peaks, eff["decode"])
-    pre = prefill_batch(spec, b, args.input_len, peaks, eff["prefill"])
+
+    def decode(b: int) -> tuple[float, dict[str, float]]:
+        parts = {**decode_ops(curves, b, ctx), "overhead": over.per_step + over.per_sequence * b}
+        return sum(parts.values()), parts
+
+    if args.tokens_per_user:
+        b = 0
+        while b < 4096 and 1 / decode(b + 1)[0] >= args.tokens_per_user:
+            b += 1
+        if b < 1:
+            raise UsageError(f"{args.tokens_per_user:g} tokens/s per user cannot be met on this CPU (batch 1 reaches {1 / decode(1)[0]:.1f}); lower --tokens-per-user")
+    else:
+        b = int(args.batch_per_gpu or args.batch_size or 1)
+    dec_s, dec_parts = decode(b)
+    pre_parts, chunks = prefill_ops(curves, b, args.input_len)
+    pre_parts["overhead"] = chunks * over.per_step + over.per_sequence * b
+    pre_s = sum(pre_parts.values())
     out: dict[str, Any] = {k: None for k in KEYS}
-    out.update(model=spec.name, device=peaks.name, efficiency_source=source, batch_per_gpu=b, breakdown_ms={})
+    out.update(model=spec.name, device=curves.device_name, efficiency_source=source, batch_per_gpu=b, breakdown_ms={})
     if args.phase in ("decode", "request"):
-        out.update(output_tokens_per_s_per_gpu=b / dec.seconds, output_tokens_per_s=b / dec.seconds, tokens_per_s_per_user=1 / dec.seconds,
-                   step_ms=dec.seconds * 1000, bound=dec.bound)  # fmt: skip
-        out["breakdown_ms"]["decode"] = {"compute": dec.compute_s * 1000, "memory": dec.memory_s * 1000, "overhead": dec.overhead_s * 1000}
+        out.update(output_tokens_per_s_per_gpu=b / dec_s, output_tokens_per_s=b / dec_s, tokens_per_s_per_user=1 / dec_s, step_ms=dec_s * 1000, bound="operator sum")
+        out["breakdown_ms"]["decode"] = {k: v * 1000 for k, v in dec_parts.items()}
     if args.phase in ("prefill", "request"):
-        out["input_tokens_per_s_per_gpu"] = b * args.input_len / pre.seconds
-        out["breakdown_ms"]["prefill"] = {"compute": pre.compute_s * 1000, "memory": pre.memory_s * 1000, "overhead": pre.overhead_s * 1000}
+        out["input_tokens_per_s_per_gpu"] = b * args.input_len / pre_s
+        out["breakdown_ms"]["prefill"] = {k: v * 1000 for k, v in pre_parts.items()}
         if args.phase == "prefill":
-            out.update(step_ms=pre.seconds * 1000, bound=pre.bound)
+            out.update(step_ms=pre_s * 1000, bound="operator sum")
     if args.phase == "request":  # whole requests: prefill then decode of the output, one batch at a time
-        t = pre.seconds + dec.seconds * max(args.output_len - 1, 0)
+        t = pre_s + dec_s * max(args.output_len - 1, 0)
         out["output_tokens_per_s"] = out["output_tokens_per_s_per_gpu"] = b * args.output_len / t
     return out
 

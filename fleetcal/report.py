@@ -20,6 +20,8 @@ from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, load_runs, measured_utilization, utilization_table
 from estimator.fleet import SCENARIOS, project
 from estimator.operators import gemm_curve, load_ops, operator_table
+from fleetcal.report_cpu import cpu_step_tables, cpu_steps_plot
+from fleetcal.report_cpu import readme_lines as cpu_readme_lines
 from fleetcal.report_model import kernels_before_after, readme_lines, sensitivity_table, step_breakdown, tornado_plot
 from fleetcal.report_ops import compiled_speedup, engine_table, gpu_section
 
@@ -82,6 +84,7 @@ def build_tables(results: Path) -> tuple[dict[str, pd.DataFrame], list[PhaseFit]
     out["step_breakdown"] = step_breakdown(ops)
     out["sensitivity"] = sensitivity_table(ops)
     out["kernels_before_after"] = kernels_before_after(ops, FLEET_GPUS)
+    out["cpu_steps"], out["cpu_overheads"] = cpu_step_tables(runs, ops)
     out["_measured"] = pd.DataFrame([measured] if measured else [])
     out["_runs"] = runs
     return out, fits
@@ -205,6 +208,10 @@ def build_plots(t: dict[str, pd.DataFrame], fits: list[PhaseFit], plots: Path) -
     # 6. sensitivity of the serving model's fleet (tornado)
     tornado_plot(t["sensitivity"], plots / "sensitivity.png", _save)
 
+    # 7. the CPU step model: predicted against measured vLLM steps
+    cpu_steps_plot(t["cpu_steps"], plots / "cpu_steps.png", _save)
+    plt.close("all")
+
 
 def _roofline_curve(fit: Any, ok: pd.DataFrame) -> tuple[list[int], dict[str, list[float]]]:
     """Decode tokens/s against batch for the fitted efficiencies and for 100% of the peaks."""
@@ -262,10 +269,11 @@ def readme_section(t: dict[str, pd.DataFrame]) -> str:
     lines += [b.to_markdown(index=False), ""]
     lines += readme_lines(t["step_breakdown"], t["sensitivity"], t["kernels_before_after"], _round)
     lines += gpu_section(t["operators"], t["engines"], t["compiled_speedup"], _round)
+    lines += cpu_readme_lines(t["cpu_steps"], t["cpu_overheads"], _round)
     cal = t["calibration"]
     lines += ["### Roofline calibration", ""]
     lines += [cal.to_markdown(index=False) if not cal.empty else "No prefill/decode measurements to fit yet.", ""]
-    lines += ["Plots: `results/plots/` (throughput_vs_batch, utilization_vs_batch, fleet_by_scenario, serving_tradeoff, calibration, sensitivity).", "", END]
+    lines += ["Plots: `results/plots/` (throughput_vs_batch, utilization_vs_batch, fleet_by_scenario, serving_tradeoff, calibration, sensitivity, cpu_steps).", "", END]
     return "\n".join(lines)
 
 
