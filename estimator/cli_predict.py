@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,8 @@ def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]
         _, over = validate(load_runs(args.results), ops, device_name)
     except UndeterminedError as exc:
         raise UsageError(f"this CPU's step model cannot be built: {exc}; {how}") from exc
+    for what in over.undetermined:  # said, not hidden: the prediction leans on a term the fitted steps do not pin down
+        print(f"fleetcal predict: warning: the engine overhead fit of this CPU cannot determine its {what}", file=sys.stderr)
     source = (f"operator curves of {names[0]} on this CPU, {device_name}, {dtype}; engine overhead fitted on "
               f"{over.fitted_on} decode steps of {REFERENCE_MODEL}")  # fmt: skip
     return curves, over, source

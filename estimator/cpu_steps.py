@@ -153,6 +153,10 @@ class Overhead:
     per_step: float
     per_sequence: float
     fitted_on: int  # configurations
+    undetermined: tuple[str, ...] = ()  # terms the fitted steps do not pin down, each with its estimate and why
+
+
+TERMS = ("per-step overhead", "per-sequence overhead")
 
 
 def fit_overhead(phase: str, points: list[tuple[int, int, float, float]]) -> Overhead:
@@ -160,7 +164,9 @@ def fit_overhead(phase: str, points: list[tuple[int, int, float, float]]) -> Ove
 
     ``points``: (steps, sequences, measured − operator sum, measured), in seconds; errors are weighed
     relative to the measured time. Refuses, naming the parameter, where the configurations cannot tell
-    the two terms apart (one batch size only, or a batch range under 8×).
+    the two terms apart (one batch size only, or a batch range under 8×). A term whose estimate is not
+    at least twice its standard error is named in ``undetermined`` (with its estimate): the fitted steps
+    are too noisy to pin it down, and a term that came out negative is taken as 0 there, not silently.
     """
     if not points:
         raise UndeterminedError(f"{phase}: no configurations to fit, so the per-step overhead is undetermined")
@@ -170,13 +176,18 @@ def fit_overhead(phase: str, points: list[tuple[int, int, float, float]]) -> Ove
     a = np.array([[s, n] for s, n, _, _ in points], dtype=float)
     y = np.array([r for _, _, r, _ in points])
     w = 1.0 / np.array([m for _, _, _, m in points])
-    coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
-    for keep in (0, 1):  # a negative term is dropped and the other refitted alone
+    aw, yw = a * w[:, None], y * w
+    coef, *_ = np.linalg.lstsq(aw, yw, rcond=None)
+    dof = max(len(points) - 2, 1)
+    cov = float(np.sum((yw - aw @ coef) ** 2)) / dof * np.linalg.pinv(aw.T @ aw)
+    se = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    undetermined = tuple(f"{TERMS[i]} ({coef[i] * 1e3:.3g} ± {2 * se[i] * 1e3:.2g} ms)" for i in (0, 1) if not coef[i] > 2 * se[i])
+    for keep in (0, 1):  # a negative term is taken as 0 and the other refitted alone
         if coef[1 - keep] < 0:
-            x = a[:, keep] * w
+            x = aw[:, keep]
             coef = np.zeros(2)
-            coef[keep] = max(float(x @ (y * w) / (x @ x)), 0.0)
-    return Overhead(phase, float(coef[0]), float(coef[1]), len(points))
+            coef[keep] = max(float(x @ yw / (x @ x)), 0.0)
+    return Overhead(phase, float(coef[0]), float(coef[1]), len(points), undetermined)
 
 
 REFERENCE_MODEL = "SmolLM2-135M-Instruct"  # the bundled model: its smaller decode batches fit the overheads

@@ -23,9 +23,10 @@ def cpu_step_tables(runs: pd.DataFrame, ops: pd.DataFrame) -> tuple[pd.DataFrame
         except UndeterminedError:
             continue
         steps.append(df.assign(device_name=dev))
-        overheads.append({"device_name": dev, "per_step_ms": over.per_step * 1e3, "per_sequence_ms": over.per_sequence * 1e3, "fitted_on": over.fitted_on})
+        overheads.append({"device_name": dev, "per_step_ms": over.per_step * 1e3, "per_sequence_ms": over.per_sequence * 1e3,
+                          "fitted_on": over.fitted_on, "undetermined": "; ".join(over.undetermined)})  # fmt: skip
     table = pd.concat(steps, ignore_index=True)[STEP_COLUMNS] if steps else pd.DataFrame(columns=STEP_COLUMNS)
-    return table, pd.DataFrame(overheads, columns=["device_name", "per_step_ms", "per_sequence_ms", "fitted_on"])
+    return table, pd.DataFrame(overheads, columns=["device_name", "per_step_ms", "per_sequence_ms", "fitted_on", "undetermined"])
 
 
 def step_summary(steps: pd.DataFrame) -> pd.DataFrame:
@@ -50,7 +51,8 @@ def readme_lines(steps: pd.DataFrame, overheads: pd.DataFrame, rnd: Callable[[pd
     lines += ["", rnd(step_summary(steps), 3).to_markdown(index=False), ""]
     lines += [f"Each step is the sum of its operators, read off curves timed with vLLM's own CPU kernels at the model's shapes "
               f"on the engine's thread count, plus an engine overhead (per step and per sequence) fitted on {REFERENCE_MODEL}'s decode at "
-              f"batches up to {FIT_MAX_BATCH} only; everything else is held out. Fitted overheads:", ""]  # fmt: skip
+              f"batches up to {FIT_MAX_BATCH} only; everything else is held out. Fitted overheads (a term not at least twice its "
+              f"standard error is named undetermined, with its estimate and 2 standard errors):", ""]  # fmt: skip
     lines += [rnd(overheads, 3).to_markdown(index=False), ""]
     show = held[held["phase"] == "decode"].sort_values(["device_name", "model", "input_len", "batch"])
     cols = ["device_name", "model", "input_len", "batch", "measured_ms", "predicted_ms", "error", "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms"]

@@ -56,10 +56,13 @@ def test_the_overhead_fit_refuses_batches_that_cannot_separate_its_terms():
         fit_overhead("decode", [])
 
 
-def test_a_negative_term_is_dropped_not_reported():
-    pts = [(1, b, 0.01 - 0.0001 * b, 0.05) for b in (1, 4, 16, 32)]  # residuals fall with batch
+def test_a_term_the_noise_hides_is_named_undetermined_not_silently_bounded():
+    pts = [(1, b, 0.01 - 0.0001 * b + (0.002 if b % 2 else -0.002), 0.05) for b in (1, 2, 4, 16, 32)]  # residuals fall with batch
     o = fit_overhead("decode", pts)
     assert o.per_sequence == 0.0 and o.per_step > 0
+    assert any(u.startswith("per-sequence overhead") for u in o.undetermined)
+    clean = fit_overhead("decode", [(1, b, 0.009 + 0.0004 * b, 0.05) for b in (1, 2, 4, 16, 32)])
+    assert clean.undetermined == (), "exact data pins both terms down"
 
 
 @needs_vllm
