@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements of the CPU step model (estimator/cpu_steps.py), all on this machine in one go,
-# about 25 minutes on 2 cores: operator curves with vLLM's own CPU kernels before and after the
+# about 30 minutes on 2 cores: operator curves with vLLM's own CPU kernels before and after the
 # engine runs (the curves take the median of both, so a machine whose speed drifts is seen from
 # both sides), then vLLM decode and prefill steps to predict. The bundled model's decode at
 # batches up to 32 and 128-token prompts fits the engine overheads; everything else is held out:
@@ -23,6 +23,9 @@ for model in bundled smollm2-360m; do
       --batch-sizes "$batches" --input-lens 128 --output-lens 64          # batch at fixed context
   bench --mode decode --microbench off --budget-s 20 --max-num-batched-tokens 32768 \
       --batch-sizes 4 --input-lens 512,2048 --output-lens 64               # context at fixed batch
+  if [ "$model" = bundled ]; then  # the fitted batches again, 5 pairs each: the per-sequence overhead is small beside their noise
+    bench --mode decode --microbench off --budget-s 60 --max-num-batched-tokens 32768 --batch-sizes 1,4,16,32 --input-lens 128 --output-lens 64
+  fi
   bench --mode prefill --microbench off --batch-sizes 1,4 --input-lens 128,512,2048
   bench --mode ops --operators "$OPS" --microbench off
 done
