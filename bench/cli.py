@@ -24,6 +24,8 @@ from fleetcal.common import UsageError, int_list, str_list
 
 MODES = ("throughput", "prefill", "decode", "serve", "ops")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "results" / "runs"
+MAX_SEQUENCES = 1 << 16  # sequences submitted at once (a batch or a concurrency)
+MAX_PROMPTS = 100_000  # prompts of one configuration, built in memory before it runs
 
 
 @dataclass(frozen=True)
@@ -202,8 +204,13 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
     if args.engine == "transformers" and args.tensor_parallel_size * args.pipeline_parallel_size * args.data_parallel_size > 1:
         raise UsageError("parallel sizes above 1 need --engine vllm")
-    if args.temperature < 0:
-        raise UsageError("--temperature must be >= 0")
+    if not 0 <= args.temperature <= 100:
+        raise UsageError("--temperature must be a number in [0, 100]")
+    for name, values in (("batch-sizes", args.batch_sizes), ("concurrencies", args.concurrencies)):
+        if max(values) > MAX_SEQUENCES:
+            raise UsageError(f"--{name} {max(values):,}: at most {MAX_SEQUENCES:,} sequences at once (prompts are built in memory)")
+    if args.num_prompts is not None and args.num_prompts > MAX_PROMPTS:
+        raise UsageError(f"--num-prompts {args.num_prompts:,}: at most {MAX_PROMPTS:,} (prompts are built in memory)")
     if args.kv_cache_gb is not None and not 0 < args.kv_cache_gb < 1e5:
         raise UsageError("--kv-cache-gb must be a positive number of GiB")
     for name in ("max_num_seqs", "max_num_batched_tokens"):
@@ -225,6 +232,8 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
     limit = _context_limit(model_path)
     if limit and longest > limit:
         raise UsageError(f"input + output = {longest} tokens exceeds the model's context of {limit}; shorten --input-lens or --output-lens")
+    if args.max_model_len is not None and args.max_model_len < longest:
+        raise UsageError(f"--max-model-len {args.max_model_len} is below the longest input + output ({longest} tokens); raise it or shorten --input-lens/--output-lens")
     max_model_len = args.max_model_len or longest
     if limit and max_model_len > limit:
         raise UsageError(f"--max-model-len {max_model_len} exceeds the model's context of {limit}")

@@ -19,6 +19,10 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+MAX_LIST_VALUE = 1 << 20  # tokens or sequences in one configuration
+MAX_LIST_LEN = 64  # values per list: a sweep is the product of its lists
+
+
 def int_list(text: str) -> list[int]:
     """Parse a comma-separated list of positive integers, e.g. '1,8,32'."""
     try:
@@ -29,6 +33,11 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError("the list is empty; give e.g. 1,8,32")
     if any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"every value in {text!r} must be a positive integer")
+    if any(v > MAX_LIST_VALUE for v in values):
+        raise argparse.ArgumentTypeError(f"every value in the list must be at most {MAX_LIST_VALUE:,}")
+    values = list(dict.fromkeys(values))  # a repeated value is one configuration
+    if len(values) > MAX_LIST_LEN:
+        raise argparse.ArgumentTypeError(f"at most {MAX_LIST_LEN} values per list, got {len(values)}")
     return values
 
 

@@ -22,6 +22,16 @@ BAD_BENCH = [
     (["--mode", "ops", "--operators", "gemm,warp"], "--operators"),
     (["--engine", "transformers", "--quantization", "fp8"], "need --engine vllm"),
     (["--max-num-seqs", "0"], "--max-num-seqs"),
+    (["--max-model-len", "-5"], "below the longest input + output"),
+    (["--max-model-len", "0"], "below the longest input + output"),
+    (["--max-model-len", "12", "--input-lens", "8", "--output-lens", "16"], "--max-model-len 12 is below the longest input + output (24 tokens)"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--temperature", "inf"], "--temperature"),
+    (["--batch-sizes", "1000000"], "at most 65,536 sequences"),
+    (["--batch-sizes", "2000000"], "at most 1,048,576"),
+    (["--mode", "serve", "--concurrencies", "100000"], "at most 65,536 sequences"),
+    (["--num-prompts", "1000000000"], "at most 100,000"),
+    (["--batch-sizes", ",".join(str(i) for i in range(1, 5001))], "at most 64 values per list"),
 ]
 
 
@@ -161,3 +171,9 @@ def test_the_same_gpu_named_twice_is_counted_once(capsys):
 
     doc = json.loads(capsys.readouterr().out)
     assert list(doc["gpus"]) == ["H100"]
+
+
+def test_a_value_repeated_in_a_list_is_one_configuration():
+    from fleetcal.common import int_list
+
+    assert int_list("8,1,8,32,1") == [8, 1, 32]
