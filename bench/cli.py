@@ -232,8 +232,9 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
     limit = _context_limit(model_path)
     if limit and longest > limit:
         raise UsageError(f"input + output = {longest} tokens exceeds the model's context of {limit}; shorten --input-lens or --output-lens")
-    if args.max_model_len is not None and args.max_model_len < longest:
-        raise UsageError(f"--max-model-len {args.max_model_len} is below the longest input + output ({longest} tokens); raise it or shorten --input-lens/--output-lens")
+    shortest = min(args.input_lens) + min(args.output_lens)
+    if args.max_model_len is not None and args.max_model_len < shortest:  # configurations longer than it alone fail, recorded
+        raise UsageError(f"--max-model-len {args.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run")
     max_model_len = args.max_model_len or longest
     if limit and max_model_len > limit:
         raise UsageError(f"--max-model-len {max_model_len} exceeds the model's context of {limit}")
