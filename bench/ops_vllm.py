@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from estimator.models import BYTES_PER_DTYPE
+
 BLOCK = 128  # vLLM's CPU KV-cache block size
 
 
@@ -183,7 +185,6 @@ def layer_elementwise(tokens: int, hidden: int, inter: int, heads: int, kv_heads
     return build
 
 
-BYTES = {"fp32": 4, "bf16": 2}
 GEMM_M = (1, 4, 16, 64, 256, 1024, 4096)
 BATCHES = (1, 8, 32, 128, 512)
 CONTEXTS = (128, 512, 2048)
@@ -200,7 +201,7 @@ def case_specs(s: Any, dtype: str, copies: Callable[[float], int]) -> list[dict[
     """
     if s.mla or s.expert_k_n:
         return []  # vLLM runs MLA and MoE on GPUs; its CPU kernels here are the dense ones
-    b = BYTES[dtype]
+    b = BYTES_PER_DTYPE[dtype]
     out: list[dict[str, Any]] = []
     threads = engine_threads()
     for lname, (k, n) in s.linears.items():

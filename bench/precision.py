@@ -11,14 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from fleetcal.common import UsageError
+from fleetcal.identity import NATIVE_BF16_CPU_FEATURES, cpu_has_native_bf16
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
-NATIVE_BF16_CPU_FEATURES = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_has_native_bf16(device_info: dict[str, Any]) -> bool:
-    return any(f in (device_info.get("flags") or ()) for f in NATIVE_BF16_CPU_FEATURES)
 
 
 def choose_dtype(requested: str, device_info: dict[str, Any]) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from estimator.cpu_steps import (
     prefill_ops,
     validate,
 )
+from estimator.fleet import KV_DTYPES
 from estimator.hardware import get_gpu
 from estimator.kernels import kernels_for
 from estimator.models import get_model, resolve_model_key
@@ -28,7 +29,7 @@ from estimator.operators import load_ops
 from estimator.serving import WEIGHT_BYTES, Layout, kv_room_sequences, largest_batch, load_arch, step, weight_bytes_per_gpu
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, default_layouts
 from fleetcal.common import UsageError
-from fleetcal.identity import describe_cpu
+from fleetcal.identity import cpu_has_native_bf16, describe_cpu
 
 KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
         "batch_per_gpu", "step_ms", "bound", "breakdown_ms", "efficiency_source")  # fmt: skip
@@ -54,7 +55,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens-per-gpu", type=int, default=PREFILL_TOKENS_PER_GPU, help="prefill tokens per GPU per step")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of the prompt served from the prefix cache")
     p.add_argument("--weight-dtype", choices=sorted(WEIGHT_BYTES), help="default: the model's serving dtype (catalog)")
-    p.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
     p.add_argument("--mtp-tokens", type=int, default=0, help="tokens drafted per step by multi-token prediction")
     p.add_argument("--mtp-acceptance", type=float, help="acceptance of each drafted token (default: DeepSeek-V3's 0.85)")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of measured runs")
@@ -138,9 +139,8 @@ def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]
         what = "has not been measured" if mine.empty else f"has no operator curves for {args.model}"
         raise UsageError(f"this CPU ({here['name']} {label}) {what}: {how}")
     device_name = mine["device_name"].iloc[0]
-    native = {"avx512_bf16", "amx_bf16"} & set(here.get("flags") or ())  # what `--dtype auto` runs here
     dtypes = set(mine.loc[mine["model"] == names[0], "dtype"])
-    dtype = "bf16" if native and "bf16" in dtypes else "fp32"
+    dtype = "bf16" if cpu_has_native_bf16(here) and "bf16" in dtypes else "fp32"  # what `--dtype auto` runs here
     try:
         curves = build_curves(ops, device_name, names[0], dtype)
         _, over = validate(load_runs(args.results), ops, device_name)

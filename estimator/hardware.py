@@ -19,6 +19,10 @@ GPU_DIR = Path(__file__).parent / "data" / "gpus"
 PRECISIONS = ("fp8", "int8", "bf16", "fp16", "tf32", "fp32")
 
 
+class CatalogError(UsageError):
+    """A name or a catalog file that cannot be used; the message says what to fix."""
+
+
 MAX_INPUT = 1e15  # no traffic or model input is larger; past it products of inputs overflow
 
 
@@ -31,10 +35,6 @@ def check_numbers(obj: object, names: tuple[str, ...]) -> None:
             raise CatalogError(f"{flag} must be a number, got {v!r}")
         if not math.isfinite(v) or abs(v) > MAX_INPUT:
             raise CatalogError(f"{flag} must be a finite number of at most {MAX_INPUT:g}, got {v!r}")
-
-
-class CatalogError(UsageError):
-    """A name or a catalog file that cannot be used; the message says what to fix."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,13 @@ IDENTITY_KEYS = {
     "cuda": ("name", "count", "memory_gb", "sm_count", "driver", "cuda_driver_version", "power_limit_w"),
 }
 
+NATIVE_BF16_CPU_FEATURES = ("avx512_bf16", "amx_bf16")  # without one of them bf16 is emulated (vLLM's CPU guide)
+
+
+def cpu_has_native_bf16(device_info: dict[str, Any]) -> bool:
+    """True where the CPU computes bf16 natively: what ``--dtype auto`` runs in bf16."""
+    return any(f in (device_info.get("flags") or ()) for f in NATIVE_BF16_CPU_FEATURES)
+
 
 def device_id(info: dict[str, Any]) -> str:
     """A short stable id of a device description: its kind and 8 hex digits of a hash of what identifies it.
