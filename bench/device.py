@@ -6,11 +6,11 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from fleetcal.common import UsageError
+from fleetcal.errors import UsageError
 from fleetcal.identity import describe_cpu, device_id
+from fleetcal.paths import ROOT
 
 
 def cuda_available() -> bool:
@@ -103,7 +103,7 @@ def versions() -> dict[str, str | None]:
 
 def git_commit() -> str | None:
     """The project's git commit (with '+dirty' when the tree has changes), or None outside git."""
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     if not shutil.which("git") or not (root / ".git").exists():
         return None
     try:

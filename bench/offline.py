@@ -4,7 +4,7 @@ Timing: ``time.perf_counter`` around the engine call (which returns only when ev
 back), after an uncounted warm-up of the same batch (a few tokens: enough to reach every kernel).
 
 How many prompts: ``num_prompts`` when given (at least one wave of the batch size); when it is
-None, waves of fresh prompts run until ``ctx["budget_s"]`` seconds are measured, at least
+None, waves of fresh prompts run until ``ctx.budget_s`` seconds are measured, at least
 ``MIN_WAVES`` waves: a configuration costs about the same time on a fast and a slow machine.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.efficiency import efficiency_fields
+from bench.efficiency import MeasureContext, efficiency_fields
 from bench.energy import energy_fields, energy_mj, joules_between
 from bench.engines import Engine, make_prompts
 from estimator.models import ModelSpec
@@ -37,27 +37,27 @@ def _wave_prompts(engine: Engine, batch_size: int, input_len: int, fixed: list[l
 
 
 def _timed_waves(
-    engine: Engine, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
+    engine: Engine, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: MeasureContext
 ) -> tuple[float, int, int, int]:
     """(seconds, output tokens, prompts, waves, joules) of the measured waves."""
-    fixed = make_prompts(max(num_prompts, batch_size), input_len, engine.vocab_size, seed=ctx["seed"]) if num_prompts is not None else None
-    first = _wave_prompts(engine, batch_size, input_len, fixed, ctx["seed"], 0)
+    fixed = make_prompts(max(num_prompts, batch_size), input_len, engine.vocab_size, seed=ctx.seed) if num_prompts is not None else None
+    first = _wave_prompts(engine, batch_size, input_len, fixed, ctx.seed, 0)
     engine.generate(first, _warm_len(engine, output_len))  # warm-up, not counted
-    e0 = energy_mj(ctx.get("device", "cpu"))
+    e0 = energy_mj(ctx.device)
     seconds, tokens, prompts, k = 0.0, 0, 0, 0
     while k < MAX_WAVES:
-        if num_prompts is None and k >= MIN_WAVES and seconds >= ctx.get("budget_s", 0.0):
+        if num_prompts is None and k >= MIN_WAVES and seconds >= ctx.budget_s:
             break
-        wave = _wave_prompts(engine, batch_size, input_len, fixed, ctx["seed"], k)
+        wave = _wave_prompts(engine, batch_size, input_len, fixed, ctx.seed, k)
         if wave is None:
             break
         s, t = engine.generate(wave, output_len)
         seconds, tokens, prompts, k = seconds + s, tokens + t, prompts + len(wave), k + 1
-    return seconds, tokens, prompts, k, joules_between(e0, energy_mj(ctx.get("device", "cpu")))
+    return seconds, tokens, prompts, k, joules_between(e0, energy_mj(ctx.device))
 
 
 def measure_throughput(
-    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
+    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: MeasureContext
 ) -> dict[str, Any]:
     """Prompts submitted in waves of ``batch_size``: ``max(num_prompts, batch_size)`` of them, or waves for the time budget."""
     seconds, out_tokens, n, waves, joules = _timed_waves(engine, batch_size, input_len, output_len, num_prompts, ctx)
@@ -72,12 +72,12 @@ def measure_throughput(
         "total_tokens_per_s": round((out_tokens + n * input_len) / seconds, 3),
         "request_throughput_per_s": round(n / seconds, 4),
         **energy_fields(joules, seconds, out_tokens),
-        **efficiency_fields(work, seconds, ctx["peaks"], ctx["measured_peaks"], ctx["num_gpus"]),
+        **efficiency_fields(work, seconds, ctx.datasheet, ctx.measured, ctx.num_gpus),
     }
 
 
 def measure_prefill(
-    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
+    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: MeasureContext
 ) -> dict[str, Any]:
     """Prompts of ``input_len`` with one output token: prefill tokens/s (the one sampled token included)."""
     seconds, out_tokens, n, waves, joules = _timed_waves(engine, batch_size, input_len, 1, num_prompts, ctx)
@@ -92,12 +92,12 @@ def measure_prefill(
         "total_tokens_per_s": round((out_tokens + n * input_len) / seconds, 3),
         "time_to_first_token_ms": round(seconds / waves * 1000, 3),
         **energy_fields(joules, seconds, out_tokens, n * input_len),
-        **efficiency_fields(work, seconds, ctx["peaks"], ctx["measured_peaks"], ctx["num_gpus"]),
+        **efficiency_fields(work, seconds, ctx.datasheet, ctx.measured, ctx.num_gpus),
     }
 
 
 def measure_decode(
-    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: dict
+    engine: Engine, spec: ModelSpec, batch_size: int, input_len: int, output_len: int, num_prompts: int | None, ctx: MeasureContext
 ) -> dict[str, Any]:
     """Decode alone, by difference: a batch run to ``output_len`` tokens minus the same batch run to 1.
 
@@ -107,13 +107,13 @@ def measure_decode(
     """
     if output_len < 2:
         raise ValueError("decode mode needs output_len >= 2")
-    prompts = make_prompts(batch_size, input_len, engine.vocab_size, seed=ctx["seed"])
+    prompts = make_prompts(batch_size, input_len, engine.vocab_size, seed=ctx.seed)
     engine.generate(prompts, _warm_len(engine, output_len))  # warm-ups, not counted: both lengths timed below
     engine.generate(prompts, 1)
-    device = ctx.get("device", "cpu")
+    device = ctx.device
     pairs: list[tuple[float, float, float | None, float | None]] = []
     spent = 0.0
-    while not pairs or (num_prompts is None and len(pairs) < DECODE_REPEATS and spent < ctx.get("budget_s", 0.0)):
+    while not pairs or (num_prompts is None and len(pairs) < DECODE_REPEATS and spent < ctx.budget_s):
         e0 = energy_mj(device)
         t_first, _ = engine.generate(prompts, 1)
         e1 = energy_mj(device)
@@ -140,7 +140,7 @@ def measure_decode(
         **_decode_energy(j_first, j_full, decode_s, batch_size * steps),
         "output_tokens_per_s": round(batch_size * output_len / t_full, 3),
         "total_tokens_per_s": round((batch_size * output_len + batch_size * input_len) / t_full, 3),
-        **efficiency_fields(work, decode_s, ctx["peaks"], ctx["measured_peaks"], ctx["num_gpus"]),
+        **efficiency_fields(work, decode_s, ctx.datasheet, ctx.measured, ctx.num_gpus),
     }
 
 

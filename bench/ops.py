@@ -16,14 +16,11 @@ multiple of 16 where the kernel needs it; FLOPs count the M asked for.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bench import ops_vllm
-from bench.microbench import sync_device
-from bench.precision import SHORT
 from estimator.shapes import Shapes
 
 L2_BYTES = 256 * 2**20  # cycle weights over at least this many bytes (H100/H200 L2: 50 MB)
@@ -41,23 +38,6 @@ class Case:
     build: Callable[[], Callable[[], object]]  # allocates, returns the call to time
     impl: str = "torch"
     threads: int | None = None  # CPU threads to time it with (the engine's); None: the process's
-
-
-def time_call(fn: Callable[[], object], device: str) -> tuple[float, int]:
-    """(seconds per call, calls timed): a warm-up, then enough back-to-back calls for ``MIN_TIME_S``."""
-    fn()
-    sync_device(device)
-    t0 = time.perf_counter()
-    fn()
-    sync_device(device)
-    one = max(time.perf_counter() - t0, 1e-6)
-    reps = max(3, min(1000, math.ceil(MIN_TIME_S / one)))
-    sync_device(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    sync_device(device)
-    return (time.perf_counter() - t0) / reps, reps
 
 
 def _copies(nbytes: float) -> int:
@@ -257,56 +237,3 @@ def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> 
     nbytes = (1 << 30) if device == "cuda" and not quick else (1 << 28)
     cases.append(Case("copy", {"bytes": nbytes}, "fp32", 0.0, 2.0 * nbytes, _copy(nbytes, device)))
     return cases
-
-
-def free_device(device: str) -> None:
-    """Drop the last case's tensors (and, on a GPU, the allocator's cache) before the next case allocates."""
-    import gc
-
-    gc.collect()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-def run_case(c: Case, device: str, peaks: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
-    """Time one case; the record carries FLOPs, bytes, time, rates and efficiency against both peaks."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(c.threads or before)
-    try:
-        fn = c.build()
-        seconds, reps = time_call(fn, device)
-        del fn
-    finally:
-        torch.set_num_threads(before)
-    free_device(device)
-    tflops, gbs = c.flops / seconds / 1e12, c.nbytes / seconds / 1e9
-    rec = {
-        "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "impl": c.impl, "flops": c.flops, "bytes": c.nbytes,
-        "time_ms": round(seconds * 1e3, 6), "repeats": reps, **({"threads": c.threads} if c.threads else {}), "tflops": round(tflops, 4), "gb_per_s": round(gbs, 2),
-    }  # fmt: skip
-
-    def ratio(value: float, peak: float | None) -> float | None:
-        return round(value / peak, 5) if peak and value else None
-
-    dpk = peaks.get(c.dtype) or {}
-    mpk = measured.get(c.dtype) or {}
-    rec["mfu"] = ratio(tflops * 1e12, dpk.get("flops_per_s"))
-    rec["mbu"] = ratio(gbs * 1e9, dpk.get("bytes_per_s"))
-    rec["mfu_measured_peak"] = ratio(tflops * 1e12, mpk.get("flops_per_s"))
-    rec["mbu_measured_peak"] = ratio(gbs * 1e9, mpk.get("bytes_per_s"))
-    return rec
-
-
-def device_dtypes(device: str, run_dtype: str) -> tuple[str, ...]:
-    """The precisions to time: the run's and the others the device runs natively (fp8 on Hopper and later)."""
-    short = "bf16" if run_dtype == "float16" else SHORT[run_dtype]  # fp16 runs time the bf16 kernels (same rate)
-    if device != "cuda":
-        return (short,) if short == "fp32" else ("bf16", "fp32")
-    import torch
-
-    major, minor = torch.cuda.get_device_capability(0)
-    return ("bf16", "fp8") if (major, minor) >= (8, 9) else ("bf16",)

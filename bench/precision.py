@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetcal.common import UsageError
+from fleetcal.errors import UsageError
 from fleetcal.identity import NATIVE_BF16_CPU_FEATURES, cpu_has_native_bf16
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from estimator.hardware import PRECISIONS, CatalogError, Device, check_numbers, get_gpu
 
@@ -44,7 +45,15 @@ class ArticleInputs:
             raise CatalogError(f"utilization must be in (0, 1], got {self.utilization}")
 
 
-def tokens_per_s(inputs: ArticleInputs) -> float:
+class DailyTraffic(Protocol):
+    """What a day's traffic is counted in (the article's inputs and the fleet's traffic alike)."""
+
+    daily_visits: float
+    questions_per_visit: float
+    tokens_per_reply: float
+
+
+def tokens_per_s(inputs: DailyTraffic) -> float:
     """Reply tokens per second averaged over a day: visits × questions × tokens / 86,400."""
     return inputs.daily_visits * inputs.questions_per_visit * inputs.tokens_per_reply / SECONDS_PER_DAY
 

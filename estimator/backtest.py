@@ -14,7 +14,8 @@ from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
 from estimator.fleet import Traffic, active_matmul_params, roofline_fleet
 from estimator.hardware import CatalogError, get_gpu
 from estimator.models import get_model
-from estimator.serving import load_arch, mla_decode_attention_flops, mla_prefill_attention_flops
+from estimator.opcounts import mla_decode_attention_flops, mla_prefill_attention_flops
+from estimator.serving import load_arch
 
 DEPLOYMENTS_FILE = Path(__file__).parent / "data" / "deployments.toml"
 

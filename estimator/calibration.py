@@ -1,4 +1,4 @@
-"""Calibration: measured records -> a table of runs, their MFU/MBU, and a fitted roofline.
+"""Calibration: measured prefill and decode records -> a fitted roofline per device and engine.
 
 For each device and engine, prefill and decode are fitted apart:
     time = overhead + max(FLOPs / (c × peak FLOP/s), bytes / (m × peak bytes/s))
@@ -10,132 +10,17 @@ the run's own microbenchmarks otherwise (CPUs).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.records import SchemaError, validate_document
-from estimator.hardware import match_gpu
 from estimator.models import get_model
-from estimator.roofline import Efficiency, Peaks
+from estimator.roofline import Efficiency, Peaks, roofline_time
 from estimator.work import decode_step_work, prefill_work
-from fleetcal.identity import device_id, device_label
+from fleetcal.errors import CatalogError
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
-ARTICLE_UTILIZATION = 0.5
 _GRID = np.geomspace(1e-3, 1.0, 121)  # efficiencies up to 100% of the peak they are measured against
-
-RECORD_COLUMNS = [
-    "mode", "status", "batch_size", "concurrency", "input_len", "output_len", "num_prompts",
-    "output_tokens_per_s", "total_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s",
-    "decode_step_ms", "time_to_first_token_ms", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak",
-    "output_tokens_per_s_per_user", "interactivity_tokens_per_s", "completed", "failed", "num_gpus", "error", "reason",
-    "joules_per_output_token", "joules_per_prefill_token", "power_w_mean", "energy_window",
-]  # fmt: skip
-
-
-def read_run_files(results_dir: Path = RESULTS_DIR) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
-    """Valid run documents of ``results_dir`` (or that one file) in name order, and the skipped files with why."""
-    docs: list[tuple[Path, dict[str, Any]]] = []
-    skipped: list[str] = []
-    results_dir = Path(results_dir)
-    paths = [results_dir] if results_dir.is_file() else sorted(results_dir.glob("*.json"))
-    for path in paths:
-        try:
-            doc = json.loads(path.read_text())
-            validate_document(doc)
-        except (OSError, json.JSONDecodeError, SchemaError) as exc:
-            skipped.append(f"{path.name}: {exc}")
-            continue
-        docs.append((path, doc))
-    return docs, skipped
-
-
-def device_columns(run: dict[str, Any]) -> dict[str, Any]:
-    """How tables name a run's device: its name and identity (``device_name``, what runs are grouped by), and for a
-    catalogued GPU the catalog entry its datasheet comes from (``catalog_name``, what projections look up)."""
-    dev = run["device"]
-    gpu = match_gpu(dev["name"]) if dev["kind"] == "cuda" else None
-    ident = dev.get("id") or device_id(dev)
-    name = f"{gpu.name} [{ident}]" if gpu else device_label(dev)
-    return {"device_kind": dev["kind"], "device_id": ident, "device_name": name, "catalog_name": gpu.name if gpu else None}
-
-
-def load_runs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
-    """Every record of every valid run file in ``results_dir`` (or of that one file), one row each, with run context.
-
-    Files that do not follow the schema are skipped (named in the ``skipped`` attribute).
-    Rows are sorted so the table does not depend on file-system order.
-    """
-    rows: list[dict[str, Any]] = []
-    docs, skipped = read_run_files(results_dir)
-    for path, doc in docs:
-        run = doc["run"]
-        micro = next((r for r in doc["records"] if r["mode"] == "microbench" and r["status"] == "ok"), None)
-        dev = run["device"]
-        gpu = match_gpu(dev["name"]) if dev["kind"] == "cuda" else None
-        eager = run["engine"].get("enforce_eager", True)
-        base = {
-            "run_file": path.name,
-            "started_utc": run["started_utc"],
-            **device_columns(run),
-            "dtype": run["model"].get("dtype", "bfloat16"),
-            "device_cores": run["device"].get("cores"),
-            # compiled engines are fitted and tabled apart from eager ones
-            "engine": run["engine"]["name"] if eager else f"{run['engine']['name']} compiled",
-            "max_num_batched_tokens": run["engine"].get("max_num_batched_tokens"),
-            "model": run["model"]["name"],
-            "model_key": run["model"].get("catalog_key") or run["model"]["name"],
-            "load_format": run["model"].get("load_format"),
-            "measured_tflops": micro.get("matmul_tflops", micro.get("matmul_bf16_tflops")) if micro else None,
-            "measured_gb_per_s": micro["memory_bandwidth_gb_per_s"] if micro else None,
-            "datasheet_tflops": gpu.peak_flops_per_s("bf16") / 1e12 if gpu else None,
-            "datasheet_gb_per_s": gpu.bandwidth_gb_per_s if gpu else None,
-        }
-        for rec in doc["records"]:
-            if rec["mode"] in ("microbench", "ops"):
-                continue
-            row = {**base, **{c: rec.get(c) for c in RECORD_COLUMNS}}
-            for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
-                if isinstance(rec.get(key), dict):
-                    row[f"{key}_p50"] = rec[key]["p50"]
-                    row[f"{key}_p99"] = rec[key]["p99"]
-            rows.append(row)
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        sort_cols = ["device_name", "model", "engine", "mode", "input_len", "output_len", "batch_size", "concurrency", "run_file"]
-        df = df.sort_values(sort_cols, na_position="first", kind="mergesort").reset_index(drop=True)
-    df.attrs["skipped"] = skipped
-    return df
-
-
-def utilization_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Measured MFU and MBU per device, model, engine, mode and size, beside the article's 50%.
-
-    ``tokens_per_s`` is prefill tokens/s for prefill records, decode tokens/s for decode records
-    and output tokens/s otherwise.
-    """
-    if df.empty:
-        return pd.DataFrame()
-    ok = df[(df["status"] == "ok")].copy()
-    ok["size"] = ok["batch_size"].fillna(ok["concurrency"]).astype(int)
-    ok["mfu_used"] = ok["mfu"].fillna(ok["mfu_measured_peak"])
-    ok["mbu_used"] = ok["mbu"].fillna(ok["mbu_measured_peak"])
-    ok["peak"] = np.where(ok["mfu"].notna(), "datasheet", "measured")
-    # the rate each mode is about: prefill tokens/s, decode tokens/s, else output tokens/s
-    ok["tokens_per_s"] = ok["prefill_tokens_per_s"].where(ok["mode"] == "prefill", ok["decode_tokens_per_s"].where(ok["mode"] == "decode", ok["output_tokens_per_s"]))
-    ok["article_utilization"] = ARTICLE_UTILIZATION
-    ok["mfu_vs_article"] = ok["mfu_used"] / ARTICLE_UTILIZATION
-    cols = ["device_name", "model", "engine", "mode", "size", "input_len", "output_len", "tokens_per_s",
-            "mfu_used", "mbu_used", "peak", "article_utilization", "mfu_vs_article"]  # fmt: skip
-    return ok[cols].rename(columns={"mfu_used": "mfu", "mbu_used": "mbu"}).reset_index(drop=True)
-
-
-# --- fitting ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -145,14 +30,13 @@ class Point:
     flops: float
     nbytes: float
     seconds: float
-    peak_flops_per_s: float
-    peak_bytes_per_s: float
+    peaks: Peaks
     label: str
 
 
 def _base_times(points: list[Point], c: np.ndarray, m: np.ndarray) -> np.ndarray:
-    f = np.array([p.flops / p.peak_flops_per_s for p in points])
-    b = np.array([p.nbytes / p.peak_bytes_per_s for p in points])
+    f = np.array([p.flops / p.peaks.flops_per_s for p in points])
+    b = np.array([p.nbytes / p.peaks.bytes_per_s for p in points])
     return np.maximum(f[None, None, :] / c[:, None, None], b[None, None, :] / m[None, :, None])
 
 
@@ -178,14 +62,17 @@ def fit_efficiency(points: list[Point], source: str) -> Efficiency:
 
 
 def predict_point(p: Point, eff: Efficiency) -> float:
-    return eff.overhead_s + max(p.flops / (eff.compute * p.peak_flops_per_s), p.nbytes / (eff.memory * p.peak_bytes_per_s))
+    """The roofline's time for one measured configuration."""
+    return roofline_time(p.flops, p.nbytes, p.peaks, eff).seconds
 
 
-def _peaks_of(row: pd.Series) -> tuple[float, float] | None:
+def _peaks_of(row: pd.Series) -> Peaks | None:
+    """The peaks a record's efficiencies are relative to: the datasheet's (all GPUs of the run), else the run's measured ones."""
     if row["datasheet_tflops"] and not pd.isna(row["datasheet_tflops"]):
-        return row["datasheet_tflops"] * 1e12 * row.get("num_gpus", 1), row["datasheet_gb_per_s"] * 1e9 * row.get("num_gpus", 1)
+        n = row.get("num_gpus", 1)
+        return Peaks(row["device_name"], row["datasheet_tflops"] * 1e12 * n, row["datasheet_gb_per_s"] * 1e9 * n)
     if row["measured_tflops"] and not pd.isna(row["measured_tflops"]):
-        return row["measured_tflops"] * 1e12, row["measured_gb_per_s"] * 1e9
+        return Peaks(row["device_name"], row["measured_tflops"] * 1e12, row["measured_gb_per_s"] * 1e9)
     return None
 
 
@@ -200,15 +87,15 @@ def points_from_runs(df: pd.DataFrame, phase: str) -> list[Point]:
             continue
         try:
             spec = get_model(row["model_key"])
-        except ValueError:
+        except CatalogError:  # a model whose shape is not known here: its work cannot be counted
             continue
         b, i, o = int(row["batch_size"]), int(row["input_len"]), int(row["output_len"])
         if phase == "decode":
             w = decode_step_work(spec, b, i + o / 2)
-            pt = Point(w.flops, w.bytes, row["decode_step_ms"] / 1000, *peaks, f"{row['model']} b={b} in={i} out={o}")
+            pt = Point(w.flops, w.bytes, row["decode_step_ms"] / 1000, peaks, f"{row['model']} b={b} in={i} out={o}")
         else:
             w = prefill_work(spec, b, i)
-            pt = Point(w.flops, w.bytes, row["time_to_first_token_ms"] / 1000, *peaks, f"{row['model']} b={b} in={i}")
+            pt = Point(w.flops, w.bytes, row["time_to_first_token_ms"] / 1000, peaks, f"{row['model']} b={b} in={i}")
         pts.append(pt)
     return pts
 
@@ -276,7 +163,7 @@ def fit_phase(points: list[Point], device_name: str, device_kind: str, engine: s
             loo.append(e)
             errs.append(abs(predict_point(points[k], e) / points[k].seconds - 1))
         heldout = float(np.mean(errs))
-    peaks = Peaks(device_name, float(np.mean([p.peak_flops_per_s for p in points])), float(np.mean([p.peak_bytes_per_s for p in points])))
+    peaks = Peaks(device_name, float(np.mean([p.peaks.flops_per_s for p in points])), float(np.mean([p.peaks.bytes_per_s for p in points])))
     res = tuple((p.label, round(p.seconds, 6), round(q, 6)) for p, q in zip(points, pred))
     return PhaseFit(device_name, device_kind, engine, phase, eff, peaks, len(points), fit_mape, heldout, res, undetermined_parameters(points, eff, loo))
 
@@ -309,31 +196,11 @@ def calibration_table(fits: list[PhaseFit]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def measured_utilization(df: pd.DataFrame, prefer_kind: str = "cuda") -> dict[str, Any] | None:
-    """The best MFU any throughput or serve run reached: what replaces the article's 50%.
-
-    GPU runs (against datasheet peaks) are preferred; CPU runs count against their measured peaks.
-    """
-    if df.empty:
-        return None
-    ok = df[(df["status"] == "ok") & df["mode"].isin(["throughput", "serve"])].copy()
-    if ok.empty:
-        return None
-    ok["mfu_used"] = ok["mfu"].fillna(ok["mfu_measured_peak"])
-    ok = ok[ok["mfu_used"].notna() & (ok["mfu_used"] <= 1.0)]  # above 1: the peak it was measured against was wrong
-    if ok.empty:
-        return None
-    preferred = ok[ok["device_kind"] == prefer_kind]
-    pool = preferred if not preferred.empty else ok
-    row = pool.sort_values(["mfu_used", "run_file"], ascending=[False, True]).iloc[0]
-    size = row["batch_size"] if not pd.isna(row["batch_size"]) else row["concurrency"]
-    return {
-        "utilization": float(row["mfu_used"]),
-        "device_name": row["device_name"],
-        "device_kind": row["device_kind"],
-        "model": row["model"],
-        "engine": row["engine"],
-        "mode": row["mode"],
-        "size": int(size),
-        "against": "datasheet peak" if not pd.isna(row["mfu"]) else "measured peak",
-    }
+def residuals_table(fits: list[PhaseFit]) -> pd.DataFrame:
+    """Every fitted configuration: measured and predicted time (ms), per device, engine and phase."""
+    rows = [
+        {"device_name": f.device_name, "engine": f.engine, "phase": f.phase, "configuration": lbl, "measured_ms": m * 1000, "predicted_ms": p * 1000}
+        for f in fits
+        for lbl, m, p in f.residuals
+    ]
+    return pd.DataFrame(rows)

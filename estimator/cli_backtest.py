@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 from estimator.backtest import backtest
-from estimator.calibration import RESULTS_DIR, calibrate, load_runs, measured_utilization
+from estimator.calibration import calibrate
 from estimator.operators import load_ops
+from estimator.runs import load_runs
+from estimator.utilization import measured_utilization
+from fleetcal.paths import RESULTS_DIR
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of measured runs")
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory (its runs/ is read; a runs directory or one run file also works)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
 

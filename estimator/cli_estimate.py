@@ -12,11 +12,14 @@ from typing import Any
 import pandas as pd
 
 from estimator.article import ArticleInputs, article_estimate
-from estimator.calibration import RESULTS_DIR, calibrate, calibration_table, load_runs, measured_utilization, utilization_table
+from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, Traffic, project
 from estimator.hardware import get_gpu
 from estimator.operators import load_ops
-from fleetcal.common import UsageError
+from estimator.runs import load_runs
+from estimator.utilization import measured_utilization, utilization_table
+from fleetcal.errors import UsageError
+from fleetcal.paths import RESULTS_DIR
 
 ARTICLE_ONLY = ("params_per_token", "utilization", "precision")
 
@@ -26,7 +29,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="append", help="catalogued GPU, repeatable; default: H100 and A100")
     p.add_argument("--model", default="deepseek-v3", help="catalogued model or config directory (roofline, active, direct)")
     p.add_argument("--config", type=Path, help="TOML or JSON file of traffic, SLO and article inputs (names as the flags, with _)")
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of measured runs")
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory (its runs/ is read; a runs directory or one run file also works)")
     p.add_argument("--run", type=Path, help="one results file whose measured utilization the 'measured' scenario uses (default: the best in --results)")
     p.add_argument("--calibration", action="store_true", help="also print each run's MFU/MBU beside 50%%, the roofline fit, its residuals and held-out errors")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -69,10 +72,7 @@ def validate_args(args: argparse.Namespace) -> tuple[Traffic, ArticleInputs, tup
         traffic = Traffic(**traffic_kw)
     except TypeError as exc:
         raise UsageError(f"bad traffic setting: {exc}") from exc
-    article = ArticleInputs(
-        daily_visits=traffic.daily_visits, questions_per_visit=traffic.questions_per_visit, tokens_per_reply=traffic.tokens_per_reply,
-        **{k: settings[k] for k in ARTICLE_ONLY if k in settings},
-    )  # fmt: skip
+    article = traffic.article_inputs(**{k: settings[k] for k in ARTICLE_ONLY if k in settings})
     gpus = tuple(dict.fromkeys(get_gpu(g).name for g in (args.gpu or ["H100", "A100"])))  # H100 and h100 are one GPU
     if any(not get_gpu(g).peak_tflops for g in gpus):
         raise UsageError("a GPU without peaks")
@@ -87,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
     runs = load_runs(args.results)
     fits = calibrate(runs)
     measured = measured_utilization(load_runs(args.run) if args.run else runs)
-    rows = project(args.model, gpus, scenarios, traffic, article, runs, fits, measured, load_ops(args.results if args.results.is_dir() else args.results.parent))
+    ops = load_ops(args.results if args.results.is_dir() else args.results.parent)
+    rows = project(args.model, gpus, scenarios, traffic, article, runs=runs, measured=measured, ops=ops)
     art = article_estimate(article, gpus)
     by_scenario: dict[str, dict[str, int | None]] = {}
     for r in rows:
@@ -134,17 +135,17 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def calibration_report(runs: pd.DataFrame, fits: list[Any]) -> dict[str, Any]:
-    """Utilization of every measured configuration, the fits, and each fit's residuals."""
+def calibration_report(runs: pd.DataFrame, fits: list[PhaseFit]) -> dict[str, Any]:
+    """Utilization of every measured configuration, the fits, and each fit's residuals (error = predicted / measured - 1)."""
+    res = residuals_table(fits)
+    if not res.empty:
+        res["error"] = (res["predicted_ms"] / res["measured_ms"] - 1).round(4)
+        res[["measured_ms", "predicted_ms"]] = res[["measured_ms", "predicted_ms"]].round(4)
     return {
         "utilization": utilization_table(runs).to_dict(orient="records"),
         "fits": calibration_table(fits).to_dict(orient="records"),
-        "residuals": [
-            {"device_name": f.device_name, "engine": f.engine, "phase": f.phase, "configuration": lbl,
-             "measured_ms": round(m * 1000, 4), "predicted_ms": round(q * 1000, 4), "error": round(q / m - 1, 4)}
-            for f in fits for lbl, m, q in f.residuals
-        ],
-    }  # fmt: skip
+        "residuals": res.to_dict(orient="records"),
+    }
 
 
 def format_calibration(cal: dict[str, Any]) -> str:

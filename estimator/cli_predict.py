@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from estimator.calibration import RESULTS_DIR, load_runs
 from estimator.cpu_steps import (
     REFERENCE_MODEL,
     OperatorCurves,
@@ -26,10 +25,12 @@ from estimator.hardware import get_gpu
 from estimator.kernels import kernels_for
 from estimator.models import get_model, resolve_model_key
 from estimator.operators import load_ops
+from estimator.runs import load_runs
 from estimator.serving import WEIGHT_BYTES, Layout, kv_room_sequences, largest_batch, load_arch, step, weight_bytes_per_gpu
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, default_layouts
-from fleetcal.common import UsageError
+from fleetcal.errors import UsageError
 from fleetcal.identity import cpu_has_native_bf16, describe_cpu
+from fleetcal.paths import RESULTS_DIR
 
 KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
         "batch_per_gpu", "step_ms", "bound", "breakdown_ms", "efficiency_source")  # fmt: skip
@@ -58,7 +59,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
     p.add_argument("--mtp-tokens", type=int, default=0, help="tokens drafted per step by multi-token prediction")
     p.add_argument("--mtp-acceptance", type=float, help="acceptance of each drafted token (default: DeepSeek-V3's 0.85)")
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of measured runs")
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory (its runs/ is read; a runs directory or one run file also works)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
 

@@ -12,19 +12,19 @@ Scenarios (each gives GPUs per catalogued GPU type):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pandas as pd
 
-from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
+from estimator.article import ArticleInputs, article_gpus, tokens_per_s
 from estimator.hardware import CatalogError, Device, check_numbers, get_gpu
 from estimator.kernels import kernels_for, published_kernels
 from estimator.models import ModelSpec, get_model
 from estimator.serving import load_arch
 from estimator.sizing import Service, Sizing, size_fleet
 
-SCENARIOS = ("article", "active", "measured", "roofline", "direct")
 KV_DTYPES = ("bf16", "fp8")  # KV-cache precisions the serving model knows
 
 
@@ -62,7 +62,11 @@ class Traffic:
     @property
     def output_tokens_per_s(self) -> float:
         """Daily-mean output tokens per second."""
-        return self.daily_visits * self.questions_per_visit * self.tokens_per_reply / SECONDS_PER_DAY
+        return tokens_per_s(self)
+
+    def article_inputs(self, **assumptions: Any) -> ArticleInputs:
+        """The article's inputs for this traffic, with the article's own ``assumptions`` (parameters, utilization, precision)."""
+        return ArticleInputs(daily_visits=self.daily_visits, questions_per_visit=self.questions_per_visit, tokens_per_reply=self.tokens_per_reply, **assumptions)
 
     @property
     def prompt_len(self) -> float:
@@ -118,6 +122,68 @@ def direct_fleet(spec: ModelSpec, gpu_name: str, traffic: Traffic, runs: pd.Data
     return {"gpus": math.ceil(peak_out / per_gpu), "tokens_per_s_per_gpu": float(per_gpu), "from": f"{best['mode']} at {int(size)}, {best['run_file']}"}
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What every scenario may draw on: the model, the traffic, the article's assumptions and what was measured."""
+
+    model: str
+    spec: ModelSpec
+    traffic: Traffic
+    article: ArticleInputs
+    runs: pd.DataFrame | None = None
+    measured: dict[str, Any] | None = None
+    ops: pd.DataFrame | None = None
+
+
+ROW_KEYS = ("scenario", "gpu", "gpus", "utilization", "how", "decode_gpus", "prefill_gpus", "decode_batch", "decode_step_ms", "feasible")
+
+
+def _article(x: Inputs, gpu: Device) -> dict[str, Any]:
+    a = x.article
+    return {"gpus": article_gpus(gpu, a)["gpus"], "utilization": a.utilization,
+            "how": f"{a.params_per_token:.3g} params/token, output tokens only, daily mean, {_peak_label(gpu)}"}  # fmt: skip
+
+
+def _active(x: Inputs, gpu: Device) -> dict[str, Any]:
+    a = replace(x.article, params_per_token=float(active_matmul_params(x.spec)))
+    return {"gpus": article_gpus(gpu, a)["gpus"], "utilization": a.utilization,
+            "how": f"{active_matmul_params(x.spec):.3g} active params/token (embedding lookup left out), daily mean, {_peak_label(gpu)}"}  # fmt: skip
+
+
+def _measured(x: Inputs, gpu: Device) -> dict[str, Any]:
+    m = x.measured
+    if m is None:
+        return {"how": "no measured utilization in results/"}
+    a = replace(x.article, utilization=min(m["utilization"], 1.0))
+    how = (f"MFU {m['utilization']:.1%} measured ({m['engine']} {m['mode']}, {m['model']} on {m['device_name']}, "
+           f"vs {m['against']}) in the article's formula, {_peak_label(gpu)}"
+           + ("; a CPU figure, which does not transfer to a GPU" if m.get("device_kind", "cpu") == "cpu" else ""))  # fmt: skip
+    return {"gpus": article_gpus(gpu, a)["gpus"], "utilization": a.utilization, "how": how}
+
+
+def _roofline(x: Inputs, gpu: Device) -> dict[str, Any]:
+    r, source = roofline_fleet(x.model, gpu, x.traffic, x.ops, peak=True)
+    how = (f"per-operator serving model at peak traffic (x{x.traffic.peak_to_average:.2f}), whole instances; {source}; "
+           f"decode {r.decode_batch_per_gpu} sequences per GPU ({r.limited_by}), {r.tokens_per_s_per_user:.1f} tok/s per user, "
+           f"{r.decode_tokens_per_s_per_gpu:,.0f} output tok/s per GPU; prefill {r.prefill_tokens_per_s_per_gpu:,.0f} uncached tok/s per GPU; {r.note}")  # fmt: skip
+    return {"gpus": r.gpus, "decode_gpus": r.decode_gpus, "prefill_gpus": r.prefill_gpus, "decode_batch": r.decode_batch_per_gpu,
+            "decode_step_ms": round(r.decode_step_ms, 3), "feasible": r.feasible, "how": how,
+            "utilization": round(r.mfu, 5)}  # implied MFU of the whole fleet at peak traffic  # fmt: skip
+
+
+def _direct(x: Inputs, gpu: Device) -> dict[str, Any]:
+    d = direct_fleet(x.spec, gpu.name, x.traffic, x.runs if x.runs is not None else pd.DataFrame())
+    if d is None:
+        return {"how": f"{x.spec.name} not measured on {gpu.name}"}
+    return {"gpus": d["gpus"], "how": f"{d['tokens_per_s_per_gpu']:.1f} output tok/s per GPU measured ({d['from']})"}
+
+
+SCENARIO_FUNCTIONS: dict[str, Callable[[Inputs, Device], dict[str, Any]]] = {
+    "article": _article, "active": _active, "measured": _measured, "roofline": _roofline, "direct": _direct,
+}  # fmt: skip
+SCENARIOS = tuple(SCENARIO_FUNCTIONS)
+
+
 def project(
     model: str = "deepseek-v3",
     gpu_names: tuple[str, ...] = ("H100", "A100"),
@@ -125,58 +191,20 @@ def project(
     traffic: Traffic | None = None,
     article: ArticleInputs | None = None,
     runs: pd.DataFrame | None = None,
-    fits: list[Any] | None = None,
     measured: dict[str, Any] | None = None,
     ops: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of (scenario, GPU, GPUs needed, how) for every scenario and GPU asked for."""
+    """Rows of (scenario, GPU, GPUs needed, how, ...) for every scenario and GPU asked for; every row has ``ROW_KEYS``."""
+    unknown = [sc for sc in scenarios if sc not in SCENARIO_FUNCTIONS]
+    if unknown:
+        raise CatalogError(f"unknown scenario {unknown[0]!r}; use any of {', '.join(SCENARIOS)}")
     traffic = traffic or Traffic()
-    spec = get_model(model)
-    article = article or ArticleInputs(
-        daily_visits=traffic.daily_visits, questions_per_visit=traffic.questions_per_visit, tokens_per_reply=traffic.tokens_per_reply
-    )
+    x = Inputs(model, get_model(model), traffic, article or traffic.article_inputs(), runs, measured, ops)
     rows: list[dict[str, Any]] = []
     for name in gpu_names:
         gpu = get_gpu(name)
         for sc in scenarios:
-            row: dict[str, Any] = {"scenario": sc, "gpu": gpu.name, "gpus": None, "utilization": None, "how": ""}
-            if sc == "article":
-                r = article_gpus(gpu, article)
-                row.update(gpus=r["gpus"], utilization=article.utilization, how=f"{article.params_per_token:.3g} params/token, output tokens only, daily mean, {_peak_label(gpu)}")
-            elif sc == "active":
-                a = replace(article, params_per_token=float(active_matmul_params(spec)))
-                row.update(gpus=article_gpus(gpu, a)["gpus"], utilization=a.utilization,
-                           how=f"{active_matmul_params(spec):.3g} active params/token (embedding lookup left out), daily mean, {_peak_label(gpu)}")  # fmt: skip
-            elif sc == "measured":
-                if measured is None:
-                    row["how"] = "no measured utilization in results/"
-                else:
-                    a = replace(article, utilization=min(measured["utilization"], 1.0))
-                    row.update(
-                        gpus=article_gpus(gpu, a)["gpus"], utilization=a.utilization,
-                        how=(f"MFU {measured['utilization']:.1%} measured ({measured['engine']} {measured['mode']}, {measured['model']} on {measured['device_name']}, "
-                             f"vs {measured['against']}) in the article's formula, {_peak_label(gpu)}"
-                             + ("; a CPU figure, which does not transfer to a GPU" if measured.get("device_kind", "cpu") == "cpu" else "")),
-                    )  # fmt: skip
-            elif sc == "roofline":
-                r, source = roofline_fleet(model, gpu, traffic, ops, peak=True)
-                row.update(
-                    gpus=r.gpus, decode_gpus=r.decode_gpus, prefill_gpus=r.prefill_gpus, decode_batch=r.decode_batch_per_gpu,
-                    decode_step_ms=round(r.decode_step_ms, 3), feasible=r.feasible,
-                    how=(f"per-operator serving model at peak traffic (x{traffic.peak_to_average:.2f}), whole instances; {source}; "
-                         f"decode {r.decode_batch_per_gpu} sequences per GPU ({r.limited_by}), {r.tokens_per_s_per_user:.1f} tok/s per user, "
-                         f"{r.decode_tokens_per_s_per_gpu:,.0f} output tok/s per GPU; prefill {r.prefill_tokens_per_s_per_gpu:,.0f} uncached tok/s per GPU; {r.note}"),
-                )  # fmt: skip
-                row["utilization"] = round(r.mfu, 5)  # implied MFU of the whole fleet at peak traffic
-            elif sc == "direct":
-                d = direct_fleet(spec, gpu.name, traffic, runs if runs is not None else pd.DataFrame())
-                if d is None:
-                    row["how"] = f"{spec.name} not measured on {gpu.name}"
-                else:
-                    row.update(gpus=d["gpus"], how=f"{d['tokens_per_s_per_gpu']:.1f} output tok/s per GPU measured ({d['from']})")
-            else:
-                raise CatalogError(f"unknown scenario {sc!r}; use any of {', '.join(SCENARIOS)}")
-            rows.append(row)
+            rows.append({**dict.fromkeys(ROW_KEYS), "scenario": sc, "gpu": gpu.name, "how": "", **SCENARIO_FUNCTIONS[sc](x, gpu)})
     return rows
 
 

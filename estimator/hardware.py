@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from fleetcal.common import UsageError
+from fleetcal.errors import CatalogError
 
 GPU_DIR = Path(__file__).parent / "data" / "gpus"
 PRECISIONS = ("fp8", "int8", "bf16", "fp16", "tf32", "fp32")
-
-
-class CatalogError(UsageError):
-    """A name or a catalog file that cannot be used; the message says what to fix."""
 
 
 MAX_INPUT = 1e15  # no traffic or model input is larger; past it products of inputs overflow

@@ -13,18 +13,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from estimator.calibration import RESULTS_DIR, device_columns, read_run_files
 from estimator.hardware import gpu_catalog
+from estimator.runs import device_columns, read_runs
+from fleetcal.paths import RESULTS_DIR
 
 MEMORY_BOUND = ("attention_decode", "rmsnorm", "sampling", "copy")
 OPS_COLUMNS = ["device_name", "device_id", "catalog_name", "model", "operator", "dtype", "impl", "shape", "m", "flops", "bytes", "time_ms",
                "tflops", "gb_per_s", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak", "run_file"]  # fmt: skip
 
 
-def load_ops(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
+def load_ops(results: Path = RESULTS_DIR) -> pd.DataFrame:
     """Every successful operator record, one row each, with the device it ran on."""
     rows = []
-    docs, _ = read_run_files(results_dir)
+    docs, _ = read_runs(results, warn=False)  # load_runs names the skipped files
     for path, doc in docs:
         dev = device_columns(doc["run"])
         for rec in doc["records"]:

@@ -26,6 +26,15 @@ from pathlib import Path
 from estimator.hardware import Device
 from estimator.kernels import Eff, Kernels
 from estimator.models import MODEL_DIR, resolve_model_key
+from estimator.opcounts import (
+    ep_bytes_per_token,
+    expert_gemm_flops,
+    expert_params,
+    imbalance,
+    mla_decode_attention_flops,
+    mla_prefill_attention_flops,
+    replicated_params,
+)
 from estimator.shapes import Shapes, shapes_from_config
 
 WEIGHT_BYTES = {"fp8": 1.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "fp32": 4.0}
@@ -99,58 +108,6 @@ def _op(flops: float, nbytes: float, peak_flops: float, bandwidth: float, e: Eff
 def gemm_precision(gpu: Device, weight_dtype: str) -> str:
     """GEMMs compute in FP8 where weights are FP8 and the GPU has FP8; elsewhere in BF16 (weights read as stored)."""
     return "fp8" if weight_dtype == "fp8" and "fp8" in gpu.peak_tflops else "bf16"
-
-
-def _z(n: int) -> float:
-    """About the expected maximum of ``n`` standard normal draws (√(2 ln n)); 0 for one."""
-    return math.sqrt(2 * math.log(n)) if n > 1 else 0.0
-
-
-def imbalance(mean_units: float, cv: float, ranks: int) -> float:
-    """Slowest of ``ranks`` GPUs over the mean, when each GPU's load sums ``mean_units`` random units of coefficient of variation ``cv``."""
-    if mean_units <= 0 or ranks <= 1:
-        return 1.0
-    return 1.0 + _z(ranks) * cv / math.sqrt(mean_units)
-
-
-def mla_prefill_attention_flops(s: Shapes, context: float) -> float:
-    """FLOPs of one query token attending ``context`` tokens in one layer, MLA not absorbed (prefill):
-    scores over 128 heads of (nope + rope) = 192 and values of 128: 2 · H · context · (192 + 128)."""
-    return 2 * s.heads * context * (s.mla["nope"] + s.mla["rope"] + s.mla["v"])
-
-
-def mla_decode_attention_flops(s: Shapes, context: float) -> float:
-    """FLOPs of one query token in one layer, MLA absorbed (decode): every head scores against the
-    latent + rope key (512 + 64) and sums the 512-wide latent: 2 · H · context · (576 + 512)."""
-    r = s.mla["kv_lora_rank"]
-    return 2 * s.heads * context * (r + s.mla["rope"] + r)
-
-
-def expert_gemm_flops(s: Shapes, pairs: float) -> float:
-    """FLOPs of the routed experts for ``pairs`` (token, expert) assignments in one layer: 2 · pairs · Σ K·N."""
-    return sum(2 * pairs * kk * nn for kk, nn in s.expert_k_n)
-
-
-def ep_bytes_per_token(s: Shapes, copies: float) -> tuple[float, float]:
-    """(dispatch, combine) bytes one token sends per MoE layer to ``copies`` destinations: FP8 out, BF16 back."""
-    return copies * s.hidden * 1.0, copies * s.hidden * 2.0
-
-
-def replicated_params(s: Shapes) -> float:
-    """Parameters outside the routed experts: embedding, attention, dense FFN, shared experts, routers, LM head."""
-    attn = sum(k * n for name, (k, n) in s.linears.items() if name in ("q_a_proj", "q_b_proj", "kv_a_proj", "o_proj", "qkv_proj"))
-    if s.mla:
-        attn += s.mla["kv_lora_rank"] * s.heads * (s.mla["nope"] + s.mla["v"])  # kv_b_proj (the absorbed up-projections)
-    ffn = sum(k * n for name, (k, n) in s.linears.items() if name in ("dense_gate_up", "dense_down", "gate_up", "down"))
-    shared = sum(k * n for name, (k, n) in s.linears.items() if name in ("shared_gate_up", "shared_down"))
-    router = s.hidden * s.num_experts
-    embed_head = 2 * s.vocab * s.hidden
-    return s.num_layers * attn + s.dense_layers * ffn + s.moe_layers * (shared + router) + embed_head
-
-
-def expert_params(s: Shapes) -> float:
-    """Parameters of one routed expert."""
-    return sum(k * n for k, n in s.expert_k_n)
 
 
 def experts_per_gpu(s: Shapes, layout: Layout) -> int:

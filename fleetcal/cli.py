@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fleetcal.common import Parser, UsageError
+from fleetcal.common import Parser
+from fleetcal.errors import UsageError
 
 SUBCOMMANDS = {
     "bench": ("bench.cli", "measure a model with vLLM (or transformers) on this machine's device"),

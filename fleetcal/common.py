@@ -1,14 +1,12 @@
-"""Shared command-line plumbing: one-line errors with exit status 2, list parsing."""
+"""Shared command-line plumbing: one-line argument errors with exit status 2, list parsing.
+
+A leaf module (imports nothing of the project)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import NoReturn
-
-
-class UsageError(ValueError):
-    """Bad input from the user; the message says what to fix."""
 
 
 class Parser(argparse.ArgumentParser):

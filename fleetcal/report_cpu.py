@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from estimator.cpu_steps import FIT_MAX_BATCH, REFERENCE_MODEL, UndeterminedError, validate
+from fleetcal.report_files import round_floats, save_plot
 
 STEP_COLUMNS = ["device_name", "model", "phase", "input_len", "output_len", "batch", "role", "measured_ms", "predicted_ms", "error",
                 "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms", "run_file"]  # fmt: skip
@@ -39,7 +39,7 @@ def step_summary(steps: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def readme_lines(steps: pd.DataFrame, overheads: pd.DataFrame, rnd: Callable[[pd.DataFrame, int], pd.DataFrame]) -> list[str]:
+def readme_lines(steps: pd.DataFrame, overheads: pd.DataFrame) -> list[str]:
     """The README's CPU step-model section: held-out error, the fitted overheads, and where the time goes."""
     lines = ["### CPU: vLLM steps predicted from operator curves", ""]
     if steps.empty:
@@ -48,19 +48,19 @@ def readme_lines(steps: pd.DataFrame, overheads: pd.DataFrame, rnd: Callable[[pd
     for dev, g in held.groupby("device_name"):
         lines.append(f"- **{dev}**: median |error| over {len(g)} held-out steps **{g['error'].abs().median():.1%}** "
                      f"(decode {g.loc[g['phase'] == 'decode', 'error'].abs().median():.1%}, prefill {g.loc[g['phase'] == 'prefill', 'error'].abs().median():.1%}).")  # fmt: skip
-    lines += ["", rnd(step_summary(steps), 3).to_markdown(index=False), ""]
+    lines += ["", round_floats(step_summary(steps), 3).to_markdown(index=False), ""]
     lines += [f"Each step is the sum of its operators, read off curves timed with vLLM's own CPU kernels at the model's shapes "
               f"on the engine's thread count, plus an engine overhead (per step and per sequence) fitted on {REFERENCE_MODEL}'s decode at "
               f"batches up to {FIT_MAX_BATCH} only; everything else is held out. Fitted overheads (a term not at least twice its "
               f"standard error is named undetermined, with its estimate and 2 standard errors):", ""]  # fmt: skip
-    lines += [rnd(overheads, 3).to_markdown(index=False), ""]
+    lines += [round_floats(overheads, 3).to_markdown(index=False), ""]
     show = held[held["phase"] == "decode"].sort_values(["device_name", "model", "input_len", "batch"])
     cols = ["device_name", "model", "input_len", "batch", "measured_ms", "predicted_ms", "error", "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms"]
-    lines += ["Held-out decode steps, where the time goes (ms):", "", rnd(show[cols], 3).to_markdown(index=False), ""]
+    lines += ["Held-out decode steps, where the time goes (ms):", "", round_floats(show[cols], 3).to_markdown(index=False), ""]
     return lines + ["All steps, prefill included: `results/tables/cpu_steps.md`; plot `results/plots/cpu_steps.png`.", ""]
 
 
-def cpu_steps_plot(steps: pd.DataFrame, path: Path, save: Callable) -> None:
+def cpu_steps_plot(steps: pd.DataFrame, path: Path) -> None:
     """Predicted against measured step time, log-log, fitted and held-out apart, one marker per model."""
     import matplotlib.pyplot as plt
 
@@ -77,4 +77,4 @@ def cpu_steps_plot(steps: pd.DataFrame, path: Path, save: Callable) -> None:
     ax.set_xlabel("measured step, ms (decode step, or prefill to first token)")
     ax.set_ylabel("operator sum + fitted overhead, ms")
     ax.set_title("CPU step model: predicted against measured (±15% dotted)")
-    save(fig, path, steps)
+    save_plot(fig, path, steps)

@@ -3,7 +3,6 @@ model sees them, and the sensitivity of the backtest fleet to each assumption (a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,7 @@ from estimator.hardware import get_gpu
 from estimator.kernels import kernels_for
 from estimator.serving import load_arch
 from estimator.sizing import sensitivity
+from fleetcal.report_files import round_floats, save_plot
 
 
 def _deepseek() -> tuple[object, Traffic]:
@@ -55,7 +55,7 @@ def kernels_before_after(ops: pd.DataFrame, gpus: tuple[str, ...]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def tornado_plot(sens: pd.DataFrame, path: Path, save: Callable) -> None:
+def tornado_plot(sens: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -71,28 +71,28 @@ def tornado_plot(sens: pd.DataFrame, path: Path, save: Callable) -> None:
         ax.set_yticks(range(len(s)), s["assumption"])
         ax.legend(fontsize=8, loc="lower right")
     ax.set(xlabel="H800 for DeepSeek's day-6 traffic (daily mean)", title="What moves the serving model's fleet: each assumption over its range")
-    save(fig, path, sens)
+    save_plot(fig, path, sens)
     plt.close(fig)
 
 
-def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, before_after: pd.DataFrame, fmt: Callable) -> list[str]:
+def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, before_after: pd.DataFrame) -> list[str]:
     lines = []
     if not before_after.empty:
         lines += ["### Measured kernels against published ones: the fleet before and after", "",
                   "The `roofline` fleet for the article's traffic (peak, whole instances) on published kernel figures only, and with the "
                   "operators measured on a GPU of the same architecture swapped in (GEMMs, prefill attention, norms; `estimator/kernels.py`). "
                   "The backtest above shows the same pair as `roofline (published kernels)` and `roofline`.", "",
-                  fmt(before_after, 3).to_markdown(index=False), ""]  # fmt: skip
+                  round_floats(before_after, 3).to_markdown(index=False), ""]  # fmt: skip
     lines += ["### The serving model's DeepSeek steps, by operator", ""]
     if not breakdown.empty:
         wide = breakdown.pivot_table(index="operator", columns="phase", values="ms", aggfunc="sum", sort=False).reset_index()
         lines += ["Milliseconds per operator of one decode step (one GPU of an EP144 instance, the batch the model finds at "
                   "DeepSeek's 20 tok/s per user and 4,989-token KV) and one prefill step (8,192 uncached tokens per GPU of an "
                   "EP32 instance), each operator at its own precision's peak and kernel efficiency; two micro-batches, so every "
-                  "weight is read twice. Full table: `results/tables/step_breakdown.csv`.", "", fmt(wide, 3).to_markdown(index=False), ""]  # fmt: skip
+                  "weight is read twice. Full table: `results/tables/step_breakdown.csv`.", "", round_floats(wide, 3).to_markdown(index=False), ""]  # fmt: skip
     if not sens.empty:
         lines += ["### Sensitivity: what to measure first", "",
                   "The backtest's daily-mean H800 fleet with each assumption at the ends of its range (`estimator/data/kernels.toml`), "
                   "the others central; largest swing first. Plot: `results/plots/sensitivity.png`.", "",
-                  fmt(sens, 3).to_markdown(index=False), ""]  # fmt: skip
+                  round_floats(sens, 3).to_markdown(index=False), ""]  # fmt: skip
     return lines

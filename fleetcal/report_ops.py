@@ -3,9 +3,9 @@ compiled engines, and energy per token. Used by ``fleetcal report``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pandas as pd
+
+from fleetcal.report_files import round_floats
 
 ENGINE_COLUMNS = ["device_name", "model", "engine", "mode", "batch_size", "input_len", "output_len", "tokens_per_s",
                   "step_ms", "mfu", "mbu", "joules_per_token", "energy_window", "run_file"]  # fmt: skip
@@ -47,7 +47,7 @@ def compiled_speedup(engines: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def gpu_section(operators: pd.DataFrame, engines: pd.DataFrame, speedup: pd.DataFrame, fmt: Callable[[pd.DataFrame, int], pd.DataFrame]) -> list[str]:
+def gpu_section(operators: pd.DataFrame, engines: pd.DataFrame, speedup: pd.DataFrame) -> list[str]:
     """README lines: per measured GPU, operators against the datasheet, eager against compiled, energy."""
     lines = ["### Operators and engines measured on GPUs", ""]
     ops = operators[operators["device_name"].isin(set(engines["device_name"])) | operators["of"].str.startswith("datasheet")]
@@ -58,14 +58,14 @@ def gpu_section(operators: pd.DataFrame, engines: pd.DataFrame, speedup: pd.Data
                   "datasheet peak of that precision (FLOP/s) or the datasheet bandwidth (memory-bound operators). All shapes: "
                   "`results/tables/operators.csv` and `results/tables/gemm_curve.csv` (GEMM efficiency against tokens).", ""]  # fmt: skip
         show = ops[["device_name", "model", "operator", "dtype", "best_tflops", "best_gb_per_s", "efficiency", "of", "at"]]
-        lines += [fmt(show, 3).to_markdown(index=False), ""]
+        lines += [round_floats(show, 3).to_markdown(index=False), ""]
     if not speedup.empty:
         lines += ["Transformers decode, eager against compiled (static KV cache, the decoding step compiled with CUDA graphs), "
-                  "same device and workload:", "", fmt(speedup, 3).to_markdown(index=False), ""]  # fmt: skip
+                  "same device and workload:", "", round_floats(speedup, 3).to_markdown(index=False), ""]  # fmt: skip
     if not engines.empty:
         e = engines.drop(columns=["run_file"])
         lines += ["Decode and prefill on GPUs, with joules per token from NVML's energy counter (decode: per output token; "
                   "prefill: per prompt token), shown where the counter was read around the timed work only (`energy_window` "
                   "`timed`); records that read it over a whole configuration (engine start and compilation included) show none.", "",
-                  fmt(e, 3).to_markdown(index=False), ""]  # fmt: skip
+                  round_floats(e, 3).to_markdown(index=False), ""]  # fmt: skip
     return lines

@@ -88,7 +88,8 @@ def test_suspect_records_stay_out_of_calibration(tmp_path):
     import json
 
     from bench.records import SCHEMA_VERSION
-    from estimator.calibration import load_runs, measured_utilization
+    from estimator.runs import load_runs
+    from estimator.utilization import measured_utilization
 
     run = {"started_utc": "2026-01-01T00:00:00Z", "git_commit": "x", "versions": {}, "device": AVX2_ONLY,
            "model": {"name": "m", "catalog_key": "smollm2-135m"}, "engine": {"name": "vllm", "num_gpus": 1}, "args": {}}  # fmt: skip

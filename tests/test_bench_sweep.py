@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import load_document
+from fleetcal.schema import load_document
 
 pytestmark = pytest.mark.engine
 FLEETCAL = [sys.executable, "-m", "fleetcal.cli"]

@@ -70,7 +70,6 @@ def test_every_subcommand_has_help(capsys):
 def test_parallel_sizes_reach_vllm_and_are_recorded(tmp_path):
     """Multi-GPU arguments: validated, kept in the plan and passed to the engine and the server."""
     from bench.cli import validate_args
-    from bench.engines import EngineConfig
     from bench.serve import server_command
     from fleetcal.cli import build_parser
 
@@ -79,8 +78,9 @@ def test_parallel_sizes_reach_vllm_and_are_recorded(tmp_path):
     plan = validate_args(ns)
     assert (plan.tensor_parallel_size, plan.pipeline_parallel_size, plan.data_parallel_size) == (2, 2, 2)
     assert plan.args["tensor_parallel_size"] == 2 and plan.args["distributed_executor_backend"] == "ray"
-    cfg = EngineConfig(model="m", device="cuda", tensor_parallel_size=2, pipeline_parallel_size=2, data_parallel_size=2, distributed_executor_backend="ray")
+    cfg = plan.engine_config()  # the engine and the server are started from the plan's config
     assert cfg.num_gpus == 8
+    assert plan.saved()["tensor_parallel_size"] == 2, "the plan --resume rebuilds keeps the layout"
     cmd = " ".join(server_command(cfg, 8000))
     for flag in ("--tensor-parallel-size 2", "--pipeline-parallel-size 2", "--data-parallel-size 2", "--distributed-executor-backend ray"):
         assert flag in cmd
@@ -94,10 +94,11 @@ def test_parallel_sizes_need_vllm(tmp_path, capsys):
 
 def test_per_gpu_efficiency_divides_by_gpu_count():
     from bench.efficiency import efficiency_fields
+    from estimator.roofline import Peaks
     from estimator.work import Work
 
-    one = efficiency_fields(Work(1e15, 1e12), 1.0, {"flops_per_s": 1e15, "bytes_per_s": 1e12}, None, num_gpus=1)
-    eight = efficiency_fields(Work(1e15, 1e12), 1.0, {"flops_per_s": 1e15, "bytes_per_s": 1e12}, None, num_gpus=8)
+    one = efficiency_fields(Work(1e15, 1e12), 1.0, Peaks("gpu", 1e15, 1e12), None, num_gpus=1)
+    eight = efficiency_fields(Work(1e15, 1e12), 1.0, Peaks("gpu", 1e15, 1e12), None, num_gpus=8)
     assert one["mfu"] == 1.0 and eight["mfu"] == 0.125 and eight["mbu"] == 0.125
     assert one["mfu_measured_peak"] is None
 

@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 
 from bench import ops_vllm
-from bench.ops import plan_cases, run_case
-from estimator.calibration import RESULTS_DIR, load_runs
+from bench.ops import plan_cases
+from bench.ops_timing import run_case
 from estimator.cpu_steps import FIT_MAX_BATCH, REFERENCE_MODEL, Curve, UndeterminedError, fit_overhead, validate
 from estimator.models import MODEL_DIR
 from estimator.operators import load_ops
+from estimator.runs import load_runs
 from estimator.shapes import shapes_from_config
-from fleetcal.common import UsageError
+from fleetcal.errors import UsageError
+from fleetcal.paths import RESULTS_DIR, RUNS_DIR
 
 VLLM_CPU = ops_vllm.available("cpu")
 needs_vllm = pytest.mark.skipif(not VLLM_CPU, reason="vLLM's CPU kernels do not load on this machine")
@@ -150,6 +152,6 @@ def test_predict_on_the_cpu_uses_only_the_calibration_of_the_cpu_it_runs_on(monk
 
 
 def test_ops_records_of_vllm_kernels_carry_their_thread_count():
-    ops_files = sorted(RESULTS_DIR.glob("*cpu-*.json"))
+    ops_files = sorted(RUNS_DIR.glob("*cpu-*.json"))
     recs = [r for f in ops_files for r in json.loads(f.read_text())["records"] if r.get("impl", "").startswith("vllm")]
     assert recs and all(r["threads"] >= 1 for r in recs)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bench.efficiency import MeasureContext
 from bench.engines import EngineConfig, make_prompts, start_engine
 from bench.offline import measure_decode, measure_prefill, measure_throughput
 from estimator.models import get_model
+from estimator.roofline import Peaks
 
 pytestmark = pytest.mark.engine
 
@@ -20,7 +22,7 @@ def vllm_engine(bundled_model_dir, cpu_dtype):
 
 @pytest.fixture(scope="module")
 def ctx():
-    return {"seed": 0, "peaks": {}, "measured_peaks": {"flops_per_s": 1e12, "bytes_per_s": 40e9}, "num_gpus": 1}
+    return MeasureContext(seed=0, device="cpu", measured=Peaks("test", 1e12, 40e9))
 
 
 def test_greedy_completion_is_paris(vllm_engine):

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from estimator.backtest import backtest, load_deployments, nodes_from_per_node_throughput
-from estimator.calibration import Point, calibrate, fit_efficiency, fit_phase, load_runs, measured_utilization, predict_point
+from estimator.calibration import Point, calibrate, fit_efficiency, fit_phase, predict_point
 from estimator.fleet import Traffic, direct_fleet, project
 from estimator.models import flops_per_token, flops_per_token_attention, flops_per_token_linear, get_model
+from estimator.roofline import Peaks
+from estimator.runs import load_runs
+from estimator.utilization import measured_utilization
 from fleetcal.cli import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs"
@@ -68,9 +71,9 @@ def test_fit_recovers_known_efficiencies():
     # synthetic points from a known roofline: c=0.4, m=0.6, overhead 2 ms
     pts = []
     for b in (1, 2, 4, 8, 16, 64, 256, 1024):
-        p = Point(flops=b * 2e9, nbytes=1e9 + b * 1e6, seconds=0.0, peak_flops_per_s=1e13, peak_bytes_per_s=1e11, label=str(b))
+        p = Point(flops=b * 2e9, nbytes=1e9 + b * 1e6, seconds=0.0, peaks=Peaks("test", 1e13, 1e11), label=str(b))
         true = 0.002 + max(p.flops / (0.4 * 1e13), p.nbytes / (0.6 * 1e11))
-        pts.append(Point(p.flops, p.nbytes, true, p.peak_flops_per_s, p.peak_bytes_per_s, p.label))
+        pts.append(Point(p.flops, p.nbytes, true, p.peaks, p.label))
     eff = fit_efficiency(pts, "synthetic")
     assert eff.compute == pytest.approx(0.4, rel=0.05)
     assert eff.memory == pytest.approx(0.6, rel=0.05)

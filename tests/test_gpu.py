@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from conftest import requires_gpu
 
+from estimator.roofline import Peaks
+
 
 @requires_gpu
 def test_cuda_provenance_and_catalog_match():
@@ -34,7 +36,8 @@ def test_fp8_gemm_matches_bf16_and_stays_below_the_datasheet():
     import torch
 
     from bench.device import describe_cuda
-    from bench.ops import Case, _gemm, run_case
+    from bench.ops import Case, _gemm
+    from bench.ops_timing import run_case
     from estimator.hardware import match_gpu
 
     if torch.cuda.get_device_capability(0) < (8, 9):
@@ -51,6 +54,6 @@ def test_fp8_gemm_matches_bf16_and_stays_below_the_datasheet():
     gpu = match_gpu(describe_cuda()["name"])
     m, k, n = 4096, 7168, 4096
     case = Case("gemm", {"m": m, "k": k, "n": n}, "fp8", 2.0 * m * k * n, k * n + m * k + 2 * m * n, _gemm(m, k, n, "fp8", "cuda"))
-    peaks = {"fp8": {"flops_per_s": gpu.peak_flops_per_s("fp8"), "bytes_per_s": gpu.bandwidth_bytes_per_s}}
+    peaks = {"fp8": Peaks(gpu.name, gpu.peak_flops_per_s("fp8"), gpu.bandwidth_bytes_per_s)}
     rec = run_case(case, "cuda", peaks, {})
     assert 0.05 < rec["mfu"] <= 1.05, rec

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.ops import OPERATORS, plan_cases, run_case
-from bench.records import load_document
+from bench.ops import OPERATORS, plan_cases
+from bench.ops_timing import run_case
 from estimator.models import MODEL_DIR
+from estimator.roofline import Peaks
 from estimator.shapes import shapes_from_config
+from fleetcal.schema import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +69,7 @@ def test_operator_filter_keeps_only_the_named_operators():
 def test_a_cpu_case_is_timed_and_its_rates_follow_from_flops_bytes_and_time():
     s = shapes_from_config(MODEL_DIR / "smollm2-135m", "smollm2-135m")
     case = next(c for c in plan_cases(s, "cpu", ("fp32",), True) if c.operator == "gemm" and c.shape["m"] == 64)
-    rec = run_case(case, "cpu", {}, {"fp32": {"flops_per_s": 1e12, "bytes_per_s": 1e10}})
+    rec = run_case(case, "cpu", {}, {"fp32": Peaks("measured", 1e12, 1e10)})
     assert rec["time_ms"] > 0 and rec["repeats"] >= 3
     assert rec["tflops"] == pytest.approx(case.flops / (rec["time_ms"] / 1e3) / 1e12, rel=1e-3)
     assert rec["mfu_measured_peak"] == pytest.approx(rec["tflops"] / 1.0, rel=1e-3)

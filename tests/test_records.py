@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from bench.records import RunFile, SchemaError, config_key, load_document, validate_document
+from bench.records import RunFile
+from fleetcal.errors import SchemaError
+from fleetcal.schema import config_key, load_document, validate_document
 
 
 def _run():

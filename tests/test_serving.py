@@ -6,17 +6,8 @@ import pytest
 
 from estimator.hardware import get_gpu
 from estimator.kernels import published_kernels, with_value
-from estimator.serving import (
-    Layout,
-    ep_bytes_per_token,
-    expert_gemm_flops,
-    largest_batch,
-    load_arch,
-    mla_decode_attention_flops,
-    mla_prefill_attention_flops,
-    step,
-    weight_bytes_per_gpu,
-)
+from estimator.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_decode_attention_flops, mla_prefill_attention_flops
+from estimator.serving import Layout, largest_batch, load_arch, step, weight_bytes_per_gpu
 
 # DeepSeek-V3 config.json: 61 layers (3 dense), hidden 7,168, 128 heads, q_lora_rank 1,536,
 # kv_lora_rank 512, qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128, dense FFN 18,432,

@@ -1,0 +1,148 @@
+"""The plan of one ``fleetcal bench`` invocation: what to measure, validated when it is built.
+
+A plan is built from the command line (``bench.cli``) or from the plan saved in a results file
+(``--resume``); either way the same checks run, in ``BenchPlan.__post_init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bench.engines import EngineConfig
+from bench.ops import OPERATORS
+from fleetcal.errors import UsageError
+
+MODES = ("throughput", "prefill", "decode", "serve", "ops")
+MAX_SEQUENCES = 1 << 16  # sequences submitted at once (a batch or a concurrency)
+MAX_PROMPTS = 100_000  # prompts of one configuration, built in memory before it runs
+NOT_SAVED = ("model_path", "out_dir", "resume", "args")  # resolved again, or chosen anew, on --resume
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """A validated benchmark invocation."""
+
+    model: str  # what the user asked for (kept in the record)
+    model_path: str  # checkpoint directory or Hugging Face id handed to the engine
+    engine: str
+    device: str  # resolved: "cpu" or "cuda"
+    modes: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    input_lens: tuple[int, ...]
+    output_lens: tuple[int, ...]
+    num_prompts: int | None  # None: each offline configuration runs for budget_s seconds
+    concurrencies: tuple[int, ...]
+    load_format: str
+    out_dir: Path
+    max_model_len: int
+    kv_cache_gb: float | None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    seed: int = 0
+    temperature: float = 1.0
+    microbench: str = "full"  # full, quick or off
+    dtype: str = "bfloat16"
+    dtype_reason: str = ""
+    budget_s: float = 6.0
+    enforce_eager: bool = True
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    enable_prefix_caching: bool = False
+    enable_expert_parallel: bool = False
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_hour_usd: float | None = None
+    operators: tuple[str, ...] = OPERATORS
+    resume: Path | None = None
+    args: dict[str, Any] = field(default_factory=dict)  # the command line as given (recorded for provenance)
+
+    def __post_init__(self) -> None:
+        """Every check that needs nothing but the plan: one UsageError naming the flag to fix."""
+        bad_modes = [m for m in self.modes if m not in MODES]
+        if bad_modes:
+            raise UsageError(f"--mode {','.join(bad_modes)}: unknown; use any of {', '.join(MODES)}")
+        if "serve" in self.modes and self.engine != "vllm":
+            raise UsageError("--mode serve needs --engine vllm (the server is vLLM's)")
+        if self.num_prompts is not None and self.num_prompts <= 0:
+            raise UsageError("--num-prompts must be a positive integer")
+        if self.num_prompts is not None and self.num_prompts > MAX_PROMPTS:
+            raise UsageError(f"--num-prompts {self.num_prompts:,}: at most {MAX_PROMPTS:,} (prompts are built in memory)")
+        if not 0 < self.budget_s <= 3600:
+            raise UsageError("--budget-s must be a number of seconds in (0, 3600]")
+        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.engine == "transformers" and self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size > 1:
+            raise UsageError("parallel sizes above 1 need --engine vllm")
+        if not 0 <= self.temperature <= 100:
+            raise UsageError("--temperature must be a number in [0, 100]")
+        for name, values in (("batch-sizes", self.batch_sizes), ("concurrencies", self.concurrencies)):
+            if max(values) > MAX_SEQUENCES:
+                raise UsageError(f"--{name} {max(values):,}: at most {MAX_SEQUENCES:,} sequences at once (prompts are built in memory)")
+        if self.kv_cache_gb is not None and not 0 < self.kv_cache_gb < 1e5:
+            raise UsageError("--kv-cache-gb must be a positive number of GiB")
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        bad_ops = [o for o in self.operators if o not in OPERATORS]
+        if bad_ops:
+            raise UsageError(f"--operators {','.join(bad_ops)}: unknown; use any of {', '.join(OPERATORS)}")
+        if self.gpu_hour_usd is not None and not 0 < self.gpu_hour_usd < 1e4:
+            raise UsageError("--gpu-hour-usd must be a positive price in dollars")
+        if self.engine != "vllm" and (self.quantization or self.kv_cache_dtype != "auto" or self.enable_expert_parallel):
+            raise UsageError("--quantization, --kv-cache-dtype and --enable-expert-parallel need --engine vllm")
+        shortest = min(self.input_lens) + min(self.output_lens)
+        if self.max_model_len < shortest:  # configurations longer than it alone fail, recorded
+            raise UsageError(f"--max-model-len {self.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run")
+
+    def engine_config(self) -> EngineConfig:
+        """The engine every configuration of this plan runs on (one engine per plan)."""
+        return EngineConfig(
+            model=self.model_path, device=self.device, engine=self.engine, load_format=self.load_format, dtype=self.dtype,
+            max_model_len=self.max_model_len, kv_cache_gb=self.kv_cache_gb,
+            max_num_seqs=self.max_num_seqs or max([*self.batch_sizes, *self.concurrencies, 1]),
+            enforce_eager=self.enforce_eager, quantization=self.quantization, kv_cache_dtype=self.kv_cache_dtype,
+            enable_prefix_caching=self.enable_prefix_caching, enable_expert_parallel=self.enable_expert_parallel,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            tensor_parallel_size=self.tensor_parallel_size, pipeline_parallel_size=self.pipeline_parallel_size,
+            data_parallel_size=self.data_parallel_size, distributed_executor_backend=self.distributed_executor_backend,
+            seed=self.seed, temperature=self.temperature,
+        )  # fmt: skip
+
+    def configurations(self) -> list[dict[str, Any]]:
+        """Every configuration of the sweep, in order; offline modes first, serving last."""
+        out = []
+        for mode in self.modes:
+            if mode == "ops":
+                continue  # operator cases are planned from the model's shapes, not from lengths
+            for in_len in self.input_lens:
+                out_lens = (1,) if mode == "prefill" else self.output_lens
+                for out_len in out_lens:
+                    if mode == "serve":
+                        out += [dict(mode=mode, batch_size=None, concurrency=c, input_len=in_len, output_len=out_len) for c in self.concurrencies]
+                    else:
+                        out += [dict(mode=mode, batch_size=b, concurrency=None, input_len=in_len, output_len=out_len) for b in self.batch_sizes]
+        return out
+
+    def saved(self) -> dict[str, Any]:
+        """The plan as the results file keeps it (JSON types), from which ``--resume`` rebuilds it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k not in NOT_SAVED}
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any], model_path: str, out_dir: Path, resume: Path, args: dict[str, Any]) -> BenchPlan:
+        """The plan saved by ``saved()``, validated again; a key it does not know or lacks is a UsageError."""
+        known = {f.name for f in fields(cls)} - set(NOT_SAVED)
+        unknown = sorted(set(saved) - known)
+        if unknown:
+            raise UsageError(f"--resume {resume}: the saved plan has settings this version does not know: {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        try:
+            return cls(**values, model_path=model_path, out_dir=out_dir, resume=resume, args=args)
+        except TypeError as exc:
+            raise UsageError(f"--resume {resume}: the saved plan is incomplete ({exc})") from exc
+        except UsageError as exc:
+            raise UsageError(f"--resume {resume}: the saved plan is invalid: {exc}") from exc

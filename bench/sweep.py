@@ -1,0 +1,178 @@
+"""The sweep: every configuration of a plan measured, one record each, with the engine and server lifecycle.
+
+Failure policy: a configuration that fails is recorded (``status: failed``) and the sweep goes on;
+the results file is rewritten after every configuration, so an interrupted sweep keeps every
+finished one. An engine starts once per plan; the server once, for the serve configurations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from typing import Any
+
+from tqdm import tqdm
+
+from bench.efficiency import MeasureContext, datasheet_peaks, efficiency_fields
+from bench.energy import cost_fields
+from bench.engines import Engine, EngineConfig, start_engine
+from bench.microbench import run_microbenchmarks
+from bench.offline import OFFLINE_MODES
+from bench.ops import plan_cases
+from bench.ops_timing import device_dtypes, free_device, run_case
+from bench.plan import BenchPlan
+from bench.provenance import datasheet_peaks_record, new_run
+from bench.records import RunFile
+from bench.sanity import checked
+from bench.serve import Server, measure_serve
+from estimator.models import ModelSpec, get_model
+from estimator.roofline import Peaks
+from estimator.shapes import shapes_from_config
+from estimator.work import request_work
+from fleetcal.paths import cache_dir
+from fleetcal.schema import config_key, load_document
+
+
+def measured_peaks(runfile: RunFile, dtype: str | None = None) -> Peaks | None:
+    """This run's microbenchmark peaks in ``dtype`` (default: the run's own precision); None when absent or suspect."""
+    for r in runfile.records:
+        if r["mode"] == "microbench" and r["status"] == "ok":
+            tflops = r.get(f"matmul_{dtype}_tflops") if dtype else r["matmul_tflops"]
+            return Peaks("measured", tflops * 1e12, r["memory_bandwidth_gb_per_s"] * 1e9) if tflops else None
+    return None
+
+
+def failed(base: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """A failed configuration's record: what was asked, and the error in one line."""
+    msg = f"{type(exc).__name__}: {exc}".strip().splitlines()
+    return {**base, "status": "failed", "error": " ".join(msg)[:500]}
+
+
+def _run_ops(plan: BenchPlan, runfile: RunFile, done: set[tuple], quick: bool, progress: bool) -> None:
+    """Operator microbenchmarks at the model's shapes; each case one record, a failed case recorded and skipped."""
+    try:
+        shapes = shapes_from_config(plan.model_path, runfile.run["model"]["name"])
+    except (OSError, KeyError, ValueError) as exc:
+        runfile.add(failed({"mode": "ops", "operator": "plan", "input_len": None, "output_len": None, "num_prompts": None}, exc))
+        return
+    dtypes = device_dtypes(plan.device, plan.dtype)
+    cuda = runfile.run["device"]["kind"] == "cuda"
+    datasheet = {d: p for d in dtypes if cuda and (p := datasheet_peaks(datasheet_peaks_record(runfile.run["device"], d)))}
+    measured = {d: p for d in dtypes if (p := measured_peaks(runfile, d))}
+    cases = plan_cases(shapes, plan.device, dtypes, quick, plan.operators)
+    for c in tqdm(cases, desc="ops", unit="case", disable=not progress, file=sys.stderr):
+        base = {"mode": "ops", "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "quick": quick,
+                "batch_size": None, "concurrency": None, "input_len": None, "output_len": None, "num_prompts": None}  # fmt: skip
+        if config_key(base) in done:
+            continue
+        try:
+            runfile.add(checked({**base, "status": "ok", **run_case(c, plan.device, datasheet, measured)}))
+        except Exception as exc:  # one case failing (a kernel this device lacks, memory) must not stop the sweep
+            runfile.add(failed(base, exc))
+            free_device(plan.device)
+
+
+def open_runfile(plan: BenchPlan, spec: ModelSpec) -> RunFile:
+    """The results file: the resumed one (noting when), or a new one."""
+    if plan.resume is None:
+        runfile = new_run(plan, spec)
+    else:
+        doc = load_document(plan.resume)
+        runfile = RunFile(plan.resume, doc["run"], doc["records"])
+        runfile.run.setdefault("resumed_utc", []).append(dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    runfile.save()
+    return runfile
+
+
+def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
+    """Measure every configuration of ``plan`` not yet in its results file; return the file."""
+    spec = get_model(plan.model_path)
+    runfile = open_runfile(plan, spec)
+    done = runfile.done_keys()
+    num_gpus = runfile.run["engine"]["num_gpus"]
+
+    micro_key = config_key({"mode": "microbench", "input_len": None, "output_len": None})
+    if plan.microbench != "off" and micro_key not in done:
+        base = {"mode": "microbench", "batch_size": None, "concurrency": None, "input_len": None, "output_len": None, "num_prompts": None}
+        try:
+            runfile.add(checked({**base, "status": "ok", **run_microbenchmarks(plan.device, quick=plan.microbench == "quick", dtype=plan.dtype)}))
+        except Exception as exc:
+            runfile.add(failed(base, exc))
+
+    if "ops" in plan.modes or plan.microbench == "full":
+        _run_ops(plan, runfile, done, quick="ops" not in plan.modes or plan.microbench == "quick", progress=progress)
+
+    ctx = MeasureContext(plan.seed, plan.budget_s, plan.device, datasheet_peaks(runfile.run["datasheet_peaks"]), measured_peaks(runfile), num_gpus)
+    _run_configurations(plan, spec, runfile, [c for c in plan.configurations() if config_key(c) not in done], ctx, progress)
+    return runfile
+
+
+def _run_configurations(plan: BenchPlan, spec: ModelSpec, runfile: RunFile, todo: list[dict[str, Any]], ctx: MeasureContext, progress: bool) -> None:
+    """Offline and serve configurations, one record each; the engine and the server are shut down however this ends."""
+    ecfg = plan.engine_config()
+    bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not progress, file=sys.stderr)
+    engine: Engine | None = None
+    server: Server | None = None
+    try:
+        for c in todo:
+            base = {**c, "engine": plan.engine, "num_prompts": plan.num_prompts, "num_gpus": ctx.num_gpus}
+            bar.set_postfix_str(f"{c['mode']} b={c['batch_size'] or c['concurrency']} in={c['input_len']} out={c['output_len']}")
+            t0 = time.perf_counter()
+            try:
+                if c["mode"] == "serve":
+                    if engine is not None:
+                        engine.close()
+                        engine = None
+                    if server is None:
+                        server = _start_server(ecfg, runfile)
+                    rec = _serve_record(server.base_url, spec, c, plan, ctx)
+                else:
+                    if engine is None:
+                        engine = start_engine(ecfg)
+                    rec = OFFLINE_MODES[c["mode"]](engine, spec, c["batch_size"], c["input_len"], c["output_len"], plan.num_prompts, ctx)
+                record = checked(_with_costs({**base, "status": "ok", **rec}, plan.gpu_hour_usd, ctx.num_gpus))
+            except Exception as exc:
+                record = failed(base, exc)
+                # a refused request (ValueError: e.g. a prompt longer than the context) leaves the
+                # engine usable; anything else may have broken it, so the next configuration starts afresh
+                if engine is not None and c["mode"] != "serve" and not isinstance(exc, ValueError):
+                    _close_quietly(engine)
+                    engine = None
+            record["wall_s"] = round(time.perf_counter() - t0, 3)
+            runfile.add(record)
+            bar.update(1)
+    finally:
+        bar.close()
+        if engine is not None:
+            _close_quietly(engine)
+        if server is not None:
+            server.stop()
+
+
+def _with_costs(record: dict[str, Any], gpu_hour_usd: float | None, num_gpus: int) -> dict[str, Any]:
+    """Energy and price per token where known, and output tokens/s per GPU where several GPUs ran."""
+    record.update(cost_fields(record.get("decode_tokens_per_s") or record.get("output_tokens_per_s"), gpu_hour_usd, num_gpus))
+    tps = record.get("output_tokens_per_s")
+    if tps and num_gpus > 1:
+        record["output_tokens_per_s_per_gpu"] = round(tps / num_gpus, 3)
+    return record
+
+
+def _close_quietly(engine: Engine) -> None:
+    try:
+        engine.close()
+    except Exception:  # shutting down after a failure: the failure is what gets recorded
+        pass
+
+
+def _start_server(ecfg: EngineConfig, runfile: RunFile) -> Server:
+    return Server(ecfg, cache_dir() / "logs" / runfile.path.with_suffix(".server.log").name).start()
+
+
+def _serve_record(base_url: str, spec: ModelSpec, c: dict[str, Any], plan: BenchPlan, ctx: MeasureContext) -> dict[str, Any]:
+    m = measure_serve(base_url, spec.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts or 1, plan.seed, plan.temperature)
+    if m["completed"] == 0:
+        raise RuntimeError(f"no request completed; errors: {m['errors']}")
+    work = request_work(spec, c["concurrency"], c["input_len"], c["output_len"], max(m["completed"] / c["concurrency"], 1.0))
+    return {**m, **efficiency_fields(work, m["duration_s"], ctx.datasheet, ctx.measured, ctx.num_gpus)}

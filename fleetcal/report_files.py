@@ -1,0 +1,58 @@
+"""How the report writes its files: rounded, deterministic, and atomically (a reader never sees half a file).
+
+Every table, plot, plot-data CSV and the README is written to a temporary file beside its target
+and renamed over it, so a concurrent reader sees the old file or the new one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def round_floats(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """Floats to ``digits`` significant digits, so tables do not change with the last bits of a sum."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].map(lambda v: v if pd.isna(v) else float(f"{v:.{digits}g}"))
+    return out
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` and rename the result over ``path``; on failure nothing is left behind."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
+
+
+def write_table(df: pd.DataFrame, tables: Path, name: str) -> None:
+    """``name``.csv and ``name``.md, rounded."""
+    df = round_floats(df)
+    write_csv(df, tables / f"{name}.csv")
+    write_text(tables / f"{name}.md", df.to_markdown(index=False) + "\n" if not df.empty else "(no data)\n")
+
+
+def save_plot(fig: Any, path: Path, data: pd.DataFrame) -> None:
+    """A figure as PNG without creation metadata (identical bytes on every run), and its data as CSV beside it."""
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None}))
+    write_csv(round_floats(data), path.with_suffix(".csv"))
