@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import reaper
 from bench.bundled import ensure_bundled_model
 from bench.device import describe_device, resolve_device
 from bench.ops import OPERATORS
@@ -112,7 +113,12 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
     device = resolve_device(args.device)
     if set(args.mode) != {"ops"}:
         _check_engine_runs(args.engine)
-    dtype, dtype_reason = choose_dtype(args.dtype, describe_device(device))
+    info = describe_device(device)
+    ranks = args.tensor_parallel_size * args.pipeline_parallel_size * args.data_parallel_size
+    if device == "cpu" and args.engine == "vllm" and ranks > (info.get("cores") or 1) - 1 and ranks > 1:
+        raise UsageError(f"parallel sizes of {ranks} ranks need at least {ranks + 1} cores on the CPU (vLLM binds one core per rank and "
+                         f"keeps one for its scheduler); this machine has {info.get('cores')}")  # fmt: skip
+    dtype, dtype_reason = choose_dtype(args.dtype, info)
     model_path = _resolve_model(args.model, args.load_format)
     longest = max(args.input_lens) + max(args.output_lens)
     limit = _context_limit(model_path)
@@ -146,8 +152,12 @@ def _recorded(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_out(out: Path) -> None:
+    """Before any work: ``out`` is (or can be made) a writable directory."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not a writable directory")
 
 
 def _defaults() -> dict[str, Any]:
@@ -206,6 +216,7 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the summary readable; override to debug
     plan = validate_args(args)
+    reaper.start()  # stops the engine, its workers and the resource tracker should this process be killed outright
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_terminated)
     try:

@@ -90,6 +90,13 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+PORT_ATTEMPTS = 3
+
+
+class PortTaken(RuntimeError):
+    """The server's port was bound by another process first."""
+
+
 class Server:
     """Context manager around one server process; ``log_path`` keeps its output for diagnosis."""
 
@@ -108,7 +115,19 @@ class Server:
         return self.start()
 
     def start(self) -> Server:
-        """Start the server and return once it answers (stopping it again if it never does)."""
+        """Start the server and return once it answers (stopping it again if it never does).
+
+        The port is found free by binding and releasing it, so another process can take it before the
+        server binds; the server then exits with "address already in use" and starts again on another port.
+        """
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return self._start_once()
+            except PortTaken:
+                self.port = free_port()
+        return self._start_once()
+
+    def _start_once(self) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -130,6 +149,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = self.log_path.read_text()[-1500:]
+                if "address already in use" in tail.lower():
+                    raise PortTaken(f"port {self.port} was taken before the server bound it")
                 raise RuntimeError(f"server exited with status {self.proc.returncode} during startup: {tail}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=2) as r:

@@ -134,9 +134,9 @@ def _run_configurations(plan: BenchPlan, spec: ModelSpec, runfile: RunFile, todo
                 record = checked(_with_costs({**base, "status": "ok", **rec}, plan.gpu_hour_usd, ctx.num_gpus))
             except Exception as exc:
                 record = failed(base, exc)
-                # a refused request (ValueError: e.g. a prompt longer than the context) leaves the
-                # engine usable; anything else may have broken it, so the next configuration starts afresh
-                if engine is not None and c["mode"] != "serve" and not isinstance(exc, ValueError):
+                # a refused request leaves the engine usable; anything else may have broken it,
+                # so the next configuration starts afresh
+                if engine is not None and c["mode"] != "serve" and not refused_request(exc):
                     _close_quietly(engine)
                     engine = None
             record["wall_s"] = round(time.perf_counter() - t0, 3)
@@ -148,6 +148,18 @@ def _run_configurations(plan: BenchPlan, spec: ModelSpec, runfile: RunFile, todo
             _close_quietly(engine)
         if server is not None:
             server.stop()
+
+
+def refused_request(exc: BaseException) -> bool:
+    """Whether the engine refused a request (a prompt longer than its context, a bad parameter) and is still usable:
+    a ValueError, or vLLM's client errors (its VLLMValidationError is not a ValueError)."""
+    if isinstance(exc, ValueError):
+        return True
+    try:
+        from vllm.exceptions import VLLMClientError  # only where vLLM is installed; the engine that raised it is vLLM's
+    except ImportError:
+        return False
+    return isinstance(exc, VLLMClientError)
 
 
 def _with_costs(record: dict[str, Any], gpu_hour_usd: float | None, num_gpus: int) -> dict[str, Any]:

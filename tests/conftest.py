@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,56 @@ def has_cuda() -> bool:
 
 
 requires_gpu = pytest.mark.skipif(not has_cuda(), reason="needs an NVIDIA GPU; none is visible on this machine")
+
+
+# --- processes a run leaves behind ------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def uptime_ticks() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0]) * TICKS
+
+
+def _processes() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, start time in clock ticks since boot, command line) of every process readable in /proc."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(d.name)] = (int(fields[1]), float(fields[19]), cmd)
+    return out
+
+
+def left_behind(since_ticks: float, include_children: bool = False) -> list[str]:
+    """Python or vLLM processes started since ``since_ticks`` that are still alive, other than this test process's
+    ancestors and (unless ``include_children``) its own descendants."""
+    procs = _processes()
+    mine = {os.getpid()}
+    ancestor = procs.get(os.getpid(), (0,))[0]
+    while ancestor in procs and ancestor not in mine:  # whatever runs this test (a shell, a timeout) is not the run's
+        mine.add(ancestor)
+        ancestor = procs[ancestor][0]
+    changed = not include_children
+    while changed:
+        new = {pid for pid, (ppid, _, _) in procs.items() if ppid in mine} - mine
+        mine |= new
+        changed = bool(new)
+    return [f"{pid}: {cmd[:120]}" for pid, (_, start, cmd) in procs.items()
+            if start >= since_ticks and pid not in mine and any(s in cmd.lower() for s in ("python", "vllm", "resource_tracker"))]  # fmt: skip
+
+
+def assert_nothing_left(since_ticks: float, wait_s: float = 10.0) -> None:
+    """No process started since ``since_ticks`` outlives the run (waiting ``wait_s`` for the kernel to reap what was stopped)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while (leftovers := left_behind(since_ticks)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert leftovers == [], "processes the run started outlived it"

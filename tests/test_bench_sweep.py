@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TICKS, assert_nothing_left, left_behind, uptime_ticks
 
 from fleetcal.schema import load_document
 
@@ -30,6 +31,7 @@ def _only_file(d: Path) -> Path:
 
 
 def test_bench_writes_a_complete_record_file(tmp_path):
+    t0 = uptime_ticks() - TICKS
     out = tmp_path / "runs"
     # in=64 + out=8 exceeds the engine's --max-model-len 48: those configurations fail and the sweep goes on
     args = ["bench", "--batch-sizes", "1,2", "--input-lens", "16,64", "--output-lens", "8", "--num-prompts", "2",
@@ -49,6 +51,7 @@ def test_bench_writes_a_complete_record_file(tmp_path):
     for r in doc["records"][3:]:
         assert "48" in r["error"], r["error"]
     assert "output tok/s" in proc.stdout and "FAILED" in proc.stdout
+    assert_nothing_left(t0)  # a finished run, failed configurations included, leaves no engine or resource tracker
 
 
 def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
@@ -89,6 +92,25 @@ def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
     assert keys[: len(finished)] == finished, "finished configurations are kept, not measured again"
     assert after["run"]["resumed_utc"]
     assert _only_file(out) == path
+
+
+def test_sigkill_of_a_vllm_sweep_leaves_no_engine_behind(tmp_path):
+    """Killed outright (a caller's timeout), the bench cannot clean up itself: its watchdog stops the engine core,
+    the workers and the resource tracker."""
+    t0 = uptime_ticks() - TICKS
+    args = ["bench", "--batch-sizes", "1", "--input-lens", "16", "--output-lens", "2048", "--num-prompts", "1", "--microbench", "off",
+            "--out", str(tmp_path / "runs")]  # fmt: skip
+    proc = subprocess.Popen([*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not any("EngineCore" in p for p in left_behind(t0, include_children=True)):
+            time.sleep(0.2)
+        time.sleep(2.0)  # the engine is starting or generating: the moment a timeout would strike
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert_nothing_left(t0, wait_s=20)
 
 
 def test_sigterm_stops_a_sweep_like_ctrl_c_and_keeps_what_finished(tmp_path):

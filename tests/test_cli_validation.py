@@ -32,6 +32,7 @@ BAD_BENCH = [
     (["--mode", "serve", "--concurrencies", "100000"], "at most 65,536 sequences"),
     (["--num-prompts", "1000000000"], "at most 100,000"),
     (["--batch-sizes", ",".join(str(i) for i in range(1, 5001))], "at most 64 values per list"),
+    (["--device", "cpu", "--tensor-parallel-size", "4096"], "cores on the CPU"),
 ]
 
 
@@ -67,11 +68,15 @@ def test_every_subcommand_has_help(capsys):
         assert "usage: fleetcal " + sub in capsys.readouterr().out
 
 
-def test_parallel_sizes_reach_vllm_and_are_recorded(tmp_path):
-    """Multi-GPU arguments: validated, kept in the plan and passed to the engine and the server."""
+def test_parallel_sizes_reach_vllm_and_are_recorded(tmp_path, monkeypatch):
+    """Multi-GPU arguments: validated, kept in the plan and passed to the engine and the server (as on a machine with GPUs)."""
+    import bench.cli
     from bench.cli import validate_args
     from bench.serve import server_command
     from fleetcal.cli import build_parser
+
+    monkeypatch.setattr(bench.cli, "resolve_device", lambda requested: "cuda")
+    monkeypatch.setattr(bench.cli, "describe_device", lambda device: {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
 
     ns = build_parser().parse_args(["bench", "--tensor-parallel-size", "2", "--pipeline-parallel-size", "2", "--data-parallel-size", "2",
                                     "--distributed-executor-backend", "ray", "--out", str(tmp_path)])  # fmt: skip

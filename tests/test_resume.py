@@ -71,3 +71,4 @@ def test_a_saved_plan_is_validated_again(saved_run):
         BenchPlan.from_saved(saved, plan.model_path, path.parent, path, {})
     with pytest.raises(UsageError, match="does not know: warp"):
         BenchPlan.from_saved({**plan.saved(), "warp": 1}, plan.model_path, path.parent, path, {})
+

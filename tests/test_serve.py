@@ -1,33 +1,51 @@
-"""The real vLLM OpenAI-compatible server under concurrent load (no mock)."""
+"""The real vLLM OpenAI-compatible server under concurrent load (no mock), and what SIGTERM leaves behind: nothing."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+from conftest import TICKS, assert_nothing_left, uptime_ticks
 
-from bench.engines import EngineConfig
-from bench.serve import Server, live_group_members, measure_serve
-from estimator.models import load_config
+from fleetcal.schema import load_document
 
 pytestmark = pytest.mark.engine
-
-
-def _alive(pid: int) -> bool:
+ROOT = Path(__file__).resolve().parent.parent
+def test_serve_sweep_measures_and_sigterm_leaves_no_process(tmp_path):
+    """Two concurrencies measured on the real server; SIGTERM during the third stops everything the sweep started."""
+    t0 = uptime_ticks() - TICKS  # a second of slack for the clock's granularity
+    out = tmp_path / "runs"
+    args = ["bench", "--mode", "serve", "--concurrencies", "1,4,8", "--input-lens", "32", "--output-lens", "12", "--num-prompts", "1",
+            "--microbench", "off", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "FLEETCAL_CACHE": os.environ.get("FLEETCAL_CACHE", str(Path.home() / ".cache" / "fleetcal"))}
+    proc = subprocess.Popen([sys.executable, "-m", "fleetcal.cli", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 600
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+        while time.monotonic() < deadline and proc.poll() is None:
+            files = list(out.glob("*.json")) if out.exists() else []
+            if files and len(load_document(files[0])["records"]) >= 2:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert_nothing_left(t0, wait_s=45)  # the server's group gets SIGTERM, then SIGKILL after 30 s
 
-
-def test_server_under_two_concurrencies(bundled_model_dir, cpu_dtype, tmp_path):
-    cfg = EngineConfig(model=str(bundled_model_dir), device="cpu", dtype=cpu_dtype, max_model_len=256, max_num_seqs=8, kv_cache_gb=1.0)
-    vocab = int(load_config(str(bundled_model_dir))[0].vocab_size)
-    with Server(cfg, tmp_path / "server.log") as server:
-        pid = server.proc.pid
-        results = {c: measure_serve(server.base_url, vocab, c, input_len=32, output_len=12, num_prompts=1, seed=0) for c in (1, 4)}
-    for c, m in results.items():
+    (path,) = out.glob("*.json")
+    records = load_document(path)["records"]
+    done = [r for r in records if r["status"] == "ok"]
+    assert [r["concurrency"] for r in done][:2] == [1, 4] and len(records) <= 3
+    for m in done:
+        c = m["concurrency"]
         assert m["sent"] == max(1, 5 * c), "at least 5 x concurrency requests are measured"
         assert m["completed"] + m["failed"] == m["sent"], "no request is lost"
         assert m["failed"] == 0, m["errors"]
@@ -38,6 +56,3 @@ def test_server_under_two_concurrencies(bundled_model_dir, cpu_dtype, tmp_path):
             assert s["p50"] <= s["p90"] <= s["p99"], (key, s)
         assert m["ttft_ms"]["p99"] <= m["e2el_ms"]["p99"] and m["ttft_ms"]["mean"] <= m["e2el_ms"]["mean"]
         assert m["interactivity_tokens_per_s"] == pytest.approx(1000 / m["tpot_ms"]["mean"], rel=1e-3)
-    # the server and its workers are gone once the context closes
-    assert not _alive(pid)
-    assert live_group_members(pid) == [], "no process of the server's group is left running"
