@@ -18,13 +18,14 @@ from typing import Any
 from bench import reaper
 from bench.bundled import ensure_bundled_model
 from bench.device import describe_device, resolve_device
+from bench.load import describe_server
 from bench.ops import OPERATORS
-from bench.plan import MAX_SEQUENCES, MODES, BenchPlan
+from bench.plan import MAX_SEQUENCES, MODES, BenchPlan, rate_label
 from bench.precision import DTYPES, choose_dtype
 from bench.summary import summarize
 from bench.sweep import run_plan
 from estimator.models import MODEL_DIR, get_model, resolve_model_key
-from fleetcal.common import int_list, str_list
+from fleetcal.common import int_list, rate_list, str_list
 from fleetcal.errors import CatalogError, SchemaError, UsageError
 from fleetcal.paths import RUNS_DIR, portable
 from fleetcal.schema import load_document
@@ -42,6 +43,13 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-prompts", type=int, help="prompts per configuration (at least the batch size; serve: at least 5 x concurrency); default: offline modes run waves for --budget-s, serve 5 x concurrency")
     p.add_argument("--budget-s", type=float, default=6.0, help="seconds measured per offline configuration when --num-prompts is not given (at least one wave)")
     p.add_argument("--concurrencies", type=int_list, default=[1, 2, 4, 8], help="concurrent clients (serve mode)")
+    p.add_argument("--request-rates", type=rate_list, default=[], help="serve: requests/s sent with gamma (Poisson) arrivals, e.g. 1,4,inf; each a configuration beside the concurrencies")
+    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the arrivals (1: Poisson; below 1 burstier), as vLLM's bench serve")
+    p.add_argument("--slo-tpot-ms", type=float, help="serve: search the highest concurrency whose TPOT percentile meets this (replaces --concurrencies)")
+    p.add_argument("--slo-ttft-ms", type=float, help="serve: ... and whose TTFT percentile meets this")
+    p.add_argument("--slo-percentile", type=int, default=90, help="percentile the SLO applies to: 50, 90 or 99")
+    p.add_argument("--slo-max-concurrency", type=int, default=256, help="the search's ceiling")
+    p.add_argument("--base-url", help="serve: measure an OpenAI-compatible server already running there (another vLLM, SGLang, TGI); --model gives the vocabulary of the prompts")
     p.add_argument("--load-format", choices=("auto", "dummy"), default="auto", help="dummy: random weights built from config.json")
     p.add_argument("--out", type=Path, default=RUNS_DIR, help="directory for the results file")
     p.add_argument("--resume", type=Path, help="a results file of an interrupted run: measure only what it lacks")
@@ -103,6 +111,16 @@ def _check_engine_runs(engine: str) -> None:
         raise UsageError(f"--engine {engine} cannot run here ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'import failed'}){hint}") from exc
 
 
+def _check_server(base_url: str) -> None:
+    """One line, before anything is written, when nothing answers at ``--base-url`` or it serves no model."""
+    try:
+        info = describe_server(base_url)
+    except (OSError, ValueError) as exc:  # refused, unreachable, timed out, not JSON
+        raise UsageError(f"--base-url {base_url}: no OpenAI-compatible server answers there ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    if not info["models"]:
+        raise UsageError(f"--base-url {base_url}: the server lists no model at /v1/models")
+
+
 def validate_args(args: argparse.Namespace) -> BenchPlan:
     """Turn parsed arguments into a plan, or raise UsageError saying what to fix."""
     if args.resume is not None:
@@ -111,7 +129,11 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         if max(values) > MAX_SEQUENCES:  # before anything is resolved: the plan checks it again
             raise UsageError(f"--{name} {max(values):,}: at most {MAX_SEQUENCES:,} sequences at once (prompts are built in memory)")
     device = resolve_device(args.device)
-    if set(args.mode) != {"ops"}:
+    if args.base_url is not None:
+        if set(args.mode) != {"serve"}:  # before the server is contacted (the plan checks it again)
+            raise UsageError("--base-url measures a running server: use it with --mode serve alone")
+        _check_server(args.base_url)
+    elif set(args.mode) != {"ops"}:
         _check_engine_runs(args.engine)
     info = describe_device(device)
     ranks = args.tensor_parallel_size * args.pipeline_parallel_size * args.data_parallel_size
@@ -142,13 +164,22 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         enforce_eager=eager, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
         enable_prefix_caching=args.enable_prefix_caching, enable_expert_parallel=args.enable_expert_parallel,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens, gpu_hour_usd=args.gpu_hour_usd,
-        operators=tuple(args.operators),
+        operators=tuple(args.operators), request_rates=tuple(args.request_rates), burstiness=args.burstiness,
+        slo_tpot_ms=args.slo_tpot_ms, slo_ttft_ms=args.slo_ttft_ms, slo_percentile=args.slo_percentile, slo_max_concurrency=args.slo_max_concurrency,
+        base_url=args.base_url,
     )  # fmt: skip
 
 
 def _recorded(args: argparse.Namespace) -> dict[str, Any]:
     """The command line as the record keeps it: paths relative to the project, no machine's folders."""
-    return {k: (portable(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "resume")}
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return portable(v)
+        if isinstance(v, list):
+            return [rate_label(x) if isinstance(x, float) else x for x in v]  # JSON has no infinity
+        return v
+
+    return {k: plain(v) for k, v in vars(args).items() if k not in ("func", "resume")}
 
 
 def _check_out(out: Path) -> None:

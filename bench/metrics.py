@@ -5,7 +5,13 @@
 - TPOT: per request, (E2E latency − TTFT) / (output tokens − 1); one-token requests excluded.
 - E2E latency: request sent -> last chunk.
 - Output throughput: output tokens of successful requests / wall time; total adds prompt tokens.
-- Interactivity: 1000 / TPOT_ms, the output tokens per second one user sees.
+- Interactivity: 1000 / TPOT_ms, the output tokens per second one user sees: the one per-user rate
+  every table, plot and scenario uses (``output_tokens_per_s_per_user``, tokens / E2E latency, is kept
+  in records for reference only).
+- Goodput: completed requests per second whose TTFT and TPOT each meet the SLO (vLLM's definition).
+- Steady window: from the first measured request sent to the last one sent; output tokens whose
+  chunks arrive inside it, over its length, leave out the drain at the end (no new requests, the
+  batch shrinking) that the whole-run throughput includes.
 """
 
 from __future__ import annotations
@@ -56,6 +62,32 @@ def stats_ms(values_s: list[float]) -> dict[str, float | None]:
     return {"mean": round(float(arr.mean()), 4), "p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4)}
 
 
+def steady_window(timelines: list[RequestTimeline]) -> dict[str, float | None]:
+    """Output tokens/s inside [first request sent, last request sent]; None where every request was sent at once."""
+    start, end = min(t.sent_s for t in timelines), max(t.sent_s for t in timelines)
+    if end - start <= 0:
+        return {"window_s": None, "steady_output_tokens_per_s": None}
+    tokens = 0.0
+    for t in timelines:
+        if t.success and t.chunk_times_s:
+            per_chunk = t.output_tokens / len(t.chunk_times_s)  # a chunk may carry more than one token
+            tokens += per_chunk * sum(1 for c in t.chunk_times_s if start <= c <= end)
+    return {"window_s": round(end - start, 4), "steady_output_tokens_per_s": round(tokens / (end - start), 3)}
+
+
+def goodput(timelines: list[RequestTimeline], wall_s: float, slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> float | None:
+    """Completed requests per second whose own TTFT and TPOT meet the SLO (a bound left None is not checked)."""
+    if wall_s <= 0:
+        return None
+
+    def meets(t: RequestTimeline) -> bool:
+        ttft_ok = slo_ttft_ms is None or t.ttft_s * 1000 <= slo_ttft_ms
+        tpot_ok = slo_tpot_ms is None or (t.tpot_s is not None and t.tpot_s * 1000 <= slo_tpot_ms)
+        return ttft_ok and tpot_ok
+
+    return round(sum(1 for t in timelines if t.success and t.chunk_times_s and meets(t)) / wall_s, 4)
+
+
 def serving_metrics(timelines: list[RequestTimeline], wall_s: float) -> dict[str, Any]:
     """Aggregate metrics of one benchmark run over ``wall_s`` seconds of wall time."""
     ok = [t for t in timelines if t.success and t.chunk_times_s]
@@ -81,4 +113,5 @@ def serving_metrics(timelines: list[RequestTimeline], wall_s: float) -> dict[str
         "e2el_ms": stats_ms([t.e2el_s for t in ok]),
         "output_tokens_per_s_per_user": round(float(np.mean(per_user)), 3) if per_user else None,
         "interactivity_tokens_per_s": round(1000.0 / tpot["mean"], 3) if tpot["mean"] else None,
+        **(steady_window(timelines) if timelines else {"window_s": None, "steady_output_tokens_per_s": None}),
     }

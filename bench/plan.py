@@ -6,6 +6,7 @@ A plan is built from the command line (``bench.cli``) or from the plan saved in 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ from fleetcal.errors import UsageError
 MODES = ("throughput", "prefill", "decode", "serve", "ops")
 MAX_SEQUENCES = 1 << 16  # sequences submitted at once (a batch or a concurrency)
 MAX_PROMPTS = 100_000  # prompts of one configuration, built in memory before it runs
+SLO_PERCENTILES = (50, 90, 99)
+OPEN_LOOP_MAX_NUM_SEQS = 64  # with request rates the number in flight is not bounded by the client; the engine's limit
 NOT_SAVED = ("model_path", "out_dir", "resume", "args")  # resolved again, or chosen anew, on --resume
+
+
+def rate_label(rate: float) -> float | str:
+    """A request rate as records keep it: requests/s, or "inf" for every request at once (JSON has no infinity)."""
+    return rate if math.isfinite(rate) else "inf"
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,13 @@ class BenchPlan:
     max_num_batched_tokens: int | None = None
     gpu_hour_usd: float | None = None
     operators: tuple[str, ...] = OPERATORS
+    request_rates: tuple[float, ...] = ()  # serve: Poisson (gamma) arrivals at these requests/s, beside the concurrencies
+    burstiness: float = 1.0  # gamma shape of the inter-arrival times (1: Poisson; lower: burstier), vLLM's convention
+    slo_tpot_ms: float | None = None  # serve: with a TTFT or TPOT bound, search the highest concurrency meeting it
+    slo_ttft_ms: float | None = None
+    slo_percentile: int = 90
+    slo_max_concurrency: int = 256
+    base_url: str | None = None  # serve: measure this running OpenAI-compatible server instead of starting one
     resume: Path | None = None
     args: dict[str, Any] = field(default_factory=dict)  # the command line as given (recorded for provenance)
 
@@ -95,16 +110,37 @@ class BenchPlan:
             raise UsageError("--gpu-hour-usd must be a positive price in dollars")
         if self.engine != "vllm" and (self.quantization or self.kv_cache_dtype != "auto" or self.enable_expert_parallel):
             raise UsageError("--quantization, --kv-cache-dtype and --enable-expert-parallel need --engine vllm")
+        serve_only = {"--request-rates": bool(self.request_rates), "--slo-tpot-ms / --slo-ttft-ms": self.searches_slo}
+        if "serve" not in self.modes and any(serve_only.values()):
+            raise UsageError(f"{', '.join(k for k, v in serve_only.items() if v)} need --mode serve")
+        if self.base_url is not None and set(self.modes) != {"serve"}:
+            raise UsageError("--base-url measures a running server: use it with --mode serve alone")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise UsageError(f"--base-url {self.base_url}: give an http:// or https:// address, e.g. http://127.0.0.1:8000")
+        if not (math.isfinite(self.burstiness) and 0 < self.burstiness <= 100):
+            raise UsageError("--burstiness must be a number in (0, 100] (1: Poisson arrivals)")
+        for name in ("slo_tpot_ms", "slo_ttft_ms"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and 0 < v <= 3.6e6):
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive number of milliseconds")
+        if self.slo_percentile not in SLO_PERCENTILES:
+            raise UsageError(f"--slo-percentile must be one of {', '.join(map(str, SLO_PERCENTILES))}")
+        if not 1 <= self.slo_max_concurrency <= MAX_SEQUENCES:
+            raise UsageError(f"--slo-max-concurrency must be in [1, {MAX_SEQUENCES:,}]")
         shortest = min(self.input_lens) + min(self.output_lens)
         if self.max_model_len < shortest:  # configurations longer than it alone fail, recorded
             raise UsageError(f"--max-model-len {self.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run")
+
+    @property
+    def searches_slo(self) -> bool:
+        return self.slo_tpot_ms is not None or self.slo_ttft_ms is not None
 
     def engine_config(self) -> EngineConfig:
         """The engine every configuration of this plan runs on (one engine per plan)."""
         return EngineConfig(
             model=self.model_path, device=self.device, engine=self.engine, load_format=self.load_format, dtype=self.dtype,
             max_model_len=self.max_model_len, kv_cache_gb=self.kv_cache_gb,
-            max_num_seqs=self.max_num_seqs or max([*self.batch_sizes, *self.concurrencies, 1]),
+            max_num_seqs=self.max_num_seqs or self.default_max_num_seqs(),
             enforce_eager=self.enforce_eager, quantization=self.quantization, kv_cache_dtype=self.kv_cache_dtype,
             enable_prefix_caching=self.enable_prefix_caching, enable_expert_parallel=self.enable_expert_parallel,
             max_num_batched_tokens=self.max_num_batched_tokens,
@@ -113,8 +149,15 @@ class BenchPlan:
             seed=self.seed, temperature=self.temperature,
         )  # fmt: skip
 
+    def default_max_num_seqs(self) -> int:
+        """Sequences the engine may batch: the largest batch or concurrency, the search's ceiling, room for arrivals."""
+        return max([*self.batch_sizes, *self.concurrencies, 1, *([self.slo_max_concurrency] if self.searches_slo else []),
+                    *([OPEN_LOOP_MAX_NUM_SEQS] if self.request_rates else [])])  # fmt: skip
+
     def configurations(self) -> list[dict[str, Any]]:
-        """Every configuration of the sweep, in order; offline modes first, serving last."""
+        """Every planned configuration, in order; offline modes first, serving last (the SLO search probes are chosen as it runs).
+
+        With an SLO, the search replaces the fixed concurrencies."""
         out = []
         for mode in self.modes:
             if mode == "ops":
@@ -123,14 +166,18 @@ class BenchPlan:
                 out_lens = (1,) if mode == "prefill" else self.output_lens
                 for out_len in out_lens:
                     if mode == "serve":
-                        out += [dict(mode=mode, batch_size=None, concurrency=c, input_len=in_len, output_len=out_len) for c in self.concurrencies]
+                        fixed = () if self.searches_slo else self.concurrencies
+                        out += [dict(mode=mode, batch_size=None, concurrency=c, input_len=in_len, output_len=out_len) for c in fixed]
+                        out += [dict(mode=mode, batch_size=None, concurrency=None, request_rate=r, input_len=in_len, output_len=out_len) for r in map(rate_label, self.request_rates)]
                     else:
                         out += [dict(mode=mode, batch_size=b, concurrency=None, input_len=in_len, output_len=out_len) for b in self.batch_sizes]
         return out
 
     def saved(self) -> dict[str, Any]:
         """The plan as the results file keeps it (JSON types), from which ``--resume`` rebuilds it."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k not in NOT_SAVED}
+        saved = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k not in NOT_SAVED}
+        saved["request_rates"] = [rate_label(r) for r in self.request_rates]  # JSON has no infinity
+        return saved
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any], model_path: str, out_dir: Path, resume: Path, args: dict[str, Any]) -> BenchPlan:
@@ -140,6 +187,7 @@ class BenchPlan:
         if unknown:
             raise UsageError(f"--resume {resume}: the saved plan has settings this version does not know: {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        values["request_rates"] = tuple(float(r) for r in values.get("request_rates", ()))
         try:
             return cls(**values, model_path=model_path, out_dir=out_dir, resume=resume, args=args)
         except TypeError as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.device import describe_device, git_commit, versions
+from bench.load import describe_server
 from bench.plan import BenchPlan
 from bench.precision import SHORT
 from bench.records import RunFile, safe_name
@@ -84,5 +85,7 @@ def new_run(plan: BenchPlan, spec: ModelSpec) -> RunFile:
         "args": plan.args,
         "plan": plan.saved(),
     }
+    if plan.base_url is not None:  # a server this run did not start: what it says of itself
+        run["server"] = describe_server(plan.base_url)
     name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{device_info['id']}-{safe_name(plan.engine)}-{safe_name(run['model']['name'])}.json"
     return RunFile(plan.out_dir / name, run)

@@ -6,8 +6,6 @@ on success, on error and on Ctrl-C, so no process outlives the benchmark.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import signal
 import socket
@@ -17,10 +15,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
-from bench.engines import EngineConfig, make_prompts
-from bench.metrics import RequestTimeline, serving_metrics
+from bench.engines import EngineConfig
+from bench.load import SERVED_MODEL
 
 HOST = "127.0.0.1"
 
@@ -45,7 +42,7 @@ def server_command(cfg: EngineConfig, port: int) -> list[str]:
     """The command line that starts vLLM's OpenAI-compatible server for ``cfg``."""
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", cfg.model, "--served-model-name", "bench",
+        "--model", cfg.model, "--served-model-name", SERVED_MODEL,
         "--host", HOST, "--port", str(port),
         "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len),
         "--max-num-seqs", str(cfg.max_num_seqs), "--load-format", cfg.load_format,
@@ -181,79 +178,3 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-async def _one_request(session: Any, url: str, prompt: list[int], output_len: int, temperature: float) -> RequestTimeline:
-    """One streamed completion; chunk arrival times recorded as the client sees them."""
-    payload = {
-        "model": "bench",
-        "prompt": prompt,
-        "max_tokens": output_len,
-        "temperature": temperature,
-        "top_p": 1.0,
-        "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    tl = RequestTimeline(sent_s=time.perf_counter(), prompt_tokens=len(prompt))
-    try:
-        async with session.post(url, json=payload) as resp:
-            if resp.status != 200:
-                tl.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
-                return tl
-            async for raw in resp.content:
-                line = raw.decode().strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line.removeprefix("data:").strip()
-                if data == "[DONE]":
-                    break
-                msg = json.loads(data)
-                if msg.get("choices"):
-                    tl.chunk_times_s.append(time.perf_counter())
-                if msg.get("usage"):
-                    tl.output_tokens = int(msg["usage"]["completion_tokens"])
-                    tl.prompt_tokens = int(msg["usage"].get("prompt_tokens", tl.prompt_tokens))
-        tl.success = bool(tl.chunk_times_s) and tl.output_tokens > 0
-        if not tl.success:
-            tl.error = "no content chunk or no usage received"
-    except Exception as exc:  # a failed request is counted, never raised
-        tl.error = f"{type(exc).__name__}: {exc}"[:200]
-    return tl
-
-
-async def run_load(
-    base_url: str, prompts: list[list[int]], output_len: int, concurrency: int, warmup: int, temperature: float = 1.0
-) -> tuple[list[RequestTimeline], float]:
-    """Send ``prompts`` with at most ``concurrency`` in flight after ``warmup`` uncounted requests."""
-    import aiohttp
-
-    url = f"{base_url}/v1/completions"
-    timeout = aiohttp.ClientTimeout(total=3600)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        if warmup:
-            await asyncio.gather(*(_one_request(session, url, prompts[i % len(prompts)], output_len, temperature) for i in range(warmup)))
-        sem = asyncio.Semaphore(concurrency)
-
-        async def limited(p: list[int]) -> RequestTimeline:
-            async with sem:
-                return await _one_request(session, url, p, output_len, temperature)
-
-        t0 = time.perf_counter()
-        timelines = await asyncio.gather(*(limited(p) for p in prompts))
-        wall = time.perf_counter() - t0
-    return list(timelines), wall
-
-
-def measure_serve(
-    base_url: str, vocab_size: int, concurrency: int, input_len: int, output_len: int, num_prompts: int, seed: int, temperature: float = 1.0
-) -> dict[str, Any]:
-    """One serving configuration: at least 5 × concurrency measured requests, concurrency warm-ups."""
-    n = max(num_prompts, 5 * concurrency)
-    prompts = make_prompts(n, input_len, vocab_size, seed=seed)
-    timelines, wall = asyncio.run(run_load(base_url, prompts, output_len, concurrency, warmup=concurrency, temperature=temperature))
-    metrics = serving_metrics(timelines, wall)
-    metrics["num_prompts"] = n
-    metrics["warmup_requests"] = concurrency
-    return metrics

@@ -29,6 +29,10 @@ def summarize(runfile: RunFile) -> str:
             continue
         lines.append(_config_line(r))
     lines += _ops_summary([r for r in runfile.records if r["mode"] == "ops"])
+    for o in runfile.run.get("slo_search", []):
+        bounds = " and ".join(f"{k[:-3].upper()} p{o['slo']['percentile']} <= {v:g} ms" for k, v in o["slo"].items() if k != "percentile" and v is not None)
+        probes = ", ".join(f"{p['concurrency']} {'met' if p['met'] else 'missed'}" for p in o["probes"])
+        lines.append(f"  SLO search, in {o['input_len']} out {o['output_len']} ({bounds}): highest concurrency meeting it {o['max_concurrency']} (probes: {probes})")
     best = [r.get("mfu") if r.get("mfu") is not None else r.get("mfu_measured_peak") for r in runfile.records if r["status"] == "ok" and r["mode"] != "ops"]
     best = [b for b in best if b is not None]
     if best:
@@ -38,7 +42,12 @@ def summarize(runfile: RunFile) -> str:
 
 def _config_line(r: dict[str, Any]) -> str:
     """One offline or serve configuration: its rates, latencies and utilization."""
-    size = f"batch {r['batch_size']}" if r.get("batch_size") else f"concurrency {r.get('concurrency')}"
+    if r.get("batch_size"):
+        size = f"batch {r['batch_size']}"
+    elif r.get("concurrency"):
+        size = f"concurrency {r['concurrency']}"
+    else:
+        size = f"rate {r.get('request_rate')}/s"
     head = f"  {r['mode']:<10} {size:<15} in {r['input_len']:>5} out {r['output_len']:>4}:"
     if r["status"] == "failed":
         return f"{head} FAILED {r['error'][:100]}"
@@ -49,6 +58,8 @@ def _config_line(r: dict[str, Any]) -> str:
         extra = f", prefill {r['prefill_tokens_per_s']:.1f} tok/s"
     if r.get("tpot_ms"):
         extra = f", TTFT p50 {r['ttft_ms']['p50']:.1f} ms, TPOT p50 {r['tpot_ms']['p50']:.2f} ms"
+        if r.get("goodput_requests_per_s") is not None:
+            extra += f", goodput {r['goodput_requests_per_s']:.2f} req/s"
     mfu, mbu = r.get("mfu_measured_peak"), r.get("mbu_measured_peak")
     util = f" | MFU {mfu:.1%} MBU {mbu:.1%} of measured peaks" if mfu is not None and mbu is not None and r["status"] == "ok" else ""
     tag = " SUSPECT" if r["status"] == "suspect" else ""

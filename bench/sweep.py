@@ -10,13 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
 from bench.efficiency import MeasureContext, datasheet_peaks, efficiency_fields
 from bench.energy import cost_fields
 from bench.engines import Engine, EngineConfig, start_engine
+from bench.load import SERVED_MODEL, measure_serve
+from bench.metrics import goodput
 from bench.microbench import run_microbenchmarks
 from bench.offline import OFFLINE_MODES
 from bench.ops import plan_cases
@@ -25,13 +29,16 @@ from bench.plan import BenchPlan
 from bench.provenance import datasheet_peaks_record, new_run
 from bench.records import RunFile
 from bench.sanity import checked
-from bench.serve import Server, measure_serve
+from bench.serve import Server
+from bench.slo import Slo, search
 from estimator.models import ModelSpec, get_model
 from estimator.roofline import Peaks
 from estimator.shapes import shapes_from_config
 from estimator.work import request_work
 from fleetcal.paths import cache_dir
 from fleetcal.schema import config_key, load_document
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def measured_peaks(runfile: RunFile, dtype: str | None = None) -> Peaks | None:
@@ -104,50 +111,106 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
         _run_ops(plan, runfile, done, quick="ops" not in plan.modes or plan.microbench == "quick", progress=progress)
 
     ctx = MeasureContext(plan.seed, plan.budget_s, plan.device, datasheet_peaks(runfile.run["datasheet_peaks"]), measured_peaks(runfile), num_gpus)
+    if plan.base_url is not None and urlparse(plan.base_url).hostname not in LOCAL_HOSTS:
+        ctx = replace(ctx, datasheet=None, measured=None)  # another machine's server: this device's peaks say nothing of it
     _run_configurations(plan, spec, runfile, [c for c in plan.configurations() if config_key(c) not in done], ctx, progress)
     return runfile
 
 
+class Runner:
+    """Measures one configuration at a time, starting the engine or the server when first needed (one of them at a time)."""
+
+    def __init__(self, plan: BenchPlan, spec: ModelSpec, runfile: RunFile, ctx: MeasureContext):
+        self.plan, self.spec, self.runfile, self.ctx = plan, spec, runfile, ctx
+        self.ecfg = plan.engine_config()
+        self.engine: Engine | None = None
+        self.server: Server | None = None
+        external = runfile.run.get("server")  # a server this run did not start serves its model under its own name
+        self.served_model = external["models"][0]["id"] if external else SERVED_MODEL
+
+    def measure(self, c: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Measure configuration ``c`` and add its record (ok or failed, with ``extra`` fields) to the results file."""
+        plan, ctx = self.plan, self.ctx
+        base = {**c, "engine": plan.engine, "num_prompts": plan.num_prompts, "num_gpus": ctx.num_gpus}
+        t0 = time.perf_counter()
+        try:
+            if c["mode"] == "serve":
+                if self.engine is not None:
+                    self.engine.close()
+                    self.engine = None
+                rec = _serve_record(self._server_url(), self.spec, c, plan, ctx, self.served_model)
+            else:
+                if self.engine is None:
+                    self.engine = start_engine(self.ecfg)
+                rec = OFFLINE_MODES[c["mode"]](self.engine, self.spec, c["batch_size"], c["input_len"], c["output_len"], plan.num_prompts, ctx)
+            record = checked(_with_costs({**base, "status": "ok", **rec}, plan.gpu_hour_usd, ctx.num_gpus))
+        except Exception as exc:
+            record = failed(base, exc)
+            # a refused request leaves the engine usable; anything else may have broken it,
+            # so the next configuration starts afresh
+            if self.engine is not None and c["mode"] != "serve" and not refused_request(exc):
+                _close_quietly(self.engine)
+                self.engine = None
+        record.update(extra or {})
+        record["wall_s"] = round(time.perf_counter() - t0, 3)
+        self.runfile.add(record)
+        return record
+
+    def _server_url(self) -> str:
+        """The server to measure: the one at --base-url, or ours, started on first use."""
+        if self.plan.base_url is not None:
+            return self.plan.base_url.rstrip("/")
+        if self.server is None:
+            self.server = _start_server(self.ecfg, self.runfile)
+        return self.server.base_url
+
+    def close(self) -> None:
+        if self.engine is not None:
+            _close_quietly(self.engine)
+        if self.server is not None:
+            self.server.stop()
+
+
 def _run_configurations(plan: BenchPlan, spec: ModelSpec, runfile: RunFile, todo: list[dict[str, Any]], ctx: MeasureContext, progress: bool) -> None:
-    """Offline and serve configurations, one record each; the engine and the server are shut down however this ends."""
-    ecfg = plan.engine_config()
+    """Offline and serve configurations, then the SLO search; the engine and the server are shut down however this ends."""
+    runner = Runner(plan, spec, runfile, ctx)
     bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not progress, file=sys.stderr)
-    engine: Engine | None = None
-    server: Server | None = None
     try:
         for c in todo:
-            base = {**c, "engine": plan.engine, "num_prompts": plan.num_prompts, "num_gpus": ctx.num_gpus}
-            bar.set_postfix_str(f"{c['mode']} b={c['batch_size'] or c['concurrency']} in={c['input_len']} out={c['output_len']}")
-            t0 = time.perf_counter()
-            try:
-                if c["mode"] == "serve":
-                    if engine is not None:
-                        engine.close()
-                        engine = None
-                    if server is None:
-                        server = _start_server(ecfg, runfile)
-                    rec = _serve_record(server.base_url, spec, c, plan, ctx)
-                else:
-                    if engine is None:
-                        engine = start_engine(ecfg)
-                    rec = OFFLINE_MODES[c["mode"]](engine, spec, c["batch_size"], c["input_len"], c["output_len"], plan.num_prompts, ctx)
-                record = checked(_with_costs({**base, "status": "ok", **rec}, plan.gpu_hour_usd, ctx.num_gpus))
-            except Exception as exc:
-                record = failed(base, exc)
-                # a refused request leaves the engine usable; anything else may have broken it,
-                # so the next configuration starts afresh
-                if engine is not None and c["mode"] != "serve" and not refused_request(exc):
-                    _close_quietly(engine)
-                    engine = None
-            record["wall_s"] = round(time.perf_counter() - t0, 3)
-            runfile.add(record)
+            bar.set_postfix_str(f"{c['mode']} b={c['batch_size'] or c['concurrency'] or c.get('request_rate')} in={c['input_len']} out={c['output_len']}")
+            runner.measure(c)
             bar.update(1)
+        if plan.searches_slo and "serve" in plan.modes:
+            _slo_searches(plan, runner)
     finally:
         bar.close()
-        if engine is not None:
-            _close_quietly(engine)
-        if server is not None:
-            server.stop()
+        runner.close()
+
+
+def _slo_searches(plan: BenchPlan, runner: Runner) -> None:
+    """One search per input and output length; the outcome in the run header (``slo_search``)."""
+    slo = Slo(plan.slo_tpot_ms, plan.slo_ttft_ms, plan.slo_percentile)
+    runner.runfile.run["slo_search"] = [_slo_search(runner, slo, i, o, plan.slo_max_concurrency) for i in plan.input_lens for o in plan.output_lens]
+    runner.runfile.save()
+
+
+def _slo_search(runner: Runner, slo: Slo, input_len: int, output_len: int, ceiling: int) -> dict[str, Any]:
+    """Each probe a serve record (a kept one reused on --resume), marked with the SLO and its step in the search."""
+    steps: list[int] = []
+
+    def probe(conc: int) -> bool:
+        steps.append(conc)
+        c = {"mode": "serve", "batch_size": None, "concurrency": conc, "input_len": input_len, "output_len": output_len}
+        kept = next((r for r in runner.runfile.records if config_key(r) == config_key(c) and r["status"] == "ok"), None)
+        rec = kept or runner.measure(c, {"slo": slo.as_record(), "search_step": len(steps)})
+        if kept is None:
+            rec["slo_met"] = slo.met_by(rec)
+            runner.runfile.save()
+        return slo.met_by(rec)
+
+    best, probes = search(probe, ceiling)
+    return {"input_len": input_len, "output_len": output_len, "slo": slo.as_record(), "max_concurrency": best,
+            "probes": [{"concurrency": c, "met": met} for c, met in probes]}  # fmt: skip
 
 
 def refused_request(exc: BaseException) -> bool:
@@ -182,9 +245,14 @@ def _start_server(ecfg: EngineConfig, runfile: RunFile) -> Server:
     return Server(ecfg, cache_dir() / "logs" / runfile.path.with_suffix(".server.log").name).start()
 
 
-def _serve_record(base_url: str, spec: ModelSpec, c: dict[str, Any], plan: BenchPlan, ctx: MeasureContext) -> dict[str, Any]:
-    m = measure_serve(base_url, spec.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts or 1, plan.seed, plan.temperature)
+def _serve_record(base_url: str, spec: ModelSpec, c: dict[str, Any], plan: BenchPlan, ctx: MeasureContext, model: str) -> dict[str, Any]:
+    rate = c.get("request_rate")
+    m, timelines = measure_serve(base_url, spec.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts or 1, plan.seed,
+                                 plan.temperature, request_rate=None if rate is None else float(rate), burstiness=plan.burstiness, model=model)  # fmt: skip
     if m["completed"] == 0:
         raise RuntimeError(f"no request completed; errors: {m['errors']}")
-    work = request_work(spec, c["concurrency"], c["input_len"], c["output_len"], max(m["completed"] / c["concurrency"], 1.0))
+    in_flight = c["concurrency"] or max(m["completed"] * m["e2el_ms"]["mean"] / 1000 / m["duration_s"], 1.0)  # Little's law for arrivals
+    work = request_work(spec, max(round(in_flight), 1), c["input_len"], c["output_len"], max(m["completed"] / in_flight, 1.0))
+    if plan.searches_slo:
+        m["goodput_requests_per_s"] = goodput(timelines, m["duration_s"], plan.slo_ttft_ms, plan.slo_tpot_ms)
     return {**m, **efficiency_fields(work, m["duration_s"], ctx.datasheet, ctx.measured, ctx.num_gpus)}

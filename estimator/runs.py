@@ -24,6 +24,7 @@ RECORD_COLUMNS = [
     "decode_step_ms", "time_to_first_token_ms", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak",
     "output_tokens_per_s_per_user", "interactivity_tokens_per_s", "completed", "failed", "num_gpus", "error", "reason",
     "joules_per_output_token", "joules_per_prefill_token", "power_w_mean", "energy_window",
+    "request_rate", "burstiness", "steady_output_tokens_per_s", "goodput_requests_per_s", "slo_met", "search_step",
 ]  # fmt: skip
 
 
@@ -89,7 +90,12 @@ def load_runs(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
             for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
                 if isinstance(rec.get(key), dict):
                     row[f"{key}_p50"] = rec[key]["p50"]
+                    row[f"{key}_p90"] = rec[key]["p90"]
                     row[f"{key}_p99"] = rec[key]["p99"]
+            if isinstance(rec.get("slo"), dict):
+                row.update({f"slo_{k}": v for k, v in rec["slo"].items()})  # slo_tpot_ms, slo_ttft_ms, slo_percentile
+            if rec.get("request_rate") == "inf":
+                row["request_rate"] = float("inf")
             rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:

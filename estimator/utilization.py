@@ -22,7 +22,7 @@ def utilization_table(df: pd.DataFrame) -> pd.DataFrame:
     """
     if df.empty:
         return pd.DataFrame()
-    ok = df[(df["status"] == "ok")].copy()
+    ok = df[(df["status"] == "ok") & (df["batch_size"].notna() | df["concurrency"].notna())].copy()  # open-loop records have no size
     ok["size"] = ok["batch_size"].fillna(ok["concurrency"]).astype(int)
     ok["mfu_used"] = ok["mfu"].fillna(ok["mfu_measured_peak"])
     ok["mbu_used"] = ok["mbu"].fillna(ok["mbu_measured_peak"])
@@ -43,7 +43,7 @@ def measured_utilization(df: pd.DataFrame, prefer_kind: str = "cuda") -> dict[st
     """
     if df.empty:
         return None
-    ok = df[(df["status"] == "ok") & df["mode"].isin(["throughput", "serve"])].copy()
+    ok = df[(df["status"] == "ok") & df["mode"].isin(["throughput", "serve"]) & (df["batch_size"].notna() | df["concurrency"].notna())].copy()
     if ok.empty:
         return None
     ok["mfu_used"] = ok["mfu"].fillna(ok["mfu_measured_peak"])

@@ -5,6 +5,7 @@ A leaf module (imports nothing of the project)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import NoReturn
 
@@ -45,3 +46,22 @@ def str_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError("the list is empty")
     return values
 
+
+
+MAX_RATE = 1e6  # requests per second: far beyond any one server
+
+
+def rate_list(text: str) -> list[float]:
+    """Parse comma-separated request rates (requests/s, positive; ``inf`` sends every request at once), e.g. '1,4,inf'."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of rates (e.g. 1,4,inf)") from None
+    if not values:
+        raise argparse.ArgumentTypeError("the list is empty; give e.g. 1,4,inf")
+    if any(math.isnan(v) or v <= 0 or (math.isfinite(v) and v > MAX_RATE) for v in values):
+        raise argparse.ArgumentTypeError(f"every rate in {text!r} must be a positive number of requests/s up to {MAX_RATE:g}, or inf")
+    values = list(dict.fromkeys(values))
+    if len(values) > MAX_LIST_LEN:
+        raise argparse.ArgumentTypeError(f"at most {MAX_LIST_LEN} values per list, got {len(values)}")
+    return values

@@ -31,6 +31,8 @@ from fleetcal.report_files import round_floats, write_table, write_text
 from fleetcal.report_model import kernels_before_after, readme_lines, sensitivity_table, step_breakdown
 from fleetcal.report_ops import compiled_speedup, engine_table, gpu_section
 from fleetcal.report_plots import build_plots
+from fleetcal.report_serving import readme_lines as serving_readme_lines
+from fleetcal.report_serving import serving_table
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 KEY_START, KEY_END = "<!-- keytable:start -->", "<!-- keytable:end -->"
@@ -83,6 +85,7 @@ def build_report(results: Path) -> Report:
     t["sensitivity"] = sensitivity_table(ops)
     t["kernels_before_after"] = kernels_before_after(ops, FLEET_GPUS)
     t["cpu_steps"], t["cpu_overheads"] = cpu_step_tables(runs, ops)
+    t["serving"] = serving_table(runs)
     return Report(t, runs, fits, measured, list(runs.attrs.get("skipped", [])))
 
 
@@ -125,6 +128,7 @@ def readme_section(r: Report) -> str:
     lines += readme_lines(t["step_breakdown"], t["sensitivity"], t["kernels_before_after"])
     lines += gpu_section(t["operators"], t["engines"], t["compiled_speedup"])
     lines += cpu_readme_lines(t["cpu_steps"], t["cpu_overheads"])
+    lines += serving_readme_lines(t["serving"])
     cal = t["calibration"]
     lines += ["### Roofline calibration", ""]
     lines += [cal.to_markdown(index=False) if not cal.empty else "No prefill/decode measurements to fit yet.", ""]

@@ -108,24 +108,6 @@ def fleet_by_scenario(fleet: pd.DataFrame, path: Path) -> None:
     _save(fig, path, fl[["scenario", "gpu", "gpus"]])
 
 
-def serving_tradeoff(ok: pd.DataFrame, path: Path) -> None:
-    """Throughput per device against tokens/s per user (serving runs)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    rows = []
-    if not ok.empty:
-        sv = ok[ok["mode"] == "serve"]
-        for (dev, eng, model), g in sv.groupby(["device_name", "engine", "model"], sort=True):
-            g = g.sort_values("concurrency")
-            per_dev = g["output_tokens_per_s"] / g["num_gpus"].fillna(1)
-            ax.plot(g["output_tokens_per_s_per_user"], per_dev, marker="o", label=f"{eng} ({model}, {dev})")
-            for c, x, y in zip(g["concurrency"], g["output_tokens_per_s_per_user"], per_dev):
-                ax.annotate(f"c={int(c)}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-                rows.append({"device_name": dev, "engine": eng, "model": model, "concurrency": c, "tokens_per_s_per_user": x, "output_tokens_per_s_per_device": y})
-    ax.set(xlabel="output tokens/s per user (interactivity)", ylabel="output tokens/s per device", title="Serving: throughput against interactivity")
-    _legend(ax, fontsize=7)
-    _save(fig, path, pd.DataFrame(rows))
-
-
 def calibration(res: pd.DataFrame, path: Path) -> None:
     """Measured against predicted times of the calibration."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -143,13 +125,14 @@ def build_plots(tables: dict[str, pd.DataFrame], runs: pd.DataFrame, fits: list[
     """Every plot of the report into ``plots``."""
     from fleetcal.report_cpu import cpu_steps_plot
     from fleetcal.report_model import tornado_plot
+    from fleetcal.report_serving import pareto_plot
 
     plt.rcParams.update({"svg.hashsalt": "fleetcal", "font.size": 9})
     ok = runs[runs["status"] == "ok"] if not runs.empty else runs
     throughput_vs_batch(ok, fits, plots / "throughput_vs_batch.png")
     utilization_vs_batch(tables["utilization"], plots / "utilization_vs_batch.png")
     fleet_by_scenario(tables["fleet"], plots / "fleet_by_scenario.png")
-    serving_tradeoff(ok, plots / "serving_tradeoff.png")
+    pareto_plot(tables["serving"], plots / "serving_tradeoff.png")
     calibration(tables["calibration_residuals"], plots / "calibration.png")
     tornado_plot(tables["sensitivity"], plots / "sensitivity.png")
     cpu_steps_plot(tables["cpu_steps"], plots / "cpu_steps.png")

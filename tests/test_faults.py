@@ -22,6 +22,20 @@ def test_bench_out_under_a_file_is_refused_before_anything_runs(tmp_path, capsys
     assert "not a writable directory" in _one_line(capsys.readouterr().err)
 
 
+def test_an_unreachable_base_url_is_one_line_and_nothing_written(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "runs"
+    assert main(["bench", "--mode", "serve", "--base-url", f"http://127.0.0.1:{port}", "--out", str(out)]) == 2
+    assert "no OpenAI-compatible server answers there" in _one_line(capsys.readouterr().err)
+    assert not out.exists()
+    assert main(["bench", "--mode", "serve,throughput", "--base-url", f"http://127.0.0.1:{port}", "--out", str(out)]) == 2
+    assert "--mode serve alone" in _one_line(capsys.readouterr().err)
+
+
 def test_report_refuses_a_readme_it_cannot_write_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "results" / "runs").mkdir(parents=True)
     (tmp_path / "README.md").mkdir()

@@ -72,3 +72,14 @@ def test_a_saved_plan_is_validated_again(saved_run):
     with pytest.raises(UsageError, match="does not know: warp"):
         BenchPlan.from_saved({**plan.saved(), "warp": 1}, plan.model_path, path.parent, path, {})
 
+
+
+def test_request_rates_and_slo_survive_the_saved_plan(tmp_path):
+    """An infinite rate is saved as "inf" (JSON has no infinity) and read back as one."""
+    plan = validate_args(build_parser().parse_args([*ARGV, "--mode", "serve", "--request-rates", "2,inf", "--slo-ttft-ms", "500",
+                                                    "--out", str(tmp_path)]))  # fmt: skip
+    saved = json.loads(json.dumps(plan.saved(), allow_nan=False))
+    assert saved["request_rates"] == [2.0, "inf"]
+    again = BenchPlan.from_saved(saved, plan.model_path, tmp_path, tmp_path / "x.json", {})
+    assert again.request_rates == (2.0, float("inf")) and again.slo_ttft_ms == 500
+    assert [c.get("request_rate") for c in again.configurations()] == [2.0, "inf"], "the search replaces the fixed concurrencies"

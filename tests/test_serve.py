@@ -56,3 +56,35 @@ def test_serve_sweep_measures_and_sigterm_leaves_no_process(tmp_path):
             assert s["p50"] <= s["p90"] <= s["p99"], (key, s)
         assert m["ttft_ms"]["p99"] <= m["e2el_ms"]["p99"] and m["ttft_ms"]["mean"] <= m["e2el_ms"]["mean"]
         assert m["interactivity_tokens_per_s"] == pytest.approx(1000 / m["tpot_ms"]["mean"], rel=1e-3)
+
+
+def test_request_rates_and_an_slo_search_against_a_separately_started_server(tmp_path, bundled_model_dir, cpu_dtype):
+    """A vLLM server started apart (as another team's would be), measured through --base-url: Poisson arrivals at
+    8 requests/s, then an SLO search that doubles up to its ceiling; every probe recorded, the server left running."""
+    from bench.engines import EngineConfig
+    from bench.serve import Server
+
+    cfg = EngineConfig(model=str(bundled_model_dir), device="cpu", dtype=cpu_dtype, max_model_len=256, max_num_seqs=8, kv_cache_gb=1.0)
+    out = tmp_path / "runs"
+    with Server(cfg, tmp_path / "server.log") as server:
+        t0 = uptime_ticks() - TICKS
+        args = ["bench", "--mode", "serve", "--base-url", server.base_url, "--request-rates", "8", "--input-lens", "16", "--output-lens", "8",
+                "--num-prompts", "1", "--slo-tpot-ms", "5000", "--slo-max-concurrency", "4", "--microbench", "off", "--out", str(out)]  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "fleetcal.cli", *args], cwd=ROOT, env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert_nothing_left(t0)  # the bench started no server of its own, and left nothing
+        assert server.proc.poll() is None, "the server it measured is not its to stop"
+    (path,) = out.glob("*.json")
+    doc = load_document(path)
+    assert doc["run"]["server"]["base_url"] == server.base_url and doc["run"]["server"]["models"][0]["id"] == "bench"
+    assert doc["run"]["server"]["models"][0]["max_model_len"] == 256
+    rate, *probes = doc["records"]
+    assert rate["request_rate"] == 8.0 and rate["concurrency"] is None and rate["burstiness"] == 1.0
+    assert rate["status"] == "ok" and rate["sent"] == 20 and rate["failed"] == 0
+    assert 0 < rate["window_s"] < rate["duration_s"] and rate["steady_output_tokens_per_s"] > 0
+    assert [(p["concurrency"], p["search_step"], p["slo_met"]) for p in probes] == [(1, 1, True), (2, 2, True), (4, 3, True)]
+    assert all(p["slo"] == {"tpot_ms": 5000.0, "ttft_ms": None, "percentile": 90} and p["goodput_requests_per_s"] > 0 for p in probes)
+    (search,) = doc["run"]["slo_search"]
+    assert search["max_concurrency"] == 4 and [p["concurrency"] for p in search["probes"]] == [1, 2, 4]
+    assert "highest concurrency meeting it 4" in proc.stdout
