@@ -22,22 +22,32 @@ MAX_LIST_VALUE = 1 << 20  # tokens or sequences in one configuration
 MAX_LIST_LEN = 64  # values per list: a sweep is the product of its lists
 
 
-def int_list(text: str) -> list[int]:
-    """Parse a comma-separated list of positive integers, e.g. '1,8,32'."""
+def _parse_list(text: str, convert: type, what: str, example: str) -> list:
+    """Comma-separated values converted by ``convert``; one line saying what to give when it fails."""
     try:
-        values = [int(x) for x in text.split(",") if x.strip() != ""]
+        values = [convert(x) for x in text.split(",") if x.strip() != ""]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers (e.g. 1,8,32)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {what} (e.g. {example})") from None
     if not values:
-        raise argparse.ArgumentTypeError("the list is empty; give e.g. 1,8,32")
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"every value in {text!r} must be a positive integer")
-    if any(v > MAX_LIST_VALUE for v in values):
-        raise argparse.ArgumentTypeError(f"every value in the list must be at most {MAX_LIST_VALUE:,}")
+        raise argparse.ArgumentTypeError(f"the list is empty; give e.g. {example}")
+    return values
+
+
+def _deduped(values: list) -> list:
     values = list(dict.fromkeys(values))  # a repeated value is one configuration
     if len(values) > MAX_LIST_LEN:
         raise argparse.ArgumentTypeError(f"at most {MAX_LIST_LEN} values per list, got {len(values)}")
     return values
+
+
+def int_list(text: str) -> list[int]:
+    """Parse a comma-separated list of positive integers, e.g. '1,8,32'."""
+    values = _parse_list(text, int, "integers", "1,8,32")
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every value in {text!r} must be a positive integer")
+    if any(v > MAX_LIST_VALUE for v in values):
+        raise argparse.ArgumentTypeError(f"every value in the list must be at most {MAX_LIST_VALUE:,}")
+    return _deduped(values)
 
 
 def str_list(text: str) -> list[str]:
@@ -47,21 +57,12 @@ def str_list(text: str) -> list[str]:
     return values
 
 
-
 MAX_RATE = 1e6  # requests per second: far beyond any one server
 
 
 def rate_list(text: str) -> list[float]:
     """Parse comma-separated request rates (requests/s, positive; ``inf`` sends every request at once), e.g. '1,4,inf'."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip() != ""]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of rates (e.g. 1,4,inf)") from None
-    if not values:
-        raise argparse.ArgumentTypeError("the list is empty; give e.g. 1,4,inf")
+    values = _parse_list(text, float, "rates", "1,4,inf")
     if any(math.isnan(v) or v <= 0 or (math.isfinite(v) and v > MAX_RATE) for v in values):
         raise argparse.ArgumentTypeError(f"every rate in {text!r} must be a positive number of requests/s up to {MAX_RATE:g}, or inf")
-    values = list(dict.fromkeys(values))
-    if len(values) > MAX_LIST_LEN:
-        raise argparse.ArgumentTypeError(f"at most {MAX_LIST_LEN} values per list, got {len(values)}")
-    return values
+    return _deduped(values)

@@ -86,3 +86,31 @@ def assert_nothing_left(since_ticks: float, wait_s: float = 10.0) -> None:
     while (leftovers := left_behind(since_ticks)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert leftovers == [], "processes the run started outlived it"
+
+
+def sigterm_after_records(argv: list[str], out: Path, records: int, timeout_s: float = 600, env: dict | None = None) -> tuple[int, str]:
+    """Run ``fleetcal argv`` in its own session, SIGTERM it once its results file in ``out`` holds ``records`` records;
+    return (exit status, stderr). Whatever is left of its group is SIGKILLed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fleetcal.schema import load_document
+
+    env = env or {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "fleetcal.cli", *argv], cwd=Path(__file__).resolve().parent.parent, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            files = list(out.glob("*.json")) if out.exists() else []
+            if files and len(load_document(files[0])["records"]) >= records:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, err

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TICKS, assert_nothing_left, left_behind, uptime_ticks
+from conftest import TICKS, assert_nothing_left, left_behind, sigterm_after_records, uptime_ticks
 
 from fleetcal.schema import load_document
 
@@ -117,20 +117,8 @@ def test_sigterm_stops_a_sweep_like_ctrl_c_and_keeps_what_finished(tmp_path):
     out = tmp_path / "runs"
     args = ["bench", "--engine", "transformers", "--mode", "decode", "--batch-sizes", "1,2,3,4,5,6",
             "--input-lens", "16", "--output-lens", "24", "--microbench", "off", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen([*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            files = list(out.glob("*.json")) if out.exists() else []
-            if files and len(load_document(files[0])["records"]) >= 1:
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    returncode, err = sigterm_after_records(args, out, records=1, timeout_s=300, env=_env())
+    assert returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "interrupted: every finished configuration is kept" in err
     (path,) = out.glob("*.json")
     doc = load_document(path)

@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import TICKS, assert_nothing_left, uptime_ticks
+from conftest import TICKS, assert_nothing_left, sigterm_after_records, uptime_ticks
 
 from fleetcal.schema import load_document
 
@@ -22,22 +21,8 @@ def test_serve_sweep_measures_and_sigterm_leaves_no_process(tmp_path):
     out = tmp_path / "runs"
     args = ["bench", "--mode", "serve", "--concurrencies", "1,4,8", "--input-lens", "32", "--output-lens", "12", "--num-prompts", "1",
             "--microbench", "off", "--out", str(out)]  # fmt: skip
-    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "FLEETCAL_CACHE": os.environ.get("FLEETCAL_CACHE", str(Path.home() / ".cache" / "fleetcal"))}
-    proc = subprocess.Popen([sys.executable, "-m", "fleetcal.cli", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            files = list(out.glob("*.json")) if out.exists() else []
-            if files and len(load_document(files[0])["records"]) >= 2:
-                break
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    returncode, err = sigterm_after_records(args, out, records=2)
+    assert returncode == 128 + signal.SIGTERM, err[-2000:]
     assert_nothing_left(t0, wait_s=45)  # the server's group gets SIGTERM, then SIGKILL after 30 s
 
     (path,) = out.glob("*.json")
