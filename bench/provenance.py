@@ -85,7 +85,9 @@ def new_run(plan: BenchPlan, spec: ModelSpec) -> RunFile:
         "args": plan.args,
         "plan": plan.saved(),
     }
-    if plan.base_url is not None:  # a server this run did not start: what it says of itself
+    if plan.base_url is not None:  # a server this run did not start: what it says of itself, none of our engine settings
         run["server"] = describe_server(plan.base_url)
-    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{device_info['id']}-{safe_name(plan.engine)}-{safe_name(run['model']['name'])}.json"
+        run["engine"] = {"name": "external", "server_version": run["server"]["version"], "num_gpus": 1, "enforce_eager": True,
+                         "note": "measured through --base-url: the server's engine and settings are its own"}  # fmt: skip
+    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{device_info['id']}-{safe_name(run['engine']['name'])}-{safe_name(run['model']['name'])}.json"
     return RunFile(plan.out_dir / name, run)

@@ -64,6 +64,7 @@ def test_request_rates_and_an_slo_search_against_a_separately_started_server(tmp
     doc = load_document(path)
     assert doc["run"]["server"]["base_url"] == server.base_url and doc["run"]["server"]["models"][0]["id"] == "bench"
     assert doc["run"]["server"]["models"][0]["max_model_len"] == 256
+    assert doc["run"]["engine"]["name"] == "external" and path.name.endswith("-external-SmolLM2-135M-Instruct.json")
     rate, *probes = doc["records"]
     assert rate["request_rate"] == 8.0 and rate["concurrency"] is None and rate["burstiness"] == 1.0
     assert rate["status"] == "ok" and rate["sent"] == 20 and rate["failed"] == 0
