@@ -49,6 +49,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo-ttft-ms", type=float, help="serve: ... and whose TTFT percentile meets this")
     p.add_argument("--slo-percentile", type=int, default=90, help="percentile the SLO applies to: 50, 90 or 99")
     p.add_argument("--slo-max-concurrency", type=int, default=256, help="the search's ceiling")
+    p.add_argument("--repeats", type=int, default=1, help="measure each configuration this many times; tables give the mean and a 95%% interval")
     p.add_argument("--base-url", help="serve: measure an OpenAI-compatible server already running there (another vLLM, SGLang, TGI); --model gives the vocabulary of the prompts")
     p.add_argument("--load-format", choices=("auto", "dummy"), default="auto", help="dummy: random weights built from config.json")
     p.add_argument("--out", type=Path, default=RUNS_DIR, help="directory for the results file")
@@ -166,7 +167,7 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens, gpu_hour_usd=args.gpu_hour_usd,
         operators=tuple(args.operators), request_rates=tuple(args.request_rates), burstiness=args.burstiness,
         slo_tpot_ms=args.slo_tpot_ms, slo_ttft_ms=args.slo_ttft_ms, slo_percentile=args.slo_percentile, slo_max_concurrency=args.slo_max_concurrency,
-        base_url=args.base_url,
+        base_url=args.base_url, repeats=args.repeats,
     )  # fmt: skip
 
 

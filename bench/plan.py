@@ -19,6 +19,7 @@ MODES = ("throughput", "prefill", "decode", "serve", "ops")
 MAX_SEQUENCES = 1 << 16  # sequences submitted at once (a batch or a concurrency)
 MAX_PROMPTS = 100_000  # prompts of one configuration, built in memory before it runs
 SLO_PERCENTILES = (50, 90, 99)
+MAX_REPEATS = 30
 OPEN_LOOP_MAX_NUM_SEQS = 64  # with request rates the number in flight is not bounded by the client; the engine's limit
 NOT_SAVED = ("model_path", "out_dir", "resume", "args")  # resolved again, or chosen anew, on --resume
 
@@ -72,6 +73,7 @@ class BenchPlan:
     slo_percentile: int = 90
     slo_max_concurrency: int = 256
     base_url: str | None = None  # serve: measure this running OpenAI-compatible server instead of starting one
+    repeats: int = 1  # each configuration measured this many times (records carry ``repeat``; tables a mean and its 95% interval)
     resume: Path | None = None
     args: dict[str, Any] = field(default_factory=dict)  # the command line as given (recorded for provenance)
 
@@ -113,6 +115,8 @@ class BenchPlan:
         serve_only = {"--request-rates": bool(self.request_rates), "--slo-tpot-ms / --slo-ttft-ms": self.searches_slo}
         if "serve" not in self.modes and any(serve_only.values()):
             raise UsageError(f"{', '.join(k for k, v in serve_only.items() if v)} need --mode serve")
+        if not 1 <= self.repeats <= MAX_REPEATS:
+            raise UsageError(f"--repeats must be a whole number in [1, {MAX_REPEATS}]")
         if self.base_url is not None and set(self.modes) != {"serve"}:
             raise UsageError("--base-url measures a running server: use it with --mode serve alone")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
@@ -171,6 +175,8 @@ class BenchPlan:
                         out += [dict(mode=mode, batch_size=None, concurrency=None, request_rate=r, input_len=in_len, output_len=out_len) for r in map(rate_label, self.request_rates)]
                     else:
                         out += [dict(mode=mode, batch_size=b, concurrency=None, input_len=in_len, output_len=out_len) for b in self.batch_sizes]
+        if self.repeats > 1:
+            out = [{**c, "repeat": k} for c in out for k in range(1, self.repeats + 1)]
         return out
 
     def saved(self) -> dict[str, Any]:

@@ -48,7 +48,8 @@ def _config_line(r: dict[str, Any]) -> str:
         size = f"concurrency {r['concurrency']}"
     else:
         size = f"rate {r.get('request_rate')}/s"
-    head = f"  {r['mode']:<10} {size:<15} in {r['input_len']:>5} out {r['output_len']:>4}:"
+    rep = f" #{r['repeat']}" if r.get("repeat") else ""
+    head = f"  {r['mode']:<10} {size:<15} in {r['input_len']:>5} out {r['output_len']:>4}{rep}:"
     if r["status"] == "failed":
         return f"{head} FAILED {r['error'][:100]}"
     extra = ""

@@ -21,7 +21,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     runs = load_runs(args.results)
-    df = backtest(calibrate(runs), measured_utilization(runs), load_ops(args.results))
+    df = backtest(calibrate(runs), measured_utilization(runs), load_ops(args.results, warn=False))
     if args.json:
         print(json.dumps({"rows": df.to_dict(orient="records")}, default=str))
     else:

@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     runs = load_runs(args.results)
     fits = calibrate(runs)
     measured = measured_utilization(load_runs(args.run) if args.run else runs)
-    ops = load_ops(args.results if args.results.is_dir() else args.results.parent)
+    ops = load_ops(args.results if args.results.is_dir() else args.results.parent, warn=False)
     rows = project(args.model, gpus, scenarios, traffic, article, runs=runs, measured=measured, ops=ops)
     art = article_estimate(article, gpus)
     by_scenario: dict[str, dict[str, int | None]] = {}

@@ -144,7 +144,7 @@ def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]
     dtype = "bf16" if cpu_has_native_bf16(here) and "bf16" in dtypes else "fp32"  # what `--dtype auto` runs here
     try:
         curves = build_curves(ops, device_name, names[0], dtype)
-        _, over = validate(load_runs(args.results), ops, device_name)
+        _, over = validate(load_runs(args.results, warn=False), ops, device_name)  # load_ops named the skipped files
     except UndeterminedError as exc:
         raise UsageError(f"this CPU's step model cannot be built: {exc}; {how}") from exc
     for what in over.undetermined:  # said, not hidden: the prediction leans on a term the fitted steps do not pin down

@@ -22,10 +22,10 @@ OPS_COLUMNS = ["device_name", "device_id", "catalog_name", "model", "operator", 
                "tflops", "gb_per_s", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak", "run_file"]  # fmt: skip
 
 
-def load_ops(results: Path = RESULTS_DIR) -> pd.DataFrame:
+def load_ops(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
     """Every successful operator record, one row each, with the device it ran on."""
     rows = []
-    docs, _ = read_runs(results, warn=False)  # load_runs names the skipped files
+    docs, _ = read_runs(results, warn)  # warn=False where load_runs has named the skipped files already
     for path, doc in docs:
         dev = device_columns(doc["run"])
         for rec in doc["records"]:

@@ -24,7 +24,7 @@ RECORD_COLUMNS = [
     "decode_step_ms", "time_to_first_token_ms", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak",
     "output_tokens_per_s_per_user", "interactivity_tokens_per_s", "completed", "failed", "num_gpus", "error", "reason",
     "joules_per_output_token", "joules_per_prefill_token", "power_w_mean", "energy_window",
-    "request_rate", "burstiness", "steady_output_tokens_per_s", "goodput_requests_per_s", "slo_met", "search_step",
+    "request_rate", "burstiness", "steady_output_tokens_per_s", "goodput_requests_per_s", "slo_met", "search_step", "repeat",
 ]  # fmt: skip
 
 

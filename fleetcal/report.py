@@ -31,12 +31,15 @@ from fleetcal.report_files import round_floats, write_table, write_text
 from fleetcal.report_model import kernels_before_after, readme_lines, sensitivity_table, step_breakdown
 from fleetcal.report_ops import compiled_speedup, engine_table, gpu_section
 from fleetcal.report_plots import build_plots
+from fleetcal.report_repeats import readme_lines as repeats_readme_lines
+from fleetcal.report_repeats import repeats_table
 from fleetcal.report_serving import readme_lines as serving_readme_lines
 from fleetcal.report_serving import serving_table
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 KEY_START, KEY_END = "<!-- keytable:start -->", "<!-- keytable:end -->"
 CROSS_START, CROSS_END = "<!-- crosscheck:start -->", "<!-- crosscheck:end -->"
+SERVE_CROSS_START, SERVE_CROSS_END = "<!-- crosscheck-serve:start -->", "<!-- crosscheck-serve:end -->"
 FLEET_MODEL = "deepseek-v3"  # the article's model: the fleet every table projects
 FLEET_GPUS = ("H100", "A100", "H800", "H200", "B200", "H20")
 MEASUREMENT_COLUMNS = [
@@ -68,7 +71,7 @@ def build_report(results: Path) -> Report:
     runs = load_runs(results)
     fits = calibrate(runs)
     measured = measured_utilization(runs)
-    ops = load_ops(results)
+    ops = load_ops(results, warn=False)
     t: dict[str, pd.DataFrame] = {}
     t["measurements"] = runs.reindex(columns=MEASUREMENT_COLUMNS) if not runs.empty else pd.DataFrame(columns=MEASUREMENT_COLUMNS)
     t["utilization"] = utilization_table(runs)
@@ -86,6 +89,7 @@ def build_report(results: Path) -> Report:
     t["kernels_before_after"] = kernels_before_after(ops, FLEET_GPUS)
     t["cpu_steps"], t["cpu_overheads"] = cpu_step_tables(runs, ops)
     t["serving"] = serving_table(runs)
+    t["repeats"] = repeats_table(runs)
     return Report(t, runs, fits, measured, list(runs.attrs.get("skipped", [])))
 
 
@@ -129,6 +133,7 @@ def readme_section(r: Report) -> str:
     lines += gpu_section(t["operators"], t["engines"], t["compiled_speedup"])
     lines += cpu_readme_lines(t["cpu_steps"], t["cpu_overheads"])
     lines += serving_readme_lines(t["serving"])
+    lines += repeats_readme_lines(t["repeats"])
     cal = t["calibration"]
     lines += ["### Roofline calibration", ""]
     lines += [cal.to_markdown(index=False) if not cal.empty else "No prefill/decode measurements to fit yet.", ""]
@@ -166,6 +171,21 @@ def crosscheck_block(results: Path) -> str | None:
     return "\n".join([CROSS_START, head, "", table, CROSS_END])
 
 
+def crosscheck_serve_block(results: Path) -> str | None:
+    """The serving client's cross-check against vLLM's bench serve, from results/crosscheck_serve.json, if it was run."""
+    path = results / "crosscheck_serve.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    w, sm = doc["workload"], doc["summary"]
+    table = pd.DataFrame(doc["rounds"]).to_markdown(index=False, floatfmt=".2f")
+    head = (f"From `results/crosscheck_serve.json` ({doc['started_utc']}, commit {str(doc['git_commit'])[:7]}, {doc['device']['name']} "
+            f"with {doc['device']['cores']} cores): {w['rounds']} rounds of {w['num_prompts']} prompts at concurrency {w['concurrency']}, "
+            f"{w['input_len']} in / {w['output_len']} out, {w['sampling']}, one server. fleetcal over vLLM, medians over rounds: output tok/s "
+            f"**{sm['output_tokens_per_s_ratio']:.3f}**, TPOT p50 **{sm['tpot_p50_ratio']:.3f}**, TTFT p50 **{sm['ttft_p50_ratio']:.3f}**.")  # fmt: skip
+    return "\n".join([SERVE_CROSS_START, head, "", table, SERVE_CROSS_END])
+
+
 def _replace_block(text: str, start: str, end: str, block: str) -> tuple[str, bool]:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
@@ -173,15 +193,17 @@ def _replace_block(text: str, start: str, end: str, block: str) -> tuple[str, bo
     return text, False
 
 
-def rewrite_readme(readme: Path, section: str, key: str | None = None, cross: str | None = None) -> None:
+def rewrite_readme(readme: Path, section: str, key: str | None = None, blocks: dict[tuple[str, str], str | None] | None = None) -> None:
+    """Replace the results section, the key table and each cross-check block (where the README has their markers)."""
     text = readme.read_text() if readme.exists() else ""
     text, found = _replace_block(text, START, END, section)
     if not found:
         text = text.rstrip("\n") + "\n\n## Results\n\n" + section + "\n"
     if key is not None:
         text, _ = _replace_block(text, KEY_START, KEY_END, key)
-    if cross is not None:
-        text, _ = _replace_block(text, CROSS_START, CROSS_END, cross)
+    for (start, end), block in (blocks or {}).items():
+        if block is not None:
+            text, _ = _replace_block(text, start, end, block)
     write_text(readme, text)
 
 
@@ -216,7 +238,8 @@ def run_report(results: Path, readme: Path | None) -> Report:
         write_table(df, tables, name)
     build_plots(r.tables, r.runs, r.fits, plots)
     if readme is not None:
-        rewrite_readme(readme, readme_section(r), key_table(r), crosscheck_block(results))
+        blocks = {(CROSS_START, CROSS_END): crosscheck_block(results), (SERVE_CROSS_START, SERVE_CROSS_END): crosscheck_serve_block(results)}
+        rewrite_readme(readme, readme_section(r), key_table(r), blocks)
     return r
 
 

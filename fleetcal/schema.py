@@ -34,6 +34,7 @@ def config_key(record: dict[str, Any]) -> tuple:
         json.dumps(record.get("shape"), sort_keys=True) if record.get("shape") is not None else None,
         record.get("dtype") if record.get("mode") == "ops" else None,
         record.get("request_rate"),
+        record.get("repeat"),
     )
 
 
