@@ -214,7 +214,8 @@ def _plan_from_resume(args: argparse.Namespace) -> BenchPlan:
     if not isinstance(saved, dict):
         raise UsageError(f"--resume {path}: the file holds no saved plan (written by an older version); run the sweep again")
     recorded = doc["run"].get("args") or {}
-    given = {k: v for k, v in _recorded(args).items() if k not in ("command", "out") and v != _defaults().get(k)}
+    defaults = _defaults()
+    given = {k: v for k, v in _recorded(args).items() if k not in ("command", "out") and v != defaults.get(k)}
     conflicts = [k for k, v in given.items() if v != recorded.get(k)]
     if conflicts:
         flags = ", ".join("--" + k.replace("_", "-") for k in conflicts)

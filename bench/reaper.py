@@ -21,32 +21,41 @@ POLL_S = 0.5
 GRACE_S = 5.0
 
 
-def _start_time(pid: int) -> str | None:
+def _stat(pid: int | str) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks since boot) of one process; None once it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat[stat.rindex(")") + 2 :].split()[19]
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return int(fields[1]), int(fields[19])
 
 
-def _descendants(root: int) -> dict[int, str]:
-    """pid -> start time of every process below ``root``."""
-    parents: dict[int, int] = {}
+def _start_time(pid: int) -> int | None:
+    st = _stat(pid)
+    return st[1] if st else None
+
+
+def process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, start time in clock ticks since boot) of every process readable in /proc, in one pass."""
+    table = {}
     for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(d.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if d.name.isdigit() and (st := _stat(d.name)) is not None:
+            table[int(d.name)] = st
+    return table
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """pid -> start time of every process below ``root``."""
+    table = process_table()
     found, frontier = set(), {root}
     while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - found
         found |= frontier
-    return {pid: t for pid in found if (t := _start_time(pid)) is not None}
+    return {pid: table[pid][1] for pid in found}
 
 
-def _signal_all(procs: dict[int, str], sig: int) -> dict[int, str]:
+def _signal_all(procs: dict[int, int], sig: int) -> dict[int, int]:
     """Signal every process still alive as itself; return those."""
     alive = {pid: t for pid, t in procs.items() if _start_time(pid) == t}
     for pid in alive:
@@ -60,7 +69,7 @@ def _signal_all(procs: dict[int, str], sig: int) -> dict[int, str]:
 def watch(parent: int) -> None:
     """Follow ``parent``'s descendants until it dies, then stop them."""
     born = _start_time(parent)
-    seen: dict[int, str] = {}
+    seen: dict[int, int] = {}
     while _start_time(parent) == born:
         seen = {pid: t for pid, t in _descendants(parent).items() if pid != os.getpid()}
         time.sleep(POLL_S)

@@ -203,10 +203,11 @@ def _slo_search(runner: Runner, slo: Slo, input_len: int, output_len: int, ceili
         c = {"mode": "serve", "batch_size": None, "concurrency": conc, "input_len": input_len, "output_len": output_len}
         kept = next((r for r in runner.runfile.records if config_key(r) == config_key(c) and r["status"] == "ok"), None)
         rec = kept or runner.measure(c, {"slo": slo.as_record(), "search_step": len(steps)})
+        met = slo.met_by(rec)
         if kept is None:
-            rec["slo_met"] = slo.met_by(rec)
+            rec["slo_met"] = met
             runner.runfile.save()
-        return slo.met_by(rec)
+        return met
 
     best, probes = search(probe, ceiling)
     return {"input_len": input_len, "output_len": output_len, "slo": slo.as_record(), "max_concurrency": best,

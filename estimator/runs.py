@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from estimator.hardware import match_gpu
+from estimator.hardware import get_gpu, match_gpu
 from fleetcal.errors import UsageError
 from fleetcal.identity import device_id, device_label
 from fleetcal.paths import RESULTS_DIR, runs_dir
@@ -63,13 +63,13 @@ def load_runs(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
     for path, doc in docs:
         run = doc["run"]
         micro = next((r for r in doc["records"] if r["mode"] == "microbench" and r["status"] == "ok"), None)
-        dev = run["device"]
-        gpu = match_gpu(dev["name"]) if dev["kind"] == "cuda" else None
+        cols = device_columns(run)
+        gpu = get_gpu(cols["catalog_name"]) if cols["catalog_name"] else None
         eager = run["engine"].get("enforce_eager", True)
         base = {
             "run_file": path.name,
             "started_utc": run["started_utc"],
-            **device_columns(run),
+            **cols,
             "dtype": run["model"].get("dtype", "bfloat16"),
             "device_cores": run["device"].get("cores"),
             # compiled engines are fitted and tabled apart from eager ones

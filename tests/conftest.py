@@ -46,17 +46,15 @@ def uptime_ticks() -> float:
 
 def _processes() -> dict[int, tuple[int, float, str]]:
     """pid -> (parent pid, start time in clock ticks since boot, command line) of every process readable in /proc."""
+    from bench.reaper import process_table
+
     out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+    for pid, (ppid, start) in process_table().items():
         try:
-            stat = (d / "stat").read_text()
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(d.name)] = (int(fields[1]), float(fields[19]), cmd)
+        out[pid] = (ppid, float(start), cmd)
     return out
 
 
