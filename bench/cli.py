@@ -24,6 +24,7 @@ from bench.plan import MAX_SEQUENCES, MODES, BenchPlan, rate_label
 from bench.precision import DTYPES, choose_dtype
 from bench.summary import summarize
 from bench.sweep import run_plan
+from bench.workload import Workload, load_dataset, load_tokenizer
 from estimator.models import MODEL_DIR, get_model, resolve_model_key
 from fleetcal.common import int_list, rate_list, str_list
 from fleetcal.errors import CatalogError, SchemaError, UsageError
@@ -51,6 +52,11 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo-max-concurrency", type=int, default=256, help="the search's ceiling")
     p.add_argument("--repeats", type=int, default=1, help="measure each configuration this many times; tables give the mean and a 95%% interval")
     p.add_argument("--base-url", help="serve: measure an OpenAI-compatible server already running there (another vLLM, SGLang, TGI); --model gives the vocabulary of the prompts")
+    p.add_argument("--range-ratio", type=float, default=0.0, help="serve: input and output lengths uniform in [L(1-r), L(1+r)], vLLM's --random-range-ratio")
+    p.add_argument("--prefix-fraction", type=float, default=0.0, help="serve: this share of every prompt is the same for all (the target prefix-cache hit rate; needs --enable-prefix-caching)")
+    p.add_argument("--dataset", type=Path, help="serve: prompts from a JSONL file ({\"prompt\": ..., \"output_tokens\": n} per line) or a ShareGPT file")
+    p.add_argument("--tokenizer", type=Path, help="serve: a local tokenizer directory for the prompts (default: --model's); for a --base-url server whose model is not here")
+    p.add_argument("--serve-budget-s", type=float, default=120.0, help="serve: no request of a configuration is sent after this many seconds (those in flight finish and count)")
     p.add_argument("--load-format", choices=("auto", "dummy"), default="auto", help="dummy: random weights built from config.json")
     p.add_argument("--out", type=Path, default=RUNS_DIR, help="directory for the results file")
     p.add_argument("--resume", type=Path, help="a results file of an interrupted run: measure only what it lacks")
@@ -143,8 +149,9 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
                          f"keeps one for its scheduler); this machine has {info.get('cores')}")  # fmt: skip
     dtype, dtype_reason = choose_dtype(args.dtype, info)
     model_path = _resolve_model(args.model, args.load_format)
-    longest = max(args.input_lens) + max(args.output_lens)
     limit = _context_limit(model_path)
+    workload = _workload(args, model_path, limit)
+    longest = max(workload.longest(i, o) if "serve" in args.mode else i + o for i in args.input_lens for o in args.output_lens)
     if limit and longest > limit:
         raise UsageError(f"input + output = {longest} tokens exceeds the model's context of {limit}; shorten --input-lens or --output-lens")
     max_model_len = args.max_model_len if args.max_model_len is not None else longest
@@ -167,8 +174,26 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens, gpu_hour_usd=args.gpu_hour_usd,
         operators=tuple(args.operators), request_rates=tuple(args.request_rates), burstiness=args.burstiness,
         slo_tpot_ms=args.slo_tpot_ms, slo_ttft_ms=args.slo_ttft_ms, slo_percentile=args.slo_percentile, slo_max_concurrency=args.slo_max_concurrency,
-        base_url=args.base_url, repeats=args.repeats,
+        base_url=args.base_url, repeats=args.repeats, range_ratio=args.range_ratio, prefix_fraction=args.prefix_fraction,
+        dataset=portable(args.dataset.resolve()) if args.dataset else None, tokenizer=portable(args.tokenizer.resolve()) if args.tokenizer else None,
+        serve_budget_s=args.serve_budget_s,
     )  # fmt: skip
+
+
+def _workload(args: argparse.Namespace, model_path: str, limit: int | None) -> Workload:
+    """The serve workload the flags ask for, checked before anything runs (a dataset file parsed and counted)."""
+    dataset = None
+    if args.dataset is not None:
+        if "serve" not in args.mode:
+            raise UsageError("--dataset needs --mode serve")
+        if args.input_lens != _defaults()["input_lens"] or len(args.output_lens) > 1:
+            raise UsageError("--dataset gives the prompts: drop --input-lens, and give at most one --output-lens (for entries without an output length)")
+        tokenizer = str(args.tokenizer.resolve()) if args.tokenizer else model_path
+        dataset = load_dataset(str(args.dataset.resolve()), tokenizer, args.max_model_len or limit, args.output_lens[0])
+    elif args.tokenizer is not None:
+        load_tokenizer(str(args.tokenizer.resolve()))  # checked now, used for the vocabulary of random prompts
+    return Workload(args.range_ratio, args.prefix_fraction, dataset)
+
 
 
 def _recorded(args: argparse.Namespace) -> dict[str, Any]:

@@ -111,6 +111,8 @@ def serving_metrics(timelines: list[RequestTimeline], wall_s: float) -> dict[str
         "tpot_ms": tpot,
         "itl_ms": stats_ms(itls),
         "e2el_ms": stats_ms([t.e2el_s for t in ok]),
+        "mean_prompt_tokens": round(in_tokens / len(ok), 2) if ok else None,
+        "mean_output_tokens": round(out_tokens / len(ok), 2) if ok else None,
         "output_tokens_per_s_per_user": round(float(np.mean(per_user)), 3) if per_user else None,
         "interactivity_tokens_per_s": round(1000.0 / tpot["mean"], 3) if tpot["mean"] else None,
         **(steady_window(timelines) if timelines else {"window_s": None, "steady_output_tokens_per_s": None}),

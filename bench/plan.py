@@ -13,7 +13,9 @@ from typing import Any
 
 from bench.engines import EngineConfig
 from bench.ops import OPERATORS
+from bench.workload import Workload, load_dataset
 from fleetcal.errors import UsageError
+from fleetcal.paths import ROOT
 
 MODES = ("throughput", "prefill", "decode", "serve", "ops")
 MAX_SEQUENCES = 1 << 16  # sequences submitted at once (a batch or a concurrency)
@@ -27,6 +29,11 @@ NOT_SAVED = ("model_path", "out_dir", "resume", "args")  # resolved again, or ch
 def rate_label(rate: float) -> float | str:
     """A request rate as records keep it: requests/s, or "inf" for every request at once (JSON has no infinity)."""
     return rate if math.isfinite(rate) else "inf"
+
+
+def _local(path: str) -> str:
+    """A path as plans keep it (relative to the project when inside it) made usable from any working directory."""
+    return path if Path(path).is_absolute() else str(ROOT / path)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class BenchPlan:
     slo_percentile: int = 90
     slo_max_concurrency: int = 256
     base_url: str | None = None  # serve: measure this running OpenAI-compatible server instead of starting one
+    range_ratio: float = 0.0  # serve: lengths uniform in [L(1 - r), L(1 + r)] (vLLM's --random-range-ratio)
+    prefix_fraction: float = 0.0  # serve: this share of every prompt shared by all (target prefix-cache hit rate)
+    dataset: str | None = None  # serve: prompts from this JSONL or ShareGPT file
+    tokenizer: str | None = None  # serve: local tokenizer directory for prompts and counts (default: the model's)
+    serve_budget_s: float = 120.0  # serve: no request of a configuration is sent after this many seconds
     repeats: int = 1  # each configuration measured this many times (records carry ``repeat``; tables a mean and its 95% interval)
     resume: Path | None = None
     args: dict[str, Any] = field(default_factory=dict)  # the command line as given (recorded for provenance)
@@ -112,9 +124,14 @@ class BenchPlan:
             raise UsageError("--gpu-hour-usd must be a positive price in dollars")
         if self.engine != "vllm" and (self.quantization or self.kv_cache_dtype != "auto" or self.enable_expert_parallel):
             raise UsageError("--quantization, --kv-cache-dtype and --enable-expert-parallel need --engine vllm")
-        serve_only = {"--request-rates": bool(self.request_rates), "--slo-tpot-ms / --slo-ttft-ms": self.searches_slo}
+        serve_only = {"--request-rates": bool(self.request_rates), "--slo-tpot-ms / --slo-ttft-ms": self.searches_slo, "--range-ratio": bool(self.range_ratio),
+                      "--prefix-fraction": bool(self.prefix_fraction), "--dataset": self.dataset is not None, "--tokenizer": self.tokenizer is not None}  # fmt: skip
         if "serve" not in self.modes and any(serve_only.values()):
             raise UsageError(f"{', '.join(k for k, v in serve_only.items() if v)} need --mode serve")
+        if not 0 < self.serve_budget_s <= 86_400:
+            raise UsageError("--serve-budget-s must be a number of seconds in (0, 86400]")
+        if self.prefix_fraction and not self.enable_prefix_caching and self.base_url is None:
+            raise UsageError("--prefix-fraction needs --enable-prefix-caching (without it no prefix is reused)")
         if not 1 <= self.repeats <= MAX_REPEATS:
             raise UsageError(f"--repeats must be a whole number in [1, {MAX_REPEATS}]")
         if self.base_url is not None and set(self.modes) != {"serve"}:
@@ -131,9 +148,25 @@ class BenchPlan:
             raise UsageError(f"--slo-percentile must be one of {', '.join(map(str, SLO_PERCENTILES))}")
         if not 1 <= self.slo_max_concurrency <= MAX_SEQUENCES:
             raise UsageError(f"--slo-max-concurrency must be in [1, {MAX_SEQUENCES:,}]")
-        shortest = min(self.input_lens) + min(self.output_lens)
+        self.workload()  # its own checks: ratios in range, a dataset that parses
+        shortest = min((c["input_len"] + c["output_len"] for c in self.configurations()), default=0)
         if self.max_model_len < shortest:  # configurations longer than it alone fail, recorded
             raise UsageError(f"--max-model-len {self.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run")
+
+    def serve_lengths(self) -> list[tuple[int, int]]:
+        """The (input, output) lengths serve configurations are labelled with: the flags', or a dataset's mean lengths."""
+        ds = self.workload().dataset
+        if ds is not None:
+            return [(round(ds.mean_prompt_len), round(ds.mean_output_len))]
+        return [(i, o) for i in self.input_lens for o in self.output_lens]
+
+    def workload(self) -> Workload:
+        """How serve requests are made; a dataset file is read (once, cached) and checked here."""
+        dataset = None
+        if self.dataset is not None:
+            tokenizer = _local(self.tokenizer) if self.tokenizer else self.model_path
+            dataset = load_dataset(_local(self.dataset), tokenizer, self.max_model_len, self.output_lens[0])
+        return Workload(self.range_ratio, self.prefix_fraction, dataset)
 
     @property
     def searches_slo(self) -> bool:
@@ -164,16 +197,14 @@ class BenchPlan:
         With an SLO, the search replaces the fixed concurrencies."""
         out = []
         for mode in self.modes:
-            if mode == "ops":
-                continue  # operator cases are planned from the model's shapes, not from lengths
-            for in_len in self.input_lens:
-                out_lens = (1,) if mode == "prefill" else self.output_lens
-                for out_len in out_lens:
-                    if mode == "serve":
-                        fixed = () if self.searches_slo else self.concurrencies
-                        out += [dict(mode=mode, batch_size=None, concurrency=c, input_len=in_len, output_len=out_len) for c in fixed]
-                        out += [dict(mode=mode, batch_size=None, concurrency=None, request_rate=r, input_len=in_len, output_len=out_len) for r in map(rate_label, self.request_rates)]
-                    else:
+            if mode == "serve":
+                for in_len, out_len in self.serve_lengths():
+                    fixed = () if self.searches_slo else self.concurrencies
+                    out += [dict(mode=mode, batch_size=None, concurrency=c, input_len=in_len, output_len=out_len) for c in fixed]
+                    out += [dict(mode=mode, batch_size=None, concurrency=None, request_rate=r, input_len=in_len, output_len=out_len) for r in map(rate_label, self.request_rates)]
+            elif mode != "ops":  # operator cases are planned from the model's shapes, not from lengths
+                for in_len in self.input_lens:
+                    for out_len in (1,) if mode == "prefill" else self.output_lens:
                         out += [dict(mode=mode, batch_size=b, concurrency=None, input_len=in_len, output_len=out_len) for b in self.batch_sizes]
         if self.repeats > 1:
             out = [{**c, "repeat": k} for c in out for k in range(1, self.repeats + 1)]

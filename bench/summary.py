@@ -61,6 +61,12 @@ def _config_line(r: dict[str, Any]) -> str:
         extra = f", TTFT p50 {r['ttft_ms']['p50']:.1f} ms, TPOT p50 {r['tpot_ms']['p50']:.2f} ms"
         if r.get("goodput_requests_per_s") is not None:
             extra += f", goodput {r['goodput_requests_per_s']:.2f} req/s"
+        if r.get("prefix_cache_hit_rate") is not None:
+            extra += f", prefix-cache hits {r['prefix_cache_hit_rate']:.1%}"
+        if r.get("failed"):
+            extra += f", {r['failed']} of {r['sent']} requests failed ({r['errors'][0][:60]})"
+        if r.get("unsent_over_budget"):
+            extra += f", {r['unsent_over_budget']} not sent (over --serve-budget-s)"
     mfu, mbu = r.get("mfu_measured_peak"), r.get("mbu_measured_peak")
     util = f" | MFU {mfu:.1%} MBU {mbu:.1%} of measured peaks" if mfu is not None and mbu is not None and r["status"] == "ok" else ""
     tag = " SUSPECT" if r["status"] == "suspect" else ""

@@ -31,6 +31,7 @@ from bench.records import RunFile
 from bench.sanity import checked
 from bench.serve import Server
 from bench.slo import Slo, search
+from bench.workload import load_tokenizer
 from estimator.models import ModelSpec, get_model
 from estimator.roofline import Peaks
 from estimator.shapes import shapes_from_config
@@ -127,6 +128,8 @@ class Runner:
         self.server: Server | None = None
         external = runfile.run.get("server")  # a server this run did not start serves its model under its own name
         self.served_model = external["models"][0]["id"] if external else SERVED_MODEL
+        self.workload = plan.workload()
+        self.vocab_size = len(load_tokenizer(plan.tokenizer)) if plan.tokenizer else spec.vocab_size
 
     def measure(self, c: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Measure configuration ``c`` and add its record (ok or failed, with ``extra`` fields) to the results file."""
@@ -138,7 +141,7 @@ class Runner:
                 if self.engine is not None:
                     self.engine.close()
                     self.engine = None
-                rec = _serve_record(self._server_url(), self.spec, c, plan, ctx, self.served_model)
+                rec = self._serve_record(c)
             else:
                 if self.engine is None:
                     self.engine = start_engine(self.ecfg)
@@ -160,9 +163,28 @@ class Runner:
         """The server to measure: the one at --base-url, or ours, started on first use."""
         if self.plan.base_url is not None:
             return self.plan.base_url.rstrip("/")
+        if self.server is not None and self.server.proc is not None and self.server.proc.poll() is not None:
+            # it died (killed, out of memory) during an earlier configuration, which is recorded: start it again
+            self.runfile.run.setdefault("server_restarts", []).append({"exit_status": self.server.proc.returncode, "before": len(self.runfile.records)})
+            self.server.stop()
+            self.server = None
         if self.server is None:
             self.server = _start_server(self.ecfg, self.runfile)
         return self.server.base_url
+
+    def _serve_record(self, c: dict[str, Any]) -> dict[str, Any]:
+        plan, ctx, rate = self.plan, self.ctx, c.get("request_rate")
+        salt = f"c{c['concurrency']}/r{rate}/o{c['output_len']}/k{c.get('repeat', 1)}"  # prompts of their own per configuration
+        m, timelines = measure_serve(self._server_url(), self.workload, self.vocab_size, c["concurrency"], c["input_len"], c["output_len"],
+                                     plan.num_prompts or 1, plan.seed, plan.temperature, request_rate=None if rate is None else float(rate),
+                                     burstiness=plan.burstiness, model=self.served_model, budget_s=plan.serve_budget_s, salt=salt)  # fmt: skip
+        if m["completed"] == 0:
+            raise RuntimeError(f"no request completed; errors: {m['errors']}")
+        in_flight = c["concurrency"] or max(m["completed"] * m["e2el_ms"]["mean"] / 1000 / m["duration_s"], 1.0)  # Little's law for arrivals
+        work = request_work(self.spec, max(round(in_flight), 1), c["input_len"], c["output_len"], max(m["completed"] / in_flight, 1.0))
+        if plan.searches_slo:
+            m["goodput_requests_per_s"] = goodput(timelines, m["duration_s"], plan.slo_ttft_ms, plan.slo_tpot_ms)
+        return {**m, "workload": self.workload.label(), **efficiency_fields(work, m["duration_s"], ctx.datasheet, ctx.measured, ctx.num_gpus)}
 
     def close(self) -> None:
         if self.engine is not None:
@@ -190,7 +212,7 @@ def _run_configurations(plan: BenchPlan, spec: ModelSpec, runfile: RunFile, todo
 def _slo_searches(plan: BenchPlan, runner: Runner) -> None:
     """One search per input and output length; the outcome in the run header (``slo_search``)."""
     slo = Slo(plan.slo_tpot_ms, plan.slo_ttft_ms, plan.slo_percentile)
-    runner.runfile.run["slo_search"] = [_slo_search(runner, slo, i, o, plan.slo_max_concurrency) for i in plan.input_lens for o in plan.output_lens]
+    runner.runfile.run["slo_search"] = [_slo_search(runner, slo, i, o, plan.slo_max_concurrency) for i, o in plan.serve_lengths()]
     runner.runfile.save()
 
 
@@ -244,16 +266,3 @@ def _close_quietly(engine: Engine) -> None:
 
 def _start_server(ecfg: EngineConfig, runfile: RunFile) -> Server:
     return Server(ecfg, cache_dir() / "logs" / runfile.path.with_suffix(".server.log").name).start()
-
-
-def _serve_record(base_url: str, spec: ModelSpec, c: dict[str, Any], plan: BenchPlan, ctx: MeasureContext, model: str) -> dict[str, Any]:
-    rate = c.get("request_rate")
-    m, timelines = measure_serve(base_url, spec.vocab_size, c["concurrency"], c["input_len"], c["output_len"], plan.num_prompts or 1, plan.seed,
-                                 plan.temperature, request_rate=None if rate is None else float(rate), burstiness=plan.burstiness, model=model)  # fmt: skip
-    if m["completed"] == 0:
-        raise RuntimeError(f"no request completed; errors: {m['errors']}")
-    in_flight = c["concurrency"] or max(m["completed"] * m["e2el_ms"]["mean"] / 1000 / m["duration_s"], 1.0)  # Little's law for arrivals
-    work = request_work(spec, max(round(in_flight), 1), c["input_len"], c["output_len"], max(m["completed"] / in_flight, 1.0))
-    if plan.searches_slo:
-        m["goodput_requests_per_s"] = goodput(timelines, m["duration_s"], plan.slo_ttft_ms, plan.slo_tpot_ms)
-    return {**m, **efficiency_fields(work, m["duration_s"], ctx.datasheet, ctx.measured, ctx.num_gpus)}
