@@ -95,7 +95,8 @@ def roofline_fleet(model: str, gpu: Device, traffic: Traffic, ops: pd.DataFrame 
 def direct_fleet(spec: ModelSpec, gpu_name: str, traffic: Traffic, runs: pd.DataFrame) -> dict[str, Any] | None:
     """GPUs from measured output tokens/s per device, where this model was measured on this device.
 
-    Preference: serving runs whose users got at least the speed target (1000 / mean TPOT, the one per-user rate); else decode runs whose
+    Preference: serving runs of random prompts (no prefix reused from a cache: the traffic's own hit rate is not
+    known to them) whose users got at least the speed target (1000 / mean TPOT, the one per-user rate); else decode runs whose
     step time met it (decode tokens/s); else throughput runs. The best rate of the first kind
     found is used, at peak traffic.
     """
@@ -107,7 +108,8 @@ def direct_fleet(spec: ModelSpec, gpu_name: str, traffic: Traffic, runs: pd.Data
     rows["rate"] = rows["decode_tokens_per_s"].where(rows["mode"] == "decode", rows["output_tokens_per_s"])
     budget_ms = 1000.0 / traffic.tokens_per_s_per_user
     pools = (
-        rows[(rows["mode"] == "serve") & rows["concurrency"].notna() & (rows["interactivity_tokens_per_s"] >= traffic.tokens_per_s_per_user)],
+        rows[(rows["mode"] == "serve") & rows["concurrency"].notna() & (rows["interactivity_tokens_per_s"] >= traffic.tokens_per_s_per_user)
+             & rows["workload"].fillna("random").str.startswith("random")],
         rows[(rows["mode"] == "decode") & (rows["decode_step_ms"] <= budget_ms)],
         rows[rows["mode"] == "throughput"],
     )

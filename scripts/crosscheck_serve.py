@@ -48,8 +48,9 @@ def vllm_serve(base_url: str, model: str, a: argparse.Namespace, seed: int) -> d
 
 def fleetcal_serve(base_url: str, vocab: int, a: argparse.Namespace, seed: int) -> dict:
     from bench.load import measure_serve
+    from bench.workload import Workload
 
-    m, _ = measure_serve(base_url, vocab, a.concurrency, a.input_len, a.output_len, a.num_prompts, seed, temperature=1.0)
+    m, _ = measure_serve(base_url, Workload(), vocab, a.concurrency, a.input_len, a.output_len, a.num_prompts, seed, temperature=1.0)
     return {"output_tokens_per_s": m["output_tokens_per_s"], "tpot_ms_p50": m["tpot_ms"]["p50"], "ttft_ms_p50": m["ttft_ms"]["p50"], "completed": m["completed"]}
 
 

@@ -118,3 +118,11 @@ def test_random_lengths_and_a_shared_prefix_are_drawn_as_asked():
     assert other[0].prompt[:16] == reqs[0].prompt[:16] and other[0].prompt[16:] != reqs[0].prompt[16:], "no configuration repeats another's prompts"
     assert w.requests(5, 64, 32, vocab_size=49152, seed=0, salt="c1") == reqs[:5]
     assert w.label() == "prefix 25%, range 0.5"
+
+
+def test_a_tokenizer_directory_without_a_tokenizer_is_one_line(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["bench", "--mode", "serve", "--tokenizer", str(tmp_path), "--out", str(out), "--microbench", "off"]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "--tokenizer" in lines[0] and "no tokenizer there" in lines[0], lines
+    assert not out.exists()
