@@ -181,7 +181,7 @@ def crosscheck_serve_block(results: Path) -> str | None:
     table = pd.DataFrame(doc["rounds"]).to_markdown(index=False, floatfmt=".2f")
     head = (f"From `results/crosscheck_serve.json` ({doc['started_utc']}, commit {str(doc['git_commit'])[:7]}, {doc['device']['name']} "
             f"with {doc['device']['cores']} cores): {w['rounds']} rounds of {w['num_prompts']} prompts at concurrency {w['concurrency']}, "
-            f"{w['input_len']} in / {w['output_len']} out, {w['sampling']}, one server. fleetcal over vLLM, medians over rounds: output tok/s "
+            f"{w['input_len']} in / {w['output_len']} out, {w['sampling']}, one server. fleetcal over vLLM, {sm.get('method', 'medians over rounds')}: output tok/s "
             f"**{sm['output_tokens_per_s_ratio']:.3f}**, TPOT p50 **{sm['tpot_p50_ratio']:.3f}**, TTFT p50 **{sm['ttft_p50_ratio']:.3f}**.")  # fmt: skip
     return "\n".join([SERVE_CROSS_START, head, "", table, SERVE_CROSS_END])
 

@@ -4,10 +4,10 @@ Starts one vLLM server on the bundled model, then alternates, round after round,
 (through its own add_cli_args and main: random dataset, --max-concurrency, every prompt sent at
 once, --ignore-eos) and fleetcal's client (bench.load.measure_serve, the same concurrency, lengths
 and sampling), so that the machine's drift falls on both alike. Prints output tokens/s, TPOT p50
-and TTFT p50 of each, and the ratios of fleetcal's medians over rounds to vLLM's; writes them with
+and TTFT p50 of each, and fleetcal's figures over vLLM's, per round, their geometric mean; writes them with
 their provenance to results/crosscheck_serve.json, which `fleetcal report` puts into the README.
 
-    .venv/bin/python scripts/crosscheck_serve.py [--rounds 3 --concurrency 8 --num-prompts 64 --input-len 128 --output-len 64]
+    .venv/bin/python scripts/crosscheck_serve.py [--rounds 6 --concurrency 8 --num-prompts 48 --input-len 128 --output-len 64]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -56,9 +57,9 @@ def fleetcal_serve(base_url: str, vocab: int, a: argparse.Namespace, seed: int) 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--num-prompts", type=int, default=64)
+    p.add_argument("--num-prompts", type=int, default=48)
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "crosscheck_serve.json", help="where the result is written")
@@ -85,13 +86,20 @@ def main() -> int:
                 rounds.append({"round": k + 1, "client": name, **r})
                 print(f"round {k + 1} {name:9} {r['output_tokens_per_s']:8.1f} output tok/s  TPOT p50 {r['tpot_ms_p50']:7.2f} ms  TTFT p50 {r['ttft_ms_p50']:8.1f} ms")
 
-    def median(client: str, key: str) -> float:
-        return statistics.median(r[key] for r in rounds if r["client"] == client)
+    def paired(key: str) -> float:
+        """Geometric mean over rounds of fleetcal's figure over vLLM's in the same round: each round runs both
+        clients back to back, in alternating order, so a drift of the machine's speed cancels between rounds."""
+        ratios = []
+        for k in range(1, a.rounds + 1):
+            by = {r["client"]: r[key] for r in rounds if r["round"] == k}
+            ratios.append(by["fleetcal"] / by["vllm"])
+        return round(math.exp(statistics.fmean(math.log(x) for x in ratios)), 3)
 
     summary = {
-        "output_tokens_per_s_ratio": round(median("fleetcal", "output_tokens_per_s") / median("vllm", "output_tokens_per_s"), 3),
-        "tpot_p50_ratio": round(median("fleetcal", "tpot_ms_p50") / median("vllm", "tpot_ms_p50"), 3),
-        "ttft_p50_ratio": round(median("fleetcal", "ttft_ms_p50") / median("vllm", "ttft_ms_p50"), 3),
+        "method": "geometric mean of per-round ratios (both clients back to back in each round, order alternating)",
+        "output_tokens_per_s_ratio": paired("output_tokens_per_s"),
+        "tpot_p50_ratio": paired("tpot_ms_p50"),
+        "ttft_p50_ratio": paired("ttft_ms_p50"),
     }
     doc = {
         "started_utc": started, "git_commit": git_commit(), "versions": versions(), "device": describe_cpu(),
@@ -103,7 +111,7 @@ def main() -> int:
     }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"fleetcal / vLLM (medians over {a.rounds} rounds): output tok/s {summary['output_tokens_per_s_ratio']:.3f}, "
+    print(f"fleetcal / vLLM (geometric mean of {a.rounds} paired rounds): output tok/s {summary['output_tokens_per_s_ratio']:.3f}, "
           f"TPOT p50 {summary['tpot_p50_ratio']:.3f}, TTFT p50 {summary['ttft_p50_ratio']:.3f}; written: {a.out}")  # fmt: skip
     return 0
 
