@@ -50,7 +50,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo-ttft-ms", type=float, help="serve: ... and whose TTFT percentile meets this")
     p.add_argument("--slo-percentile", type=int, default=90, help="percentile the SLO applies to: 50, 90 or 99")
     p.add_argument("--slo-max-concurrency", type=int, default=256, help="the search's ceiling")
-    p.add_argument("--repeats", type=int, default=1, help="measure each configuration this many times; tables give the mean and a 95%% interval")
+    p.add_argument("--repeats", type=int, default=1, help="measure every configuration this many times, in rounds (all once, then all again); tables give the mean and a 95%% interval")
     p.add_argument("--base-url", help="serve: measure an OpenAI-compatible server already running there (another vLLM, SGLang, TGI); --model gives the vocabulary of the prompts")
     p.add_argument("--range-ratio", type=float, default=0.0, help="serve: input and output lengths uniform in [L(1-r), L(1+r)], vLLM's --random-range-ratio")
     p.add_argument("--prefix-fraction", type=float, default=0.0, help="serve: this share of every prompt is the same for all (the target prefix-cache hit rate; needs --enable-prefix-caching)")

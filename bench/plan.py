@@ -85,7 +85,7 @@ class BenchPlan:
     dataset: str | None = None  # serve: prompts from this JSONL or ShareGPT file
     tokenizer: str | None = None  # serve: local tokenizer directory for prompts and counts (default: the model's)
     serve_budget_s: float = 120.0  # serve: no request of a configuration is sent after this many seconds
-    repeats: int = 1  # each configuration measured this many times (records carry ``repeat``; tables a mean and its 95% interval)
+    repeats: int = 1  # every configuration measured this many times, in rounds (records carry ``repeat``; tables a mean and its 95% interval)
     resume: Path | None = None
     args: dict[str, Any] = field(default_factory=dict)  # the command line as given (recorded for provenance)
 
@@ -206,8 +206,8 @@ class BenchPlan:
                 for in_len in self.input_lens:
                     for out_len in (1,) if mode == "prefill" else self.output_lens:
                         out += [dict(mode=mode, batch_size=b, concurrency=None, input_len=in_len, output_len=out_len) for b in self.batch_sizes]
-        if self.repeats > 1:
-            out = [{**c, "repeat": k} for c in out for k in range(1, self.repeats + 1)]
+        if self.repeats > 1:  # in rounds: every configuration once, then again, so a drift of the machine's speed falls on all alike
+            out = [{**c, "repeat": k} for k in range(1, self.repeats + 1) for c in out]
         return out
 
     def saved(self) -> dict[str, Any]:

@@ -194,7 +194,7 @@ REFERENCE_MODEL = "SmolLM2-135M-Instruct"  # the bundled model: its smaller deco
 
 
 def _steps(runs: pd.DataFrame, device_name: str) -> pd.DataFrame:
-    """The measured vLLM decode and prefill steps (eager) of one device.
+    """The measured vLLM decode and prefill steps (eager) of one device, the median of a configuration's repeats.
 
     A decode record whose batch of prompts was prefilled in several chunks is left out: the sequences of
     the first chunks start decoding while the later ones prefill, so some of the steps timed by difference
@@ -203,7 +203,9 @@ def _steps(runs: pd.DataFrame, device_name: str) -> pd.DataFrame:
     r = runs[(runs["device_name"] == device_name) & (runs["engine"] == "vllm") & (runs["status"] == "ok") & runs["mode"].isin(["decode", "prefill"])]
     chunk = r["max_num_batched_tokens"].fillna(CHUNK_TOKENS) if "max_num_batched_tokens" in r else CHUNK_TOKENS
     r = r[(r["mode"] != "decode") | (r["batch_size"] * r["input_len"] <= chunk)]
-    return r[["model", "dtype", "mode", "batch_size", "input_len", "output_len", "decode_step_ms", "time_to_first_token_ms", "run_file"]]
+    keys = ["model", "dtype", "mode", "batch_size", "input_len", "output_len", "run_file"]
+    # the repeats of one configuration (--repeats, measured in rounds) count once, at their median
+    return r.groupby(keys, sort=False, dropna=False)[["decode_step_ms", "time_to_first_token_ms"]].median().reset_index()
 
 
 def _dtype(run_dtype: str) -> str:

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The measurements of the CPU step model (estimator/cpu_steps.py), all on this machine in one go,
-# about 30 minutes on 2 cores: operator curves with vLLM's own CPU kernels before and after the
+# about 40 minutes on 2 cores: operator curves with vLLM's own CPU kernels before and after the
 # engine runs (the curves take the median of both, so a machine whose speed drifts is seen from
 # both sides), then vLLM decode and prefill steps to predict. The bundled model's decode at
 # batches up to 32 and 128-token prompts fits the engine overheads; everything else is held out:
 # its larger batches, its longer contexts, its prefills, and a larger Llama shape (SmolLM2-360M's,
 # dummy weights) measured in the same run.
+# Decode sweeps run in 3 rounds (--repeats 3: every batch once, then again), and a configuration
+# counts at the median of its rounds: on a shared machine one configuration measured minutes apart
+# varies by up to 2x, and rounds make that drift fall on fitted and held-out batches alike.
 # Decode runs prefill their whole batch in one step (--max-num-batched-tokens 32768), so that the
 # decode steps timed by difference are all full batches; prefill runs keep vLLM's 4,096-token chunks.
 #   scripts/measure_cpu_steps.sh [OUT_DIR]     # default results/runs
@@ -19,13 +22,10 @@ for model in bundled smollm2-360m; do
   bench() { "$FC" bench --model "$model" --load-format "$fmt" --out "$OUT" "$@"; }
   bench --mode ops --operators "$OPS"
   batches=1,2,4,8,16,32,64,128,256; [ "$model" = bundled ] || batches=1,4,16,64,128
-  bench --mode decode --microbench off --budget-s 20 --max-num-batched-tokens 32768 \
+  bench --mode decode --microbench off --budget-s 6 --repeats 3 --max-num-batched-tokens 32768 \
       --batch-sizes "$batches" --input-lens 128 --output-lens 64          # batch at fixed context
-  bench --mode decode --microbench off --budget-s 20 --max-num-batched-tokens 32768 \
+  bench --mode decode --microbench off --budget-s 6 --repeats 3 --max-num-batched-tokens 32768 \
       --batch-sizes 4 --input-lens 512,2048 --output-lens 64               # context at fixed batch
-  if [ "$model" = bundled ]; then  # the fitted batches again, 5 pairs each: the per-sequence overhead is small beside their noise
-    bench --mode decode --microbench off --budget-s 60 --max-num-batched-tokens 32768 --batch-sizes 1,4,16,32 --input-lens 128 --output-lens 64
-  fi
   bench --mode prefill --microbench off --batch-sizes 1,4 --input-lens 128,512,2048
   bench --mode ops --operators "$OPS" --microbench off
 done

@@ -24,9 +24,9 @@ def test_the_interval_is_students():
     assert math.isnan(ci95([5.0])[1])
 
 
-def test_every_configuration_is_planned_n_times(tmp_path):
+def test_every_configuration_is_planned_n_times_in_rounds(tmp_path):
     plan = validate_args(build_parser().parse_args(["bench", "--batch-sizes", "1,2", "--repeats", "3", "--microbench", "off", "--out", str(tmp_path)]))
-    assert [(c["batch_size"], c["repeat"]) for c in plan.configurations()] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
+    assert [(c["batch_size"], c["repeat"]) for c in plan.configurations()] == [(1, 1), (2, 1), (1, 2), (2, 2), (1, 3), (2, 3)]
 
 
 @pytest.mark.engine
