@@ -160,12 +160,15 @@ class BenchPlan:
             return [(round(ds.mean_prompt_len), round(ds.mean_output_len))]
         return [(i, o) for i in self.input_lens for o in self.output_lens]
 
+    def tokenizer_path(self) -> str:
+        """Where the tokenizer of serve prompts is: ``--tokenizer``, else the model's directory."""
+        return _local(self.tokenizer) if self.tokenizer else self.model_path
+
     def workload(self) -> Workload:
         """How serve requests are made; a dataset file is read (once, cached) and checked here."""
         dataset = None
         if self.dataset is not None:
-            tokenizer = _local(self.tokenizer) if self.tokenizer else self.model_path
-            dataset = load_dataset(_local(self.dataset), tokenizer, self.max_model_len, self.output_lens[0])
+            dataset = load_dataset(_local(self.dataset), self.tokenizer_path(), self.max_model_len, self.output_lens[0])
         return Workload(self.range_ratio, self.prefix_fraction, dataset)
 
     @property

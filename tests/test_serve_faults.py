@@ -75,14 +75,14 @@ def test_a_server_that_dies_mid_run_leaves_the_run_recorded(tmp_path, capsys):
     assert "failed" in capsys.readouterr().out
 
 
-def test_a_dataset_gives_prompts_and_output_lengths_and_the_budget_stops_sending(tmp_path):
+def test_a_dataset_gives_prompts_and_output_lengths_and_the_budget_stops_sending(tmp_path, bundled_model_dir):
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"question number {i} " * (i + 1), "output_tokens": n}) + "\n" for i, n in enumerate((5, 7, 9))))
     out = tmp_path / "runs"
     with faulty_server() as url:
         assert main(["bench", "--mode", "serve", "--base-url", url, "--dataset", str(data), "--concurrencies", "1", "--num-prompts", "6",
                      "--microbench", "off", "--out", str(out / "a")]) == 0  # fmt: skip
-        assert _bench(url, out / "b", "--concurrencies", "1", "--num-prompts", "400", "--serve-budget-s", "0.2") == 0
+        assert _bench(url, out / "b", "--concurrencies", "1", "--num-prompts", "400", "--serve-budget-s", "0.2", "--tokenizer", str(bundled_model_dir)) == 0
     doc = load_document(next((out / "a").glob("*.json")))
     (rec,) = doc["records"]
     assert rec["sent"] == 6 and rec["failed"] == 0 and rec["mean_output_tokens"] == 7  # each entry twice, in a seeded order
@@ -90,7 +90,7 @@ def test_a_dataset_gives_prompts_and_output_lengths_and_the_budget_stops_sending
     assert len(doc["run"]["workload"]["dataset"]["sha256"]) == 64
     (budgeted,) = load_document(next((out / "b").glob("*.json")))["records"]
     assert budgeted["unsent_over_budget"] > 0 and budgeted["sent"] + budgeted["unsent_over_budget"] == 400
-    assert budgeted["duration_s"] < 5
+    assert budgeted["duration_s"] < 5 and budgeted["failed"] == 0
 
 
 @pytest.mark.parametrize(("text", "where"), [('{"prompt": "a b c"}\n{"prompt": \n', "line 2"), ('{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
