@@ -18,6 +18,7 @@ from estimator.cpu_steps import (
     build_curves,
     decode_ops,
     prefill_ops,
+    sessions,
     validate,
 )
 from estimator.fleet import KV_DTYPES
@@ -143,14 +144,16 @@ def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]
     dtypes = set(mine.loc[mine["model"] == names[0], "dtype"])
     dtype = "bf16" if cpu_has_native_bf16(here) and "bf16" in dtypes else "fp32"  # what `--dtype auto` runs here
     try:
-        curves = build_curves(ops, device_name, names[0], dtype)
-        _, over = validate(load_runs(args.results, warn=False), ops, device_name)  # load_ops named the skipped files
+        steps, over = validate(load_runs(args.results, warn=False), ops, device_name)  # load_ops named the skipped files; the latest session's overhead
+        model_ops = mine[mine["model"] == names[0]]
+        session = sessions(model_ops["run_file"])  # the curves of this model's latest measuring session: this machine drifts between sessions
+        curves = build_curves(model_ops[model_ops["run_file"].map(session) == max(session.values())], device_name, names[0], dtype)
     except UndeterminedError as exc:
         raise UsageError(f"this CPU's step model cannot be built: {exc}; {how}") from exc
     for what in over.undetermined:  # said, not hidden: the prediction leans on a term the fitted steps do not pin down
         print(f"fleetcal predict: warning: the engine overhead fit of this CPU cannot determine its {what}", file=sys.stderr)
-    source = (f"operator curves of {names[0]} on this CPU, {device_name}, {dtype}; engine overhead fitted on "
-              f"{over.fitted_on} decode steps of {REFERENCE_MODEL}")  # fmt: skip
+    source = (f"operator curves of {names[0]} on this CPU, {device_name}, {dtype}, session {max(session.values())}; engine overhead fitted on "
+              f"{over.fitted_on} decode steps of {REFERENCE_MODEL}, session {max(steps.attrs['overheads'])}")  # fmt: skip
     return curves, over, source
 
 

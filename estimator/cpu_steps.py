@@ -23,9 +23,10 @@ batches and other models, is held out: predicted, then compared with what was me
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,13 +220,50 @@ def step_ops(c: OperatorCurves, mode: str, batch: int, input_len: int, output_le
     return prefill_ops(c, batch, input_len)
 
 
-def validate(runs: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference: str = REFERENCE_MODEL) -> tuple[pd.DataFrame, Overhead]:
-    """Every measured step of ``device_name`` against the step model; the overheads fitted on the reference model's small decode batches.
+SESSION_GAP_S = 3600  # run files started further apart than this were measured in different sessions
 
-    Rows: model, phase, batch, input_len, role (fitted / held out), measured and predicted ms, the operator
-    breakdown and the error. Raises UndeterminedError where operator curves or fitted configurations are missing.
-    """
+
+def sessions(files: Iterable[str]) -> dict[str, str]:
+    """Each run file's measuring session, named by its first file's timestamp (a new one after a gap over ``SESSION_GAP_S``)."""
+    out: dict[str, str] = {}
+    last, name = None, ""  # the previous file's start, the current session's name
+    for f in sorted(set(files)):
+        t = dt.datetime.strptime(f[:16], "%Y%m%dT%H%M%SZ")
+        if last is None or (t - last).total_seconds() > SESSION_GAP_S:
+            name = f[:16]
+        out[f], last = name, t
+    return out
+
+
+def validate(runs: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference: str = REFERENCE_MODEL) -> tuple[pd.DataFrame, Overhead]:
+    """Every measured step of ``device_name`` against the step model of its own measuring session (curves timed, overheads
+    fitted on the reference model's small decode batches, in that session: a machine's speed drifts between sessions).
+
+    Rows: session, model, phase, batch, input_len, role (fitted / held out), measured and predicted ms, the operators
+    and the error; ``attrs``: each session's overhead and run files, what could not be predicted. Returns the latest
+    session's overhead; raises UndeterminedError where no session has both operator curves and fitted steps."""
     steps = _steps(runs, device_name)
+    dev_ops = ops[ops["device_name"] == device_name]
+    session = sessions([*steps["run_file"], *dev_ops["run_file"]])
+    frames, overheads, files, unpredicted = [], {}, {}, []
+    for name in sorted({session[f] for f in steps["run_file"]}):
+        mine = {f for f, s in session.items() if s == name}
+        try:
+            df, over = _validate_session(steps[steps["run_file"].isin(mine)], dev_ops[dev_ops["run_file"].isin(mine)], device_name, reference)
+        except UndeterminedError as exc:
+            unpredicted.append(f"session {name}: {exc}")
+            continue
+        frames.append(df.assign(session=name))
+        overheads[name], files[name], unpredicted = over, mine, unpredicted + [f"session {name}: {u}" for u in df.attrs["unpredicted"]]
+    if not frames:
+        raise UndeterminedError(f"{device_name}: no measuring session has both operator curves and fitted decode steps ({'; '.join(unpredicted)})")
+    df = pd.concat(frames, ignore_index=True)
+    df.attrs.update(unpredicted=sorted(unpredicted), overheads=overheads, session_files=files)
+    return df, overheads[max(overheads)]
+
+
+def _validate_session(steps: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference: str) -> tuple[pd.DataFrame, Overhead]:
+    """The steps of one session against the curves of its operators; the overheads fitted on its reference batches."""
     ref = steps[(steps["model"] == reference) & (steps["mode"] == "decode")]
     fit_len = ref["input_len"].min() if not ref.empty else None  # the batch axis at the shortest context is fitted, longer contexts held out
     curves: dict[tuple[str, str], OperatorCurves | UndeterminedError] = {}

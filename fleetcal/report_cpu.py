@@ -9,7 +9,7 @@ import pandas as pd
 from estimator.cpu_steps import FIT_MAX_BATCH, REFERENCE_MODEL, UndeterminedError, validate
 from fleetcal.report_files import round_floats, save_plot
 
-STEP_COLUMNS = ["device_name", "model", "phase", "input_len", "output_len", "batch", "role", "measured_ms", "predicted_ms", "error",
+STEP_COLUMNS = ["device_name", "session", "model", "phase", "input_len", "output_len", "batch", "role", "measured_ms", "predicted_ms", "error",
                 "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms", "run_file"]  # fmt: skip
 
 
@@ -19,14 +19,14 @@ def cpu_step_tables(runs: pd.DataFrame, ops: pd.DataFrame) -> tuple[pd.DataFrame
     cpus = sorted(set(ops.loc[ops["impl"].fillna("").str.startswith("vllm") & ops["device_name"].str.contains(r"\[cpu-"), "device_name"]))
     for dev in cpus:
         try:
-            df, over = validate(runs, ops, dev)
+            df, _ = validate(runs, ops, dev)
         except UndeterminedError:
             continue
         steps.append(df.assign(device_name=dev))
-        overheads.append({"device_name": dev, "per_step_ms": over.per_step * 1e3, "per_sequence_ms": over.per_sequence * 1e3,
-                          "fitted_on": over.fitted_on, "undetermined": "; ".join(over.undetermined)})  # fmt: skip
+        overheads += [{"device_name": dev, "session": name, "per_step_ms": o.per_step * 1e3, "per_sequence_ms": o.per_sequence * 1e3,
+                       "fitted_on": o.fitted_on, "undetermined": "; ".join(o.undetermined)} for name, o in sorted(df.attrs["overheads"].items())]  # fmt: skip
     table = pd.concat(steps, ignore_index=True)[STEP_COLUMNS] if steps else pd.DataFrame(columns=STEP_COLUMNS)
-    return table, pd.DataFrame(overheads, columns=["device_name", "per_step_ms", "per_sequence_ms", "fitted_on", "undetermined"])
+    return table, pd.DataFrame(overheads, columns=["device_name", "session", "per_step_ms", "per_sequence_ms", "fitted_on", "undetermined"])
 
 
 def step_summary(steps: pd.DataFrame) -> pd.DataFrame:
@@ -51,11 +51,12 @@ def readme_lines(steps: pd.DataFrame, overheads: pd.DataFrame) -> list[str]:
     lines += ["", round_floats(step_summary(steps), 3).to_markdown(index=False), ""]
     lines += [f"Each step is the sum of its operators, read off curves timed with vLLM's own CPU kernels at the model's shapes "
               f"on the engine's thread count, plus an engine overhead (per step and per sequence) fitted on {REFERENCE_MODEL}'s decode at "
-              f"batches up to {FIT_MAX_BATCH} only; everything else is held out. Fitted overheads (a term not at least twice its "
+              f"batches up to {FIT_MAX_BATCH} only; everything else is held out. Each measuring session (run files less than an hour "
+              f"apart) is predicted from its own operator curves and overheads only: this machine's speed drifts between sessions. Fitted overheads (a term not at least twice its "
               f"standard error is named undetermined, with its estimate and 2 standard errors):", ""]  # fmt: skip
     lines += [round_floats(overheads, 3).to_markdown(index=False), ""]
-    show = held[held["phase"] == "decode"].sort_values(["device_name", "model", "input_len", "batch"])
-    cols = ["device_name", "model", "input_len", "batch", "measured_ms", "predicted_ms", "error", "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms"]
+    show = held[held["phase"] == "decode"].sort_values(["device_name", "session", "model", "input_len", "batch"])
+    cols = ["device_name", "session", "model", "input_len", "batch", "measured_ms", "predicted_ms", "error", "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms"]
     lines += ["Held-out decode steps, where the time goes (ms):", "", round_floats(show[cols], 3).to_markdown(index=False), ""]
     return lines + ["All steps, prefill included: `results/tables/cpu_steps.md`; plot `results/plots/cpu_steps.png`.", ""]
 
