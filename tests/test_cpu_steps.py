@@ -155,3 +155,13 @@ def test_ops_records_of_vllm_kernels_carry_their_thread_count():
     ops_files = sorted(RUNS_DIR.glob("*cpu-*.json"))
     recs = [r for f in ops_files for r in json.loads(f.read_text())["records"] if r.get("impl", "").startswith("vllm")]
     assert recs and all(r["threads"] >= 1 for r in recs)
+
+
+def test_run_files_an_hour_apart_are_different_sessions():
+    from estimator.cpu_steps import sessions
+
+    # consecutive starts at most an hour apart chain into one session; 22:42 -> 03:11 is a new one
+    files = ["20261129T031117Z-a.json", "20261128T212123Z-b.json", "20261128T221622Z-c.json", "20261128T224239Z-d.json", "20261129T040859Z-e.json"]
+    assert sessions(files) == {"20261128T212123Z-b.json": "20261128T212123Z", "20261128T221622Z-c.json": "20261128T212123Z",
+                               "20261128T224239Z-d.json": "20261128T212123Z", "20261129T031117Z-a.json": "20261129T031117Z",
+                               "20261129T040859Z-e.json": "20261129T031117Z"}  # fmt: skip
