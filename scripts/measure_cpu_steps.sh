@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements of the CPU step model (estimator/cpu_steps.py), all on this machine in one go,
-# about 40 minutes on 2 cores: operator curves with vLLM's own CPU kernels before and after the
+# about 70 minutes on 2 cores: operator curves with vLLM's own CPU kernels before and after the
 # engine runs (the curves take the median of both, so a machine whose speed drifts is seen from
 # both sides), then vLLM decode and prefill steps to predict. The bundled model's decode at
 # batches up to 32 and 128-token prompts fits the engine overheads; everything else is held out:
