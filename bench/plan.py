@@ -127,7 +127,8 @@ class BenchPlan:
         serve_only = {"--request-rates": bool(self.request_rates), "--slo-tpot-ms / --slo-ttft-ms": self.searches_slo, "--range-ratio": bool(self.range_ratio),
                       "--prefix-fraction": bool(self.prefix_fraction), "--dataset": self.dataset is not None, "--tokenizer": self.tokenizer is not None}  # fmt: skip
         if "serve" not in self.modes and any(serve_only.values()):
-            raise UsageError(f"{', '.join(k for k, v in serve_only.items() if v)} need --mode serve")
+            given = [k for k, v in serve_only.items() if v]
+            raise UsageError(f"{', '.join(given)} {'need' if len(given) > 1 else 'needs'} --mode serve")
         if not 0 < self.serve_budget_s <= 86_400:
             raise UsageError("--serve-budget-s must be a number of seconds in (0, 86400]")
         if self.prefix_fraction and not self.enable_prefix_caching and self.base_url is None:
