@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -149,14 +150,14 @@ class BenchPlan:
             raise UsageError(f"--slo-percentile must be one of {', '.join(map(str, SLO_PERCENTILES))}")
         if not 1 <= self.slo_max_concurrency <= MAX_SEQUENCES:
             raise UsageError(f"--slo-max-concurrency must be in [1, {MAX_SEQUENCES:,}]")
-        self.workload()  # its own checks: ratios in range, a dataset that parses
+        _ = self.workload  # built now, for its own checks: ratios in range, a dataset that parses
         shortest = min((c["input_len"] + c["output_len"] for c in self.configurations()), default=0)
         if self.max_model_len < shortest:  # configurations longer than it alone fail, recorded
             raise UsageError(f"--max-model-len {self.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run")
 
     def serve_lengths(self) -> list[tuple[int, int]]:
         """The (input, output) lengths serve configurations are labelled with: the flags', or a dataset's mean lengths."""
-        ds = self.workload().dataset
+        ds = self.workload.dataset
         if ds is not None:
             return [(round(ds.mean_prompt_len), round(ds.mean_output_len))]
         return [(i, o) for i in self.input_lens for o in self.output_lens]
@@ -165,8 +166,9 @@ class BenchPlan:
         """Where the tokenizer of serve prompts is: ``--tokenizer``, else the model's directory."""
         return _local(self.tokenizer) if self.tokenizer else self.model_path
 
+    @cached_property
     def workload(self) -> Workload:
-        """How serve requests are made; a dataset file is read (once, cached) and checked here."""
+        """How serve requests are made; a dataset file is read (once per file) and checked here."""
         dataset = None
         if self.dataset is not None:
             dataset = load_dataset(_local(self.dataset), self.tokenizer_path(), self.max_model_len, self.output_lens[0])

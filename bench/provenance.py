@@ -86,7 +86,7 @@ def new_run(plan: BenchPlan, spec: ModelSpec) -> RunFile:
         "plan": plan.saved(),
     }
     if "serve" in plan.modes:
-        run["workload"] = plan.workload().record()
+        run["workload"] = plan.workload.record()
     if plan.base_url is not None:  # a server this run did not start: what it says of itself, none of our engine settings
         run["server"] = describe_server(plan.base_url)
         run["engine"] = {"name": "external", "server_version": run["server"]["version"], "num_gpus": 1, "enforce_eager": True,

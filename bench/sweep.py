@@ -128,7 +128,7 @@ class Runner:
         self.server: Server | None = None
         external = runfile.run.get("server")  # a server this run did not start serves its model under its own name
         self.served_model = external["models"][0]["id"] if external else SERVED_MODEL
-        self.workload = plan.workload()
+        self.workload = plan.workload
         self.vocab_size = len(load_tokenizer(plan.tokenizer_path())) if plan.tokenizer else spec.vocab_size
 
     def measure(self, c: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:

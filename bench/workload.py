@@ -79,9 +79,8 @@ def _prompt_and_reply(obj: Any, where: str) -> tuple[str, str | int | None]:
     return obj["prompt"], out
 
 
-def _raw_entries(path: Path) -> list[tuple[str, str | int | None]]:
-    """Every entry of the file, or a ValueError naming the line (JSONL) or the entry (a JSON list)."""
-    text = path.read_text(encoding="utf-8")
+def _raw_entries(text: str) -> list[tuple[str, str | int | None]]:
+    """Every entry of a dataset file's text, or a ValueError naming the line (JSONL) or the entry (a JSON list)."""
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -101,31 +100,34 @@ def _raw_entries(path: Path) -> list[tuple[str, str | int | None]]:
 
 
 @lru_cache(maxsize=4)
-def load_dataset(path: str, tokenizer_dir: str, max_len: int | None, default_output_len: int) -> Dataset:
-    """The dataset's entries with their token counts (an entry without an output length gets ``default_output_len``);
-    entries whose prompt + output exceed ``max_len`` left out. A missing, unreadable or malformed file is a UsageError
-    naming the file and the line."""
-    p = Path(path)
+def _counted(path: str, tokenizer_dir: str, default_output_len: int) -> tuple[str, tuple[Entry, ...]]:
+    """(SHA-256, every entry with its token counts) of a dataset file, read and tokenized once whatever the context."""
     try:
-        raw = _raw_entries(p)
+        data = Path(path).read_bytes()
+        raw = _raw_entries(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--dataset {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
     except ValueError as exc:
         raise UsageError(f"--dataset {path} {exc}") from exc
     tok = load_tokenizer(tokenizer_dir)
-    entries, too_long = [], 0
+    entries = []
     for prompt, reply in raw:
         n_in = len(tok(prompt).input_ids)
         n_out = reply if isinstance(reply, int) else default_output_len if reply is None else len(tok(reply).input_ids)
-        if n_in == 0 or n_out == 0:
-            continue  # nothing to send or nothing to generate
-        if max_len is not None and n_in + n_out > max_len:
-            too_long += 1
-            continue
-        entries.append(Entry(prompt, n_in, n_out))
+        if n_in and n_out:  # else nothing to send or nothing to generate
+            entries.append(Entry(prompt, n_in, n_out))
+    return hashlib.sha256(data).hexdigest(), tuple(entries)
+
+
+def load_dataset(path: str, tokenizer_dir: str, max_len: int | None, default_output_len: int) -> Dataset:
+    """The dataset's entries with their token counts (an entry without an output length gets ``default_output_len``);
+    entries whose prompt + output exceed ``max_len`` left out. A missing, unreadable or malformed file is a UsageError
+    naming the file and the line."""
+    sha, counted = _counted(path, tokenizer_dir, default_output_len)
+    entries = tuple(e for e in counted if max_len is None or e.prompt_len + e.output_len <= max_len)
     if not entries:
         raise UsageError(f"--dataset {path}: no usable entry (empty, or every prompt + reply is longer than {max_len} tokens)")
-    return Dataset(path, hashlib.sha256(p.read_bytes()).hexdigest(), tuple(entries), too_long)
+    return Dataset(path, sha, entries, len(counted) - len(entries))
 
 
 @lru_cache(maxsize=4)
