@@ -182,8 +182,14 @@ def crosscheck_serve_block(results: Path) -> str | None:
     head = (f"From `results/crosscheck_serve.json` ({doc['started_utc']}, commit {str(doc['git_commit'])[:7]}, {doc['device']['name']} "
             f"with {doc['device']['cores']} cores): {w['rounds']} rounds of {w['num_prompts']} prompts at concurrency {w['concurrency']}, "
             f"{w['input_len']} in / {w['output_len']} out, {w['sampling']}, one server. fleetcal over vLLM, {sm.get('method', 'medians over rounds')}: output tok/s "
-            f"**{sm['output_tokens_per_s_ratio']:.3f}**, TPOT p50 **{sm['tpot_p50_ratio']:.3f}**, TTFT p50 **{sm['ttft_p50_ratio']:.3f}**.")  # fmt: skip
+            f"{_ratio(sm, 'output_tokens_per_s')}, TPOT p50 {_ratio(sm, 'tpot_p50')}, TTFT p50 {_ratio(sm, 'ttft_p50')}.")  # fmt: skip
     return "\n".join([SERVE_CROSS_START, head, "", table, SERVE_CROSS_END])
+
+
+def _ratio(summary: dict, name: str) -> str:
+    """A cross-check ratio in bold, with its 95% interval over rounds where the summary has one."""
+    ci = summary.get(f"{name}_ratio_ci95")
+    return f"**{summary[f'{name}_ratio']:.3f}**" + (f" (95% interval {ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
 
 
 def _replace_block(text: str, start: str, end: str, block: str) -> tuple[str, bool]:

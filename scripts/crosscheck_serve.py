@@ -7,7 +7,7 @@ and sampling), so that the machine's drift falls on both alike. Prints output to
 and TTFT p50 of each, and fleetcal's figures over vLLM's, per round, their geometric mean; writes them with
 their provenance to results/crosscheck_serve.json, which `fleetcal report` puts into the README.
 
-    .venv/bin/python scripts/crosscheck_serve.py [--rounds 6 --concurrency 8 --num-prompts 48 --input-len 128 --output-len 64]
+    .venv/bin/python scripts/crosscheck_serve.py [--rounds 12 --concurrency 8 --num-prompts 48 --input-len 128 --output-len 64]
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -55,15 +54,43 @@ def fleetcal_serve(base_url: str, vocab: int, a: argparse.Namespace, seed: int) 
     return {"output_tokens_per_s": m["output_tokens_per_s"], "tpot_ms_p50": m["tpot_ms"]["p50"], "ttft_ms_p50": m["ttft_ms"]["p50"], "completed": m["completed"]}
 
 
+def summarize(rounds: list[dict]) -> dict:
+    """fleetcal's figure over vLLM's in the same round, as a geometric mean over rounds with its 95% interval.
+
+    Each round runs both clients back to back, in alternating order, so a drift of the machine's speed, or an
+    advantage of going first, cancels between rounds. The interval is Student's over the logs of the per-round
+    ratios: how finely this machine lets the check resolve.
+    """
+    from fleetcal.report_repeats import ci95
+
+    summary: dict = {"method": "geometric mean of per-round ratios (both clients back to back in each round, order alternating), "
+                               "with the 95% interval over rounds"}  # fmt: skip
+    for key, name in (("output_tokens_per_s", "output_tokens_per_s"), ("tpot_ms_p50", "tpot_p50"), ("ttft_ms_p50", "ttft_p50")):
+        by_round: dict[int, dict] = {}
+        for r in rounds:
+            by_round.setdefault(r["round"], {})[r["client"]] = r[key]
+        mean, half = ci95([math.log(b["fleetcal"] / b["vllm"]) for b in by_round.values()])
+        summary[f"{name}_ratio"] = round(math.exp(mean), 3)
+        summary[f"{name}_ratio_ci95"] = [round(math.exp(mean - half), 3), round(math.exp(mean + half), 3)]
+    return summary
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=12, help="6 resolved nothing finer than about ±20%% in TTFT on a 2-core machine")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--num-prompts", type=int, default=48)
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "crosscheck_serve.json", help="where the result is written")
+    p.add_argument("--summarize", type=Path, metavar="FILE", help="recompute the summary of a written result from its rounds, measuring nothing")
     a = p.parse_args()
+    if a.summarize:
+        doc = json.loads(a.summarize.read_text())
+        doc["summary"] = summarize(doc["rounds"])
+        a.summarize.write_text(json.dumps(doc, indent=1) + "\n")
+        print(doc["summary"])
+        return 0
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from bench.bundled import ensure_bundled_model
     from bench.device import describe_cpu, git_commit, versions
@@ -86,29 +113,14 @@ def main() -> int:
                 rounds.append({"round": k + 1, "client": name, **r})
                 print(f"round {k + 1} {name:9} {r['output_tokens_per_s']:8.1f} output tok/s  TPOT p50 {r['tpot_ms_p50']:7.2f} ms  TTFT p50 {r['ttft_ms_p50']:8.1f} ms")
 
-    def paired(key: str) -> float:
-        """Geometric mean over rounds of fleetcal's figure over vLLM's in the same round: each round runs both
-        clients back to back, in alternating order, so a drift of the machine's speed cancels between rounds."""
-        ratios = []
-        for k in range(1, a.rounds + 1):
-            by = {r["client"]: r[key] for r in rounds if r["round"] == k}
-            ratios.append(by["fleetcal"] / by["vllm"])
-        return round(math.exp(statistics.fmean(math.log(x) for x in ratios)), 3)
-
-    summary = {
-        "method": "geometric mean of per-round ratios (both clients back to back in each round, order alternating)",
-        "output_tokens_per_s_ratio": paired("output_tokens_per_s"),
-        "tpot_p50_ratio": paired("tpot_ms_p50"),
-        "ttft_p50_ratio": paired("ttft_ms_p50"),
-    }
     doc = {
         "started_utc": started, "git_commit": git_commit(), "versions": versions(), "device": describe_cpu(),
         "workload": {"model": "SmolLM2-135M-Instruct (bundled)", "concurrency": a.concurrency, "num_prompts": a.num_prompts,
                      "input_len": a.input_len, "output_len": a.output_len, "sampling": "temperature 1.0, top_p 1.0, EOS ignored", "dtype": dtype,
                      "rounds": a.rounds},
         "rounds": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rounds],
-        "summary": summary,
     }  # fmt: skip
+    summary = doc["summary"] = summarize(doc["rounds"])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"fleetcal / vLLM (geometric mean of {a.rounds} paired rounds): output tok/s {summary['output_tokens_per_s_ratio']:.3f}, "
