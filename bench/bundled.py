@@ -9,9 +9,12 @@ into a bf16 checkpoint in a cache directory (``$FLEETCAL_CACHE``, default
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import importlib.util
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from fleetcal.paths import cache_dir
@@ -50,17 +53,17 @@ def ensure_bundled_model() -> Path:
     import shutil
 
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the conversion is silent: a run's output is its own
     hf_logging.disable_progress_bar()
     gguf = gguf_path()
     src_dir, name = str(gguf.parent), gguf.name
-    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own progress bar
+    with contextlib.redirect_stderr(io.StringIO()), _one_gguf_parse():  # the GGUF reader's own progress bar
         tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name)
         loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, dtype=torch.bfloat16)
-        config = AutoConfig.from_pretrained(src_dir, gguf_file=name)
+    config = copy.deepcopy(loaded.config)
     for attr in ("quantization_config", "_name_or_path"):
         if hasattr(config, attr):
             delattr(config, attr)
@@ -81,6 +84,21 @@ def ensure_bundled_model() -> Path:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _one_gguf_parse() -> Iterator[None]:
+    """Let transformers parse the GGUF file once instead of once per call: it builds a new ``gguf.GGUFReader``
+    for the tokenizer, the config and the weights, and each parse of the 49k-entry vocabulary took 4-5 s
+    on a 2-core machine (the conversion went from about 35 s to about 22 s)."""
+    import gguf
+
+    real = gguf.GGUFReader
+    gguf.GGUFReader = functools.lru_cache(maxsize=None)(real)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
 
 
 def _complete(model_dir: Path) -> bool:
