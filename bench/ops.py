@@ -50,6 +50,13 @@ def _rand(shape: tuple[int, ...], dtype: Any, device: str) -> Any:
     return (torch.randn(shape, device=device, dtype=torch.float32) * 0.1).to(dtype)
 
 
+def _weights(shape: tuple[int, ...], dtype: Any, device: str, copies: int) -> list[Any]:
+    """``copies`` distinct tensors holding the same random values: one draw, then clones (a copy is memory
+    traffic; a fresh draw of 256 MiB took about a second on two cores, most of a CPU ops run)."""
+    w = _rand(shape, dtype, device)
+    return [w, *(w.clone() for _ in range(copies - 1))]
+
+
 def _gemm(m: int, k: int, n: int, dtype: str, device: str) -> Callable[[], Callable[[], object]]:
     def build() -> Callable[[], object]:
         import torch
@@ -59,7 +66,7 @@ def _gemm(m: int, k: int, n: int, dtype: str, device: str) -> Callable[[], Calla
         if dtype == "fp8":
             mp = max(16, -(-m // 16) * 16)
             a = _rand((mp, k), torch.bfloat16, device).to(torch.float8_e4m3fn)
-            ws = [_rand((n, k), torch.bfloat16, device).to(torch.float8_e4m3fn).t() for _ in range(copies)]  # column-major K×N
+            ws = [w.t() for w in _weights((n, k), torch.float8_e4m3fn, device, copies)]  # column-major K×N
             sa = torch.ones((mp, 1), device=device, dtype=torch.float32)
             sb = torch.ones((1, n), device=device, dtype=torch.float32)
             try:  # row-wise scales (closest to the block-scaled kernels of FP8 serving); per-tensor where unsupported
@@ -70,7 +77,7 @@ def _gemm(m: int, k: int, n: int, dtype: str, device: str) -> Callable[[], Calla
             return lambda: torch._scaled_mm(a, ws[next(it) % copies], scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
         tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         a = _rand((m, k), tdt, device)
-        ws = [_rand((k, n), tdt, device) for _ in range(copies)]
+        ws = _weights((k, n), tdt, device, copies)
         it = iter(range(1 << 62))
         return lambda: torch.matmul(a, ws[next(it) % copies])
 
@@ -87,7 +94,7 @@ def _grouped(groups: int, t: int, k: int, n: int, dtype: str, device: str) -> Ca
             return lambda: [c() for c in calls]
         tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         a = _rand((groups, t, k), tdt, device)
-        ws = [_rand((groups, k, n), tdt, device) for _ in range(copies)]
+        ws = _weights((groups, k, n), tdt, device, copies)
         it = iter(range(1 << 62))
         return lambda: torch.bmm(a, ws[next(it) % copies])
 

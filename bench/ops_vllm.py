@@ -80,7 +80,8 @@ def gemm(m: int, k: int, n: int, dtype: str, copies: int) -> Callable[[], Callab
     def build() -> Callable[[], object]:
         import torch
 
-        layers = [linear_layer((torch.randn(n, k) * 0.1).to(_tdt(dtype))) for _ in range(copies)]
+        w = (torch.randn(n, k) * 0.1).to(_tdt(dtype))
+        layers = [linear_layer(w.clone()) for _ in range(copies)]  # distinct copies of one draw (a draw is the slow part)
         x = (torch.randn(m, k) * 0.1).to(_tdt(dtype))
         it = iter(range(1 << 62))
 

@@ -8,6 +8,7 @@ finished one. An engine starts once per plan; the server once, for the serve con
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import sys
 import time
 from dataclasses import replace
@@ -69,16 +70,20 @@ def _run_ops(plan: BenchPlan, runfile: RunFile, done: set[tuple], quick: bool, p
     datasheet = {d: p for d in dtypes if cuda and (p := datasheet_peaks(datasheet_peaks_record(runfile.run["device"], d)))}
     measured = {d: p for d in dtypes if (p := measured_peaks(runfile, d))}
     cases = plan_cases(shapes, plan.device, dtypes, quick, plan.operators)
-    for c in tqdm(cases, desc="ops", unit="case", disable=not progress, file=sys.stderr):
-        base = {"mode": "ops", "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "quick": quick,
-                "batch_size": None, "concurrency": None, "input_len": None, "output_len": None, "num_prompts": None}  # fmt: skip
-        if config_key(base) in done:
-            continue
-        try:
-            runfile.add(checked({**base, "status": "ok", **run_case(c, plan.device, datasheet, measured)}))
-        except Exception as exc:  # one case failing (a kernel this device lacks, memory) must not stop the sweep
-            runfile.add(failed(base, exc))
-            free_device(plan.device)
+    gc.freeze()  # each case ends in gc.collect(); without this it walks every object of torch and transformers (0.25 s a case)
+    try:
+        for c in tqdm(cases, desc="ops", unit="case", disable=not progress, file=sys.stderr):
+            base = {"mode": "ops", "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "quick": quick,
+                    "batch_size": None, "concurrency": None, "input_len": None, "output_len": None, "num_prompts": None}  # fmt: skip
+            if config_key(base) in done:
+                continue
+            try:
+                runfile.add(checked({**base, "status": "ok", **run_case(c, plan.device, datasheet, measured)}))
+            except Exception as exc:  # one case failing (a kernel this device lacks, memory) must not stop the sweep
+                runfile.add(failed(base, exc))
+                free_device(plan.device)
+    finally:
+        gc.unfreeze()
 
 
 def open_runfile(plan: BenchPlan, spec: ModelSpec) -> RunFile:

@@ -20,10 +20,10 @@ PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 VLLM_LOGGING_LEVEL=WARNING
 if [ "${2:-}" = "--cpu-test" ]; then
   DEVICE=cpu; OPS_MODELS="smollm2-135m"; OPS_MB=quick; E2E=smollm2-135m
-  DECODE=1,2; DEC_IN=16; DEC_OUT=8; PREFILL=1; PRE_IN=64; COMPILED=1; LIMIT=120; COMPILE_LIMIT=120
+  DECODE=1,2; DEC_IN=16; DEC_OUT=8; PREFILL=1; PRE_IN=64; COMPILED=1; LIMIT=120; COMPILE_LIMIT=120; BUDGET=0.5
 else
   DEVICE=cuda; OPS_MODELS="deepseek-v3 llama-3.1-8b"; OPS_MB=full; E2E=llama-3.1-8b
-  DECODE=1,8,32,128; DEC_IN=128; DEC_OUT=32; PREFILL=1,4; PRE_IN=2048; COMPILED=1,32; LIMIT=150; COMPILE_LIMIT=200
+  DECODE=1,8,32,128; DEC_IN=128; DEC_OUT=32; PREFILL=1,4; PRE_IN=2048; COMPILED=1,32; LIMIT=150; COMPILE_LIMIT=200; BUDGET=6
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv || true
 fi
 echo "gpu_run: $DEVICE, ops for $OPS_MODELS, transformers decode/prefill for $E2E, records to $OUT"
@@ -35,11 +35,11 @@ step() {  # a step that fails or runs out of time is reported; the finished conf
 for model in $OPS_MODELS; do
   step "$LIMIT" --mode ops --model "$model" --engine transformers --microbench "$OPS_MB"
 done
-step "$LIMIT" --mode decode --model "$E2E" --engine transformers --microbench off --enforce-eager true \
+step "$LIMIT" --mode decode --model "$E2E" --engine transformers --microbench off --enforce-eager true --budget-s "$BUDGET" \
     --batch-sizes "$DECODE" --input-lens "$DEC_IN" --output-lens "$DEC_OUT"
 step "$LIMIT" --mode prefill --model "$E2E" --engine transformers --microbench off --enforce-eager true \
     --batch-sizes "$PREFILL" --input-lens "$PRE_IN" --num-prompts 4
-step "$COMPILE_LIMIT" --mode decode --model "$E2E" --engine transformers --microbench off --enforce-eager false \
+step "$COMPILE_LIMIT" --mode decode --model "$E2E" --engine transformers --microbench off --enforce-eager false --budget-s "$BUDGET" \
     --batch-sizes "$COMPILED" --input-lens "$DEC_IN" --output-lens "$DEC_OUT"
 ls -l "$OUT"
 exit $status
