@@ -33,6 +33,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=Path, help="one results file whose measured utilization the 'measured' scenario uses (default: the best in --results)")
     p.add_argument("--calibration", action="store_true", help="also print each run's MFU/MBU beside 50%%, the roofline fit, its residuals and held-out errors")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--gpu-hour-usd", type=float, default=None, help="price of one GPU-hour for every GPU (default: the catalog's dated price, where it has one)")
     g = p.add_argument_group("traffic and SLO (defaults: the article's traffic, DeepSeek's published ratios)")
     for f in fields(Traffic):
         if f.type in ("float", "int"):
@@ -77,6 +78,8 @@ def validate_args(args: argparse.Namespace) -> tuple[Traffic, ArticleInputs, tup
     if any(not get_gpu(g).peak_tflops for g in gpus):
         raise UsageError("a GPU without peaks")
     scenarios = tuple(dict.fromkeys(args.scenario or SCENARIOS))
+    if args.gpu_hour_usd is not None and not 0 < args.gpu_hour_usd <= 1e4:  # nan fails both comparisons
+        raise UsageError(f"--gpu-hour-usd must be a price in dollars, above 0 and at most 10000; got {args.gpu_hour_usd}")
     return traffic, article, gpus, scenarios
 
 
@@ -88,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     fits = calibrate(runs)
     measured = measured_utilization(load_runs(args.run) if args.run else runs)
     ops = load_ops(args.results if args.results.is_dir() else args.results.parent, warn=False)
-    rows = project(args.model, gpus, scenarios, traffic, article, runs=runs, measured=measured, ops=ops)
+    rows = project(args.model, gpus, scenarios, traffic, article, runs=runs, measured=measured, ops=ops, gpu_hour_usd=args.gpu_hour_usd)
     art = article_estimate(article, gpus)
     by_scenario: dict[str, dict[str, int | None]] = {}
     for r in rows:
@@ -126,6 +129,11 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     wide = df.pivot(index="scenario", columns="gpu", values="gpus")
     wide = wide.reindex(index=list(dict.fromkeys(df["scenario"])), columns=list(dict.fromkeys(df["gpu"])))
     lines = [wide.to_string(na_rep="n/a", float_format=lambda v: f"{v:,.0f}"), ""]
+    cost = df.pivot(index="scenario", columns="gpu", values="usd_per_day").reindex(index=wide.index, columns=wide.columns)
+    if cost.notna().any().any():
+        lines += ["USD per day (those GPUs rented 24 h):", cost.to_string(na_rep="n/a", float_format=lambda v: f"{v:,.0f}"), ""]
+        prices = df.drop_duplicates("gpu").dropna(subset=["usd_per_gpu_hour"])
+        lines += [f"  {r.gpu}: ${r.usd_per_gpu_hour:.2f} per GPU-hour, {r.price_source}" for r in prices.itertuples()] + [""]
     for sc, group in df.groupby("scenario", sort=False):
         hows = list(dict.fromkeys(group["how"]))
         if len(hows) == 1:

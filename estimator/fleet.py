@@ -137,7 +137,8 @@ class Inputs:
     ops: pd.DataFrame | None = None
 
 
-ROW_KEYS = ("scenario", "gpu", "gpus", "utilization", "how", "decode_gpus", "prefill_gpus", "decode_batch", "decode_step_ms", "feasible")
+ROW_KEYS = ("scenario", "gpu", "gpus", "utilization", "how", "decode_gpus", "prefill_gpus", "decode_batch", "decode_step_ms", "feasible",
+            "usd_per_gpu_hour", "usd_per_day", "usd_per_million_output_tokens", "price_source")  # fmt: skip
 
 
 def _article(x: Inputs, gpu: Device) -> dict[str, Any]:
@@ -195,8 +196,12 @@ def project(
     runs: pd.DataFrame | None = None,
     measured: dict[str, Any] | None = None,
     ops: pd.DataFrame | None = None,
+    gpu_hour_usd: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of (scenario, GPU, GPUs needed, how, ...) for every scenario and GPU asked for; every row has ``ROW_KEYS``."""
+    """Rows of (scenario, GPU, GPUs needed, how, ...) for every scenario and GPU asked for; every row has ``ROW_KEYS``.
+
+    A row's cost is its GPUs rented for 24 hours at ``gpu_hour_usd``, else at the catalog's dated price (none: null),
+    and that per million output tokens of the day's traffic."""
     unknown = [sc for sc in scenarios if sc not in SCENARIO_FUNCTIONS]
     if unknown:
         raise CatalogError(f"unknown scenario {unknown[0]!r}; use any of {', '.join(SCENARIOS)}")
@@ -206,8 +211,19 @@ def project(
     for name in gpu_names:
         gpu = get_gpu(name)
         for sc in scenarios:
-            rows.append({**dict.fromkeys(ROW_KEYS), "scenario": sc, "gpu": gpu.name, "how": "", **SCENARIO_FUNCTIONS[sc](x, gpu)})
+            row = {**dict.fromkeys(ROW_KEYS), "scenario": sc, "gpu": gpu.name, "how": "", **SCENARIO_FUNCTIONS[sc](x, gpu)}
+            rows.append({**row, **fleet_cost(row["gpus"], gpu, traffic, gpu_hour_usd)})
     return rows
+
+
+def fleet_cost(gpus: float | None, gpu: Device, traffic: Traffic, gpu_hour_usd: float | None = None) -> dict[str, Any]:
+    """Dollars a day for ``gpus`` GPUs rented around the clock, and per million output tokens of the traffic's day."""
+    price, source = (gpu_hour_usd, "--gpu-hour-usd") if gpu_hour_usd is not None else (gpu.usd_per_gpu_hour, gpu.price_source)
+    if price is None or gpus is None:
+        return {"usd_per_gpu_hour": price, "price_source": source}
+    per_day = gpus * price * 24
+    return {"usd_per_gpu_hour": price, "usd_per_day": round(per_day, 2),
+            "usd_per_million_output_tokens": round(per_day / (traffic.output_tokens_per_s * 86_400 / 1e6), 6), "price_source": source}  # fmt: skip
 
 
 def active_matmul_params(spec: ModelSpec) -> float:

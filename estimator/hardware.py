@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from fleetcal.errors import CatalogError
 
@@ -51,6 +52,8 @@ class Device:
     tdp_w: float | None = None
     nvlink_gb_per_s: float | None = None
     aliases: tuple[str, ...] = ()
+    usd_per_gpu_hour: float | None = None  # a dated rental price, with its source in ``price_source``
+    price_source: str | None = None
 
     def __post_init__(self) -> None:
         if not self.peak_tflops:
@@ -64,6 +67,8 @@ class Device:
             raise CatalogError(f"{self.name}: memory capacity and bandwidth must be > 0")
         if not self.source:
             raise CatalogError(f"{self.name}: every catalog entry needs a source")
+        if self.usd_per_gpu_hour is not None and not (self.usd_per_gpu_hour > 0 and self.price_source):
+            raise CatalogError(f"{self.name}: a price must be > 0 and carry its date and source")
 
     def peak_flops_per_s(self, precision: str) -> float:
         """Dense peak in FLOP/s for ``precision``; fp8 falls back to int8 (the article's A100 reading)."""
@@ -99,9 +104,16 @@ def _load_gpu(path: Path) -> Device:
             tdp_w=data.get("power", {}).get("tdp_w"),
             nvlink_gb_per_s=data.get("interconnect", {}).get("nvlink_gb_per_s"),
             aliases=tuple(data.get("aliases", ())),
+            **_price(data.get("price")),
         )
     except (KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
         raise CatalogError(f"GPU catalog file {path.name} is malformed: {exc}") from exc
+
+
+def _price(price: dict[str, Any] | None) -> dict[str, Any]:
+    if price is None:
+        return {}
+    return {"usd_per_gpu_hour": float(price["usd_per_gpu_hour"]), "price_source": f"{price['source']} (as of {price['as_of']})"}
 
 
 @cache
@@ -109,6 +121,11 @@ def gpu_catalog() -> dict[str, Device]:
     """All catalogued GPUs by their short name."""
     gpus = [_load_gpu(p) for p in sorted(GPU_DIR.glob("*.toml"))]
     return {g.name: g for g in gpus}
+
+
+def prices(names: tuple[str, ...]) -> dict[str, Device]:
+    """The catalogued GPUs among ``names`` that carry a dated price."""
+    return {g.name: g for g in map(get_gpu, names) if g.usd_per_gpu_hour is not None}
 
 
 def _key(name: str) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, project
+from estimator.hardware import prices
 from estimator.operators import gemm_curve, load_ops, operator_table
 from estimator.runs import load_runs
 from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, utilization_table
@@ -76,7 +77,7 @@ def build_report(results: Path) -> Report:
     t["measurements"] = runs.reindex(columns=MEASUREMENT_COLUMNS) if not runs.empty else pd.DataFrame(columns=MEASUREMENT_COLUMNS)
     t["utilization"] = utilization_table(runs)
     fleet = pd.DataFrame(project(FLEET_MODEL, FLEET_GPUS, SCENARIOS, runs=runs, measured=measured, ops=ops))
-    t["fleet"] = fleet[["scenario", "gpu", "gpus", "utilization", "how"]]
+    t["fleet"] = fleet[["scenario", "gpu", "gpus", "utilization", "usd_per_day", "usd_per_million_output_tokens", "how", "price_source"]]
     t["backtest"] = backtest(fits, measured, ops)
     t["calibration"] = calibration_table(fits)
     t["calibration_residuals"] = residuals_table(fits)
@@ -123,6 +124,10 @@ def readme_section(r: Report) -> str:
     wide = f.pivot(index="scenario", columns="gpu", values="gpus").reindex(index=list(SCENARIOS), columns=list(FLEET_GPUS))
     wide = wide.map(lambda v: "n/a" if pd.isna(v) else f"{int(v):,}")
     lines += [wide.reset_index().to_markdown(index=False), ""]
+    cost = f.pivot(index="scenario", columns="gpu", values="usd_per_day").reindex(index=list(SCENARIOS), columns=list(FLEET_GPUS))
+    lines += ["Dollars a day for those GPUs rented around the clock (per million output tokens in `results/tables/fleet.csv`):", ""]
+    lines += [cost.map(lambda v: "n/a" if pd.isna(v) else f"{v:,.0f}").reset_index().to_markdown(index=False), ""]
+    lines += [f"- {g}: ${p.usd_per_gpu_hour:.2f} per GPU-hour, {p.price_source}" for g, p in prices(FLEET_GPUS).items()] + [""]
     lines += ["How each scenario is computed (H100 column):", ""]
     for _, row in f[f["gpu"] == "H100"].iterrows():
         lines.append(f"- **{row['scenario']}**: {row['how']}")

@@ -146,6 +146,8 @@ BAD_ESTIMATE = [
     (["--utilization", "nan"], "utilization"),
     (["--kv-dtype", "fp4"], "kv-dtype must be one of bf16, fp8"),
     (["--precision", "fp4"], "precision must be one of"),
+    (["--gpu-hour-usd", "0"], "--gpu-hour-usd must be a price"),
+    (["--gpu-hour-usd", "nan"], "--gpu-hour-usd must be a price"),
 ]
 
 

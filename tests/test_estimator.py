@@ -164,3 +164,26 @@ def test_direct_scenario_uses_measured_tokens_per_s():
     # nobody got 200 tok/s per user on this CPU, no decode step took under 5 ms, and the fixture has no throughput run
     assert direct_fleet(spec, cpu, Traffic(tokens_per_s_per_user=200), df) is None
     assert direct_fleet(spec, "H100", slow, df) is None
+
+
+def test_a_fleet_costs_its_gpus_for_24_hours_at_the_dated_or_given_price(capsys):
+    """The article's 16,177 H100 at the catalog's $3.00 (May 2026): 16,177 x 3.00 x 24 = $1,164,744 a day, and the
+    article's 1e12 output tokens a day (1e8 visits x 10 x 1,000) make that $1.164744 per million output tokens."""
+    (h100, b200) = project(gpu_names=("H100", "B200"), scenarios=("article",))
+    assert h100["gpus"] == 16177 and h100["usd_per_gpu_hour"] == 3.0 and "2026-05" in h100["price_source"]
+    assert h100["usd_per_day"] == pytest.approx(1_164_744) and h100["usd_per_million_output_tokens"] == pytest.approx(1.164744)
+    assert b200["usd_per_day"] is None and b200["usd_per_gpu_hour"] is None, "no price in the catalog: no cost"
+    (given,) = project(gpu_names=("B200",), scenarios=("article",), gpu_hour_usd=5.0)
+    assert given["usd_per_day"] == pytest.approx(7111 * 5.0 * 24) and given["price_source"] == "--gpu-hour-usd"
+    assert main(["estimate", "--scenario", "article", "--gpu", "H800", "--gpu-hour-usd", "2", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["usd_per_day"] == pytest.approx(16177 * 2 * 24)  # DeepSeek's own price for its 1,814 H800 gives $87,072 a day
+
+
+def test_a_catalog_price_needs_a_source():
+    from estimator.hardware import Device, get_gpu
+    from fleetcal.errors import CatalogError
+
+    h100 = get_gpu("H100")
+    with pytest.raises(CatalogError, match="date and source"):
+        Device(h100.name, h100.full_name, h100.peak_tflops, h100.memory_gb, h100.bandwidth_gb_per_s, h100.source, usd_per_gpu_hour=3.0)
