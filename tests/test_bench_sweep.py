@@ -115,7 +115,7 @@ def test_sigkill_of_a_vllm_sweep_leaves_no_engine_behind(tmp_path):
 
 def test_sigterm_stops_a_sweep_like_ctrl_c_and_keeps_what_finished(tmp_path):
     out = tmp_path / "runs"
-    args = ["bench", "--engine", "transformers", "--mode", "decode", "--batch-sizes", "1,2,3,4,5,6",
+    args = ["bench", "--engine", "transformers", "--mode", "decode", "--batch-sizes", "1,2,3,4,5,6", "--budget-s", "1",
             "--input-lens", "16", "--output-lens", "24", "--microbench", "off", "--out", str(out)]  # fmt: skip
     returncode, err = sigterm_after_records(args, out, records=1, timeout_s=300, env=_env())
     assert returncode == 128 + signal.SIGTERM, err[-2000:]
