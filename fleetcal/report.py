@@ -172,7 +172,8 @@ def crosscheck_block(results: Path) -> str | None:
     w = doc["workload"]
     table = pd.DataFrame(doc["rows"]).to_markdown(index=False, floatfmt=".3f")
     head = (f"From `results/crosscheck.json` ({doc['started_utc']}, commit {str(doc['git_commit'])[:7]}, {doc['device']['name']} "
-            f"with {doc['device']['cores']} cores): {w['num_prompts']} prompts, {w['input_len']} in / {w['output_len']} out, {w['sampling']}.")  # fmt: skip
+            f"with {doc['device']['cores']} cores): {w['num_prompts']} prompts, {w['input_len']} in / {w['output_len']} out, {w['sampling']}"
+            + (f"; {w['rounds']} rounds, {doc['method']}." if "rounds" in w else "."))  # fmt: skip
     return "\n".join([CROSS_START, head, "", table, CROSS_END])
 
 

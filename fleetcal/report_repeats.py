@@ -31,6 +31,13 @@ def ci95(values: list[float]) -> tuple[float, float]:
     return mean, T_975[min(n - 1, len(T_975)) - 1] * s / math.sqrt(n)
 
 
+def paired_ratio(ratios: list[float]) -> tuple[float, float, float]:
+    """Geometric mean of per-round ratios (two measurements back to back in each round) and its 95% interval
+    (Student's, over the logs): (mean, low, high). Used by the cross-checks against vLLM's own benchmarks."""
+    mean, half = ci95([math.log(r) for r in ratios])
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def repeats_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per repeated configuration and rate: how many repeats, the mean and its interval."""
     if runs.empty or "repeat" not in runs or runs["repeat"].isna().all():

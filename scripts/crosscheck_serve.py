@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import math
 import os
 import sys
 import tempfile
@@ -61,7 +60,7 @@ def summarize(rounds: list[dict]) -> dict:
     advantage of going first, cancels between rounds. The interval is Student's over the logs of the per-round
     ratios: how finely this machine lets the check resolve.
     """
-    from fleetcal.report_repeats import ci95
+    from fleetcal.report_repeats import paired_ratio
 
     summary: dict = {"method": "geometric mean of per-round ratios (both clients back to back in each round, order alternating), "
                                "with the 95% interval over rounds"}  # fmt: skip
@@ -69,9 +68,9 @@ def summarize(rounds: list[dict]) -> dict:
         by_round: dict[int, dict] = {}
         for r in rounds:
             by_round.setdefault(r["round"], {})[r["client"]] = r[key]
-        mean, half = ci95([math.log(b["fleetcal"] / b["vllm"]) for b in by_round.values()])
-        summary[f"{name}_ratio"] = round(math.exp(mean), 3)
-        summary[f"{name}_ratio_ci95"] = [round(math.exp(mean - half), 3), round(math.exp(mean + half), 3)]
+        mean, low, high = paired_ratio([b["fleetcal"] / b["vllm"] for b in by_round.values()])
+        summary[f"{name}_ratio"] = round(mean, 3)
+        summary[f"{name}_ratio_ci95"] = [round(low, 3), round(high, 3)]
     return summary
 
 
