@@ -53,7 +53,8 @@ def write_table(df: pd.DataFrame, tables: Path, name: str) -> None:
 
 
 def save_plot(fig: Any, path: Path, data: pd.DataFrame) -> None:
-    """A figure as PNG without creation metadata (identical bytes on every run), and its data as CSV beside it."""
+    """A figure as PNG without creation metadata (identical bytes on every run), cropped to what it draws (a legend
+    placed outside the axes included), and its data as CSV beside it."""
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None}))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None}))
     write_csv(round_floats(data), path.with_suffix(".csv"))
