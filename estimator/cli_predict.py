@@ -18,7 +18,6 @@ from estimator.cpu_steps import (
     build_curves,
     decode_ops,
     prefill_ops,
-    sessions,
     validate,
 )
 from estimator.fleet import KV_DTYPES
@@ -144,16 +143,20 @@ def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]
     dtypes = set(mine.loc[mine["model"] == names[0], "dtype"])
     dtype = "bf16" if cpu_has_native_bf16(here) and "bf16" in dtypes else "fp32"  # what `--dtype auto` runs here
     try:
-        steps, over = validate(load_runs(args.results, warn=False), ops, device_name)  # load_ops named the skipped files; the latest session's overhead
-        model_ops = mine[mine["model"] == names[0]]
-        session = sessions(model_ops["run_file"])  # the curves of this model's latest measuring session: this machine drifts between sessions
-        curves = build_curves(model_ops[model_ops["run_file"].map(session) == max(session.values())], device_name, names[0], dtype)
+        steps, _ = validate(load_runs(args.results, warn=False), ops, device_name)  # load_ops named the skipped files
+        # curves and overhead of one measuring session, the latest that timed this model's operators: this machine drifts between sessions
+        files, model_ops = steps.attrs["session_files"], mine[mine["model"] == names[0]]
+        timed = [name for name, fs in files.items() if model_ops["run_file"].isin(fs).any()]
+        if not timed:
+            raise UndeterminedError(f"no measuring session with fitted decode steps timed the operators of {names[0]}")
+        session = max(timed)
+        curves, over = build_curves(model_ops[model_ops["run_file"].isin(files[session])], device_name, names[0], dtype), steps.attrs["overheads"][session]
     except UndeterminedError as exc:
         raise UsageError(f"this CPU's step model cannot be built: {exc}; {how}") from exc
     for what in over.undetermined:  # said, not hidden: the prediction leans on a term the fitted steps do not pin down
         print(f"fleetcal predict: warning: the engine overhead fit of this CPU cannot determine its {what}", file=sys.stderr)
-    source = (f"operator curves of {names[0]} on this CPU, {device_name}, {dtype}, session {max(session.values())}; engine overhead fitted on "
-              f"{over.fitted_on} decode steps of {REFERENCE_MODEL}, session {max(steps.attrs['overheads'])}")  # fmt: skip
+    source = (f"operator curves of {names[0]} on this CPU, {device_name}, {dtype}, and the engine overhead fitted on "
+              f"{over.fitted_on} decode steps of {REFERENCE_MODEL}, all from the measuring session {session}")  # fmt: skip
     return curves, over, source
 
 

@@ -9,6 +9,7 @@ within a run, not between machines or days.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -31,10 +32,14 @@ def ci95(values: list[float]) -> tuple[float, float]:
     return mean, T_975[min(n - 1, len(T_975)) - 1] * s / math.sqrt(n)
 
 
-def paired_ratio(ratios: list[float]) -> tuple[float, float, float]:
-    """Geometric mean of per-round ratios (two measurements back to back in each round) and its 95% interval
-    (Student's, over the logs): (mean, low, high). Used by the cross-checks against vLLM's own benchmarks."""
-    mean, half = ci95([math.log(r) for r in ratios])
+def paired_ratio(rounds: list[dict], by: str, ours: str, reference: str, value: str) -> tuple[float, float, float]:
+    """``ours`` over ``reference`` (told apart by the field ``by``) in ``value``, measured back to back in each ``round``:
+    the geometric mean of the per-round ratios and its 95% interval (Student's, over the logs) as (mean, low, high).
+    Used by the cross-checks against vLLM's own benchmarks."""
+    by_round: dict[Any, dict[str, float]] = {}
+    for r in rounds:
+        by_round.setdefault(r["round"], {})[r[by]] = r[value]
+    mean, half = ci95([math.log(b[ours] / b[reference]) for b in by_round.values()])
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 

@@ -93,10 +93,7 @@ def summarize(rounds: list[dict]) -> list[dict]:
     def median(name: str, key: str) -> float:
         return round(statistics.median(r[key] for r in rounds if r["run"] == name), 3)
 
-    by_round: dict[int, dict[str, float]] = {}
-    for r in rounds:
-        by_round.setdefault(r["round"], {})[r["run"]] = r["output_tokens_per_s"]
-    mean, low, high = paired_ratio([b[FLEETCAL] / b[VLLM] for b in by_round.values()])
+    mean, low, high = paired_ratio(rounds, "run", FLEETCAL, VLLM, "output_tokens_per_s")
     ratios = {VLLM: (1.0, ""), FLEETCAL: (round(mean, 3), f"{low:.3f}-{high:.3f}" if not math.isnan(low) else ""),
               HF: (round(median(HF, "output_tokens_per_s") / median(VLLM, "output_tokens_per_s"), 3), "")}  # fmt: skip
     return [{"run": name, "output_tokens_per_s": median(name, "output_tokens_per_s"), "total_tokens_per_s": median(name, "total_tokens_per_s"),

@@ -65,10 +65,7 @@ def summarize(rounds: list[dict]) -> dict:
     summary: dict = {"method": "geometric mean of per-round ratios (both clients back to back in each round, order alternating), "
                                "with the 95% interval over rounds"}  # fmt: skip
     for key, name in (("output_tokens_per_s", "output_tokens_per_s"), ("tpot_ms_p50", "tpot_p50"), ("ttft_ms_p50", "ttft_p50")):
-        by_round: dict[int, dict] = {}
-        for r in rounds:
-            by_round.setdefault(r["round"], {})[r["client"]] = r[key]
-        mean, low, high = paired_ratio([b["fleetcal"] / b["vllm"] for b in by_round.values()])
+        mean, low, high = paired_ratio(rounds, "client", "fleetcal", "vllm", key)
         summary[f"{name}_ratio"] = round(mean, 3)
         summary[f"{name}_ratio_ci95"] = [round(low, 3), round(high, 3)]
     return summary
