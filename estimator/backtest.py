@@ -71,15 +71,16 @@ def deployment_traffic(d: Deployment) -> Traffic:
 
 def deepseek_mfu(d: Deployment) -> float:
     """MFU DeepSeek's fleet implies: 2 × active matmul parameters per token over output and uncached input
-    tokens, plus MLA attention (absorbed decode at the average KV length; prefill not absorbed at half the
-    prompt), over the average GPUs' FP8 peak. A figure derived from the published traffic, for comparison only."""
+    tokens, plus MLA attention (absorbed decode at the average KV length; prefill not absorbed, an uncached
+    token attending its cached prefix and half its uncached part, of the token-weighted prompt length), over
+    the average GPUs' FP8 peak. A figure derived from the published traffic, for comparison only."""
     shapes = load_arch(d.model).shapes
+    t = deployment_traffic(d)
     out_s = d.output_tokens_per_day / SECONDS_PER_DAY
     unc_s = (d.input_tokens_per_day - d.cached_input_tokens_per_day) / SECONDS_PER_DAY
-    prompt = d.input_tokens_per_day / d.output_tokens_per_day * 1000
     dense = 2 * active_matmul_params(get_model(d.model))
     attn_decode = mla_decode_attention_flops(shapes, d.average_kv_len) * shapes.num_layers
-    attn_prefill = mla_prefill_attention_flops(shapes, prompt / 2) * shapes.num_layers  # mean causal context
+    attn_prefill = mla_prefill_attention_flops(shapes, t.prompt_len * (1 + t.cache_hit_rate) / 2) * shapes.num_layers
     flops = out_s * (dense + attn_decode) + unc_s * (dense + attn_prefill)
     return flops / (d.gpus_average * get_gpu(d.gpu).peak_flops_per_s("fp8"))
 

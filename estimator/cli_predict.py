@@ -27,7 +27,7 @@ from estimator.models import get_model, resolve_model_key
 from estimator.operators import load_ops
 from estimator.runs import load_runs
 from estimator.serving import WEIGHT_BYTES, Layout, kv_room_sequences, largest_batch, load_arch, step, weight_bytes_per_gpu
-from estimator.sizing import PREFILL_TOKENS_PER_GPU, default_layouts
+from estimator.sizing import PREFILL_TOKENS_PER_GPU, Service, default_layouts, prefill_tokens_for_ttft
 from fleetcal.errors import UsageError
 from fleetcal.identity import cpu_has_native_bf16, describe_cpu
 from fleetcal.paths import RESULTS_DIR
@@ -54,6 +54,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=128)
     p.add_argument("--tokens-per-gpu", type=int, default=PREFILL_TOKENS_PER_GPU, help="prefill tokens per GPU per step")
+    p.add_argument("--ttft-ms", type=float, help="time-to-first-token target: the largest prefill tokens per GPU per step (up to --tokens-per-gpu) meeting it")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of the prompt served from the prefix cache")
     p.add_argument("--weight-dtype", choices=sorted(WEIGHT_BYTES), help="default: the model's serving dtype (catalog)")
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
@@ -68,7 +69,7 @@ def _validate(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
-    for name in ("batch_per_gpu", "tokens_per_user", "context_len"):
+    for name in ("batch_per_gpu", "tokens_per_user", "context_len", "ttft_ms"):
         v = getattr(args, name)
         if v is not None and not 0 < v < 1e9:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number")
@@ -118,8 +119,13 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
     if args.phase in ("prefill", "request"):
         lay = _layout(args, pre_default) if args.phase == "prefill" else pre_default
-        st = step(arch, gpu, lay, kernels, "prefill", tokens_per_gpu=args.tokens_per_gpu, prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype)
-        out["input_tokens_per_s_per_gpu"] = st.tokens / st.seconds
+        service = Service(prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype,
+                          prefill_tokens_per_gpu=args.tokens_per_gpu, ttft_ms=args.ttft_ms or 0.0)  # fmt: skip
+        tokens, why = prefill_tokens_for_ttft(arch, gpu, lay, kernels, service)
+        if tokens < 1:
+            raise UsageError(f"a {args.ttft_ms:g} ms time to first token cannot be met for {args.input_len}-token prompts on this layout; raise --ttft-ms or change the layout")
+        st = step(arch, gpu, lay, kernels, "prefill", tokens_per_gpu=tokens, prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype)
+        out.update(input_tokens_per_s_per_gpu=st.tokens / st.seconds, prefill_tokens_per_gpu=tokens, prefill_limited_by=why)
         out["breakdown_ms"]["prefill"] = st.breakdown_ms
         out.setdefault("layout", {})["prefill"] = lay.__dict__
         if args.phase == "prefill":
@@ -215,7 +221,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  decode: {out['output_tokens_per_s_per_gpu']:,.1f} output tok/s per GPU at {out['batch_per_gpu']:g} sequences per GPU, "
               f"{out['tokens_per_s_per_user']:.1f} tok/s per user")  # fmt: skip
     if out["input_tokens_per_s_per_gpu"] is not None:
-        print(f"  prefill: {out['input_tokens_per_s_per_gpu']:,.0f} prompt tok/s per GPU")
+        print(f"  prefill: {out['input_tokens_per_s_per_gpu']:,.0f} prompt tok/s per GPU at {out.get('prefill_tokens_per_gpu', 0):,} tokens per GPU per step")
     if out["step_ms"] is not None:
         print(f"  step: {out['step_ms']:.2f} ms, bound by {out['bound']}")
     for phase, parts in out["breakdown_ms"].items():

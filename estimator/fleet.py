@@ -41,6 +41,7 @@ class Traffic:
     tokens_per_s_per_user: float = 20.0  # DeepSeek day-6: 20-22 output tokens/s per user
     decode_context_len: float = 4_989  # DeepSeek day-6: average KV length per output token
     memory_headroom: float = 0.9  # fraction of GPU memory usable for weights + KV cache
+    ttft_ms: float = 0.0  # time-to-first-token target bounding prefill steps; 0: none (DeepSeek published none)
     kv_dtype: str = "bf16"
 
     def __post_init__(self) -> None:
@@ -56,6 +57,8 @@ class Traffic:
             raise CatalogError(f"cache-hit-rate must be in [0, 1), got {self.cache_hit_rate}")
         if self.peak_to_average < 1:
             raise CatalogError(f"peak-to-average must be >= 1, got {self.peak_to_average}")
+        if self.ttft_ms < 0:
+            raise CatalogError(f"ttft-ms must be >= 0 (0: no target), got {self.ttft_ms}")
         if not 0 < self.memory_headroom <= 1:
             raise CatalogError(f"memory-headroom must be in (0, 1], got {self.memory_headroom}")
 
@@ -70,7 +73,16 @@ class Traffic:
 
     @property
     def prompt_len(self) -> float:
-        return self.input_tokens_per_output_token * self.tokens_per_reply
+        """Prompt length as a prompt token sees it (token-weighted, E[P²]/E[P]), from the published KV length.
+
+        Prefill attention grows with the length of the prompt a token sits in, so what it needs is the
+        token-weighted length, not the mean per request (``tokens_per_reply`` × the ratio: they differ as soon
+        as lengths vary). Taking each request's prompt P as r times its reply O (r the input/output ratio), the
+        KV length a decoded token sees, P + O/2 averaged over output tokens, is (r + ½)·E[O²]/E[O], and the
+        token-weighted prompt length r·E[O²]/E[O]: r / (r + ½) of the KV length, whatever the spread.
+        """
+        r = self.input_tokens_per_output_token
+        return r / (r + 0.5) * self.decode_context_len
 
 
 def service_of(traffic: Traffic, mtp_tokens: int = 1) -> Service:
@@ -78,6 +90,7 @@ def service_of(traffic: Traffic, mtp_tokens: int = 1) -> Service:
     return Service(
         tokens_per_user=traffic.tokens_per_s_per_user, decode_context=traffic.decode_context_len, prompt_len=traffic.prompt_len,
         cached_fraction=traffic.cache_hit_rate, mtp_tokens=mtp_tokens, kv_dtype=traffic.kv_dtype, memory_headroom=traffic.memory_headroom,
+        ttft_ms=traffic.ttft_ms,
     )  # fmt: skip
 
 

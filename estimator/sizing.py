@@ -29,12 +29,13 @@ class Service:
 
     tokens_per_user: float = 20.0
     decode_context: float = 4989
-    prompt_len: float = 608 / 168 * 1000
+    prompt_len: float = 608 / 168 / (608 / 168 + 0.5) * 4989  # token-weighted prompt length (Traffic.prompt_len)
     cached_fraction: float = 342 / 608
     mtp_tokens: int = 1
     kv_dtype: str = "bf16"
-    prefill_tokens_per_gpu: int = PREFILL_TOKENS_PER_GPU
+    prefill_tokens_per_gpu: int = PREFILL_TOKENS_PER_GPU  # per step; a TTFT target may lower it
     memory_headroom: float = 0.9  # share of GPU memory for weights, KV and buffers
+    ttft_ms: float = 0.0  # time-to-first-token target bounding the prefill step; 0: none
 
 
 def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Layout]:
@@ -50,6 +51,35 @@ def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Lay
     return lay, lay
 
 
+def prefill_tokens_for_ttft(a: Arch, gpu: Device, layout: Layout, k: Kernels, service: Service) -> tuple[int, str]:
+    """Largest prefill tokens per GPU per step, up to the service's, whose step meets its TTFT target; why it stops there.
+
+    A prompt's first token waits at least for the step that carries its uncached tokens (queueing and the KV
+    transfer to decode are not counted), so a step carries at least one prompt's uncached tokens: spreading a
+    prompt over more steps only adds time. A prompt longer than the cap takes ceil(uncached / cap) steps.
+    """
+    cap = service.prefill_tokens_per_gpu
+    if not service.ttft_ms:
+        return cap, "tokens per step"
+    prompt = max(math.ceil(service.prompt_len * (1 - service.cached_fraction)), 1)
+
+    def ttft_ms(tokens: int) -> float:
+        st = step(a, gpu, layout, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.prompt_len,
+                  cached_fraction=service.cached_fraction, kv_dtype=service.kv_dtype)  # fmt: skip
+        return st.seconds * 1000 * math.ceil(prompt / tokens)
+
+    lo = min(prompt, cap)
+    if ttft_ms(lo) > service.ttft_ms:
+        return 0, "TTFT target unreachable"
+    if ttft_ms(cap) <= service.ttft_ms:
+        return cap, "tokens per step"
+    hi = cap
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ttft_ms(mid) <= service.ttft_ms else (lo, mid)
+    return lo, "TTFT target"
+
+
 @dataclass(frozen=True)
 class Sizing:
     gpus: int
@@ -62,6 +92,8 @@ class Sizing:
     limited_by: str
     prefill_tokens_per_s_per_gpu: float
     prefill_step_ms: float
+    prefill_tokens_per_step: int  # per GPU
+    prefill_limited_by: str
     mfu: float
     decode_breakdown_ms: dict[str, float]
     prefill_breakdown_ms: dict[str, float]
@@ -87,7 +119,10 @@ def size_fleet(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: floa
     unit_d, unit_p = (dec_l.num_gpus, pre_l.num_gpus) if whole_instances else (1, 1)
     decode_gpus = math.ceil(output_tokens_per_s / (per_gpu * unit_d) - 1e-9) * unit_d
     uncached = input_tokens_per_s * (1 - service.cached_fraction)
-    p = step(a, gpu, pre_l, kernels, "prefill", tokens_per_gpu=service.prefill_tokens_per_gpu, prompt_len=service.prompt_len,
+    p_tokens, p_limited = prefill_tokens_for_ttft(a, gpu, pre_l, kernels, service)
+    feasible = feasible and p_tokens >= 1
+    p_tokens = p_tokens or min(max(math.ceil(service.prompt_len * (1 - service.cached_fraction)), 1), service.prefill_tokens_per_gpu)
+    p = step(a, gpu, pre_l, kernels, "prefill", tokens_per_gpu=p_tokens, prompt_len=service.prompt_len,
              cached_fraction=service.cached_fraction, kv_dtype=service.kv_dtype)  # fmt: skip
     pre_rate = p.tokens / p.seconds
     prefill_gpus = math.ceil(uncached / (pre_rate * unit_p) - 1e-9) * unit_p if uncached > 0 else 0
@@ -95,9 +130,10 @@ def size_fleet(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: floa
     peak = gpu.peak_flops_per_s(gemm_precision(gpu, a.weight_dtype))
     executed = output_tokens_per_s * d.flops / d.tokens + uncached * p.flops / p.tokens
     note = (f"decode {dec_l.num_gpus}-GPU instances (EP{dec_l.ep}{', DP attention' if dec_l.dp_attention else ''}{f', TP{dec_l.tp}' if dec_l.tp > 1 else ''}), "
-            f"prefill {pre_l.num_gpus}-GPU instances; {gemm_precision(gpu, a.weight_dtype)} GEMMs, {service.kv_dtype} KV, MTP {mtp}")  # fmt: skip
+            f"prefill {pre_l.num_gpus}-GPU instances, {p_tokens:,} tokens per GPU per step ({p_limited}{f', {service.ttft_ms:g} ms' if service.ttft_ms else ''}); "
+            f"{gemm_precision(gpu, a.weight_dtype)} GEMMs, {service.kv_dtype} KV, MTP {mtp}")  # fmt: skip
     return Sizing(total, decode_gpus, prefill_gpus, b, d.seconds * 1000, per_gpu, d.tokens / b / d.seconds, limited, pre_rate, p.seconds * 1000,
-                  executed / (total * peak) if total else 0.0, d.breakdown_ms, p.breakdown_ms, feasible, note)  # fmt: skip
+                  p_tokens, p_limited, executed / (total * peak) if total else 0.0, d.breakdown_ms, p.breakdown_ms, feasible, note)  # fmt: skip
 
 
 # quantity -> (how it is changed, the Service field or Kernels name); ranges come from data/kernels.toml or below

@@ -108,6 +108,8 @@ def test_calibration_on_committed_real_records():
         (["estimate", "--cache-hit-rate", "1.5"], "cache-hit-rate"),
         (["predict", "--model", "nope-model-x", "--gpu", "H100"], "model"),
         (["predict", "--model", "llama-3.1-8b", "--gpu", "H100", "--batch-size", "0"], "--batch-size"),
+        (["predict", "--model", "deepseek-v3", "--gpu", "H800", "--phase", "prefill", "--input-len", "4000", "--ttft-ms", "50"], "raise --ttft-ms"),
+        (["estimate", "--ttft-ms", "-5"], "ttft-ms must be >= 0"),
     ],
 )
 def test_estimator_bad_input(argv, needle, capsys):
@@ -187,3 +189,16 @@ def test_a_catalog_price_needs_a_source():
     h100 = get_gpu("H100")
     with pytest.raises(CatalogError, match="date and source"):
         Device(h100.name, h100.full_name, h100.peak_tflops, h100.memory_gb, h100.bandwidth_gb_per_s, h100.source, usd_per_gpu_hour=3.0)
+
+
+def test_prompt_length_is_token_weighted_from_the_published_kv_length():
+    # requests whose prompt is r times their reply: the KV length each decoded token sees, averaged over
+    # output tokens, and the prompt length each prompt token sits in, averaged over prompt tokens
+    r, replies = 3.0, [100, 400, 2500]
+    prompts = [r * o for o in replies]
+    kv = sum(p * o + o * (o - 1) / 2 for p, o in zip(prompts, replies)) / sum(replies)
+    weighted = sum(p * p for p in prompts) / sum(prompts)
+    t = Traffic(input_tokens_per_output_token=r, decode_context_len=kv)
+    assert t.prompt_len == pytest.approx(weighted, rel=1e-3)
+    assert weighted > 2 * r * sum(replies) / len(replies)  # the mean prompt (r x 1,000) would be less than half of it
+    assert Traffic().prompt_len == pytest.approx(608 / 168 / (608 / 168 + 0.5) * 4989)  # DeepSeek day 6: 4,383 tokens

@@ -8,6 +8,7 @@ from estimator.hardware import get_gpu
 from estimator.kernels import published_kernels, with_value
 from estimator.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_decode_attention_flops, mla_prefill_attention_flops
 from estimator.serving import Layout, largest_batch, load_arch, step, weight_bytes_per_gpu
+from estimator.sizing import Service, prefill_tokens_for_ttft, size_fleet
 
 # DeepSeek-V3 config.json: 61 layers (3 dense), hidden 7,168, 128 heads, q_lora_rank 1,536,
 # kv_lora_rank 512, qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128, dense FFN 18,432,
@@ -99,3 +100,22 @@ def test_step_is_a_sum_over_operators_at_their_own_precision():
     # MLA decode attention (BF16, compute-bound with two query tokens) doubles; FP8 GEMMs do not move
     assert slow.breakdown_ms["attention"] == pytest.approx(2 * st.breakdown_ms["attention"], rel=1e-3)
     assert slow.breakdown_ms["attention projections"] == pytest.approx(st.breakdown_ms["attention projections"])
+
+
+def test_a_stricter_ttft_never_raises_prefill_tokens_per_gpu():
+    k, prefill = published_kernels(), Layout(32, ep=32, dp_attention=True, redundant_experts=32)
+    rates, fleets = [], []
+    for ttft in (0, 2000, 600, 400, 250):  # 0: no target
+        service = Service(ttft_ms=ttft)
+        tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, service)
+        assert tokens >= 1, why
+        st = step(DS, H800, prefill, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.prompt_len, cached_fraction=service.cached_fraction)
+        assert ttft == 0 or st.seconds * 1000 <= ttft
+        rates.append(st.tokens / st.seconds)
+        fleets.append(size_fleet(DS, H800, k, 2e6, 7e6, service).prefill_gpus)
+    assert all(a >= b for a, b in zip(rates, rates[1:])), rates
+    assert all(a <= b for a, b in zip(fleets, fleets[1:])), fleets
+    assert rates[-1] < rates[0]  # a step of one prompt's uncached tokens reads the weights for fewer tokens
+    tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, Service(ttft_ms=20))
+    assert (tokens, why) == (0, "TTFT target unreachable")
+    assert not size_fleet(DS, H800, k, 2e6, 7e6, Service(ttft_ms=20)).feasible
