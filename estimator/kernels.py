@@ -45,6 +45,7 @@ class Kernels:
     ops: dict[str, Eff]
     normal_intranode_gb_per_s: float
     normal_internode_gb_per_s: float
+    normal_sm_share: float  # share of the SMs the normal (prefill) all-to-all kernels occupy while they run
     low_latency_gb_per_s: tuple[tuple[int, float], ...]
     allreduce_nvlink_fraction: float
     overlap: float
@@ -87,6 +88,7 @@ def published_kernels() -> Kernels:
     c, s = d["dispatch_combine"], d["service"]
     ranges["normal_internode_gb_per_s"] = tuple(c["normal_internode_range"])
     ranges["low_latency_scale"] = tuple(c["low_latency_range"])
+    ranges["normal_sm_share"] = tuple(c["normal_sm_share_range"])
     ranges["allreduce_nvlink_fraction"] = tuple(d["allreduce"]["nvlink_fraction_range"])
     ranges["overlap"] = tuple(s["overlap_range"])
     ranges["context_cv"] = tuple(s["context_cv_range"])
@@ -94,6 +96,7 @@ def published_kernels() -> Kernels:
     ranges["step_overhead_s"] = tuple(v / 1000 for v in s["step_overhead_range_ms"])
     return Kernels(
         ops=ops, normal_intranode_gb_per_s=float(c["normal_intranode_gb_per_s"]), normal_internode_gb_per_s=float(c["normal_internode_gb_per_s"]),
+        normal_sm_share=float(c["normal_sm_share"]),
         low_latency_gb_per_s=tuple((int(e), float(b)) for e, b in c["low_latency_gb_per_s"]),
         allreduce_nvlink_fraction=float(d["allreduce"]["nvlink_fraction"]), overlap=float(s["overlap"]), context_cv=float(s["context_cv"]),
         mtp_acceptance=float(s["mtp_acceptance"]), step_overhead_s=float(s["step_overhead_ms"]) / 1000,

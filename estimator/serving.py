@@ -250,8 +250,11 @@ def step(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, *, batch_
     comm *= micro
     exposed = max(comm - k.overlap * compute, 0.0) if micro == 2 else comm
     breakdown["communication (not hidden)"] = exposed
+    # while hidden, prefill's normal all-to-all kernels hold a share of the SMs: computation runs that much slower meanwhile
+    lent = k.normal_sm_share * (comm - exposed) if phase == "prefill" and micro == 2 else 0.0
+    breakdown["SMs lent to communication"] = lent
     breakdown["fixed overhead"] = k.step_overhead_s
-    total = compute + exposed + k.step_overhead_s
+    total = compute + exposed + lent + k.step_overhead_s
     bound = "communication" if exposed > 0 and comm > compute else max(ops, key=ops.get)
     return Step(total, {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, comm, advanced, flops * micro, bound)
 

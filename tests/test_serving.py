@@ -119,3 +119,17 @@ def test_a_stricter_ttft_never_raises_prefill_tokens_per_gpu():
     tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, Service(ttft_ms=20))
     assert (tokens, why) == (0, "TTFT target unreachable")
     assert not size_fleet(DS, H800, k, 2e6, 7e6, Service(ttft_ms=20)).feasible
+
+
+def test_prefill_lends_24_of_132_sms_to_the_hidden_all_to_all_and_decode_none():
+    # DeepEP V1's normal kernels (prefill) run on 24 of H800's 132 SMs; its low-latency kernels (decode) on none
+    k = published_kernels()
+    assert k.normal_sm_share == pytest.approx(24 / 132, abs=1e-3)
+    prefill = Layout(32, ep=32, dp_attention=True, redundant_experts=32)
+    st = step(DS, H800, prefill, k, "prefill", tokens_per_gpu=8192, prompt_len=4383, cached_fraction=0.5625)
+    assert st.breakdown_ms["communication (not hidden)"] == 0 and st.comm_s < st.compute_s  # all of it hidden
+    assert st.breakdown_ms["SMs lent to communication"] == pytest.approx(k.normal_sm_share * st.comm_s * 1000, rel=1e-3)
+    free = step(DS, H800, prefill, with_value(k, "normal_sm_share", 0.0), "prefill", tokens_per_gpu=8192, prompt_len=4383, cached_fraction=0.5625)
+    assert st.seconds - free.seconds == pytest.approx(k.normal_sm_share * st.comm_s, rel=1e-3)
+    dec = step(DS, H800, DECODE, k, "decode", batch_per_gpu=64, context=4989, mtp_tokens=1)
+    assert dec.breakdown_ms["SMs lent to communication"] == 0
