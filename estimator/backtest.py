@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
-from estimator.fleet import Traffic, active_matmul_params, roofline_fleet
+from estimator.fleet import Traffic, roofline_fleet
 from estimator.hardware import CatalogError, get_gpu
 from estimator.models import get_model
 from estimator.opcounts import mla_decode_attention_flops, mla_prefill_attention_flops
@@ -78,7 +78,7 @@ def deepseek_mfu(d: Deployment) -> float:
     t = deployment_traffic(d)
     out_s = d.output_tokens_per_day / SECONDS_PER_DAY
     unc_s = (d.input_tokens_per_day - d.cached_input_tokens_per_day) / SECONDS_PER_DAY
-    dense = 2 * active_matmul_params(get_model(d.model))
+    dense = 2 * get_model(d.model).matmul_params
     attn_decode = mla_decode_attention_flops(shapes, d.average_kv_len) * shapes.num_layers
     attn_prefill = mla_prefill_attention_flops(shapes, t.prompt_len * (1 + t.cache_hit_rate) / 2) * shapes.num_layers
     flops = out_s * (dense + attn_decode) + unc_s * (dense + attn_prefill)
@@ -101,11 +101,12 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
         base = ArticleInputs(daily_visits=visits, questions_per_visit=1, tokens_per_reply=tokens_per_reply, demand_significant_digits=None)
         preds: dict[str, tuple[float | None, str]] = {
             "article": (article_gpus(gpu, base)["gpus"], "2 x total params x output tokens at 50%"),
-            "active": (article_gpus(gpu, replace(base, params_per_token=float(active_matmul_params(spec))))["gpus"], "active params at 50%"),
+            "active": (article_gpus(gpu, replace(base, params_per_token=float(spec.matmul_params)))["gpus"], "active params at 50%"),
         }
         if measured:
             a = replace(base, utilization=min(measured["utilization"], 1.0))
-            preds["measured"] = (article_gpus(gpu, a)["gpus"], f"article formula at measured MFU {measured['utilization']:.1%}")
+            preds["measured"] = (article_gpus(gpu, a)["gpus"], f"article formula at {measured['utilization']:.1%} of peak, as the formula counts it, measured "
+                                 f"({measured['engine']} {measured['mode']}, {measured['model']} on {measured['device_name']})")
         else:
             preds["measured"] = (None, "no measured utilization")
         traffic = deployment_traffic(d)

@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--run {args.run}: no such results file")
     runs = load_runs(args.results)
     fits = calibrate(runs)
-    measured = measured_utilization(load_runs(args.run) if args.run else runs)
+    measured = measured_utilization(load_runs(args.run) if args.run else runs, traffic.tokens_per_s_per_user)
     ops = load_ops(args.results if args.results.is_dir() else args.results.parent, warn=False)
     rows = project(args.model, gpus, scenarios, traffic, article, runs=runs, measured=measured, ops=ops, gpu_hour_usd=args.gpu_hour_usd)
     art = article_estimate(article, gpus)

@@ -161,9 +161,9 @@ def _article(x: Inputs, gpu: Device) -> dict[str, Any]:
 
 
 def _active(x: Inputs, gpu: Device) -> dict[str, Any]:
-    a = replace(x.article, params_per_token=float(active_matmul_params(x.spec)))
+    a = replace(x.article, params_per_token=float(x.spec.matmul_params))
     return {"gpus": article_gpus(gpu, a)["gpus"], "utilization": a.utilization,
-            "how": f"{active_matmul_params(x.spec):.3g} active params/token (embedding lookup left out), daily mean, {_peak_label(gpu)}"}  # fmt: skip
+            "how": f"{x.spec.matmul_params:.3g} active params/token (embedding lookup left out), daily mean, {_peak_label(gpu)}"}  # fmt: skip
 
 
 def _measured(x: Inputs, gpu: Device) -> dict[str, Any]:
@@ -171,8 +171,9 @@ def _measured(x: Inputs, gpu: Device) -> dict[str, Any]:
     if m is None:
         return {"how": "no measured utilization in results/"}
     a = replace(x.article, utilization=min(m["utilization"], 1.0))
-    how = (f"MFU {m['utilization']:.1%} measured ({m['engine']} {m['mode']}, {m['model']} on {m['device_name']}, "
-           f"vs {m['against']}) in the article's formula, {_peak_label(gpu)}"
+    speed = f", {m['tokens_per_s_per_user']:g} tok/s per user" if m.get("tokens_per_s_per_user") else ""
+    how = (f"{m['utilization']:.1%} of peak measured as the formula counts (2 x parameters x output tok/s; {m['engine']} {m['mode']} "
+           f"at {m['size']}{speed}, {m['model']} on {m['device_name']}, vs its {m['against']}) in the article's formula, {_peak_label(gpu)}"
            + ("; a CPU figure, which does not transfer to a GPU" if m.get("device_kind", "cpu") == "cpu" else ""))  # fmt: skip
     return {"gpus": article_gpus(gpu, a)["gpus"], "utilization": a.utilization, "how": how}
 
@@ -237,11 +238,6 @@ def fleet_cost(gpus: float | None, gpu: Device, traffic: Traffic, gpu_hour_usd: 
     per_day = gpus * price * 24
     return {"usd_per_gpu_hour": price, "usd_per_day": round(per_day, 2),
             "usd_per_million_output_tokens": round(per_day / (traffic.output_tokens_per_s * 86_400 / 1e6), 6), "price_source": source}  # fmt: skip
-
-
-def active_matmul_params(spec: ModelSpec) -> float:
-    """Active parameters that multiply per token: the input embedding is a lookup, not a matrix product."""
-    return spec.active_params - (spec.embedding_params if not spec.tied_embeddings else 0)
 
 
 def _peak_label(gpu: Device) -> str:

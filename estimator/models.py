@@ -59,6 +59,11 @@ class ModelSpec:
     def is_moe(self) -> bool:
         return self.num_experts > 0
 
+    @property
+    def matmul_params(self) -> int:
+        """Active parameters that multiply per token: the input embedding is a lookup, not a matrix product."""
+        return self.active_params - (self.embedding_params if not self.tied_embeddings else 0)
+
 
 def _text_config(config: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config

@@ -25,7 +25,7 @@ RECORD_COLUMNS = [
     "output_tokens_per_s_per_user", "interactivity_tokens_per_s", "completed", "failed", "num_gpus", "error", "reason",
     "joules_per_output_token", "joules_per_prefill_token", "power_w_mean", "energy_window",
     "request_rate", "burstiness", "steady_output_tokens_per_s", "goodput_requests_per_s", "slo_met", "search_step", "repeat",
-    "workload", "prefix_cache_hit_rate", "mean_prompt_tokens", "mean_output_tokens", "unsent_over_budget",
+    "workload", "prefix_cache_hit_rate", "mean_prompt_tokens", "mean_output_tokens", "unsent_over_budget", "model_tflops_per_s",
 ]  # fmt: skip
 
 

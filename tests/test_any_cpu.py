@@ -6,6 +6,7 @@ import pytest
 
 from bench.precision import choose_dtype
 from bench.sanity import checked
+from estimator.models import get_model
 from fleetcal.identity import describe_cpu, device_id, device_label
 
 AVX2_ONLY = {"kind": "cpu", "name": "AMD EPYC", "vendor": "AuthenticAMD", "family": 25, "model": 17, "stepping": 1,
@@ -53,7 +54,7 @@ def test_this_cpu_is_described_with_its_identity():
 def _record(**kw):
     base = {"mode": "throughput", "status": "ok", "batch_size": 8, "input_len": 32, "output_len": 64, "num_prompts": 8,
             "elapsed_s": 2.0, "output_tokens_per_s": 256.0, "total_tokens_per_s": 384.0,
-            "mfu": None, "mbu": None, "mfu_measured_peak": 0.3, "mbu_measured_peak": 0.4}  # fmt: skip
+            "mfu": None, "mbu": None, "mfu_measured_peak": 0.3, "mbu_measured_peak": 0.4, "model_tflops_per_s": 0.1}  # fmt: skip
     return {**base, **kw}
 
 
@@ -97,5 +98,7 @@ def test_suspect_records_stay_out_of_calibration(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "run": run, "records": recs}))
     df = load_runs(tmp_path)
     assert set(df["status"]) == {"suspect", "ok"}
-    assert measured_utilization(df)["utilization"] == pytest.approx(0.05)
+    # the formula's count, 2 x parameters x 256 output tok/s, over the peak the 5% was measured against (0.1 TFLOP/s / 0.05)
+    params = get_model("smollm2-135m").matmul_params
+    assert measured_utilization(df)["utilization"] == pytest.approx(2 * params * 256 / (0.1e12 / 0.05))
     assert df["device_name"].iloc[0] == device_label(AVX2_ONLY)

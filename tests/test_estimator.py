@@ -43,7 +43,7 @@ def test_mla_attention_matches_linear_flops_near_5k_context():
 
 
 def test_projection_scenarios_order_and_replacing_assumptions():
-    rows = project("deepseek-v3", ("H100", "A100"), measured={"utilization": 0.25, "engine": "vllm", "mode": "throughput", "model": "m", "device_name": "d", "against": "x"})
+    rows = project("deepseek-v3", ("H100", "A100"), measured={"utilization": 0.25, "engine": "vllm", "mode": "throughput", "size": 8, "model": "m", "device_name": "d", "against": "x"})
     got = {(r["scenario"], r["gpu"]): r["gpus"] for r in rows}
     assert got[("article", "H100")] == 16177 and got[("article", "A100")] == 51282
     assert got[("active", "H100")] < got[("article", "H100")] / 17  # 671B / 37.55B = 17.9x fewer
@@ -94,7 +94,7 @@ def test_calibration_on_committed_real_records():
     assert 0 < dec.efficiency.compute <= 1.2 and 0 < dec.efficiency.memory <= 1.2
     assert dec.fit_mape < 0.25 and dec.heldout_mape is not None and dec.heldout_mape < 0.5
     m = measured_utilization(df)
-    assert m is not None and 0 < m["utilization"] < 1 and m["against"] == "measured peak"
+    assert m is not None and 0 < m["utilization"] < 1 and m["against"] == "measured bfloat16 matmul peak" and m["device_kind"] == "cpu"
 
 
 @pytest.mark.parametrize(
@@ -202,3 +202,27 @@ def test_prompt_length_is_token_weighted_from_the_published_kv_length():
     assert t.prompt_len == pytest.approx(weighted, rel=1e-3)
     assert weighted > 2 * r * sum(replies) / len(replies)  # the mean prompt (r x 1,000) would be less than half of it
     assert Traffic().prompt_len == pytest.approx(608 / 168 / (608 / 168 + 0.5) * 4989)  # DeepSeek day 6: 4,383 tokens
+
+
+def test_measured_utilization_is_the_formulas_count_from_the_most_relevant_run():
+    import pandas as pd
+
+    def row(kind, mode, u_record, rate, per_user_ms, **kw):
+        # a record measured at 100 TFLOP/s of model work and u_record of its peak: the peak is 100 / u_record TFLOP/s
+        return {"status": "ok", "mode": mode, "batch_size": 32, "concurrency": None, "mfu": u_record if kind == "cuda" else None,
+                "mfu_measured_peak": u_record, "model_tflops_per_s": 100.0, "decode_tokens_per_s": rate if mode == "decode" else None,
+                "output_tokens_per_s": rate, "decode_step_ms": per_user_ms if mode == "decode" else None, "interactivity_tokens_per_s": None,
+                "model_key": "llama-3.1-8b", "device_kind": kind, "device_name": kind, "model": "llama-3.1-8b", "engine": "e",
+                "dtype": "bfloat16", "run_file": f"{kind}-{mode}-{rate}", **kw}  # fmt: skip
+
+    params = get_model("llama-3.1-8b").matmul_params
+    gpu_fast_users = row("cuda", "decode", 0.1, 2690.0, 11.9)  # 84 tokens/s per user
+    gpu_slow_users = row("cuda", "decode", 0.1, 5000.0, 58.0)  # 17 tokens/s per user: misses 20
+    cpu = row("cpu", "throughput", 0.9, 900.0, None)  # 13% by the formula: higher, but a CPU
+    m = measured_utilization(pd.DataFrame([cpu, gpu_slow_users, gpu_fast_users]), tokens_per_user=20)
+    # 2 x parameters x output tokens/s over the 1,000 TFLOP/s peak, not the record's own MFU (prompts and attention in it)
+    assert m["device_kind"] == "cuda" and m["tokens_per_s_per_user"] == pytest.approx(84.0, abs=0.1)
+    assert m["utilization"] == pytest.approx(2 * params * 2690 / 1e15) and m["against"] == "bfloat16 datasheet peak"
+    assert measured_utilization(pd.DataFrame([cpu, gpu_slow_users]), tokens_per_user=20)["utilization"] == pytest.approx(2 * params * 5000 / 1e15)
+    only_cpu = measured_utilization(pd.DataFrame([cpu]))
+    assert only_cpu["against"] == "measured bfloat16 matmul peak" and only_cpu["utilization"] == pytest.approx(0.9 * 2 * params * 900 / 1e14)
