@@ -118,7 +118,10 @@ def readme_section(r: Report) -> str:
         lines += ["`best_tokens_per_s` is prefill tokens/s for prefill, decode tokens/s for decode and output tokens/s otherwise. MFU/MBU are against the datasheet peak for catalogued GPUs and against the run's own microbenchmark peaks otherwise (CPUs). Full table: `results/tables/utilization.md`.", ""]
     m = r.measured
     if m:
-        lines += [f"Highest measured MFU, used by the `measured` scenario: **{m['utilization']:.1%}** ({m['engine']} {m['mode']} at size {m['size']}, {m['model']} on {m['device_name']}, against the {m['against']}).", ""]
+        speed = f", {m['tokens_per_s_per_user']:g} tok/s per user" if m.get("tokens_per_s_per_user") else ""
+        lines += [f"Measured utilization the `measured` scenario uses, counted as the article's formula counts (2 × parameters × output tokens/s "
+                  f"over the peak): **{m['utilization']:.1%}** ({m['engine']} {m['mode']} at size {m['size']}{speed}, {m['model']} on {m['device_name']}, "
+                  f"against the {m['against']}; the most relevant run: GPU before CPU, at the per-user target before not).", ""]  # fmt: skip
     lines += ["### Fleet for the article's traffic (DeepSeek-V3, 1e8 visits x 10 questions x 1,000 tokens a day)", ""]
     f = t["fleet"]
     wide = f.pivot(index="scenario", columns="gpu", values="gpus").reindex(index=list(SCENARIOS), columns=list(FLEET_GPUS))
