@@ -125,10 +125,12 @@ def test_the_committed_cpu_steps_are_predicted_within_15_percent_held_out():
 
 
 def _predict_args(**kw: object) -> argparse.Namespace:
-    base = dict(model="smollm2-360m", gpu=None, device="cpu", phase="request", num_gpus=None, tp=None, ep=None, dp_attention=None,
-                batch_per_gpu=None, tokens_per_user=None, batch_size=None, context_len=None, input_len=128, output_len=64,
-                tokens_per_gpu=4096, cached_fraction=0.0, weight_dtype=None, kv_dtype="bf16", mtp_tokens=0, mtp_acceptance=None,
-                results=RESULTS_DIR, json=True)  # fmt: skip
+    """predict's own parser, its defaults, then ``kw``: a flag added to predict is never missing here."""
+    from estimator.cli_predict import add_cli_args
+
+    p = argparse.ArgumentParser()
+    add_cli_args(p)
+    base = vars(p.parse_args(["--model", "smollm2-360m", "--device", "cpu", "--output-len", "64", "--results", str(RESULTS_DIR), "--json"]))
     return argparse.Namespace(**{**base, **kw})
 
 
