@@ -217,11 +217,13 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(out, default=str))
         return 0
     print(f"{out['model']} on {out['device']} ({out['efficiency_source']})")
+    per = "GPU" if args.gpu else "device"
     if out["output_tokens_per_s_per_gpu"] is not None:
-        print(f"  decode: {out['output_tokens_per_s_per_gpu']:,.1f} output tok/s per GPU at {out['batch_per_gpu']:g} sequences per GPU, "
+        print(f"  decode: {out['output_tokens_per_s_per_gpu']:,.1f} output tok/s per {per} at {out['batch_per_gpu']:g} sequences per {per}, "
               f"{out['tokens_per_s_per_user']:.1f} tok/s per user")  # fmt: skip
     if out["input_tokens_per_s_per_gpu"] is not None:
-        print(f"  prefill: {out['input_tokens_per_s_per_gpu']:,.0f} prompt tok/s per GPU at {out.get('prefill_tokens_per_gpu', 0):,} tokens per GPU per step")
+        at = f" at {out['prefill_tokens_per_gpu']:,} tokens per GPU per step" if out.get("prefill_tokens_per_gpu") else ""
+        print(f"  prefill: {out['input_tokens_per_s_per_gpu']:,.0f} prompt tok/s per {per}{at}")
     if out["step_ms"] is not None:
         print(f"  step: {out['step_ms']:.2f} ms, bound by {out['bound']}")
     for phase, parts in out["breakdown_ms"].items():
