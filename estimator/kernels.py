@@ -5,18 +5,21 @@ A measured efficiency replaces a published one only where the measured kernel is
 serving uses: dense GEMMs (cuBLAS through ``torch.matmul`` / ``torch._scaled_mm``), causal prefill
 attention (PyTorch's flash/cuDNN SDPA) and norms. MLA decode attention (measured as two bmm, not
 FlashMLA) and fp8 grouped GEMMs (measured as a loop, not DeepGEMM's grouped kernel) keep the
-published figures, and so does communication (one GPU cannot measure an all-to-all). Efficiencies
-never cross from a CPU to a GPU.
+published figures, and so does communication (one GPU cannot measure an all-to-all). A measured
+dense GEMM is a curve over its rows M, read at each GEMM's own M; published figures are one number
+per class. Efficiencies never cross from a CPU to a GPU.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from estimator.hardware import CatalogError, Device
@@ -36,6 +39,16 @@ class Eff:
     memory: float
     source: str
     measured_on: str = ""  # the devices a measured efficiency comes from; empty for a published one
+    curve: tuple[tuple[float, float, float], ...] = ()  # (rows M, compute, memory) measured at each M; empty: one figure for all
+
+    def at(self, m: float) -> Eff:
+        """The efficiency of a GEMM of ``m`` rows: interpolated in log M between the measured points (the ends held
+        beyond them), so a shape gets what was measured near it, not the best of all shapes; the one figure where no curve."""
+        if not self.curve:
+            return self
+        x, ms = math.log(max(m, 1e-9)), [math.log(p[0]) for p in self.curve]
+        return replace(self, compute=float(np.interp(x, ms, [p[1] for p in self.curve])),
+                       memory=float(np.interp(x, ms, [p[2] for p in self.curve])), curve=())  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -107,8 +120,9 @@ def published_kernels() -> Kernels:
 def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
     """Operator classes measured on a GPU of ``gpu``'s architecture (itself first), from operator records.
 
-    compute: the best datasheet MFU over the shapes (median over layers at each M for GEMMs);
-    memory: the best datasheet MBU. Only catalogued GPUs count: their efficiencies are against datasheets.
+    compute: the best datasheet MFU over the shapes; memory: the best datasheet MBU. GEMMs also keep their
+    curve over M (median over layers at each M), which the serving model reads at each GEMM's own M.
+    Only catalogued GPUs count: their efficiencies are against datasheets.
     """
     if ops is None or ops.empty:
         return {}
@@ -121,13 +135,18 @@ def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
         g = same[(same["operator"] == op) & (same["dtype"] == dtype)]
         if g.empty or g["mfu"].isna().all():
             continue
+        curve: tuple[tuple[float, float, float], ...] = ()
         if op == "gemm":
-            med = g.groupby("m")[["mfu", "mbu"]].median()
+            med = g.groupby("m")[["mfu", "mbu"]].median().dropna()
             compute, memory = float(med["mfu"].max()), float(med["mbu"].max())
+            # at each M only the resource that bound it follows the curve; the other keeps its best (a compute-bound
+            # GEMM's low MBU says nothing of the bandwidth it could reach, nor a memory-bound one's MFU of its FLOP/s)
+            curve = tuple((float(m), min(float(r.mfu) if r.mfu / compute >= r.mbu / memory else compute, 1.0),
+                           min(memory if r.mfu / compute >= r.mbu / memory else float(r.mbu), 1.0)) for m, r in med.iterrows() if m > 0)  # fmt: skip
         else:
             compute, memory = float(g["mfu"].max()), float(g["mbu"].max())
         devices = ", ".join(sorted(set(g["device_name"])))
-        out[cls] = Eff(min(compute, 1.0), min(memory, 1.0), f"measured: {op} {dtype} on {devices} ({len(g)} shapes, results/runs)", devices)
+        out[cls] = Eff(min(compute, 1.0), min(memory, 1.0), f"measured: {op} {dtype} on {devices} ({len(g)} shapes, results/runs)", devices, curve)
     return out
 
 
@@ -144,9 +163,12 @@ def kernels_for(gpu: Device, ops: pd.DataFrame | None = None) -> tuple[Kernels, 
 
 def with_value(k: Kernels, name: str, value: float) -> Kernels:
     """``k`` with one named quantity changed (for the sensitivity table): 'gemm.compute', 'overlap', ..."""
-    if "." in name:
+    if "." in name:  # a measured curve keeps its shape, scaled so that its best point takes the value
         cls, part = name.split(".")
-        return replace(k, ops={**k.ops, cls: replace(k.ops[cls], **{part: value})})
+        e, i = k.ops[cls], 1 if part == "compute" else 2
+        scale = value / getattr(e, part)
+        curve = tuple(tuple(min(v * scale, 1.0) if j == i else v for j, v in enumerate(p)) for p in e.curve)
+        return replace(k, ops={**k.ops, cls: replace(e, **{part: value}, curve=curve)})
     if name == "low_latency_scale":
         return replace(k, low_latency_gb_per_s=tuple((e, b * value) for e, b in k.low_latency_gb_per_s))
     return replace(k, **{name: value})

@@ -163,7 +163,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
 
     def gemm(name: str, kk: int, nn: int, layers: float, mm: float = m, prec: str = gp, split: int = tp) -> None:
         n_ = nn / split
-        add(name, 2 * mm * kk * n_, kk * n_ * (wb if prec == gp else 2.0) + mm * kk * ab + mm * n_ * 2, prec, k.ops["gemm" if prec == "fp8" else "gemm_bf16"], layers)
+        add(name, 2 * mm * kk * n_, kk * n_ * (wb if prec == gp else 2.0) + mm * kk * ab + mm * n_ * 2, prec, k.ops["gemm" if prec == "fp8" else "gemm_bf16"].at(mm), layers)
 
     lin = s.linears
     for name in ("q_a_proj", "q_b_proj", "kv_a_proj", "qkv_proj"):
@@ -198,7 +198,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
         for name in ("shared_gate_up", "shared_down"):
             if name in lin:
                 gemm("shared experts", *lin[name], s.moe_layers)
-        add("router", 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * ab, "bf16", k.ops["gemm_bf16"], s.moe_layers)
+        add("router", 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * ab, "bf16", k.ops["gemm_bf16"].at(m), s.moe_layers)
         e_g = experts_per_gpu(s, layout) if layout.ep > 1 else s.num_experts
         pairs = tokens * s.experts_per_token * layout.num_gpus / layout.ep if layout.ep > 1 else m * s.experts_per_token
         pairs *= imbalance(pairs, 1.0, layout.ep)  # routing as independent draws over balanced experts (Poisson)
@@ -223,7 +223,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
     add("norms and residuals", 0.0, ELEMENTWISE_VECTORS * m * s.hidden * 2, "bf16", k.ops["elementwise"], s.num_layers)
     head_tokens = seqs * q_per_seq if phase == "decode" else seqs  # prefill: the last position of each prompt
     add("LM head and sampling", 2 * head_tokens * s.hidden * s.vocab / tp, s.hidden * s.vocab / tp * 2 + 3 * head_tokens * s.vocab * 4,
-        "bf16", k.ops["gemm_bf16"], 1)  # fmt: skip
+        "bf16", k.ops["gemm_bf16"].at(head_tokens), 1)  # fmt: skip
     return out, flops_total, comm
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from estimator.hardware import get_gpu
@@ -133,3 +135,29 @@ def test_prefill_lends_24_of_132_sms_to_the_hidden_all_to_all_and_decode_none():
     assert st.seconds - free.seconds == pytest.approx(k.normal_sm_share * st.comm_s, rel=1e-3)
     dec = step(DS, H800, DECODE, k, "decode", batch_per_gpu=64, context=4989, mtp_tokens=1)
     assert dec.breakdown_ms["SMs lent to communication"] == 0
+
+
+def test_a_measured_gemm_is_read_at_its_own_rows():
+    import pandas as pd
+
+    from estimator.kernels import measured_efficiencies
+
+    points = [(16, 0.02, 0.30), (256, 0.40, 0.45), (1024, 0.60, 0.20), (4096, 0.70, 0.10)]  # (M, MFU, MBU) of one H200's fp8 GEMMs
+    ops = pd.DataFrame([{"catalog_name": "H200", "device_name": "H200 [cuda-x]", "operator": "gemm", "dtype": "fp8", "m": m, "mfu": c, "mbu": b}
+                        for m, c, b in points])  # fmt: skip
+    e = measured_efficiencies(ops, H800)["gemm"]  # same architecture as the H800
+    assert (e.compute, e.memory) == (0.70, 0.45)  # the best of each
+    # 16 and 256 rows were memory-bound (MBU nearer its best than MFU): bandwidth follows the curve, FLOP/s keep their best;
+    # 1,024 and 4,096 were compute-bound: the other way round
+    assert e.curve == ((16, 0.70, 0.30), (256, 0.70, 0.45), (1024, 0.60, 0.45), (4096, 0.70, 0.45))
+    assert (e.at(16).compute, e.at(16).memory) == (0.70, 0.30) and e.at(1).memory == 0.30 and e.at(1e6).compute == 0.70  # ends held
+    assert e.at(64).memory == pytest.approx(0.375)  # 64 is halfway from 16 to 256 in log M
+    assert e.at(2048).compute == pytest.approx(0.65)
+    # a decode step (memory-bound GEMMs of ~64 rows) is slower read off the curve than at the best bandwidth of all shapes
+    k = replace(published_kernels(), ops={**published_kernels().ops, "gemm": e})
+    best = replace(k, ops={**k.ops, "gemm": replace(e, curve=())})
+    on_curve = step(DS, H800, DECODE, k, "decode", batch_per_gpu=64, context=4989)
+    assert on_curve.breakdown_ms["attention projections"] > step(DS, H800, DECODE, best, "decode", batch_per_gpu=64, context=4989).breakdown_ms["attention projections"]
+    # the sensitivity table moves a curve by its best point, keeping its shape
+    half = with_value(k, "gemm.memory", 0.225).ops["gemm"]
+    assert half.memory == 0.225 and half.at(16).memory == pytest.approx(0.15) and half.at(16).compute == 0.70
