@@ -27,7 +27,7 @@ from estimator.models import get_model, resolve_model_key
 from estimator.operators import load_ops
 from estimator.runs import load_runs
 from estimator.serving import WEIGHT_BYTES, Layout, kv_room_sequences, largest_batch, load_arch, step, weight_bytes_per_gpu
-from estimator.sizing import PREFILL_TOKENS_PER_GPU, Service, default_layouts, prefill_tokens_for_ttft
+from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, Service, default_layouts, prefill_tokens_for_ttft
 from fleetcal.errors import UsageError
 from fleetcal.identity import cpu_has_native_bf16, describe_cpu
 from fleetcal.paths import RESULTS_DIR
@@ -122,7 +122,7 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
         service = Service(prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype,
                           prefill_tokens_per_gpu=args.tokens_per_gpu, ttft_ms=args.ttft_ms or 0.0)  # fmt: skip
         tokens, why = prefill_tokens_for_ttft(arch, gpu, lay, kernels, service)
-        if tokens < 1:
+        if why == UNREACHABLE:
             raise UsageError(f"a {args.ttft_ms:g} ms time to first token cannot be met for {args.input_len}-token prompts on this layout; raise --ttft-ms or change the layout")
         st = step(arch, gpu, lay, kernels, "prefill", tokens_per_gpu=tokens, prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype)
         out.update(input_tokens_per_s_per_gpu=st.tokens / st.seconds, prefill_tokens_per_gpu=tokens, prefill_limited_by=why)

@@ -51,6 +51,9 @@ def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Lay
     return lay, lay
 
 
+UNREACHABLE = "TTFT target unreachable"  # the smallest step (one prompt's uncached tokens) misses it
+
+
 def prefill_tokens_for_ttft(a: Arch, gpu: Device, layout: Layout, k: Kernels, service: Service) -> tuple[int, str]:
     """Largest prefill tokens per GPU per step, up to the service's, whose step meets its TTFT target; why it stops there.
 
@@ -70,7 +73,7 @@ def prefill_tokens_for_ttft(a: Arch, gpu: Device, layout: Layout, k: Kernels, se
 
     lo = min(prompt, cap)
     if ttft_ms(lo) > service.ttft_ms:
-        return 0, "TTFT target unreachable"
+        return lo, UNREACHABLE
     if ttft_ms(cap) <= service.ttft_ms:
         return cap, "tokens per step"
     hi = cap
@@ -120,8 +123,7 @@ def size_fleet(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: floa
     decode_gpus = math.ceil(output_tokens_per_s / (per_gpu * unit_d) - 1e-9) * unit_d
     uncached = input_tokens_per_s * (1 - service.cached_fraction)
     p_tokens, p_limited = prefill_tokens_for_ttft(a, gpu, pre_l, kernels, service)
-    feasible = feasible and p_tokens >= 1
-    p_tokens = p_tokens or min(max(math.ceil(service.prompt_len * (1 - service.cached_fraction)), 1), service.prefill_tokens_per_gpu)
+    feasible = feasible and p_limited != UNREACHABLE
     p = step(a, gpu, pre_l, kernels, "prefill", tokens_per_gpu=p_tokens, prompt_len=service.prompt_len,
              cached_fraction=service.cached_fraction, kv_dtype=service.kv_dtype)  # fmt: skip
     pre_rate = p.tokens / p.seconds
