@@ -102,7 +102,8 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
     ctx = args.context_len or args.input_len + args.output_len / 2
     if args.phase in ("decode", "request"):
         lay = _layout(args, dec_default)
-        room = kv_room_sequences(arch, gpu, lay, kernels, ctx, args.kv_dtype)
+        mtp = arch.mtp_modules if args.mtp_tokens else 0
+        room = kv_room_sequences(arch, gpu, lay, kernels, ctx, args.kv_dtype, mtp=mtp)
         if args.tokens_per_user:
             b, why = largest_batch(arch, gpu, lay, kernels, context=ctx, tokens_per_user=args.tokens_per_user, mtp_tokens=args.mtp_tokens, kv_dtype=args.kv_dtype)
             if b < 1:
@@ -115,7 +116,7 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
             output_tokens_per_s_per_gpu=st.tokens / st.seconds, output_tokens_per_s=st.tokens / st.seconds * lay.num_gpus,
             tokens_per_s_per_user=st.tokens / b / st.seconds, batch_per_gpu=b, step_ms=st.seconds * 1000, bound=st.bound,
             breakdown_ms={"decode": st.breakdown_ms}, batch_limited_by=why, kv_room_sequences_per_gpu=room, fits_in_memory=b <= room,
-            layout={"decode": lay.__dict__}, weight_gb_per_gpu=weight_bytes_per_gpu(arch, lay)["total"] / 1e9,
+            layout={"decode": lay.__dict__}, weight_gb_per_gpu=weight_bytes_per_gpu(arch, lay, mtp)["total"] / 1e9,
         )  # fmt: skip
     if args.phase in ("prefill", "request"):
         lay = _layout(args, pre_default) if args.phase == "prefill" else pre_default

@@ -46,16 +46,28 @@ def ep_bytes_per_token(s: Shapes, copies: float) -> tuple[float, float]:
     return copies * s.hidden * 1.0, copies * s.hidden * 2.0
 
 
+def _params(s: Shapes, names: tuple[str, ...]) -> int:
+    return sum(k * n for name, (k, n) in s.linears.items() if name in names)
+
+
+def attention_params(s: Shapes) -> int:
+    """Parameters of one layer's attention projections (MLA: with kv_b_proj, the absorbed up-projections)."""
+    attn = _params(s, ("q_a_proj", "q_b_proj", "kv_a_proj", "o_proj", "qkv_proj"))
+    return attn + (s.mla["kv_lora_rank"] * s.heads * (s.mla["nope"] + s.mla["v"]) if s.mla else 0)
+
+
 def replicated_params(s: Shapes) -> float:
     """Parameters outside the routed experts: embedding, attention, dense FFN, shared experts, routers, LM head."""
-    attn = sum(k * n for name, (k, n) in s.linears.items() if name in ("q_a_proj", "q_b_proj", "kv_a_proj", "o_proj", "qkv_proj"))
-    if s.mla:
-        attn += s.mla["kv_lora_rank"] * s.heads * (s.mla["nope"] + s.mla["v"])  # kv_b_proj (the absorbed up-projections)
-    ffn = sum(k * n for name, (k, n) in s.linears.items() if name in ("dense_gate_up", "dense_down", "gate_up", "down"))
-    shared = sum(k * n for name, (k, n) in s.linears.items() if name in ("shared_gate_up", "shared_down"))
-    router = s.hidden * s.num_experts
-    embed_head = 2 * s.vocab * s.hidden
-    return s.num_layers * attn + s.dense_layers * ffn + s.moe_layers * (shared + router) + embed_head
+    ffn = _params(s, ("dense_gate_up", "dense_down", "gate_up", "down"))
+    shared = _params(s, ("shared_gate_up", "shared_down"))
+    return s.num_layers * attention_params(s) + s.dense_layers * ffn + s.moe_layers * (shared + s.hidden * s.num_experts) + 2 * s.vocab * s.hidden
+
+
+def mtp_module_params(s: Shapes) -> float:
+    """Parameters of one multi-token-prediction module outside its routed experts: one more MoE layer (attention,
+    shared expert, router) and the projection of [hidden; embedding] back to the hidden size, 2h × h; the embedding
+    and output head are the main model's (DeepSeek-V3 technical report, section 2.2)."""
+    return attention_params(s) + _params(s, ("shared_gate_up", "shared_down")) + s.hidden * s.num_experts + 2 * s.hidden * s.hidden
 
 
 def expert_params(s: Shapes) -> float:

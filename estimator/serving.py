@@ -33,6 +33,7 @@ from estimator.opcounts import (
     imbalance,
     mla_decode_attention_flops,
     mla_prefill_attention_flops,
+    mtp_module_params,
     replicated_params,
 )
 from estimator.shapes import Shapes, shapes_from_config
@@ -114,29 +115,32 @@ def experts_per_gpu(s: Shapes, layout: Layout) -> int:
     return math.ceil((s.num_experts + layout.redundant_experts) / layout.ep) if s.num_experts else 0
 
 
-def weight_bytes_per_gpu(a: Arch, layout: Layout) -> dict[str, float]:
-    """Weight memory of one GPU: replicated (DP attention) or TP-split non-routed part, and its routed experts."""
+def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, float]:
+    """Weight memory of one GPU: replicated (DP attention) or TP-split non-routed part, and its routed experts;
+    with ``mtp`` multi-token-prediction modules served, each adds one MoE layer and its projection."""
     s, wb = a.shapes, WEIGHT_BYTES[a.weight_dtype]
     embed_head = 2 * s.vocab * s.hidden
-    non_routed = (replicated_params(s) - embed_head) * wb + embed_head * 2.0  # embedding and head kept in BF16
+    non_routed = (replicated_params(s) - embed_head + mtp * mtp_module_params(s)) * wb + embed_head * 2.0  # embedding and head kept in BF16
     non_routed /= 1 if layout.dp_attention else layout.tp
-    routed = experts_per_gpu(s, layout) * s.moe_layers * expert_params(s) * wb
+    moe_layers = s.moe_layers + (mtp if s.num_experts else 0)
+    routed = experts_per_gpu(s, layout) * moe_layers * expert_params(s) * wb
     if s.num_experts and layout.ep == 1:
-        routed = s.num_experts * s.moe_layers * expert_params(s) * wb / layout.tp
+        routed = s.num_experts * moe_layers * expert_params(s) * wb / layout.tp
     return {"non_routed": non_routed, "routed": routed, "total": non_routed + routed}
 
 
-def kv_bytes_per_token(a: Arch, kv_dtype: str) -> float:
-    """KV cache bytes per token of context, all layers (MLA: the latent and the rope key)."""
+def kv_bytes_per_token(a: Arch, kv_dtype: str, mtp: int = 0) -> float:
+    """KV cache bytes per token of context, all layers and ``mtp`` served MTP modules (MLA: the latent and the rope key)."""
     s, b = a.shapes, WEIGHT_BYTES[kv_dtype]
     per_layer = (s.mla["kv_lora_rank"] + s.mla["rope"]) if s.mla else 2 * s.kv_heads * s.head_dim
-    return per_layer * s.num_layers * b
+    return per_layer * (s.num_layers + mtp) * b
 
 
-def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float = 0.9) -> int:
-    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights (MLA's latent is not split by TP)."""
-    room = headroom * gpu.memory_bytes - weight_bytes_per_gpu(a, layout)["total"] - k.activation_reserve_bytes
-    per_seq = kv_bytes_per_token(a, kv_dtype) * context
+def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float = 0.9, mtp: int = 0) -> int:
+    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights (MLA's latent is not split by TP);
+    ``mtp``: MTP modules served (their weights and KV take room too)."""
+    room = headroom * gpu.memory_bytes - weight_bytes_per_gpu(a, layout, mtp)["total"] - k.activation_reserve_bytes
+    per_seq = kv_bytes_per_token(a, kv_dtype, mtp) * context
     # a TP group holds tp × B sequences: GQA splits their KV heads over the group, MLA's latent is replicated
     shares = layout.tp if (a.shapes.mla and not layout.dp_attention) else 1
     return max(int(room // per_seq) // shares, 0)
@@ -262,7 +266,7 @@ def step(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, *, batch_
 def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float,
                   mtp_tokens: int = 0, kv_dtype: str = "bf16", limit: int = 4096, headroom: float = 0.9) -> tuple[int, str]:  # fmt: skip
     """Largest sequences per GPU whose per-user speed is at least ``tokens_per_user`` and whose KV fits; why it stops there."""
-    b_kv = min(kv_room_sequences(a, gpu, layout, k, context, kv_dtype, headroom), limit)
+    b_kv = min(kv_room_sequences(a, gpu, layout, k, context, kv_dtype, headroom, a.mtp_modules if mtp_tokens else 0), limit)
 
     def speed(b: int) -> float:
         st = step(a, gpu, layout, k, "decode", batch_per_gpu=b, context=context, mtp_tokens=mtp_tokens, kv_dtype=kv_dtype)

@@ -162,3 +162,20 @@ def test_a_measured_gemm_is_read_at_its_own_rows():
     # the sensitivity table moves a curve by its best point, keeping its shape
     half = with_value(k, "gemm.memory", 0.225).ops["gemm"]
     assert half.memory == 0.225 and half.at(16).memory == pytest.approx(0.15) and half.at(16).compute == 0.70
+
+
+def test_a_served_mtp_module_takes_weight_and_kv_room():
+    from estimator.opcounts import expert_params, mtp_module_params
+    from estimator.serving import kv_bytes_per_token, kv_room_sequences
+
+    # one more MoE layer: attention 187,105,280 + shared expert 44,040,192 + router 7,168 x 256 + eh_proj 2 x 7,168 x 7,168
+    assert mtp_module_params(DS.shapes) == 187_105_280 + 44_040_192 + 1_835_008 + 102_760_448 == 335_740_928
+    # with its 256 routed experts and the checkpoint's own copies of embedding and head: 671B + 14B = DeepSeek's "685B"
+    checkpoint = 671_026_404_352 + 335_740_928 + 256 * expert_params(DS.shapes) + 2 * 129_280 * 7_168
+    assert checkpoint == pytest.approx(685e9, rel=1e-3)
+    w0, w1 = weight_bytes_per_gpu(DS, DECODE), weight_bytes_per_gpu(DS, DECODE, mtp=1)
+    assert w1["non_routed"] - w0["non_routed"] == 335_740_928  # FP8, replicated under DP attention
+    assert w1["routed"] - w0["routed"] == 2 * 44_040_192  # 288 experts over 144 GPUs: 2 each
+    assert kv_bytes_per_token(DS, "bf16", mtp=1) == 62 * 576 * 2  # the module's own latent cache
+    k = published_kernels()
+    assert kv_room_sequences(DS, H800, DECODE, k, 4989, "bf16", mtp=1) < kv_room_sequences(DS, H800, DECODE, k, 4989, "bf16")
