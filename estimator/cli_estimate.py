@@ -22,6 +22,10 @@ from fleetcal.errors import UsageError
 from fleetcal.paths import RESULTS_DIR
 
 ARTICLE_ONLY = ("params_per_token", "utilization", "precision")
+FLAG_NOTES = {
+    "ttft_ms": " (no target)",
+    "decode_context_len": "; prefill's prompts follow from it: r / (r + 0.5) of it, r the input tokens per output token",
+}
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
@@ -37,7 +41,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("traffic and SLO (defaults: the article's traffic, DeepSeek's published ratios)")
     for f in fields(Traffic):
         if f.type in ("float", "int"):
-            g.add_argument("--" + f.name.replace("_", "-"), type=float, default=None, help=f"default {f.default:g}" + (" (no target)" if f.name == "ttft_ms" else ""))
+            g.add_argument("--" + f.name.replace("_", "-"), type=float, default=None, help=f"default {f.default:g}{FLAG_NOTES.get(f.name, '')}")
     g.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default bf16)")
     a = p.add_argument_group("the article's own assumptions")
     a.add_argument("--params-per-token", type=float, default=None, help="default 671e9 (total parameters)")
