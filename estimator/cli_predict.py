@@ -53,7 +53,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context-len", type=float, help="KV length during decode (default: input + output / 2)")
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=128)
-    p.add_argument("--tokens-per-gpu", type=int, default=PREFILL_TOKENS_PER_GPU, help="prefill tokens per GPU per step")
+    p.add_argument("--tokens-per-gpu", type=int, help=f"prefill tokens per GPU per step (default: the layout's; DeepSeek-V3: its published 16,384; else {PREFILL_TOKENS_PER_GPU:,})")
     p.add_argument("--ttft-ms", type=float, help="time-to-first-token target: the largest prefill tokens per GPU per step (up to --tokens-per-gpu) meeting it")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of the prompt served from the prefix cache")
     p.add_argument("--weight-dtype", choices=sorted(WEIGHT_BYTES), help="default: the model's serving dtype (catalog)")
@@ -86,7 +86,8 @@ def _layout(args: argparse.Namespace, default: Layout) -> Layout:
     tp = args.tp or (default.tp if n == default.num_gpus else 1)
     ep = args.ep or (min(default.ep, n) if default.ep > 1 else 1)
     dp = default.dp_attention if args.dp_attention is None else args.dp_attention == "on"
-    return Layout(n, tp=tp, ep=ep, dp_attention=dp and tp == 1, redundant_experts=default.redundant_experts if ep == default.ep else 0)
+    return Layout(n, tp=tp, ep=ep, dp_attention=dp and tp == 1, redundant_experts=default.redundant_experts if ep == default.ep else 0,
+                  step_tokens=default.step_tokens)  # fmt: skip
 
 
 def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,8 +121,8 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
     if args.phase in ("prefill", "request"):
         lay = _layout(args, pre_default) if args.phase == "prefill" else pre_default
-        service = Service(prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype,
-                          prefill_tokens_per_gpu=args.tokens_per_gpu, ttft_ms=args.ttft_ms or 0.0)  # fmt: skip
+        lay = replace(lay, step_tokens=args.tokens_per_gpu or lay.step_tokens)
+        service = Service(prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype, ttft_ms=args.ttft_ms or 0.0)
         tokens, why = prefill_tokens_for_ttft(arch, gpu, lay, kernels, service)
         if why == UNREACHABLE:
             raise UsageError(f"a {args.ttft_ms:g} ms time to first token cannot be met for {args.input_len}-token prompts on this layout; raise --ttft-ms or change the layout")

@@ -76,6 +76,7 @@ class Layout:
     dp_attention: bool = False  # each GPU attends its own sequences; non-routed weights replicated
     redundant_experts: int = 0
     gpus_per_node: int = 8
+    step_tokens: int = 0  # prefill tokens per GPU per step this layout is run at; 0: the service's
 
     def __post_init__(self) -> None:
         from estimator.hardware import CatalogError

@@ -6,7 +6,7 @@ step's rate, in whole instances of the prefill layout. For the daily mean and fo
 
 Default layouts: an MoE model with MLA (DeepSeek-V3) is laid out as DeepSeek published its own
 (decode: 18 nodes, EP144, data-parallel attention; prefill: 4 nodes, EP32, data-parallel
-attention; 32 redundant experts each; MTP with one module); a dense model uses the smallest
+attention, steps of 16K tokens per GPU; 32 redundant experts each; MTP with one module); a dense model uses the smallest
 tensor-parallel group that holds its weights, one instance per group.
 """
 
@@ -41,7 +41,8 @@ class Service:
 def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Layout]:
     """(decode, prefill) layouts: DeepSeek's published one for MLA MoE models, else the smallest TP group that holds the weights."""
     if a.shapes.num_experts and a.shapes.mla:
-        return (Layout(144, ep=144, dp_attention=True, redundant_experts=32), Layout(32, ep=32, dp_attention=True, redundant_experts=32))
+        # prefill steps of 16K tokens per GPU: deepseek-ai/profile-data README, "in line with ... actual online deployment"
+        return (Layout(144, ep=144, dp_attention=True, redundant_experts=32), Layout(32, ep=32, dp_attention=True, redundant_experts=32, step_tokens=16384))
     tp = 1
     while weight_bytes_per_gpu(a, Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1))["total"] > 0.9 * gpu.memory_bytes - kernels.activation_reserve_bytes:
         tp *= 2
@@ -55,13 +56,14 @@ UNREACHABLE = "TTFT target unreachable"  # the smallest step (one prompt's uncac
 
 
 def prefill_tokens_for_ttft(a: Arch, gpu: Device, layout: Layout, k: Kernels, service: Service) -> tuple[int, str]:
-    """Largest prefill tokens per GPU per step, up to the service's, whose step meets its TTFT target; why it stops there.
+    """Largest prefill tokens per GPU per step, up to the layout's (else the service's), whose step meets the service's
+    TTFT target; why it stops there.
 
     A prompt's first token waits at least for the step that carries its uncached tokens (queueing and the KV
     transfer to decode are not counted), so a step carries at least one prompt's uncached tokens: spreading a
     prompt over more steps only adds time. A prompt longer than the cap takes ceil(uncached / cap) steps.
     """
-    cap = service.prefill_tokens_per_gpu
+    cap = layout.step_tokens or service.prefill_tokens_per_gpu
     if not service.ttft_ms:
         return cap, "tokens per step"
     prompt = max(math.ceil(service.prompt_len * (1 - service.cached_fraction)), 1)

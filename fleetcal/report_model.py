@@ -87,8 +87,8 @@ def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, before_after: pd.D
     if not breakdown.empty:
         wide = breakdown.pivot_table(index="operator", columns="phase", values="ms", aggfunc="sum", sort=False).reset_index()
         lines += ["Milliseconds per operator of one decode step (one GPU of an EP144 instance, the batch the model finds at "
-                  "DeepSeek's 20 tok/s per user and 4,989-token KV) and one prefill step (8,192 uncached tokens per GPU of an "
-                  "EP32 instance), each operator at its own precision's peak and kernel efficiency; two micro-batches, so every "
+                  "DeepSeek's 20 tok/s per user and 4,989-token KV) and one prefill step (16,384 uncached tokens per GPU of an "
+                  "EP32 instance, DeepSeek's published prefill batch), each operator at its own precision's peak and kernel efficiency; two micro-batches, so every "
                   "weight is read twice. Full table: `results/tables/step_breakdown.csv`.", "", round_floats(wide, 3).to_markdown(index=False), ""]  # fmt: skip
     if not sens.empty:
         lines += ["### Sensitivity: what to measure first", "",

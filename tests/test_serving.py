@@ -179,3 +179,12 @@ def test_a_served_mtp_module_takes_weight_and_kv_room():
     assert kv_bytes_per_token(DS, "bf16", mtp=1) == 62 * 576 * 2  # the module's own latent cache
     k = published_kernels()
     assert kv_room_sequences(DS, H800, DECODE, k, 4989, "bf16", mtp=1) < kv_room_sequences(DS, H800, DECODE, k, 4989, "bf16")
+
+
+def test_deepseek_prefill_runs_its_published_16k_token_steps():
+    from estimator.sizing import default_layouts
+
+    # deepseek-ai/profile-data: prefill at EP32, TP1, 16K tokens per GPU, "in line with ... actual online deployment"
+    decode, prefill = default_layouts(DS, H800, published_kernels())
+    assert (prefill.num_gpus, prefill.ep, prefill.step_tokens) == (32, 32, 16384) and decode.step_tokens == 0
+    assert size_fleet(DS, H800, published_kernels(), 2e6, 7e6, Service()).prefill_tokens_per_step == 16384
