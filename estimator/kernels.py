@@ -166,7 +166,7 @@ def with_value(k: Kernels, name: str, value: float) -> Kernels:
     if "." in name:  # a measured curve keeps its shape, scaled so that its best point takes the value
         cls, part = name.split(".")
         e, i = k.ops[cls], 1 if part == "compute" else 2
-        scale = value / getattr(e, part)
+        scale = value / getattr(e, part) if getattr(e, part) else 1.0
         curve = tuple(tuple(min(v * scale, 1.0) if j == i else v for j, v in enumerate(p)) for p in e.curve)
         return replace(k, ops={**k.ops, cls: replace(e, **{part: value}, curve=curve)})
     if name == "low_latency_scale":
