@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
+from estimator.article import SECONDS_PER_DAY, article_gpus
 from estimator.fleet import Traffic, roofline_fleet
 from estimator.hardware import CatalogError, get_gpu
 from estimator.models import get_model
@@ -96,9 +96,8 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
     for d in load_deployments():
         gpu = get_gpu(d.gpu)
         spec = get_model(d.model)
-        tokens_per_reply = 1000.0
-        visits = d.output_tokens_per_day / tokens_per_reply  # one question per visit: only the product matters
-        base = ArticleInputs(daily_visits=visits, questions_per_visit=1, tokens_per_reply=tokens_per_reply, demand_significant_digits=None)
+        traffic = deployment_traffic(d)
+        base = traffic.article_inputs(demand_significant_digits=None)
         preds: dict[str, tuple[float | None, str]] = {
             "article": (article_gpus(gpu, base)["gpus"], "2 x total params x output tokens at 50%"),
             "active": (article_gpus(gpu, replace(base, params_per_token=float(spec.matmul_params)))["gpus"], "active params at 50%"),
@@ -109,7 +108,6 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
                                  f"({measured['engine']} {measured['mode']}, {measured['model']} on {measured['device_name']})")
         else:
             preds["measured"] = (None, "no measured utilization")
-        traffic = deployment_traffic(d)
         implied = deepseek_mfu(d)
         for method, published_only in (("roofline", False), ("roofline (published kernels)", True)):
             r, source = roofline_fleet(d.model, gpu, traffic, ops, peak=False, published_only=published_only)

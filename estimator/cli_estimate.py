@@ -13,7 +13,7 @@ import pandas as pd
 
 from estimator.article import ArticleInputs, article_estimate
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
-from estimator.fleet import SCENARIOS, Traffic, project
+from estimator.fleet import SCENARIOS, Traffic, price_notes, project
 from estimator.hardware import get_gpu
 from estimator.operators import load_ops
 from estimator.runs import load_runs
@@ -123,11 +123,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"article demand: {art['demand_ops_per_s_exact']:.4e} ops/s, published as {art['demand_ops_per_s']:.1e} ({art['rounding']})")
     for name, d in art["details"].items():
         print(f"  article: {name} {d['gpus']:,} GPUs ({d['gpus_exact']:.2f} at {d['peak_tflops_used']:g} TFLOPS, truncated)")
-    print(format_rows(rows))
+    print(format_rows(rows, args.gpu_hour_usd))
     return 0
 
 
-def format_rows(rows: list[dict[str, Any]]) -> str:
+def format_rows(rows: list[dict[str, Any]], gpu_hour_usd: float | None = None) -> str:
     """Scenarios x GPUs as a table, with how each number came about."""
     df = pd.DataFrame(rows)
     wide = df.pivot(index="scenario", columns="gpu", values="gpus")
@@ -136,8 +136,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     cost = df.pivot(index="scenario", columns="gpu", values="usd_per_day").reindex(index=wide.index, columns=wide.columns)
     if cost.notna().any().any():
         lines += ["USD per day (those GPUs rented 24 h):", cost.to_string(na_rep="n/a", float_format=lambda v: f"{v:,.0f}"), ""]
-        prices = df.drop_duplicates("gpu").dropna(subset=["usd_per_gpu_hour"])
-        lines += [f"  {r.gpu}: ${r.usd_per_gpu_hour:.2f} per GPU-hour, {r.price_source}" for r in prices.itertuples()] + [""]
+        lines += [f"  {note}" for note in price_notes(tuple(wide.columns), gpu_hour_usd)] + [""]
     for sc, group in df.groupby("scenario", sort=False):
         hows = list(dict.fromkeys(group["how"]))
         if len(hows) == 1:

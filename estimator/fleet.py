@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from estimator.article import ArticleInputs, article_gpus, tokens_per_s
+from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus, tokens_per_s
 from estimator.hardware import CatalogError, Device, check_numbers, get_gpu
 from estimator.kernels import kernels_for, published_kernels
 from estimator.models import ModelSpec, get_model
@@ -230,14 +230,25 @@ def project(
     return rows
 
 
+def gpu_price(gpu: Device, gpu_hour_usd: float | None = None) -> tuple[float | None, str | None]:
+    """(dollars per GPU-hour, where that comes from): ``gpu_hour_usd`` where given, else the catalog's dated price (or none)."""
+    return (gpu_hour_usd, "--gpu-hour-usd") if gpu_hour_usd is not None else (gpu.usd_per_gpu_hour, gpu.price_source)
+
+
+def price_notes(gpu_names: tuple[str, ...], gpu_hour_usd: float | None = None) -> list[str]:
+    """One "GPU: $x per GPU-hour, source" line per GPU that has a price."""
+    priced = [(g.name, *gpu_price(g, gpu_hour_usd)) for g in map(get_gpu, gpu_names)]
+    return [f"{name}: ${price:.2f} per GPU-hour, {source}" for name, price, source in priced if price is not None]
+
+
 def fleet_cost(gpus: float | None, gpu: Device, traffic: Traffic, gpu_hour_usd: float | None = None) -> dict[str, Any]:
     """Dollars a day for ``gpus`` GPUs rented around the clock, and per million output tokens of the traffic's day."""
-    price, source = (gpu_hour_usd, "--gpu-hour-usd") if gpu_hour_usd is not None else (gpu.usd_per_gpu_hour, gpu.price_source)
+    price, source = gpu_price(gpu, gpu_hour_usd)
     if price is None or gpus is None:
         return {"usd_per_gpu_hour": price, "price_source": source}
     per_day = gpus * price * 24
     return {"usd_per_gpu_hour": price, "usd_per_day": round(per_day, 2),
-            "usd_per_million_output_tokens": round(per_day / (traffic.output_tokens_per_s * 86_400 / 1e6), 6), "price_source": source}  # fmt: skip
+            "usd_per_million_output_tokens": round(per_day / (traffic.output_tokens_per_s * SECONDS_PER_DAY / 1e6), 6), "price_source": source}  # fmt: skip
 
 
 def _peak_label(gpu: Device) -> str:

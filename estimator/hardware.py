@@ -123,11 +123,6 @@ def gpu_catalog() -> dict[str, Device]:
     return {g.name: g for g in gpus}
 
 
-def prices(names: tuple[str, ...]) -> dict[str, Device]:
-    """The catalogued GPUs among ``names`` that carry a dated price."""
-    return {g.name: g for g in map(get_gpu, names) if g.usd_per_gpu_hour is not None}
-
-
 def _key(name: str) -> str:
     return name.lower().replace("nvidia", "").replace("_", "-").replace(" ", "-").strip("-")
 

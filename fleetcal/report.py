@@ -19,8 +19,7 @@ import pandas as pd
 
 from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
-from estimator.fleet import SCENARIOS, project
-from estimator.hardware import prices
+from estimator.fleet import SCENARIOS, price_notes, project
 from estimator.operators import gemm_curve, load_ops, operator_table
 from estimator.runs import load_runs
 from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, utilization_table
@@ -130,7 +129,7 @@ def readme_section(r: Report) -> str:
     cost = f.pivot(index="scenario", columns="gpu", values="usd_per_day").reindex(index=list(SCENARIOS), columns=list(FLEET_GPUS))
     lines += ["Dollars a day for those GPUs rented around the clock (per million output tokens in `results/tables/fleet.csv`):", ""]
     lines += [cost.map(lambda v: "n/a" if pd.isna(v) else f"{v:,.0f}").reset_index().to_markdown(index=False), ""]
-    lines += [f"- {g}: ${p.usd_per_gpu_hour:.2f} per GPU-hour, {p.price_source}" for g, p in prices(FLEET_GPUS).items()] + [""]
+    lines += [f"- {note}" for note in price_notes(FLEET_GPUS)] + [""]
     lines += ["How each scenario is computed (H100 column):", ""]
     for _, row in f[f["gpu"] == "H100"].iterrows():
         lines.append(f"- **{row['scenario']}**: {row['how']}")
