@@ -5,8 +5,8 @@ each linear layer), grouped MoE GEMM (experts × tokens per expert), attention f
 context; GQA, or MLA absorbed: 128 query heads over one 576-wide latent) and prefill (causal; MLA
 not absorbed), RMS norm, sampling over the vocabulary, and memory copy. FLOPs and bytes are the
 operator's own (weights, activations in and out, KV read), so TFLOP/s and GB/s compare with the
-datasheet. Weights are cycled over enough copies to exceed the GPU's L2 cache, so a small GEMM
-reads its weights from memory as it does in serving.
+datasheet. Weights, and decode's KV cache, are cycled over enough copies to exceed the GPU's L2
+cache, so a small GEMM or a short decode reads them from memory as it does in serving.
 
 Precisions: fp32 and bf16 on a CPU; bf16 and fp8 (``torch._scaled_mm``, e4m3, row-wise scales,
 bf16 out) on a GPU that has fp8 (compute capability 8.9 and above). fp8 GEMMs pad M to a
@@ -101,33 +101,47 @@ def _grouped(groups: int, t: int, k: int, n: int, dtype: str, device: str) -> Ca
     return build
 
 
-def _attention(b: int, heads: int, kv_heads: int, q_len: int, ctx: int, dqk: int, dv: int, causal: bool, dtype: str, device: str) -> Callable[[], Callable[[], object]]:
+def _attention(
+    b: int, heads: int, kv_heads: int, q_len: int, ctx: int, dqk: int, dv: int, causal: bool, dtype: str, device: str, copies: int = 1
+) -> Callable[[], Callable[[], object]]:
+    """SDPA; keys and values cycled over ``copies`` (decode reads its cache from memory; a prefill's are just written)."""
+
     def build() -> Callable[[], object]:
         import torch
         import torch.nn.functional as F
 
         tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         q = _rand((b, heads, q_len, dqk), tdt, device)
-        k = _rand((b, kv_heads, ctx, dqk), tdt, device)
-        v = k[..., :dv] if dv < dqk and kv_heads == 1 else _rand((b, kv_heads, ctx, dv), tdt, device)
+        ks = _weights((b, kv_heads, ctx, dqk), tdt, device, copies)
+        share = dv < dqk and kv_heads == 1
+        vs = [k[..., :dv] for k in ks] if share else _weights((b, kv_heads, ctx, dv), tdt, device, copies)
         gqa = kv_heads != heads
-        return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+        it = iter(range(1 << 62))
+
+        def attend() -> object:
+            i = next(it) % copies
+            return F.scaled_dot_product_attention(q, ks[i], vs[i], is_causal=causal, enable_gqa=gqa)
+
+        return attend
 
     return build
 
 
-def _mla_decode(b: int, heads: int, ctx: int, dqk: int, dv: int, dtype: str, device: str) -> Callable[[], Callable[[], object]]:
-    """MLA decode, absorbed: every query head attends to one shared latent (K = latent + rope, V = latent), as two bmm."""
+def _mla_decode(b: int, heads: int, ctx: int, dqk: int, dv: int, dtype: str, device: str, copies: int = 1) -> Callable[[], Callable[[], object]]:
+    """MLA decode, absorbed: every query head attends to one shared latent (K = latent + rope, V = latent), as two bmm;
+    the latent cache cycled over ``copies``."""
 
     def build() -> Callable[[], object]:
         import torch
 
         tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         q = _rand((b, heads, dqk), tdt, device)
-        kv = _rand((b, ctx, dqk), tdt, device)
+        kvs = _weights((b, ctx, dqk), tdt, device, copies)
         scale = dqk**-0.5
+        it = iter(range(1 << 62))
 
         def attend() -> object:
+            kv = kvs[next(it) % copies]
             p = torch.softmax(torch.bmm(q, kv.transpose(1, 2)) * scale, dim=-1)
             return torch.bmm(p, kv[..., :dv])
 
@@ -227,9 +241,9 @@ def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> 
             cases.append(Case("attention_decode", {"layout": layout, "batch": bsz, "context": ctx, "heads": s.heads, "kv_heads": kv_heads_dec,
                                                    "qk_dim": dqk_dec, "v_dim": dv_dec}, adt,
                               2.0 * bsz * s.heads * ctx * (dqk_dec + dv_dec), kv_bytes + 2 * bsz * s.heads * (dqk_dec + dv_dec) * ab,
-                              _mla_decode(bsz, s.heads, ctx, dqk_dec, dv_dec, adt, device) if s.mla else
-                              _attention(bsz, s.heads, kv_heads_dec, 1, ctx, dqk_dec, dv_dec, False, adt, device),
-                              "torch.bmm, scores materialized" if s.mla else "sdpa"))  # fmt: skip
+                              _mla_decode(bsz, s.heads, ctx, dqk_dec, dv_dec, adt, device, _copies(kv_bytes)) if s.mla else
+                              _attention(bsz, s.heads, kv_heads_dec, 1, ctx, dqk_dec, dv_dec, False, adt, device, _copies(kv_bytes)),
+                              "torch.bmm, scores materialized, KV cycled" if s.mla else "sdpa, KV cycled"))  # fmt: skip
     pre_kv = s.heads if s.mla else s.kv_heads
     for ctx in ((256,) if quick else ((512, 2048, 8192) if device == "cuda" else (256, 1024))):
         flops = 2.0 * s.heads * ctx * ctx * (dqk_pre + dv_pre) / 2  # causal: half the square

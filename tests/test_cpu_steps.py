@@ -103,6 +103,21 @@ def test_vllm_sampling_and_attention_cases_run_real_kernels():
     assert out.shape == (2, 4, 64) and torch.isfinite(out.float()).all()
     out = ops_vllm.attention(1, 4, 2, 64, 64, 64, "bf16")()()  # a prefill of 64 tokens, causal
     assert out.shape == (64, 4, 64) and torch.isfinite(out.float()).all()
+    torch.manual_seed(0)
+    one = ops_vllm.attention(2, 4, 2, 64, 1, 200, "bf16")()
+    torch.manual_seed(0)
+    cycled = ops_vllm.attention(2, 4, 2, 64, 1, 200, "bf16", copies=3)()
+    want = one().clone()
+    for _ in range(4):  # every copy of the cache holds the same values: cycling changes where the bytes come from, not the result
+        assert torch.equal(cycled(), want)
+
+
+@needs_vllm
+def test_decode_attention_reads_a_cycled_cache_and_prefill_its_own():
+    s = shapes_from_config(MODEL_DIR / "smollm2-135m", "smollm2-135m")
+    cases = [c for c in plan_cases(s, "cpu", ("bf16",), quick=False) if c.impl.startswith("vllm") and c.operator.startswith("attention")]
+    assert {c.impl for c in cases if c.operator == "attention_decode"} == {"vllm cpu_attention_with_kv_cache, KV cycled"}
+    assert {c.impl for c in cases if c.operator == "attention_prefill"} == {"vllm cpu_attention_with_kv_cache"}
 
 
 def _measured_cpu() -> str | None:

@@ -53,6 +53,21 @@ def test_flop_and_byte_counts_by_hand():
     assert p.flops == 2 * 128 * 256 * 256 * (192 + 128) / 2
     assert {c.dtype for c in cases if c.operator in ("gemm", "grouped_gemm")} == {"bf16", "fp8"}
     assert {c.dtype for c in cases if c.operator.startswith("attention")} == {"bf16"}
+    assert a.impl.endswith("KV cycled") and not p.impl.endswith("KV cycled"), "decode reads its cache from memory; a prefill its own fresh keys"
+
+
+def test_a_cycled_decode_attention_computes_what_one_cache_does():
+    import torch
+
+    from bench.ops import _attention, _mla_decode
+
+    for build in (lambda c: _attention(2, 4, 2, 1, 100, 32, 32, False, "fp32", "cpu", c), lambda c: _mla_decode(2, 4, 100, 48, 32, "fp32", "cpu", c)):
+        torch.manual_seed(0)
+        want = build(1)()()
+        torch.manual_seed(0)
+        call = build(3)()
+        for _ in range(4):
+            assert torch.equal(call(), want)
 
 
 def test_operator_filter_keeps_only_the_named_operators():
