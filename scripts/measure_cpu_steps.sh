@@ -6,7 +6,7 @@
 # batches up to 32 and 128-token prompts fits the engine overheads; everything else is held out:
 # its larger batches, its longer contexts, its prefills, and a larger Llama shape (SmolLM2-360M's,
 # dummy weights) measured in the same run.
-# Decode sweeps run in 3 rounds (--repeats 3: every batch once, then again), and a configuration
+# Decode and prefill sweeps run in 3 rounds (--repeats 3: every configuration once, then again), and a configuration
 # counts at the median of its rounds: on a shared machine one configuration measured minutes apart
 # varies by up to 2x, and rounds make that drift fall on fitted and held-out batches alike.
 # Decode runs prefill their whole batch in one step (--max-num-batched-tokens 32768), so that the
@@ -26,6 +26,6 @@ for model in bundled smollm2-360m; do
       --batch-sizes "$batches" --input-lens 128 --output-lens 64          # batch at fixed context
   bench --mode decode --microbench off --budget-s 6 --repeats 3 --max-num-batched-tokens 32768 \
       --batch-sizes 4 --input-lens 512,2048 --output-lens 64               # context at fixed batch
-  bench --mode prefill --microbench off --batch-sizes 1,4 --input-lens 128,512,2048
+  bench --mode prefill --microbench off --repeats 3 --batch-sizes 1,4 --input-lens 128,512,2048
   bench --mode ops --operators "$OPS" --microbench off
 done
