@@ -13,8 +13,19 @@ STEP_COLUMNS = ["device_name", "session", "model", "phase", "input_len", "output
                 "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms", "run_file"]  # fmt: skip
 
 
+OVERHEAD_COLUMNS = ["device_name", "session", "per_step_ms", "per_sequence_ms", "fitted_on", "undetermined", "decode_attention_timed", "held_out",
+                    "held_out_median_abs_error"]  # fmt: skip
+
+
+def _decode_attention_timing(ops: pd.DataFrame, files: set[str]) -> str:
+    """How a session's vLLM decode-attention cases were timed: over a cycled KV cache, or one cache read again and again."""
+    impls = set(ops.loc[ops["run_file"].isin(files) & (ops["operator"] == "attention_decode") & ops["impl"].fillna("").str.startswith("vllm"), "impl"])
+    return "; ".join(sorted("KV cycled" if i.endswith("KV cycled") else "one cache (hot)" for i in impls))
+
+
 def cpu_step_tables(runs: pd.DataFrame, ops: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(every step against its prediction, the fitted overheads) for each CPU with vLLM-kernel operator curves."""
+    """(every step against its prediction, per session: the fitted overheads, how decode attention was timed, the held-out
+    error) for each CPU with vLLM-kernel operator curves."""
     steps, overheads = [], []
     cpus = sorted(set(ops.loc[ops["impl"].fillna("").str.startswith("vllm") & ops["device_name"].str.contains(r"\[cpu-"), "device_name"]))
     for dev in cpus:
@@ -23,10 +34,14 @@ def cpu_step_tables(runs: pd.DataFrame, ops: pd.DataFrame) -> tuple[pd.DataFrame
         except UndeterminedError:
             continue
         steps.append(df.assign(device_name=dev))
-        overheads += [{"device_name": dev, "session": name, "per_step_ms": o.per_step * 1e3, "per_sequence_ms": o.per_sequence * 1e3,
-                       "fitted_on": o.fitted_on, "undetermined": "; ".join(o.undetermined)} for name, o in sorted(df.attrs["overheads"].items())]  # fmt: skip
+        for name, o in sorted(df.attrs["overheads"].items()):
+            held = df.loc[(df["session"] == name) & (df["role"] == "held out"), "error"].abs()
+            overheads.append({"device_name": dev, "session": name, "per_step_ms": o.per_step * 1e3, "per_sequence_ms": o.per_sequence * 1e3,
+                              "fitted_on": o.fitted_on, "undetermined": "; ".join(o.undetermined),
+                              "decode_attention_timed": _decode_attention_timing(ops, df.attrs["session_files"][name]),
+                              "held_out": len(held), "held_out_median_abs_error": held.median()})  # fmt: skip
     table = pd.concat(steps, ignore_index=True)[STEP_COLUMNS] if steps else pd.DataFrame(columns=STEP_COLUMNS)
-    return table, pd.DataFrame(overheads, columns=["device_name", "session", "per_step_ms", "per_sequence_ms", "fitted_on", "undetermined"])
+    return table, pd.DataFrame(overheads, columns=OVERHEAD_COLUMNS)
 
 
 def step_summary(steps: pd.DataFrame) -> pd.DataFrame:
@@ -52,8 +67,10 @@ def readme_lines(steps: pd.DataFrame, overheads: pd.DataFrame) -> list[str]:
     lines += [f"Each step is the sum of its operators, read off curves timed with vLLM's own CPU kernels at the model's shapes "
               f"on the engine's thread count, plus an engine overhead (per step and per sequence) fitted on {REFERENCE_MODEL}'s decode at "
               f"batches up to {FIT_MAX_BATCH} only; everything else is held out. Each measuring session (run files less than an hour "
-              f"apart) is predicted from its own operator curves and overheads only: this machine's speed drifts between sessions. Fitted overheads (a term not at least twice its "
-              f"standard error is named undetermined, with its estimate and 2 standard errors):", ""]  # fmt: skip
+              f"apart) is predicted from its own operator curves and overheads only: this machine's speed drifts between sessions. Per session: the fitted "
+              f"overheads (a term not at least twice its standard error is named undetermined, with its estimate and 2 standard errors), how its "
+              f"decode-attention curve was timed (over a KV cache cycled through memory, as a step reads it, or, before that fix, one cache read "
+              f"again and again, which stays hot and times 1.5-2.3x too fast), and its held-out error:", ""]  # fmt: skip
     lines += [round_floats(overheads, 3).to_markdown(index=False), ""]
     show = held[held["phase"] == "decode"].sort_values(["device_name", "session", "model", "input_len", "batch"])
     cols = ["device_name", "session", "model", "input_len", "batch", "measured_ms", "predicted_ms", "error", "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms"]
