@@ -127,19 +127,18 @@ def _measured_cpu() -> str | None:
 
 
 def test_the_committed_cpu_steps_are_predicted_held_out():
-    """The step model on every committed measuring session of this CPU: held-out steps within 20% median error.
+    """The step model on every committed measuring session of this CPU: held-out steps within the measurement issue's 15%.
 
-    The measurement issue's target is 15%; what the sessions give is a result, shown in the README (three sessions:
-    15.2% pooled, 13.3 / 18.7 / 18.3% each), not a gate on committing another session. 20% is a bound a broken
-    model crosses on the same records: without the engine overhead the median is 24.3%, with GEMMs as fast as
-    on both cores (1.6x) 26.7%."""
+    Four sessions give 13.9% pooled (13.3 / 18.7 / 18.3 / 12.4% each; the fourth is the first whose decode attention was
+    timed over a cycled KV cache). 15% is also a bound a broken model crosses on the same records: without the engine
+    overhead the median is 23.0%, with GEMMs as fast as on both cores (1.6x) 18.4%."""
     dev = _measured_cpu()
     assert dev is not None, "the committed results hold vLLM-kernel operator curves of a CPU"
     df, over = validate(load_runs(RESULTS_DIR), load_ops(RESULTS_DIR), dev)
     fitted, held = df[df["role"] == "fitted"], df[df["role"] == "held out"]
     assert set(fitted["model"]) == {REFERENCE_MODEL} and fitted["batch"].max() <= FIT_MAX_BATCH and set(fitted["phase"]) == {"decode"}
     assert held["batch"].max() > FIT_MAX_BATCH and len(set(held["model"])) >= 2, "larger batches and another model are held out"
-    assert held["error"].abs().median() <= 0.20
+    assert held["error"].abs().median() <= 0.15
     parts = held[["gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms"]].sum(axis=1)
     assert np.allclose(parts, held["predicted_ms"]), "the prediction is the sum of its parts"
     assert over.per_step > 0
