@@ -15,6 +15,7 @@ multiple of 16 where the kernel needs it; FLOPs count the M asked for.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,13 +74,12 @@ def _gemm(m: int, k: int, n: int, dtype: str, device: str) -> Callable[[], Calla
                 torch._scaled_mm(a, ws[0], scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
             except RuntimeError:
                 sa = sb = torch.ones((), device=device, dtype=torch.float32)
-            it = iter(range(1 << 62))
-            return lambda: torch._scaled_mm(a, ws[next(it) % copies], scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+            nxt = itertools.cycle(ws).__next__
+            return lambda: torch._scaled_mm(a, nxt(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
         tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         a = _rand((m, k), tdt, device)
-        ws = _weights((k, n), tdt, device, copies)
-        it = iter(range(1 << 62))
-        return lambda: torch.matmul(a, ws[next(it) % copies])
+        nxt = itertools.cycle(_weights((k, n), tdt, device, copies)).__next__
+        return lambda: torch.matmul(a, nxt())
 
     return build
 
@@ -94,9 +94,8 @@ def _grouped(groups: int, t: int, k: int, n: int, dtype: str, device: str) -> Ca
             return lambda: [c() for c in calls]
         tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         a = _rand((groups, t, k), tdt, device)
-        ws = _weights((groups, k, n), tdt, device, copies)
-        it = iter(range(1 << 62))
-        return lambda: torch.bmm(a, ws[next(it) % copies])
+        nxt = itertools.cycle(_weights((groups, k, n), tdt, device, copies)).__next__
+        return lambda: torch.bmm(a, nxt())
 
     return build
 
@@ -116,11 +115,11 @@ def _attention(
         share = dv < dqk and kv_heads == 1
         vs = [k[..., :dv] for k in ks] if share else _weights((b, kv_heads, ctx, dv), tdt, device, copies)
         gqa = kv_heads != heads
-        it = iter(range(1 << 62))
+        nxt = itertools.cycle(zip(ks, vs)).__next__
 
         def attend() -> object:
-            i = next(it) % copies
-            return F.scaled_dot_product_attention(q, ks[i], vs[i], is_causal=causal, enable_gqa=gqa)
+            k, v = nxt()
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
 
         return attend
 
@@ -136,12 +135,11 @@ def _mla_decode(b: int, heads: int, ctx: int, dqk: int, dv: int, dtype: str, dev
 
         tdt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         q = _rand((b, heads, dqk), tdt, device)
-        kvs = _weights((b, ctx, dqk), tdt, device, copies)
+        nxt = itertools.cycle(_weights((b, ctx, dqk), tdt, device, copies)).__next__
         scale = dqk**-0.5
-        it = iter(range(1 << 62))
 
         def attend() -> object:
-            kv = kvs[next(it) % copies]
+            kv = nxt()
             p = torch.softmax(torch.bmm(q, kv.transpose(1, 2)) * scale, dim=-1)
             return torch.bmm(p, kv[..., :dv])
 

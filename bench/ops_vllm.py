@@ -11,6 +11,7 @@ embedding). These are the operator times the CPU step model sums.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -83,10 +84,10 @@ def gemm(m: int, k: int, n: int, dtype: str, copies: int) -> Callable[[], Callab
         w = (torch.randn(n, k) * 0.1).to(_tdt(dtype))
         layers = [linear_layer(w.clone()) for _ in range(copies)]  # distinct copies of one draw (a draw is the slow part)
         x = (torch.randn(m, k) * 0.1).to(_tdt(dtype))
-        it = iter(range(1 << 62))
+        nxt = itertools.cycle(layers).__next__
 
         def call() -> object:
-            layer = layers[next(it) % copies]
+            layer = nxt()
             return layer.cpu_linear(x, layer.weight, None)
 
         return call
@@ -129,10 +130,10 @@ def attention(
             query_start_loc=starts, causal=causal, sliding_window_size=-1, isa=isa, enable_kv_split=False,
         )  # fmt: skip
 
-        it = iter(range(1 << 62))
+        nxt = itertools.cycle(caches).__next__
 
         def call() -> object:
-            key_cache, value_cache = caches[next(it) % copies]
+            key_cache, value_cache = nxt()
             ops.cpu_attn_reshape_and_cache(k_new, v_new, key_cache, value_cache, slots, isa)
             ops.cpu_attention_with_kv_cache(
                 query=q, key_cache=key_cache, value_cache=value_cache, output=out, query_start_loc=starts, seq_lens=seq_lens,

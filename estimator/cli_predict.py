@@ -103,7 +103,7 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
     ctx = args.context_len or args.input_len + args.output_len / 2
     if args.phase in ("decode", "request"):
         lay = _layout(args, dec_default)
-        mtp = arch.mtp_modules if args.mtp_tokens else 0
+        mtp = arch.mtp_served(args.mtp_tokens)
         room = kv_room_sequences(arch, gpu, lay, kernels, ctx, args.kv_dtype, mtp=mtp)
         if args.tokens_per_user:
             b, why = largest_batch(arch, gpu, lay, kernels, context=ctx, tokens_per_user=args.tokens_per_user, mtp_tokens=args.mtp_tokens, kv_dtype=args.kv_dtype)

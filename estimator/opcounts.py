@@ -56,18 +56,22 @@ def attention_params(s: Shapes) -> int:
     return attn + (s.mla["kv_lora_rank"] * s.heads * (s.mla["nope"] + s.mla["v"]) if s.mla else 0)
 
 
+def moe_shared_params(s: Shapes) -> int:
+    """Parameters of one MoE layer's FFN outside its routed experts: the shared experts and the router."""
+    return _params(s, ("shared_gate_up", "shared_down")) + s.hidden * s.num_experts
+
+
 def replicated_params(s: Shapes) -> float:
     """Parameters outside the routed experts: embedding, attention, dense FFN, shared experts, routers, LM head."""
     ffn = _params(s, ("dense_gate_up", "dense_down", "gate_up", "down"))
-    shared = _params(s, ("shared_gate_up", "shared_down"))
-    return s.num_layers * attention_params(s) + s.dense_layers * ffn + s.moe_layers * (shared + s.hidden * s.num_experts) + 2 * s.vocab * s.hidden
+    return s.num_layers * attention_params(s) + s.dense_layers * ffn + s.moe_layers * moe_shared_params(s) + 2 * s.vocab * s.hidden
 
 
 def mtp_module_params(s: Shapes) -> float:
     """Parameters of one multi-token-prediction module outside its routed experts: one more MoE layer (attention,
     shared expert, router) and the projection of [hidden; embedding] back to the hidden size, 2h × h; the embedding
     and output head are the main model's (DeepSeek-V3 technical report, section 2.2)."""
-    return attention_params(s) + _params(s, ("shared_gate_up", "shared_down")) + s.hidden * s.num_experts + 2 * s.hidden * s.hidden
+    return attention_params(s) + moe_shared_params(s) + 2 * s.hidden * s.hidden
 
 
 def expert_params(s: Shapes) -> float:

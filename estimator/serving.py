@@ -51,6 +51,10 @@ class Arch:
     node_limited_topk: int  # nodes a token's experts may span (DeepSeek-V3 topk_group: 4); k when unlimited
     mtp_modules: int  # multi-token-prediction modules in the checkpoint
 
+    def mtp_served(self, mtp_tokens: int) -> int:
+        """MTP modules held on the GPUs when ``mtp_tokens`` extra tokens are drafted per step: all of the checkpoint's, or none."""
+        return self.mtp_modules if mtp_tokens else 0
+
 
 def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
     """The architecture of a catalogued model or a config directory."""
@@ -267,7 +271,7 @@ def step(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, *, batch_
 def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float,
                   mtp_tokens: int = 0, kv_dtype: str = "bf16", limit: int = 4096, headroom: float = 0.9) -> tuple[int, str]:  # fmt: skip
     """Largest sequences per GPU whose per-user speed is at least ``tokens_per_user`` and whose KV fits; why it stops there."""
-    b_kv = min(kv_room_sequences(a, gpu, layout, k, context, kv_dtype, headroom, a.mtp_modules if mtp_tokens else 0), limit)
+    b_kv = min(kv_room_sequences(a, gpu, layout, k, context, kv_dtype, headroom, a.mtp_served(mtp_tokens)), limit)
 
     def speed(b: int) -> float:
         st = step(a, gpu, layout, k, "decode", batch_per_gpu=b, context=context, mtp_tokens=mtp_tokens, kv_dtype=kv_dtype)
