@@ -103,6 +103,34 @@ class Step:
     flops: float
     bound: str
     notes: list[str] = field(default_factory=list)
+    op_bounds: dict[str, str] = field(default_factory=dict)  # operator -> what bounds it: compute, memory, communication, fixed
+    op_sources: dict[str, str] = field(default_factory=dict)  # operator -> where its efficiency comes from
+
+
+@dataclass
+class Comm:
+    """Communication seconds of one micro-batch on one GPU, all layers: expert-parallel dispatch and combine, TP all-reduces."""
+
+    dispatch: float = 0.0
+    combine: float = 0.0
+    allreduce: float = 0.0
+
+
+ATTENTION_SIDE = ("attention projections", "attention", "norms and residuals")  # a layer's computation before dispatch
+MOE_SIDE = ("shared experts", "router", "routed experts")  # between dispatch and combine
+
+
+def exposed_per_moe_layer(attn_s: float, moe_s: float, dispatch_s: float, combine_s: float) -> float:
+    """Communication left exposed in one MoE layer of two micro-batches A and B overlapped stage by stage (seconds).
+
+    Each micro-batch runs attention -> dispatch -> experts -> combine; DeepSeek-V3 overlaps "the attention and MoE of one
+    micro-batch with the dispatch and combine of another" (technical report, arXiv:2412.19437, section 3.4.1). In steady
+    state the computation stream runs attn A | attn B | MoE A | MoE B while the communication stream runs combine B
+    (of the layer before) | dispatch A | dispatch B | combine A, so each stage lasts the longer of its pair:
+    exposed = max(a, K) + max(a, D) + max(m, D) + max(m, K) - 2 (a + m), for per-micro-batch attention a, experts m,
+    dispatch D and combine K. Communication is hidden in total only if each stage's is, not if the totals balance."""
+    a, m, d, k = attn_s, moe_s, dispatch_s, combine_s
+    return max(a, k) + max(a, d) + max(m, d) + max(m, k) - 2 * (a + m)
 
 
 def _op(flops: float, nbytes: float, peak_flops: float, bandwidth: float, e: Eff) -> tuple[float, str]:
@@ -152,8 +180,9 @@ def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context:
 
 
 def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tokens: float, seqs: float, context: float,
-               q_per_seq: float, kv_dtype: str, uncached_share: float) -> tuple[dict[str, float], float, float]:  # fmt: skip
-    """(operator -> seconds for all layers of one micro-batch, FLOPs, communication seconds) on one GPU."""
+               q_per_seq: float, kv_dtype: str, uncached_share: float) -> tuple[dict[str, float], float, Comm, dict[str, str], dict[str, str]]:  # fmt: skip
+    """(operator -> seconds for all layers of one micro-batch, FLOPs, communication seconds, operator -> bound,
+    operator -> efficiency source) on one GPU."""
     s = a.shapes
     tp = 1 if layout.dp_attention else layout.tp
     gp = gemm_precision(gpu, a.weight_dtype)
@@ -162,12 +191,17 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
     wb, ab = WEIGHT_BYTES[a.weight_dtype], 1.0 if gp == "fp8" else 2.0
     m = tokens * tp if not layout.dp_attention else tokens  # tokens through a TP group's GEMMs
     out: dict[str, float] = {}
+    bound_s: dict[str, dict[str, float]] = {}  # operator -> bound -> seconds, to name what bounds each operator
+    sources: dict[str, str] = {}
     flops_total = 0.0
 
     def add(name: str, flops: float, nbytes: float, prec: str, e: Eff, layers: float) -> None:
         nonlocal flops_total
-        t, _ = _op(flops, nbytes, peak[prec] or peak["bf16"], bw, e)
+        t, why = _op(flops, nbytes, peak[prec] or peak["bf16"], bw, e)
         out[name] = out.get(name, 0.0) + t * layers
+        by = bound_s.setdefault(name, {})
+        by[why] = by.get(why, 0.0) + t * layers
+        sources.setdefault(name, e.source)
         flops_total += flops * layers
 
     def gemm(name: str, kk: int, nn: int, layers: float, mm: float = m, prec: str = gp, split: int = tp) -> None:
@@ -202,7 +236,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
     for name in ("dense_gate_up", "dense_down", "gate_up", "down"):
         if name in lin:
             gemm("dense FFN", *lin[name], s.dense_layers)
-    comm = 0.0
+    comm = Comm()
     if s.num_experts:
         for name in ("shared_gate_up", "shared_down"):
             if name in lin:
@@ -224,16 +258,18 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
                 nodes = layout.ep / layout.gpus_per_node
                 copies = min(s.experts_per_token, a.node_limited_topk or s.experts_per_token, nodes) * (nodes - 1) / nodes
                 rate = k.normal_internode_gb_per_s * 1e9
-            nbytes = tokens * sum(ep_bytes_per_token(s, copies))
-            comm += nbytes / rate * s.moe_layers
+            # the all-to-all waits for the GPU receiving the most tokens (the same Poisson routing as the experts)
+            dispatch_b, combine_b = (tokens * imbalance(tokens * copies, 1.0, layout.ep) * b for b in ep_bytes_per_token(s, copies))
+            comm.dispatch, comm.combine = dispatch_b / rate * s.moe_layers, combine_b / rate * s.moe_layers
     if tp > 1:  # two all-reduces per layer over NVLink
         bus = k.allreduce_nvlink_fraction * (gpu.nvlink_gb_per_s or 0) / 2 * 1e9
-        comm += 2 * s.num_layers * 2 * (tp - 1) / tp * m * s.hidden * 2 / bus if bus else 0.0
+        comm.allreduce = 2 * s.num_layers * 2 * (tp - 1) / tp * m * s.hidden * 2 / bus if bus else 0.0
     add("norms and residuals", 0.0, ELEMENTWISE_VECTORS * m * s.hidden * 2, "bf16", k.ops["elementwise"], s.num_layers)
     head_tokens = seqs * q_per_seq if phase == "decode" else seqs  # prefill: the last position of each prompt
     add("LM head and sampling", 2 * head_tokens * s.hidden * s.vocab / tp, s.hidden * s.vocab / tp * 2 + 3 * head_tokens * s.vocab * 4,
         "bf16", k.ops["gemm_bf16"].at(head_tokens), 1)  # fmt: skip
-    return out, flops_total, comm
+    bounds = {n: max(by, key=by.get) for n, by in bound_s.items()}
+    return out, flops_total, comm, bounds, sources
 
 
 def step(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, *, batch_per_gpu: float = 1, context: float = 1,
@@ -250,22 +286,36 @@ def step(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, *, batch_
         tokens, advanced = tokens_per_gpu, tokens_per_gpu
         ctx = prompt_len * cached_fraction + prompt_len * uncached / 2  # uncached tokens follow the cached prefix
     micro = 2 if layout.ep > 1 and k.overlap > 0 else 1  # two micro-batches hide communication
-    ops, flops, comm = _layer_ops(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q, kv_dtype, uncached)
+    ops, flops, comm, bounds, sources = _layer_ops(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q, kv_dtype, uncached)
     if mtp_tokens and phase == "decode" and a.mtp_modules:  # each MTP module: about one more layer
         per_layer = {n: t / a.shapes.num_layers for n, t in ops.items() if n != "LM head and sampling"}
         ops["MTP module"] = sum(per_layer.values()) * mtp_tokens
+        bounds["MTP module"], sources["MTP module"] = "as its layer's operators", "the layer's operators above"
     breakdown = {n: t * micro for n, t in ops.items()}
     compute = sum(breakdown.values())
-    comm *= micro
-    exposed = max(comm - k.overlap * compute, 0.0) if micro == 2 else comm
+    ep_comm = (comm.dispatch + comm.combine) * micro
+    if micro == 2:  # what the stage pairing leaves exposed; the rest hidden as far as `overlap` says
+        s, moe = a.shapes, a.shapes.moe_layers
+        ca = sum(ops.get(n, 0.0) for n in ATTENTION_SIDE) / s.num_layers
+        cm = sum(ops.get(n, 0.0) for n in MOE_SIDE) / moe
+        paired = moe * exposed_per_moe_layer(ca, cm, comm.dispatch / moe, comm.combine / moe)
+        ep_exposed = paired + (1.0 - k.overlap) * (ep_comm - paired)
+    else:
+        ep_exposed = ep_comm
+    exposed = ep_exposed + comm.allreduce * micro  # tensor-parallel all-reduces sit between dependent GEMMs: never hidden
     breakdown["communication (not hidden)"] = exposed
     # while hidden, prefill's normal all-to-all kernels hold a share of the SMs: computation runs that much slower meanwhile
-    lent = k.normal_sm_share * (comm - exposed) if phase == "prefill" and micro == 2 else 0.0
+    lent = k.normal_sm_share * (ep_comm - ep_exposed) if phase == "prefill" and micro == 2 else 0.0
     breakdown["SMs lent to communication"] = lent
     breakdown["fixed overhead"] = k.step_overhead_s
+    bounds.update({"communication (not hidden)": "communication", "SMs lent to communication": "communication", "fixed overhead": "fixed"})
+    sources.update({"communication (not hidden)": k.comm_source, "SMs lent to communication": k.comm_source,
+                    "fixed overhead": "kernels.toml [service] step_overhead_ms"})  # fmt: skip
     total = compute + exposed + lent + k.step_overhead_s
-    bound = "communication" if exposed > 0 and comm > compute else max(ops, key=ops.get)
-    return Step(total, {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, comm, advanced, flops * micro, bound)
+    all_comm = ep_comm + comm.allreduce * micro
+    bound = "communication" if exposed > 0 and all_comm > compute else max(ops, key=ops.get)
+    return Step(total, {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, all_comm, advanced, flops * micro, bound,
+                op_bounds=bounds, op_sources=sources)  # fmt: skip
 
 
 def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float,
