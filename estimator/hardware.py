@@ -88,7 +88,9 @@ class Device:
 
     @property
     def memory_bytes(self) -> float:
-        return self.memory_gb * 1e9
+        """Datasheet memory is binary: this project's H200 record (results/runs, cuda-2403e867) reads 150.75e9 bytes,
+        140.4 GiB, from NVML for the datasheet's 141 GB."""
+        return self.memory_gb * 2**30
 
 
 def _load_gpu(path: Path) -> Device:

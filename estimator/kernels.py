@@ -65,7 +65,7 @@ class Kernels:
     context_cv: float
     mtp_acceptance: float
     step_overhead_s: float
-    activation_reserve_bytes: float
+    reserve_bytes: float
     comm_source: str
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -113,7 +113,7 @@ def published_kernels() -> Kernels:
         low_latency_gb_per_s=tuple((int(e), float(b)) for e, b in c["low_latency_gb_per_s"]),
         allreduce_nvlink_fraction=float(d["allreduce"]["nvlink_fraction"]), overlap=float(s["overlap"]), context_cv=float(s["context_cv"]),
         mtp_acceptance=float(s["mtp_acceptance"]), step_overhead_s=float(s["step_overhead_ms"]) / 1000,
-        activation_reserve_bytes=float(s["activation_reserve_gb"]) * 1e9, comm_source=c["source"], ranges=ranges,
+        reserve_bytes=float(s["reserve_gb"]) * 2**30, comm_source=c["source"], ranges=ranges,
     )  # fmt: skip
 
 

@@ -169,11 +169,40 @@ def kv_bytes_per_token(a: Arch, kv_dtype: str, mtp: int = 0) -> float:
     return per_layer * (s.num_layers + mtp) * b
 
 
-def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float = 0.9, mtp: int = 0) -> int:
-    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights (MLA's latent is not split by TP);
-    ``mtp``: MTP modules served (their weights and KV take room too)."""
-    room = headroom * gpu.memory_bytes - weight_bytes_per_gpu(a, layout, mtp)["total"] - k.activation_reserve_bytes
-    per_seq = kv_bytes_per_token(a, kv_dtype, mtp) * context
+PREFILL_TOKENS_PER_GPU = 8192  # vLLM 0.32 EngineArgs: default max_num_batched_tokens of its OpenAI server on GPUs of >= 70 GiB (not A100)
+# How engines size their KV cache, and their page (block) size in tokens:
+#   vllm:   gpu_memory_utilization x total memory - weights - the profiled activation peak - non-torch memory (CUDA graphs,
+#           NCCL); vLLM's docs: "the fraction of GPU memory to be used for the model executor", default 0.9; block_size 16
+#   trtllm: free_gpu_memory_fraction x the memory free after weights and activations; TensorRT-LLM's KV cache guide:
+#           "default 0.9, ... 90% of free GPU memory for KV cache" (its perf overview runs 0.95); tokens_per_block 32
+KV_RULES = {"vllm": 16, "trtllm": 32}
+
+
+def activation_bytes(a: Arch, layout: Layout, step_tokens: float) -> float:
+    """Peak activation memory of one forward pass of ``step_tokens`` tokens on one GPU, what an engine's profiling run
+    finds and keeps free: the widest intermediate, the gate and up projections (2 F / TP values per token, F the dense
+    FFN width or k x the expert width where wider), plus the layer's input, output and residual (4 h), in BF16."""
+    s = a.shapes
+    tp = 1 if layout.dp_attention else layout.tp
+    widths = [n for name, (_, n) in s.linears.items() if name in ("gate_up", "dense_gate_up")]
+    widths += [s.experts_per_token * s.expert_k_n[0][1]] if s.expert_k_n else []
+    return step_tokens * (max(widths, default=0) / tp + 4 * s.hidden) * 2.0
+
+
+def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float = 0.9, mtp: int = 0,
+                      rule: str = "vllm", step_tokens: float = 0) -> int:  # fmt: skip
+    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights, as the engine ``rule`` (KV_RULES)
+    sizes its cache with memory fraction ``headroom``, each sequence taking whole pages (MLA's latent is not split by TP);
+    ``mtp``: MTP modules served (their weights and KV take room too); ``step_tokens``: the forward pass the engine
+    profiles its activations at (default: the layout's prefill step, else vLLM's 8,192)."""
+    weights = weight_bytes_per_gpu(a, layout, mtp)["total"]
+    taken = k.reserve_bytes + activation_bytes(a, layout, step_tokens or layout.step_tokens or PREFILL_TOKENS_PER_GPU)
+    if rule == "vllm":
+        room = headroom * gpu.memory_bytes - weights - taken
+    else:
+        room = headroom * (gpu.memory_bytes - weights - taken)
+    page = KV_RULES[rule]
+    per_seq = kv_bytes_per_token(a, kv_dtype, mtp) * math.ceil(context / page) * page
     # a TP group holds tp × B sequences: GQA splits their KV heads over the group, MLA's latent is replicated
     shares = layout.tp if (a.shapes.mla and not layout.dp_attention) else 1
     return max(int(room // per_seq) // shares, 0)

@@ -18,9 +18,7 @@ from typing import Any
 
 from estimator.hardware import Device
 from estimator.kernels import Kernels, with_value
-from estimator.serving import Arch, Layout, gemm_precision, largest_batch, step, weight_bytes_per_gpu
-
-PREFILL_TOKENS_PER_GPU = 8192  # vLLM 0.32 EngineArgs: default max_num_batched_tokens of its OpenAI server on GPUs of >= 70 GiB (not A100)
+from estimator.serving import PREFILL_TOKENS_PER_GPU, Arch, Layout, gemm_precision, largest_batch, step, weight_bytes_per_gpu
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Lay
         # prefill steps of 16K tokens per GPU: deepseek-ai/profile-data README, "in line with ... actual online deployment"
         return (Layout(144, ep=144, dp_attention=True, redundant_experts=32), Layout(32, ep=32, dp_attention=True, redundant_experts=32, step_tokens=16384))
     tp = 1
-    while weight_bytes_per_gpu(a, Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1))["total"] > 0.9 * gpu.memory_bytes - kernels.activation_reserve_bytes:
+    while weight_bytes_per_gpu(a, Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1))["total"] > 0.9 * gpu.memory_bytes - kernels.reserve_bytes:
         tp *= 2
         if tp > 64:
             break

@@ -202,3 +202,19 @@ def test_two_micro_batches_hide_communication_stage_by_stage_not_in_total():
     # comm (3.6 + 6.97) per micro-batch about equals computation (5.2 + 5.4), yet 6.97 - 5.2 + 6.97 - 5.4 is exposed
     assert exposed_per_moe_layer(5.2, 5.4, 3.6, 6.97) == pytest.approx(6.97 + 5.2 + 5.4 + 6.97 - 2 * (5.2 + 5.4))
     assert exposed_per_moe_layer(5.2, 5.4, 3.6, 6.97) == pytest.approx(3.34)
+
+
+def test_kv_room_as_vllm_and_tensorrt_llm_size_their_caches():
+    # Llama-3.1-70B in FP16 on two A100-80GB (TP2) at 5,500 tokens: weights 70,552,387,584 bytes per GPU; 80 GiB of memory
+    from estimator.serving import activation_bytes, kv_bytes_per_token, kv_room_sequences
+
+    a, lay, gpu, k = load_arch("llama-3.1-70b", "fp16"), Layout(2, tp=2), get_gpu("A100-80GB"), published_kernels()
+    assert gpu.memory_bytes == 80 * 2**30 and weight_bytes_per_gpu(a, lay)["total"] == 70_552_387_584
+    # a forward of 8,192 tokens: gate_up 2 x 28,672 / 2 plus 4 x 8,192 values per token, BF16
+    assert activation_bytes(a, lay, 8192) == 8192 * (28_672 + 32_768) * 2 == 1_006_632_960
+    assert kv_bytes_per_token(a, "bf16") == 2 * 8 * 128 * 80 * 2 == 327_680  # K and V, 8 KV heads, 80 layers
+    taken = 70_552_387_584 + 1_006_632_960 + 2 * 2**30  # weights, activations, the 2 GiB reserve
+    # vLLM: 0.9 x total - taken = 3,602,907,136 bytes; a sequence takes 344 pages of 16 tokens: 1,803,550,720 bytes
+    assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16") == int((0.9 * 80 * 2**30 - taken) // (327_680 * 5504)) == 1
+    # TensorRT-LLM at its perf overview's 0.95 of what is free: 11,583,199,641.6 bytes over 172 pages of 32 tokens
+    assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16", headroom=0.95, rule="trtllm") == int(0.95 * (80 * 2**30 - taken) // (327_680 * 5504)) == 6
