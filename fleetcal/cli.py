@@ -1,4 +1,4 @@
-"""The ``fleetcal`` console script: bench, estimate, predict, backtest, report."""
+"""The ``fleetcal`` console script: bench, estimate, predict, backtest, validate, report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "estimate": ("estimator.cli_estimate", "fleet sizes per scenario, from the article to the calibrated roofline"),
     "predict": ("estimator.cli_predict", "tokens/s for a model x device x batch x lengths from the calibrated roofline"),
     "backtest": ("estimator.cli_backtest", "published deployments against each method's prediction"),
+    "validate": ("estimator.cli_validate", "the serving model against published end-to-end throughput, row by row"),
     "report": ("fleetcal.report", "regenerate tables, plots and the README results section from results/runs"),
 }
 

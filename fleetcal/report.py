@@ -23,6 +23,7 @@ from estimator.fleet import SCENARIOS, price_notes, project
 from estimator.operators import gemm_curve, load_ops, operator_table
 from estimator.runs import load_runs
 from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, utilization_table
+from estimator.validation import load_rows, summary, validate
 from fleetcal.errors import UsageError
 from fleetcal.paths import README, RESULTS_DIR
 from fleetcal.report_cpu import cpu_step_tables
@@ -78,6 +79,7 @@ def build_report(results: Path) -> Report:
     fleet = pd.DataFrame(project(FLEET_MODEL, FLEET_GPUS, SCENARIOS, runs=runs, measured=measured, ops=ops))
     t["fleet"] = fleet[["scenario", "gpu", "gpus", "utilization", "usd_per_day", "usd_per_million_output_tokens", "how", "price_source"]]
     t["backtest"] = backtest(fits, measured, ops)
+    t["validation"] = validate(load_rows()[0], ops).drop(columns=["how"])
     t["calibration"] = calibration_table(fits)
     t["calibration_residuals"] = residuals_table(fits)
     t["operators"] = operator_table(ops)
@@ -136,6 +138,7 @@ def readme_section(r: Report) -> str:
     lines += ["", "### Backtest against DeepSeek's published fleet (1,814 H800 on average, 2,224 at the peak)", ""]
     b = t["backtest"][["method", "predicted_gpus", "published_gpus", "error_pct", "how"]]
     lines += [b.to_markdown(index=False), ""]
+    lines += validation_lines(t["validation"])
     lines += readme_lines(t["step_breakdown"], t["sensitivity"], t["kernels_before_after"])
     lines += gpu_section(t["operators"], t["engines"], t["compiled_speedup"])
     lines += cpu_readme_lines(t["cpu_steps"], t["cpu_overheads"])
@@ -148,6 +151,19 @@ def readme_section(r: Report) -> str:
         lines += ["Run files skipped (they do not follow the record schema):", "", *[f"- {line}" for line in r.skipped], ""]
     lines += ["Plots: `results/plots/` (throughput_vs_batch, utilization_vs_batch, fleet_by_scenario, serving_tradeoff, calibration, sensitivity, cpu_steps).", "", END]
     return "\n".join(lines)
+
+
+def validation_lines(v: pd.DataFrame) -> list[str]:
+    """The README's validation summary: the gated median and worst, and the median by source and kind of row."""
+    s = summary(v)
+    g = v[v["gate"]].assign(abs_error_pct=lambda d: d["error_pct"].abs())
+    by = g.groupby(["source", "kind", "gpu"], as_index=False).agg(rows=("id", "size"), median_abs_error_pct=("abs_error_pct", "median"),
+                                                                 median_signed_error_pct=("error_pct", "median"))  # fmt: skip
+    return ["### Validation against published end-to-end throughput (`fleetcal validate`)", "",
+            f"Over {s['rows']} gated rows of `estimator/data/validation.toml` (published figures, none fitted): median absolute error "
+            f"**{s['median_abs_error_pct']:.1f}%** (signed {s['median_signed_error_pct']:+.1f}%), worst {s['worst_abs_error_pct']:.1f}% "
+            f"({s['worst_row']}). By source, kind of row and GPU:", "",
+            by.round(1).to_markdown(index=False), "", "Every row: `results/tables/validation.md`.", ""]  # fmt: skip
 
 
 def key_table(r: Report) -> str:

@@ -61,7 +61,7 @@ def test_device_cuda_without_gpu_is_refused(tmp_path, capsys):
 
 
 def test_every_subcommand_has_help(capsys):
-    for sub in ("bench", "estimate", "predict", "backtest", "report"):
+    for sub in ("bench", "estimate", "predict", "backtest", "validate", "report"):
         with pytest.raises(SystemExit) as exc_info:
             main([sub, "--help"])
         assert exc_info.value.code == 0
