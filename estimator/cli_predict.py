@@ -23,10 +23,11 @@ from estimator.cpu_steps import (
 from estimator.fleet import KV_DTYPES
 from estimator.hardware import get_gpu
 from estimator.kernels import kernels_for
+from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_gpu
 from estimator.models import get_model, resolve_model_key
 from estimator.operators import load_ops
 from estimator.runs import load_runs
-from estimator.serving import WEIGHT_BYTES, Layout, kv_room_sequences, largest_batch, load_arch, step, weight_bytes_per_gpu
+from estimator.serving import WEIGHT_BYTES, Layout, load_arch, step
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, Service, default_layouts, prefill_tokens_for_ttft
 from fleetcal.errors import UsageError
 from fleetcal.identity import cpu_has_native_bf16, describe_cpu
@@ -116,7 +117,7 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
         out.update(
             output_tokens_per_s_per_gpu=st.tokens / st.seconds, output_tokens_per_s=st.tokens / st.seconds * lay.num_gpus,
             tokens_per_s_per_user=st.tokens / b / st.seconds, batch_per_gpu=b, step_ms=st.seconds * 1000, bound=st.bound,
-            breakdown_ms={"decode": st.breakdown_ms}, batch_limited_by=why, kv_room_sequences_per_gpu=room, fits_in_memory=b <= room,
+            breakdown_ms={"decode": st.breakdown_ms}, operator_bounds={"decode": st.op_bounds}, operator_sources={"decode": st.op_sources}, batch_limited_by=why, kv_room_sequences_per_gpu=room, fits_in_memory=b <= room,
             layout={"decode": lay.__dict__}, weight_gb_per_gpu=weight_bytes_per_gpu(arch, lay, mtp)["total"] / 1e9,
         )  # fmt: skip
     if args.phase in ("prefill", "request"):
@@ -129,6 +130,8 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
         st = step(arch, gpu, lay, kernels, "prefill", tokens_per_gpu=tokens, prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype)
         out.update(input_tokens_per_s_per_gpu=st.tokens / st.seconds, prefill_tokens_per_gpu=tokens, prefill_limited_by=why)
         out["breakdown_ms"]["prefill"] = st.breakdown_ms
+        out.setdefault("operator_bounds", {})["prefill"] = st.op_bounds
+        out.setdefault("operator_sources", {})["prefill"] = st.op_sources
         out.setdefault("layout", {})["prefill"] = lay.__dict__
         if args.phase == "prefill":
             out.update(step_ms=st.seconds * 1000, bound=st.bound)
@@ -229,7 +232,14 @@ def main(args: argparse.Namespace) -> int:
     if out["step_ms"] is not None:
         print(f"  step: {out['step_ms']:.2f} ms, bound by {out['bound']}")
     for phase, parts in out["breakdown_ms"].items():
-        print(f"  {phase} breakdown (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v))
+        bounds, sources = out.get("operator_bounds", {}).get(phase), out.get("operator_sources", {}).get(phase)
+        if not bounds:  # the CPU step model: operator curves, no per-operator bound
+            print(f"  {phase} breakdown (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v))
+            continue
+        print(f"  {phase} step by operator (ms, bound, efficiency source):")
+        for k, v in parts.items():
+            if v:
+                print(f"    {k:<28} {v:>10.2f}  {bounds.get(k, ''):<14} {sources.get(k, '')}")
     if out.get("fits_in_memory") is False:
         print(f"  memory: {out['batch_per_gpu']:g} sequences do not fit; KV room for {out['kv_room_sequences_per_gpu']} per GPU")
     return 0

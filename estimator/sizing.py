@@ -18,7 +18,8 @@ from typing import Any
 
 from estimator.hardware import Device
 from estimator.kernels import Kernels, with_value
-from estimator.serving import PREFILL_TOKENS_PER_GPU, Arch, Layout, gemm_precision, largest_batch, step, weight_bytes_per_gpu
+from estimator.memory import PREFILL_TOKENS_PER_GPU, largest_batch, weight_bytes_per_gpu
+from estimator.serving import Arch, Layout, Step, gemm_precision, step
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Sizing:
     prefill_breakdown_ms: dict[str, float]
     feasible: bool
     note: str
+    steps: tuple[Step, Step] | None = None  # the decode and the prefill step, with each operator's bound and source
 
 
 def size_fleet(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: float, input_tokens_per_s: float, service: Service,
@@ -135,7 +137,7 @@ def size_fleet(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: floa
             f"prefill {pre_l.num_gpus}-GPU instances, {p_tokens:,} tokens per GPU per step ({p_limited}{f', {service.ttft_ms:g} ms' if service.ttft_ms else ''}); "
             f"{gemm_precision(gpu, a.weight_dtype)} GEMMs, {service.kv_dtype} KV, MTP {mtp}")  # fmt: skip
     return Sizing(total, decode_gpus, prefill_gpus, b, d.seconds * 1000, per_gpu, d.tokens / b / d.seconds, limited, pre_rate, p.seconds * 1000,
-                  p_tokens, p_limited, executed / (total * peak) if total else 0.0, d.breakdown_ms, p.breakdown_ms, feasible, note)  # fmt: skip
+                  p_tokens, p_limited, executed / (total * peak) if total else 0.0, d.breakdown_ms, p.breakdown_ms, feasible, note, (d, p))  # fmt: skip
 
 
 # quantity -> (how it is changed, the Service field or Kernels name); ranges come from data/kernels.toml or below

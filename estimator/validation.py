@@ -26,7 +26,8 @@ import pandas as pd
 
 from estimator.hardware import CatalogError, get_gpu
 from estimator.kernels import kernels_for
-from estimator.serving import PREFILL_TOKENS_PER_GPU, Layout, kv_room_sequences, load_arch, step
+from estimator.memory import PREFILL_TOKENS_PER_GPU, kv_room_sequences
+from estimator.serving import Layout, load_arch, step
 
 VALIDATION_FILE = Path(__file__).parent / "data" / "validation.toml"
 KINDS = ("max_load", "static_batch", "prefill_step", "decode_step")

@@ -4,6 +4,7 @@ model sees them, and the sensitivity of the backtest fleet to each assumption (a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,9 +27,30 @@ def step_breakdown(ops: pd.DataFrame) -> pd.DataFrame:
     d, traffic = _deepseek()
     sizing, _ = roofline_fleet(d.model, get_gpu(d.gpu), traffic, ops, peak=False)
     rows = []
-    for phase, parts in (("decode", sizing.decode_breakdown_ms), ("prefill", sizing.prefill_breakdown_ms)):
-        total = sum(parts.values())
-        rows += [{"phase": phase, "operator": k, "ms": v, "share": v / total if total else 0.0} for k, v in parts.items()]
+    for phase, st in zip(("decode", "prefill"), sizing.steps or ()):
+        total = sum(st.breakdown_ms.values())
+        rows += [{"phase": phase, "operator": k, "ms": v, "share": v / total if total else 0.0, "bound": st.op_bounds.get(k, ""),
+                  "efficiency_source": st.op_sources.get(k, "")} for k, v in st.breakdown_ms.items()]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _short(source: str) -> str:
+    """A source as the README's operator table shows it: its first clause, without the record paths."""
+    return source.split(" (")[0].split(";")[0]
+
+
+def operator_table_wide(breakdown: pd.DataFrame) -> pd.DataFrame:
+    """One line per operator: decode and prefill milliseconds and bounds, and the efficiency source of each phase."""
+    rows = []
+    for op in dict.fromkeys(breakdown["operator"]):
+        line: dict[str, Any] = {"operator": op}
+        for phase in ("decode", "prefill"):
+            r = breakdown[(breakdown["operator"] == op) & (breakdown["phase"] == phase)]
+            line[f"{phase} ms"] = f"{r['ms'].iloc[0]:.3g}" if not r.empty else ""
+            line[f"{phase} bound"] = r["bound"].iloc[0] if not r.empty and r["ms"].iloc[0] else ""
+        srcs = [_short(s) for s in breakdown.loc[breakdown["operator"] == op, "efficiency_source"] if s]
+        line["efficiency source"] = " / ".join(dict.fromkeys(srcs))
+        rows.append(line)
     return pd.DataFrame(rows)
 
 
@@ -85,11 +107,13 @@ def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, before_after: pd.D
                   round_floats(before_after, 3).to_markdown(index=False), ""]  # fmt: skip
     lines += ["### The serving model's DeepSeek steps, by operator", ""]
     if not breakdown.empty:
-        wide = breakdown.pivot_table(index="operator", columns="phase", values="ms", aggfunc="sum", sort=False).reset_index()
+        wide = operator_table_wide(breakdown)
         lines += ["Milliseconds per operator of one decode step (one GPU of an EP144 instance, the batch the model finds at "
                   "DeepSeek's 20 tok/s per user and 4,989-token KV) and one prefill step (16,384 uncached tokens per GPU of an "
-                  "EP32 instance, DeepSeek's published prefill batch), each operator at its own precision's peak and kernel efficiency; two micro-batches, so every "
-                  "weight is read twice. Full table: `results/tables/step_breakdown.csv`.", "", round_floats(wide, 3).to_markdown(index=False), ""]  # fmt: skip
+                  "EP32 instance, DeepSeek's published prefill batch), each operator at its own precision's peak and kernel efficiency, "
+                  "with what bounds it and where its efficiency comes from; two micro-batches, so every weight is read twice, and "
+                  "communication hidden stage by stage (`estimator/serving.py`, `exposed_per_moe_layer`). "
+                  "Full table: `results/tables/step_breakdown.csv`.", "", wide.to_markdown(index=False), ""]  # fmt: skip
     if not sens.empty:
         lines += ["### Sensitivity: what to measure first", "",
                   "The backtest's daily-mean H800 fleet with each assumption at the ends of its range (`estimator/data/kernels.toml`), "

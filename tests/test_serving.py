@@ -9,8 +9,9 @@ import pytest
 
 from estimator.hardware import get_gpu
 from estimator.kernels import published_kernels, with_value
+from estimator.memory import largest_batch, weight_bytes_per_gpu
 from estimator.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_decode_attention_flops, mla_prefill_attention_flops
-from estimator.serving import Layout, largest_batch, load_arch, step, weight_bytes_per_gpu
+from estimator.serving import Layout, load_arch, step
 from estimator.sizing import Service, prefill_tokens_for_ttft, size_fleet
 
 # DeepSeek-V3 config.json: 61 layers (3 dense), hidden 7,168, 128 heads, q_lora_rank 1,536,
@@ -166,8 +167,8 @@ def test_a_measured_gemm_is_read_at_its_own_rows():
 
 
 def test_a_served_mtp_module_takes_weight_and_kv_room():
+    from estimator.memory import kv_bytes_per_token, kv_room_sequences
     from estimator.opcounts import expert_params, mtp_module_params
-    from estimator.serving import kv_bytes_per_token, kv_room_sequences
 
     # one more MoE layer: attention 187,105,280 + shared expert 44,040,192 + router 7,168 x 256 + eh_proj 2 x 7,168 x 7,168
     assert mtp_module_params(DS.shapes) == 187_105_280 + 44_040_192 + 1_835_008 + 102_760_448 == 335_740_928
@@ -206,7 +207,7 @@ def test_two_micro_batches_hide_communication_stage_by_stage_not_in_total():
 
 def test_kv_room_as_vllm_and_tensorrt_llm_size_their_caches():
     # Llama-3.1-70B in FP16 on two A100-80GB (TP2) at 5,500 tokens: weights 70,552,387,584 bytes per GPU; 80 GiB of memory
-    from estimator.serving import activation_bytes, kv_bytes_per_token, kv_room_sequences
+    from estimator.memory import activation_bytes, kv_bytes_per_token, kv_room_sequences
 
     a, lay, gpu, k = load_arch("llama-3.1-70b", "fp16"), Layout(2, tp=2), get_gpu("A100-80GB"), published_kernels()
     assert gpu.memory_bytes == 80 * 2**30 and weight_bytes_per_gpu(a, lay)["total"] == 70_552_387_584

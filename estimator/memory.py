@@ -1,0 +1,92 @@
+"""Memory of one GPU of a serving instance: weights, KV cache per token, activations, how engines size their KV
+cache (vLLM's and TensorRT-LLM's rules), and the largest decode batch that a per-user speed target and the KV room allow.
+Units: bytes; per GPU unless named otherwise."""
+
+from __future__ import annotations
+
+import math
+
+from estimator.hardware import Device
+from estimator.kernels import Kernels
+from estimator.opcounts import expert_params, mtp_module_params, replicated_params
+from estimator.serving import WEIGHT_BYTES, Arch, Layout, experts_per_gpu, step
+
+
+def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, float]:
+    """Weight memory of one GPU: replicated (DP attention) or TP-split non-routed part, and its routed experts;
+    with ``mtp`` multi-token-prediction modules served, each adds one MoE layer and its projection."""
+    s, wb = a.shapes, WEIGHT_BYTES[a.weight_dtype]
+    embed_head = 2 * s.vocab * s.hidden
+    non_routed = (replicated_params(s) - embed_head + mtp * mtp_module_params(s)) * wb + embed_head * 2.0  # embedding and head kept in BF16
+    non_routed /= 1 if layout.dp_attention else layout.tp
+    moe_layers = s.moe_layers + (mtp if s.num_experts else 0)
+    routed = experts_per_gpu(s, layout) * moe_layers * expert_params(s) * wb
+    if s.num_experts and layout.ep == 1:
+        routed = s.num_experts * moe_layers * expert_params(s) * wb / layout.tp
+    return {"non_routed": non_routed, "routed": routed, "total": non_routed + routed}
+
+
+def kv_bytes_per_token(a: Arch, kv_dtype: str, mtp: int = 0) -> float:
+    """KV cache bytes per token of context, all layers and ``mtp`` served MTP modules (MLA: the latent and the rope key)."""
+    s, b = a.shapes, WEIGHT_BYTES[kv_dtype]
+    per_layer = (s.mla["kv_lora_rank"] + s.mla["rope"]) if s.mla else 2 * s.kv_heads * s.head_dim
+    return per_layer * (s.num_layers + mtp) * b
+
+
+PREFILL_TOKENS_PER_GPU = 8192  # vLLM 0.32 EngineArgs: default max_num_batched_tokens of its OpenAI server on GPUs of >= 70 GiB (not A100)
+# How engines size their KV cache, and their page (block) size in tokens:
+#   vllm:   gpu_memory_utilization x total memory - weights - the profiled activation peak - non-torch memory (CUDA graphs,
+#           NCCL); vLLM's docs: "the fraction of GPU memory to be used for the model executor", default 0.9; block_size 16
+#   trtllm: free_gpu_memory_fraction x the memory free after weights and activations; TensorRT-LLM's KV cache guide:
+#           "default 0.9, ... 90% of free GPU memory for KV cache" (its perf overview runs 0.95); tokens_per_block 32
+KV_RULES = {"vllm": 16, "trtllm": 32}
+
+
+def activation_bytes(a: Arch, layout: Layout, step_tokens: float) -> float:
+    """Peak activation memory of one forward pass of ``step_tokens`` tokens on one GPU, what an engine's profiling run
+    finds and keeps free: the widest intermediate, the gate and up projections (2 F / TP values per token, F the dense
+    FFN width or k x the expert width where wider), plus the layer's input, output and residual (4 h), in BF16."""
+    s = a.shapes
+    tp = 1 if layout.dp_attention else layout.tp
+    widths = [n for name, (_, n) in s.linears.items() if name in ("gate_up", "dense_gate_up")]
+    widths += [s.experts_per_token * s.expert_k_n[0][1]] if s.expert_k_n else []
+    return step_tokens * (max(widths, default=0) / tp + 4 * s.hidden) * 2.0
+
+
+def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float = 0.9, mtp: int = 0,
+                      rule: str = "vllm", step_tokens: float = 0) -> int:  # fmt: skip
+    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights, as the engine ``rule`` (KV_RULES)
+    sizes its cache with memory fraction ``headroom``, each sequence taking whole pages (MLA's latent is not split by TP);
+    ``mtp``: MTP modules served (their weights and KV take room too); ``step_tokens``: the forward pass the engine
+    profiles its activations at (default: the layout's prefill step, else vLLM's 8,192)."""
+    weights = weight_bytes_per_gpu(a, layout, mtp)["total"]
+    taken = k.reserve_bytes + activation_bytes(a, layout, step_tokens or layout.step_tokens or PREFILL_TOKENS_PER_GPU)
+    if rule == "vllm":
+        room = headroom * gpu.memory_bytes - weights - taken
+    else:
+        room = headroom * (gpu.memory_bytes - weights - taken)
+    page = KV_RULES[rule]
+    per_seq = kv_bytes_per_token(a, kv_dtype, mtp) * math.ceil(context / page) * page
+    # a TP group holds tp × B sequences: GQA splits their KV heads over the group, MLA's latent is replicated
+    shares = layout.tp if (a.shapes.mla and not layout.dp_attention) else 1
+    return max(int(room // per_seq) // shares, 0)
+
+
+def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float,
+                  mtp_tokens: int = 0, kv_dtype: str = "bf16", limit: int = 4096, headroom: float = 0.9) -> tuple[int, str]:  # fmt: skip
+    """Largest sequences per GPU whose per-user speed is at least ``tokens_per_user`` and whose KV fits; why it stops there."""
+    b_kv = min(kv_room_sequences(a, gpu, layout, k, context, kv_dtype, headroom, a.mtp_served(mtp_tokens)), limit)
+
+    def speed(b: int) -> float:
+        st = step(a, gpu, layout, k, "decode", batch_per_gpu=b, context=context, mtp_tokens=mtp_tokens, kv_dtype=kv_dtype)
+        return st.tokens / b / st.seconds
+
+    if b_kv < 1 or speed(1) < tokens_per_user:
+        return 0, "speed target unreachable" if b_kv >= 1 else "no KV room"
+    if speed(b_kv) >= tokens_per_user:
+        return b_kv, "KV memory"
+    lo, hi = 1, b_kv
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if speed(mid) >= tokens_per_user else (lo, mid)
+    return lo, "speed target"
