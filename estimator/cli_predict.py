@@ -95,7 +95,7 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
     """The serving model for one instance on a catalogued GPU."""
     gpu = get_gpu(args.gpu)
     arch = load_arch(args.model, args.weight_dtype)
-    kernels, source = kernels_for(gpu, load_ops(args.results))
+    kernels, source = kernels_for(gpu, load_ops(args.results), arch.fp8_block_scaled)
     if args.mtp_acceptance is not None:
         kernels = replace(kernels, mtp_acceptance=args.mtp_acceptance)
     dec_default, pre_default = default_layouts(arch, gpu, kernels)

@@ -98,7 +98,7 @@ def roofline_fleet(model: str, gpu: Device, traffic: Traffic, ops: pd.DataFrame 
                    published_only: bool = False) -> tuple[Sizing, str]:  # fmt: skip
     """The per-operator serving model's fleet for ``traffic``: at the peak (whole instances) or the daily mean (whole GPUs)."""
     arch = load_arch(model)
-    kernels, source = (published_kernels(), "published kernel figures") if published_only else kernels_for(gpu, ops)
+    kernels, source = (published_kernels(), "published kernel figures") if published_only else kernels_for(gpu, ops, arch.fp8_block_scaled)
     factor = traffic.peak_to_average if peak else 1.0
     out = traffic.output_tokens_per_s * factor
     sizing = size_fleet(arch, gpu, kernels, out, out * traffic.input_tokens_per_output_token, service_of(traffic), whole_instances=peak)

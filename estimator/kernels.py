@@ -150,10 +150,16 @@ def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
     return out
 
 
-def kernels_for(gpu: Device, ops: pd.DataFrame | None = None) -> tuple[Kernels, str]:
-    """The kernels for ``gpu``: published, with measured operator classes swapped in; and a one-line source."""
+def kernels_for(gpu: Device, ops: pd.DataFrame | None = None, fp8_block_scaled: bool = False) -> tuple[Kernels, str]:
+    """The kernels for ``gpu``: published, with measured operator classes swapped in; and a one-line source.
+
+    ``fp8_block_scaled``: the model's FP8 weights are block-scaled (DeepSeek-V3), served by block-scaled kernels
+    (DeepGEMM); the FP8 GEMM measured here is torch._scaled_mm with row-wise scales, not that kernel, so the published
+    DeepGEMM figures stay for the FP8 GEMMs."""
     base = published_kernels()
     measured = measured_efficiencies(ops, gpu) if ops is not None else {}
+    if fp8_block_scaled:
+        measured.pop("gemm", None)
     if not measured:
         return base, "published kernel figures (no GPU of this architecture measured)"
     merged = {**base.ops, **measured}

@@ -7,10 +7,11 @@ step = Σ over operators max(FLOPs / (compute eff × peak of the operator's prec
 Operators per layer: attention projections (FP8 GEMMs; the MLA absorption bmm in BF16), attention
 (MLA absorbed in decode, not absorbed in prefill; GQA for dense models; BF16 or FP8 KV), dense FFN or
 shared experts (FP8 GEMMs), routed experts (a grouped GEMM at tokens per expert = tokens × top-k ÷
-experts on the GPU, times a load-imbalance factor), norms and residuals; then the LM head and
-sampling. The layout is explicit: tensor parallelism, expert parallelism, data-parallel attention
-(each GPU its own sequences, the non-routed weights replicated on every GPU). With communication on,
-two micro-batches overlap it with computation, so every weight is read twice per step.
+experts on the GPU, times a load-imbalance factor), the SwiGLU activation between each FFN's two GEMMs,
+norms and residuals; then the LM head and sampling. The layout is explicit: tensor parallelism, expert
+parallelism, data-parallel attention (each GPU its own sequences, the non-routed weights replicated on
+every GPU). With communication on, two micro-batches overlap it with computation stage by stage
+(exposed_per_moe_layer), so every weight is read twice per step.
 
 Shapes come from the model's own config.json (estimator/shapes.py), efficiencies from
 estimator/kernels.py. Units: seconds, bytes, FLOPs; per GPU unless named otherwise.
@@ -47,6 +48,7 @@ class Arch:
     weight_dtype: str  # of the linear layers' weights as served (DeepSeek-V3: fp8)
     node_limited_topk: int  # nodes a token's experts may span (DeepSeek-V3 topk_group: 4); k when unlimited
     mtp_modules: int  # multi-token-prediction modules in the checkpoint
+    fp8_block_scaled: bool = False  # FP8 weights in scaled blocks (DeepSeek-V3: 128 x 128), served by block-scaled GEMM kernels
 
     def mtp_served(self, mtp_tokens: int) -> int:
         """MTP modules held on the GPUs when ``mtp_tokens`` extra tokens are drafted per step: all of the checkpoint's, or none."""
@@ -64,7 +66,10 @@ def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
     cfg = cfg.get("text_config", cfg)
     s = shapes_from_config(path, spec.name)
     k = s.experts_per_token
-    return Arch(s, weight_dtype or spec.weight_dtype, int(cfg.get("topk_group") or k) if k else 0, int(cfg.get("num_nextn_predict_layers") or 0))
+    from estimator.models import model_catalog
+
+    block = bool(key) and model_catalog()[key].get("fp8_scaling") == "block" and (weight_dtype or spec.weight_dtype) == "fp8"
+    return Arch(s, weight_dtype or spec.weight_dtype, int(cfg.get("topk_group") or k) if k else 0, int(cfg.get("num_nextn_predict_layers") or 0), block)
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ class Comm:
 
 
 ATTENTION_SIDE = ("attention projections", "attention", "norms and residuals")  # a layer's computation before dispatch
-MOE_SIDE = ("shared experts", "router", "routed experts")  # between dispatch and combine
+MOE_SIDE = ("shared experts", "router", "routed experts", "FFN activation")  # between dispatch and combine
 
 
 def exposed_per_moe_layer(attn_s: float, moe_s: float, dispatch_s: float, combine_s: float) -> float:
@@ -202,6 +207,15 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
     for name in ("dense_gate_up", "dense_down", "gate_up", "down"):
         if name in lin:
             gemm("dense FFN", *lin[name], s.dense_layers)
+
+    def swiglu(rows: float, width: float, layers: float) -> None:
+        """SwiGLU between an FFN's two GEMMs: reads the gate and up outputs (2 x width, BF16), writes width values in the
+        down projection's input precision (FP8 fused into the same kernel, as serving engines fuse silu_and_mul and quant)."""
+        add("FFN activation", 0.0, rows * width * (2 * 2.0 + ab), "bf16", k.ops["elementwise"], layers)
+
+    for name in ("dense_gate_up", "gate_up"):
+        if name in lin:
+            swiglu(m, lin[name][1] / 2 / tp, s.dense_layers)
     comm = Comm()
     if s.num_experts:
         for name in ("shared_gate_up", "shared_down"):
@@ -215,6 +229,9 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
         fl = expert_gemm_flops(s, pairs) / split
         by = sum(e_g * kk * nn / split * wb + pairs * (kk * ab + nn / split * 2) for kk, nn in s.expert_k_n)
         add("routed experts", fl, by, gp, k.ops["grouped_gemm"], s.moe_layers)
+        swiglu(pairs, s.expert_k_n[0][1] / 2 / split, s.moe_layers)
+        if "shared_gate_up" in lin:
+            swiglu(m, lin["shared_gate_up"][1] / 2 / tp, s.moe_layers)
         if layout.ep > 1:
             if phase == "decode":  # low-latency kernels: pure RDMA, one copy per routed expert
                 copies, rate = float(s.experts_per_token), k.low_latency_bytes_per_s(layout.ep)

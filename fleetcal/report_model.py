@@ -58,9 +58,10 @@ def sensitivity_table(ops: pd.DataFrame) -> pd.DataFrame:
     """The backtest's daily-mean fleet at each end of every assumption's range (the rest central)."""
     d, traffic = _deepseek()
     gpu = get_gpu(d.gpu)
-    kernels, _ = kernels_for(gpu, ops)
+    arch = load_arch(d.model)
+    kernels, _ = kernels_for(gpu, ops, arch.fp8_block_scaled)
     out = traffic.output_tokens_per_s
-    rows = sensitivity(load_arch(d.model), gpu, kernels, out, out * traffic.input_tokens_per_output_token, service_of(traffic))
+    rows = sensitivity(arch, gpu, kernels, out, out * traffic.input_tokens_per_output_token, service_of(traffic))
     return pd.DataFrame(rows)[["assumption", "low", "high", "gpus_at_low", "gpus_at_high", "central_gpus", "swing"]]
 
 

@@ -219,3 +219,15 @@ def test_kv_room_as_vllm_and_tensorrt_llm_size_their_caches():
     assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16") == int((0.9 * 80 * 2**30 - taken) // (327_680 * 5504)) == 1
     # TensorRT-LLM at its perf overview's 0.95 of what is free: 11,583,199,641.6 bytes over 172 pages of 32 tokens
     assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16", headroom=0.95, rule="trtllm") == int(0.95 * (80 * 2**30 - taken) // (327_680 * 5504)) == 6
+
+
+def test_the_ffn_activation_reads_gate_and_up_and_writes_the_down_input():
+    # Llama-3.1-8B, 64 BF16 decode tokens on an H100: 64 x 32 layers x 14,336 x (2 x 2 bytes read + 2 written) = 176 MB
+    k = published_kernels()
+    a, gpu = load_arch("llama-3.1-8b"), get_gpu("H100")
+    st = step(a, gpu, Layout(1), k, "decode", batch_per_gpu=64, context=1000)
+    seconds = 64 * 32 * 14_336 * 6 / (k.ops["elementwise"].memory * gpu.bandwidth_bytes_per_s)
+    assert st.breakdown_ms["FFN activation"] == pytest.approx(seconds * 1000, rel=1e-3) and st.op_bounds["FFN activation"] == "memory"
+    # DeepSeek-V3 in FP8 on H800, EP32 prefill: per routed (token, expert) pair 2 x 2,048 BF16 read, 2,048 FP8 written
+    pre = step(DS, H800, Layout(32, ep=32, dp_attention=True), k, "prefill", tokens_per_gpu=4096, prompt_len=4096)
+    assert pre.breakdown_ms["FFN activation"] > 0
