@@ -13,8 +13,7 @@ parallelism, data-parallel attention (each GPU its own sequences, the non-routed
 every GPU). With communication on, two micro-batches overlap it with computation stage by stage
 (exposed_per_moe_layer), so every weight is read twice per step.
 
-Shapes come from the model's own config.json (estimator/shapes.py), efficiencies from
-estimator/kernels.py. Units: seconds, bytes, FLOPs; per GPU unless named otherwise.
+Shapes from the model's config.json (shapes.py), efficiencies from kernels.py; seconds, bytes, FLOPs per GPU.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ def test_the_median_error_stays_within_the_gate(table):
 
 def test_the_gate_fails_a_worse_model(table, monkeypatch):
     # the same rows with every GEMM reaching 70% of what it does now: the median must cross the bound
-    def slower(gpu, ops=None):
-        k, src = kernels_for(gpu, ops)
+    def slower(gpu, ops=None, fp8_block_scaled=False):
+        k, src = kernels_for(gpu, ops, fp8_block_scaled)
         for cls in ("gemm", "gemm_bf16", "grouped_gemm"):
             for part in ("compute", "memory"):
                 k = with_value(k, f"{cls}.{part}", getattr(k.ops[cls], part) * 0.7)
