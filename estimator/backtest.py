@@ -18,6 +18,7 @@ from estimator.opcounts import mla_decode_attention_flops, mla_prefill_attention
 from estimator.serving import load_arch
 
 DEPLOYMENTS_FILE = Path(__file__).parent / "data" / "deployments.toml"
+RATE_COLUMNS = ("decode_batch_per_gpu", "decode_tokens_per_s_per_gpu", "prefill_uncached_tokens_per_s_per_gpu")
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def deepseek_mfu(d: Deployment) -> float:
 
 
 def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = None, ops: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per deployment and method: predicted GPUs (daily mean unless named peak), published GPUs, error in %.
+    """One row per deployment and method: predicted GPUs (daily mean unless named peak), published GPUs, error in %,
+    and for the serving model (and the published rates) decode batch, output and uncached prompt tokens/s per GPU.
 
     ``roofline`` is the per-operator serving model with the kernels this project measured swapped in;
     ``roofline (published kernels)`` the same model on published kernel figures only (the figure before any
@@ -98,6 +100,9 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
         spec = get_model(d.model)
         traffic = deployment_traffic(d)
         base = traffic.article_inputs(demand_significant_digits=None)
+        uncached = 1 - d.cached_input_tokens_per_day / d.input_tokens_per_day
+        rates: dict[str, tuple[float | None, float | None, float | None]] = {"published per-node throughput": (
+            None, d.per_node_decode_tokens_per_s / d.gpus_per_node, d.per_node_prefill_tokens_per_s * uncached / d.gpus_per_node)}
         preds: dict[str, tuple[float | None, str]] = {
             "article": (article_gpus(gpu, base)["gpus"], "2 x total params x output tokens at 50%"),
             "active": (article_gpus(gpu, replace(base, params_per_token=float(spec.matmul_params)))["gpus"], "active params at 50%"),
@@ -111,6 +116,7 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
         implied = deepseek_mfu(d)
         for method, published_only in (("roofline", False), ("roofline (published kernels)", True)):
             r, source = roofline_fleet(d.model, gpu, traffic, ops, peak=False, published_only=published_only)
+            rates[method] = (r.decode_batch_per_gpu, r.decode_tokens_per_s_per_gpu, r.prefill_tokens_per_s_per_gpu)
             preds[method] = (r.gpus, f"{source}; decode {r.decode_gpus} ({r.decode_batch_per_gpu} seq/GPU, {r.decode_tokens_per_s_per_gpu:,.0f} tok/s/GPU, "
                                      f"{r.tokens_per_s_per_user:.1f} tok/s/user) + prefill {r.prefill_gpus} ({r.prefill_tokens_per_s_per_gpu:,.0f} uncached tok/s/GPU); "
                                      f"implied MFU {r.mfu:.1%} vs DeepSeek's {implied:.1%}")  # fmt: skip
@@ -126,5 +132,6 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
                 "deployment": d.name, "gpu": gpu.name, "method": method,
                 "predicted_gpus": None if gpus is None else int(math.ceil(gpus - 1e-9)) if method != "published per-node throughput" else round(gpus, 1),
                 "published_gpus": published, "error_pct": err, "how": how,
+                **dict(zip(RATE_COLUMNS, rates.get(method, (None, None, None)))),
             })  # fmt: skip
     return pd.DataFrame(rows)

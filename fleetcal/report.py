@@ -29,7 +29,15 @@ from fleetcal.paths import README, RESULTS_DIR
 from fleetcal.report_cpu import cpu_step_tables
 from fleetcal.report_cpu import readme_lines as cpu_readme_lines
 from fleetcal.report_files import round_floats, write_table, write_text
-from fleetcal.report_model import kernels_before_after, readme_lines, sensitivity_table, step_breakdown
+from fleetcal.report_model import (
+    BACKTEST_END,
+    BACKTEST_START,
+    backtest_paragraph,
+    kernels_before_after,
+    readme_lines,
+    sensitivity_table,
+    step_breakdown,
+)
 from fleetcal.report_ops import compiled_speedup, engine_table, gpu_section
 from fleetcal.report_plots import build_plots
 from fleetcal.report_repeats import readme_lines as repeats_readme_lines
@@ -268,7 +276,8 @@ def run_report(results: Path, readme: Path | None) -> Report:
         write_table(df, tables, name)
     build_plots(r.tables, r.runs, r.fits, plots)
     if readme is not None:
-        blocks = {(CROSS_START, CROSS_END): crosscheck_block(results), (SERVE_CROSS_START, SERVE_CROSS_END): crosscheck_serve_block(results)}
+        blocks = {(CROSS_START, CROSS_END): crosscheck_block(results), (SERVE_CROSS_START, SERVE_CROSS_END): crosscheck_serve_block(results),
+                  (BACKTEST_START, BACKTEST_END): backtest_paragraph(r.tables["backtest"], r.tables["validation"])}
         rewrite_readme(readme, readme_section(r), key_table(r), blocks)
     return r
 
