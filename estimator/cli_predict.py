@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from estimator.kernels import kernels_for
 from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_gpu
 from estimator.models import get_model, resolve_model_key
 from estimator.operators import load_ops
+from estimator.planning import Workload, aggregated_point, disaggregated_rates, kv_transfer_s
 from estimator.runs import load_runs
 from estimator.serving import WEIGHT_BYTES, Layout, load_arch, step
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, Service, default_layouts, prefill_tokens_for_ttft
@@ -34,7 +36,7 @@ from fleetcal.identity import cpu_has_native_bf16, describe_cpu
 from fleetcal.paths import RESULTS_DIR
 
 KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
-        "batch_per_gpu", "step_ms", "bound", "breakdown_ms", "efficiency_source")  # fmt: skip
+        "batch_per_gpu", "step_ms", "bound", "breakdown_ms", "efficiency_source", "mode", "total_tokens_per_s_per_gpu", "ttft_ms", "tpot_ms")  # fmt: skip
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
@@ -42,13 +44,16 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--gpu", help="catalogued GPU")
     where.add_argument("--device", choices=("cpu",), help="this machine's CPU, from its operator curves and measured steps in results/")
-    p.add_argument("--phase", choices=("decode", "prefill", "request"), default="request", help="one decode step, one prefill step, or whole requests (default)")
+    p.add_argument("--phase", choices=("decode", "prefill", "request"), default="request",
+                   help="one decode step, one prefill step, or whole requests (default): prefill and decode sharing the GPUs, chunked at vLLM's token budget")
+    p.add_argument("--disaggregated", action="store_true", help="whole requests on separate prefill and decode pools in the ratio they need, the KV sent between them")
     p.add_argument("--num-gpus", type=int, help="GPUs of one instance (default: the model's default layout; DeepSeek-V3: its published one)")
     p.add_argument("--tp", type=int, help="tensor parallelism (default: the layout's)")
     p.add_argument("--ep", type=int, help="expert parallelism (default: the layout's)")
     p.add_argument("--dp-attention", choices=("on", "off"), help="data-parallel attention (default: the layout's)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--batch-per-gpu", type=float, help="sequences per GPU in decode")
+    size.add_argument("--batch-per-gpu", type=_batch, help="sequences per GPU in decode, or 'max': what the KV room holds at input + output tokens")
+    size.add_argument("--concurrency", type=int, help="users of one instance in a closed loop (sequences per GPU = this / GPUs of the instance)")
     size.add_argument("--tokens-per-user", type=float, help="per-user speed (1000 / TPOT); the largest batch meeting it is used")
     size.add_argument("--batch-size", type=int, help="sequences per instance (the older form)")
     p.add_argument("--context-len", type=float, help="KV length during decode (default: input + output / 2)")
@@ -65,14 +70,27 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
 
+def _batch(text: str) -> float | str:
+    if text == "max":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of sequences or 'max'") from None
+
+
 def _validate(args: argparse.Namespace) -> None:
-    for name in ("num_gpus", "tp", "ep", "batch_size", "input_len", "output_len", "tokens_per_gpu"):
+    if args.disaggregated and (args.phase != "request" or args.device):
+        raise UsageError("--disaggregated applies to --phase request on a --gpu")
+    if args.batch_per_gpu == "max" and args.device:
+        raise UsageError("--batch-per-gpu max needs a --gpu (the KV room of the serving model); give a number on the CPU")
+    for name in ("num_gpus", "tp", "ep", "batch_size", "concurrency", "input_len", "output_len", "tokens_per_gpu"):
         v = getattr(args, name)
         if v is not None and v <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
     for name in ("batch_per_gpu", "tokens_per_user", "context_len", "ttft_ms"):
         v = getattr(args, name)
-        if v is not None and not 0 < v < 1e9:
+        if v is not None and v != "max" and not 0 < v < 1e9:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number")
     if not 0 <= args.cached_fraction < 1:
         raise UsageError("--cached-fraction must be in [0, 1)")
@@ -110,8 +128,12 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
             b, why = largest_batch(arch, gpu, lay, kernels, context=ctx, tokens_per_user=args.tokens_per_user, mtp_tokens=args.mtp_tokens, kv_dtype=args.kv_dtype)
             if b < 1:
                 raise UsageError(f"{args.tokens_per_user:g} tokens/s per user cannot be met on this layout ({why}); lower --tokens-per-user or change the layout")
+        elif args.batch_per_gpu == "max":
+            b, why = room, "KV room"
+            if b < 1:
+                raise UsageError(f"no KV room for one {args.input_len + args.output_len}-token sequence on this layout; use more GPUs (--num-gpus/--tp) or --weight-dtype fp8")
         else:
-            b = args.batch_per_gpu or (args.batch_size / lay.num_gpus if args.batch_size else 1)
+            b = args.batch_per_gpu or (args.batch_size / lay.num_gpus if args.batch_size else args.concurrency / lay.num_gpus if args.concurrency else 1)
             why = "asked for"
         st = step(arch, gpu, lay, kernels, "decode", batch_per_gpu=b, context=ctx, mtp_tokens=args.mtp_tokens, kv_dtype=args.kv_dtype)
         out.update(
@@ -135,7 +157,26 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("layout", {})["prefill"] = lay.__dict__
         if args.phase == "prefill":
             out.update(step_ms=st.seconds * 1000, bound=st.bound)
+    if args.phase == "request":  # the decode step's own rates stay beside the whole requests'
+        out.update(decode_tokens_per_s_per_gpu=out["output_tokens_per_s_per_gpu"], decode_tokens_per_s_per_user=out["tokens_per_s_per_user"])
+        out.update(_whole_requests(args, arch, gpu, kernels, _layout(args, dec_default), lay, out["batch_per_gpu"], out["prefill_tokens_per_gpu"]))
     return out
+
+
+def _whole_requests(args: argparse.Namespace, arch: Any, gpu: Any, k: Any, dec: Layout, pre: Layout, b: float, tokens: int) -> dict[str, Any]:
+    """Whole requests at ``b`` sequences per GPU: aggregated (estimator/planning.py) or disaggregated pools."""
+    w = Workload(args.input_len, args.output_len, 1.0, math.inf, math.inf, args.cached_fraction, args.kv_dtype, args.mtp_tokens)
+    if args.disaggregated:
+        d = step(arch, gpu, dec, k, "decode", batch_per_gpu=b, context=w.context, mtp_tokens=w.mtp_tokens, kv_dtype=w.kv_dtype)
+        p = step(arch, gpu, pre, k, "prefill", tokens_per_gpu=tokens, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype)
+        share = 1 if pre.dp_attention else pre.tp
+        pt = disaggregated_rates(d.seconds, d.tokens, b, p.tokens / p.seconds, p.seconds, tokens, w.uncached_len / share, kv_transfer_s(arch, pre, k, w), w)
+    else:
+        pt = aggregated_point(arch, gpu, dec, k, w, b)
+    return {"mode": "disaggregated" if args.disaggregated else "aggregated", "output_tokens_per_s_per_gpu": pt.output_tokens_per_s_per_gpu,
+            "output_tokens_per_s": pt.output_tokens_per_s_per_gpu * dec.num_gpus, "total_tokens_per_s_per_gpu": pt.total_tokens_per_s_per_gpu,
+            "tokens_per_s_per_user": pt.tokens_per_s_per_user, "ttft_ms": pt.ttft_ms, "tpot_ms": pt.tpot_ms,
+            "fits_token_budget": pt.fits}  # fmt: skip
 
 
 def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]:
@@ -190,7 +231,7 @@ def predict_cpu(args: argparse.Namespace) -> dict[str, Any]:
         if b < 1:
             raise UsageError(f"{args.tokens_per_user:g} tokens/s per user cannot be met on this CPU (batch 1 reaches {1 / decode(1)[0]:.1f}); lower --tokens-per-user")
     else:
-        b = int(args.batch_per_gpu or args.batch_size or 1)
+        b = int(args.batch_per_gpu or args.batch_size or args.concurrency or 1)
     dec_s, dec_parts = decode(b)
     pre_parts, chunks = prefill_ops(curves, b, args.input_len)
     pre_parts["overhead"] = chunks * over.per_step + over.per_sequence * b
@@ -205,9 +246,11 @@ def predict_cpu(args: argparse.Namespace) -> dict[str, Any]:
         out["breakdown_ms"]["prefill"] = {k: v * 1000 for k, v in pre_parts.items()}
         if args.phase == "prefill":
             out.update(step_ms=pre_s * 1000, bound="operator sum")
-    if args.phase == "request":  # whole requests: prefill then decode of the output, one batch at a time
+    if args.phase == "request":  # whole requests as vLLM's offline throughput runs them here: prefill, then decode, one batch at a time
         t = pre_s + dec_s * max(args.output_len - 1, 0)
         out["output_tokens_per_s"] = out["output_tokens_per_s_per_gpu"] = b * args.output_len / t
+        out.update(mode="one batch at a time", total_tokens_per_s_per_gpu=b * (args.input_len + args.output_len) / t, ttft_ms=pre_s * 1000,
+                   tpot_ms=dec_s * 1000, tokens_per_s_per_user=args.output_len / t)  # fmt: skip
     return out
 
 
@@ -224,13 +267,16 @@ def main(args: argparse.Namespace) -> int:
     print(f"{out['model']} on {out['device']} ({out['efficiency_source']})")
     per = "GPU" if args.gpu else "device"
     if out["output_tokens_per_s_per_gpu"] is not None:
-        print(f"  decode: {out['output_tokens_per_s_per_gpu']:,.1f} output tok/s per {per} at {out['batch_per_gpu']:g} sequences per {per}, "
-              f"{out['tokens_per_s_per_user']:.1f} tok/s per user")  # fmt: skip
+        rate, user = out.get("decode_tokens_per_s_per_gpu", out["output_tokens_per_s_per_gpu"]), out.get("decode_tokens_per_s_per_user", out["tokens_per_s_per_user"])
+        print(f"  decode step: {rate:,.1f} output tok/s per {per} at {out['batch_per_gpu']:g} sequences per {per}, {user:.1f} tok/s per user")
     if out["input_tokens_per_s_per_gpu"] is not None:
         at = f" at {out['prefill_tokens_per_gpu']:,} tokens per GPU per step" if out.get("prefill_tokens_per_gpu") else ""
         print(f"  prefill: {out['input_tokens_per_s_per_gpu']:,.0f} prompt tok/s per {per}{at}")
     if out["step_ms"] is not None:
         print(f"  step: {out['step_ms']:.2f} ms, bound by {out['bound']}")
+    if out.get("mode"):
+        print(f"  whole requests ({out['mode']}): {out['output_tokens_per_s_per_gpu']:,.1f} output and {out['total_tokens_per_s_per_gpu']:,.1f} total tok/s per {per}, "
+              f"{out['tokens_per_s_per_user']:.1f} tok/s per user, TTFT {out['ttft_ms']:,.0f} ms, TPOT {out['tpot_ms']:.1f} ms")  # fmt: skip
     for phase, parts in out["breakdown_ms"].items():
         bounds, sources = out.get("operator_bounds", {}).get(phase), out.get("operator_sources", {}).get(phase)
         if not bounds:  # the CPU step model: operator curves, no per-operator bound

@@ -1,4 +1,4 @@
-"""The ``fleetcal`` console script: bench, estimate, predict, backtest, validate, report."""
+"""The ``fleetcal`` console script: bench, estimate, predict, plan, backtest, validate, report."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "bench": ("bench.cli", "measure a model with vLLM (or transformers) on this machine's device"),
     "estimate": ("estimator.cli_estimate", "fleet sizes per scenario, from the article to the calibrated roofline"),
     "predict": ("estimator.cli_predict", "tokens/s for a model x device x batch x lengths from the calibrated roofline"),
+    "plan": ("fleetcal.plan", "the fewest GPUs of each kind for a request rate within TTFT and TPOT limits, with intervals and cost"),
     "backtest": ("estimator.cli_backtest", "published deployments against each method's prediction"),
     "validate": ("estimator.cli_validate", "the serving model against published end-to-end throughput, row by row"),
     "report": ("fleetcal.report", "regenerate tables, plots and the README results section from results/runs"),

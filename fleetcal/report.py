@@ -26,6 +26,7 @@ from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, uti
 from estimator.validation import load_rows, summary, validate
 from fleetcal.errors import UsageError
 from fleetcal.paths import README, RESULTS_DIR
+from fleetcal.plan import PLAN_END, PLAN_START, readme_block
 from fleetcal.report_cpu import cpu_step_tables
 from fleetcal.report_cpu import readme_lines as cpu_readme_lines
 from fleetcal.report_files import round_floats, write_table, write_text
@@ -277,7 +278,8 @@ def run_report(results: Path, readme: Path | None) -> Report:
     build_plots(r.tables, r.runs, r.fits, plots)
     if readme is not None:
         blocks = {(CROSS_START, CROSS_END): crosscheck_block(results), (SERVE_CROSS_START, SERVE_CROSS_END): crosscheck_serve_block(results),
-                  (BACKTEST_START, BACKTEST_END): backtest_paragraph(r.tables["backtest"], r.tables["validation"])}
+                  (BACKTEST_START, BACKTEST_END): backtest_paragraph(r.tables["backtest"], r.tables["validation"]),
+                  (PLAN_START, PLAN_END): readme_block(results)}
         rewrite_readme(readme, readme_section(r), key_table(r), blocks)
     return r
 

@@ -1,0 +1,157 @@
+"""The search behind ``fleetcal plan``: for each GPU type, every candidate layout, weight precision and serving mode
+(estimator/planning.py), the option with the fewest GPUs; its GPU count over sampled assumptions (a central value and
+a 90% interval); the per-user speed against throughput frontier; and the cheapest mix of GPU types."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from estimator.hardware import Device
+from estimator.kernels import Kernels, kernels_for
+from estimator.models import get_model
+from estimator.planning import (
+    Option,
+    Workload,
+    aggregated_option,
+    aggregated_point,
+    disaggregated_option,
+    gpus_at,
+    max_batch,
+    sample_kernels,
+)
+from estimator.serving import Arch, Layout, load_arch
+
+MODES = ("aggregated", "disaggregated")
+
+
+def candidate_layouts(a: Arch) -> list[Layout]:
+    """Tensor parallelism within a node for a dense model; for an MoE model, TP8 x EP8 in a node and expert parallelism
+    with data-parallel attention over 8 to 144 GPUs (DeepSeek's own: EP32 prefill, EP144 decode, 32 redundant experts)."""
+    if not a.shapes.num_experts:
+        return [Layout(t, tp=t) for t in (1, 2, 4, 8)]
+    return [Layout(8, tp=8, ep=8)] + [Layout(n, ep=n, dp_attention=True, redundant_experts=32 if n >= 32 else 0) for n in (8, 16, 32, 64, 144)]
+
+
+def weight_dtypes(model: str, gpu: Device, asked: str | None) -> list[str]:
+    """The model's serving precision, and FP8 where the GPU computes in it; only ``asked`` when given."""
+    if asked:
+        return [asked]
+    own = get_model(model).weight_dtype
+    return [own] + (["fp8"] if own != "fp8" and "fp8" in gpu.peak_tflops else [])
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The best option for one GPU type and how to evaluate its layout again under other kernel figures."""
+
+    option: Option
+    kernels: Kernels
+    evaluate: Callable[[Kernels], Option | str]
+    arch: Arch
+    layouts: tuple[Layout, ...]
+
+
+def _better(o: Option, best: Option | None) -> bool:
+    return best is None or (o.gpus, -o.point.output_tokens_per_s_per_gpu) < (best.gpus, -best.point.output_tokens_per_s_per_gpu)
+
+
+def search(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, modes: tuple[str, ...] = MODES,
+           weight_dtype: str | None = None) -> tuple[Choice | None, list[str]]:  # fmt: skip
+    """The fewest-GPU option for ``gpu`` (ties: more output tokens/s per GPU), and why each rejected candidate failed."""
+    best: Choice | None = None
+    reasons: list[str] = []
+    for dt in weight_dtypes(model, gpu, weight_dtype):
+        a = load_arch(model, dt)
+        k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
+        lays = [lay for lay in candidate_layouts(a) if max_batch(a, gpu, lay, k, w) >= 1]
+        if not lays:
+            reasons.append(f"{dt} weights leave no KV room for one {w.input_len + w.output_len}-token request on up to {candidate_layouts(a)[-1].num_gpus} GPUs")
+            continue
+        tries: list[tuple[Callable[[Kernels], Option | str], tuple[Layout, ...]]] = []
+        if "aggregated" in modes:
+            tries += [((lambda kk, lay=lay, a=a: aggregated_option(a, gpu, lay, kk, w)), (lay,)) for lay in lays]
+        if "disaggregated" in modes:
+            tries += [((lambda kk, p=p, d=d, a=a: disaggregated_option(a, gpu, p, d, kk, w)), (p, d)) for p in lays for d in lays]
+        for evaluate, layouts in tries:
+            o = evaluate(k)
+            if isinstance(o, str):
+                reasons.append(f"{dt} {'/'.join(str(x.num_gpus) for x in layouts)}-GPU: {o}")
+            elif _better(o, best.option if best else None):
+                best = Choice(o, k, evaluate, a, layouts)
+    return best, reasons
+
+
+def nearest_reason(reasons: list[str], w: Workload) -> str:
+    """The rejection to show when nothing works: the layout whose batch of one comes nearest the limits (the largest of
+    TTFT / limit and TPOT / limit the smallest), else the first reason."""
+    scored = []
+    for r in reasons:
+        m = re.search(r"TTFT ([\d,.]+) ms, TPOT ([\d,.]+) ms", r)
+        if m:
+            ttft, tpot = (float(g.replace(",", "")) for g in m.groups())
+            scored.append((max(ttft / w.ttft_ms, tpot / w.tpot_ms), r))
+    return min(scored)[1] if scored else (reasons[0] if reasons else "no candidate layout")
+
+
+def interval(choice: Choice, samples: int, seed: int) -> tuple[float, float, float]:
+    """(5th percentile, 95th percentile, share of draws with no feasible batch) of the chosen option's GPUs, with every
+    ranged assumption drawn around its central value (planning.sample_kernels), the layout and mode kept."""
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(samples):
+        o = choice.evaluate(sample_kernels(choice.kernels, rng))
+        vals.append(o.gpus if isinstance(o, Option) else math.nan)
+    arr = np.array(vals, dtype=float)
+    if np.isnan(arr).all():
+        return math.nan, math.nan, 1.0
+    lo, hi = np.nanpercentile(arr, [5, 95])
+    return float(lo), float(hi), float(np.isnan(arr).mean())
+
+
+def frontier(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, weight_dtype: str | None = None) -> pd.DataFrame:
+    """Aggregated serving at batches from 1 to the KV room on every candidate layout and precision: the points no other
+    point beats on both per-user speed and output tokens/s per GPU (the Pareto frontier), latency limits ignored."""
+    rows = []
+    for dt in weight_dtypes(model, gpu, weight_dtype):
+        a = load_arch(model, dt)
+        k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
+        for lay in candidate_layouts(a):
+            top = max_batch(a, gpu, lay, k, w)
+            for b in sorted({int(round(v)) for v in np.geomspace(1, max(top, 1), 24)}) if top >= 1 else []:
+                p = aggregated_point(a, gpu, lay, k, w, b)
+                if p.fits:
+                    rows.append({"gpu": gpu.name, "weight_dtype": dt, "layout": lay.num_gpus, "batch_per_gpu": b, "tokens_per_s_per_user": p.tokens_per_s_per_user,
+                                 "output_tokens_per_s_per_gpu": p.output_tokens_per_s_per_gpu, "ttft_ms": p.ttft_ms, "tpot_ms": p.tpot_ms})  # fmt: skip
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df = df.sort_values(["tokens_per_s_per_user", "output_tokens_per_s_per_gpu"], ascending=[False, False])
+    keep, best = [], -1.0
+    for i, r in df.iterrows():  # fastest per user first: a point stays if it beats every faster one on throughput
+        if r["output_tokens_per_s_per_gpu"] > best:
+            keep.append(i)
+            best = r["output_tokens_per_s_per_gpu"]
+    return df.loc[keep].reset_index(drop=True)
+
+
+def cheapest_mix(options: list[tuple[Option, float]], rate: float, steps: int = 20) -> tuple[float, list[tuple[str, float]]]:
+    """Cheapest split of ``rate`` requests/s between two of the (option, USD per GPU-hour) pairs, in steps of 1/``steps``
+    of the rate, each part in whole instances: (USD per day, [(GPU, requests/s)]); one type alone is the split 1 : 0."""
+    def cost(o: Option, price: float, r: float) -> float:
+        return gpus_at(o.pools, r) * price * 24 if r > 0 else 0.0
+
+    best: tuple[float, list[tuple[str, float]]] = (math.inf, [])
+    for i, (o, po) in enumerate(options):
+        for j, pj in options[i:]:
+            for f in range(steps + 1):
+                r1 = rate * f / steps
+                c = cost(o, po, r1) + cost(j, pj, rate - r1)
+                if c < best[0] - 1e-9:
+                    best = (c, [(g, r) for g, r in ((o.gpu, r1), (j.gpu, rate - r1)) if r > 0])
+    return best

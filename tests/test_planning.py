@@ -1,0 +1,188 @@
+"""Whole requests and `fleetcal plan`: formulas derived by hand, monotonicity in the limits and the traffic, the
+interval around the central value, the hourly fleet, spares, the cheapest mix and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from estimator.hardware import get_gpu
+from estimator.kernels import kernels_for
+from estimator.operators import load_ops
+from estimator.plan_search import cheapest_mix, interval, search
+from estimator.planning import Option, Point, Workload, aggregated_rates, engine_budget, gpus_at, hourly_fleet, sample_kernels, spares
+from fleetcal.cli import main
+from fleetcal.paths import RESULTS_DIR
+
+MODEL = "llama-3.1-8b"
+
+
+@pytest.fixture(scope="module")
+def ops():
+    return load_ops(RESULTS_DIR, warn=False)
+
+
+def test_aggregated_whole_requests_from_a_known_decode_step_and_prefill_rate():
+    # B = 64 sequences advance 64 tokens in a 20 ms decode step; prompts of 1,000 tokens, replies of 500, prefill at
+    # 10,000 tokens/s, a budget of 8,192 tokens. To keep 64 sequences running a step carries 64 x 1000 / 500 = 128 prompt
+    # tokens: 12.8 ms. Step 32.8 ms -> 64 / 0.0328 = 1,951.2 output tok/s per GPU, TPOT 32.8 ms, total tokens x 3;
+    # a new prompt fits one step's room (8,192 - 64): TTFT = 20 ms + 1,000 / 10,000 s = 120 ms.
+    w = Workload(input_len=1000, output_len=500, request_rate=1, ttft_ms=1e9, tpot_ms=1e9)
+    p = aggregated_rates(0.020, 64, 64, 10_000, w, budget_per_gpu=8192, prompt_per_gpu=1000)
+    assert p.output_tokens_per_s_per_gpu == pytest.approx(64 / 0.0328)
+    assert p.total_tokens_per_s_per_gpu == pytest.approx(3 * 64 / 0.0328)
+    assert p.tpot_ms == pytest.approx(32.8)
+    assert p.tokens_per_s_per_user == pytest.approx(1000 / 32.8)
+    assert p.ttft_ms == pytest.approx(120.0)
+    assert p.fits
+    # a prompt longer than the room takes ceil(u / room) steps: 20,000 tokens over 8,128 -> 3 steps of 20 ms + 0.8128 s
+    long = Workload(input_len=20_000, output_len=500, request_rate=1, ttft_ms=1e9, tpot_ms=1e9)
+    assert aggregated_rates(0.020, 64, 64, 10_000, long, 8192, 20_000).ttft_ms == pytest.approx(3 * (20 + 812.8))
+
+
+def test_vllm_server_token_budget_follows_its_memory_rule():
+    # vLLM 0.32 EngineArgs: >= 160 GiB 16,384 / 1,024; >= 70 GiB and not A100 8,192 / 1,024; else 2,048 / 256
+    assert engine_budget(get_gpu("B200")) == (16384, 1024)
+    assert engine_budget(get_gpu("H100")) == (8192, 1024)
+    assert engine_budget(get_gpu("A100-80GB")) == (2048, 256)
+
+
+def test_spares_by_hand():
+    # 10 instances x 8 GPUs x 1.095 failures a year x 100 h / 8,760 h = 1 instance down on average; Poisson(1):
+    # P(<=3) = 0.981, P(<=4) = 0.9963 -> 4 spares for 99%
+    assert spares(10, 8, 1.095, 100) == 4
+    assert spares(10, 8, 0.0, 100) == 0
+
+
+def test_whole_instances_and_the_cheapest_mix_by_hand():
+    p = Point(1, 1, 1, 1, 1, 1, True)
+    a = Option("A", "aggregated", "bf16", "", 0, ((1.0, 8),), p, "")  # 1 request/s per 8-GPU instance at $1 per GPU-hour
+    b = Option("B", "aggregated", "bf16", "", 0, ((0.25, 1),), p, "")  # 0.25 requests/s per GPU at $3 per GPU-hour
+    assert gpus_at(a.pools, 2.5) == 24  # 3 instances
+    # 2.5 requests/s: A alone 24 GPU-h/h = $576 a day; 2 A instances + 0.5 on B (2 GPUs, $6/h): (16 + 6) x 24 = $528
+    cost, split = cheapest_mix([(a, 1.0), (b, 3.0)], 2.5)
+    assert cost == pytest.approx(528.0)
+    assert split == [("A", 2.0), ("B", pytest.approx(0.5))]
+
+
+def test_hourly_fleet_peaks_at_the_peak_hour_and_a_scale_up_delay_only_adds():
+    pools = ((2.0, 4),)
+    rates = [1.0] * 10 + [9.0] + [3.0] * 13
+    fleet = hourly_fleet(pools, rates)
+    assert max(fleet) == gpus_at(pools, 9.0) == 20
+    late = hourly_fleet(pools, rates, scale_up_hours=2)
+    assert all(x >= y for x, y in zip(late, fleet)) and max(late) == max(fleet)
+    assert late[8] == 20 and fleet[8] == 4  # provisioned two hours ahead of the peak
+
+
+def _gpus(ops, **w):
+    base = dict(input_len=1000, output_len=500, request_rate=20, ttft_ms=2000, tpot_ms=40)
+    c, _ = search(MODEL, get_gpu("H100"), Workload(**(base | w)), ops)
+    return c.option.gpus if c else math.inf
+
+
+def test_a_stricter_tpot_never_needs_fewer_gpus(ops):
+    counts = [_gpus(ops, tpot_ms=t, request_rate=200) for t in (80, 40, 20, 10)]
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+
+
+def test_more_traffic_never_needs_fewer_gpus(ops):
+    counts = [_gpus(ops, request_rate=r) for r in (5, 20, 80, 320)]
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+
+
+def test_the_interval_holds_the_central_value_and_each_draw_has_its_median_at_the_central(ops):
+    gpu = get_gpu("H100")
+    c, _ = search(MODEL, gpu, Workload(1000, 500, 40, 2000, 40), ops)
+    lo, hi, bad = interval(c, 100, seed=1)
+    assert lo <= c.option.gpus <= hi and lo < hi and bad == 0.0
+    k, _ = kernels_for(gpu, ops)
+    rng = np.random.default_rng(0)
+    draws = [sample_kernels(k, rng).allreduce_nvlink_fraction for _ in range(400)]
+    assert abs(np.median(draws) - k.allreduce_nvlink_fraction) < 0.03
+    assert min(draws) >= k.ranges["allreduce_nvlink_fraction"][0] and max(draws) <= k.ranges["allreduce_nvlink_fraction"][1]
+
+
+def test_plan_prints_the_table_interval_and_plot(tmp_path, capsys):
+    plot = tmp_path / "f.png"
+    profile = tmp_path / "day.csv"
+    profile.write_text("hour,share\n" + "\n".join(f"{h},{1 + (h >= 12)}" for h in range(24)))
+    rc = main(["plan", "--model", "llama-3.1-70b", "--gpu", "H100", "--gpu", "A100-80GB", "--input-len", "1000", "--output-len", "1000",
+               "--request-rate", "50", "--ttft-ms", "2000", "--tpot-ms", "50", "--plot", str(plot), "--samples", "40",
+               "--traffic-profile", str(profile), "--gpu-failures-per-year", "0.5", "--repair-hours", "48", "--json"])  # fmt: skip
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {r["gpu"] for r in doc["rows"]} == {"H100", "A100"}
+    for r in doc["rows"]:
+        assert r["gpus_p5"] <= r["gpus"] <= r["gpus_p95"]
+        assert r["ttft_ms"] <= 2000 and r["tpot_ms"] <= 50
+        assert max(r["hourly_gpus"]) == r["gpus"]  # the peak hour (shares 2 of 36 an hour -> 50 x 24 x 2 / 36 req/s)
+        assert r["gpus_with_spares"] >= r["gpus"]
+    assert doc["workload"]["request_rate"] == pytest.approx(50 * 24 * 2 / 36)
+    assert plot.is_file() and plot.with_suffix(".csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--request-rate", "-3"], "--request-rate must be a positive number"),
+        (["--request-rate", "5", "--ttft-ms", "1"], "no layout of llama-3.1-70b meets TTFT 1 ms"),
+        (["--request-rate", "5", "--gpu-failures-per-year", "1"], "together"),
+        (["--request-rate", "5", "--input-len", "200000"], "context of 131,072"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, extra, says):
+    plot = tmp_path / "f.png"
+    args = ["plan", "--model", "llama-3.1-70b", "--gpu", "H100", "--output-len", "1000", "--tpot-ms", "50",
+            "--plot", str(plot), "--samples", "0"] + extra  # fmt: skip
+    if "--input-len" not in extra:
+        args += ["--input-len", "1000"]
+    if "--ttft-ms" not in extra:
+        args += ["--ttft-ms", "2000"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1
+    assert not plot.exists()
+
+
+def test_a_model_that_fits_no_gpu_says_so(tmp_path, capsys):
+    # 70B in FP32 is 282 GB: 35.3 GB on each of 8 A100-40GB, leaving about 1 GB of 0.9 x 40 GiB beside the 2 GiB reserve;
+    # a 61,000-token request holds 61,000 x 327,680 B of BF16 KV = 20 GB, 2.5 GB per GPU of TP8
+    rc = main(["plan", "--model", "llama-3.1-70b", "--gpu", "A100-40GB", "--weight-dtype", "fp32", "--input-len", "60000", "--output-len", "1000",
+               "--request-rate", "1", "--ttft-ms", "5000", "--tpot-ms", "100", "--plot", str(tmp_path / "f.png"), "--samples", "0"])  # fmt: skip
+    assert rc == 2
+    assert "no KV room" in capsys.readouterr().err
+
+
+def test_disaggregated_whole_requests_by_hand():
+    # the same decode step (64 tokens in 20 ms: 3,200 tok/s) and prefill rate (10,000 tok/s): a request takes
+    # 1,000 / 10,000 + 500 / 3,200 = 0.25625 GPU-seconds -> 500 / 0.25625 = 1,951.2 output tok/s per GPU, the aggregated
+    # figure (the model adds prefill and decode work either way; the modes differ in latency). TTFT: one 0.5 s step of
+    # 4,096 tokens carries the prompt, plus 10 ms of KV transfer; TPOT is the bare decode step.
+    from estimator.planning import disaggregated_rates
+
+    w = Workload(input_len=1000, output_len=500, request_rate=1, ttft_ms=1e9, tpot_ms=1e9)
+    p = disaggregated_rates(0.020, 64, 64, 10_000, 0.5, 4096, 1000, 0.010, w)
+    assert p.output_tokens_per_s_per_gpu == pytest.approx(500 / 0.25625)
+    assert p.ttft_ms == pytest.approx(510.0) and p.tpot_ms == pytest.approx(20.0)
+
+
+def test_predict_request_is_whole_requests_on_a_gpu(capsys):
+    from estimator.memory import kv_room_sequences
+    from estimator.planning import aggregated_point
+    from estimator.serving import Layout, load_arch
+
+    assert main(["predict", "--model", MODEL, "--gpu", "H100", "--input-len", "1000", "--output-len", "500", "--batch-per-gpu", "max", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    a, gpu = load_arch(MODEL), get_gpu("H100")
+    k, _ = kernels_for(gpu, load_ops(RESULTS_DIR, warn=False))
+    assert out["batch_per_gpu"] == kv_room_sequences(a, gpu, Layout(1), k, 1250, "bf16") and out["fits_in_memory"]
+    p = aggregated_point(a, gpu, Layout(1), k, Workload(1000, 500, 1, 1e9, 1e9), out["batch_per_gpu"])
+    assert out["mode"] == "aggregated" and out["output_tokens_per_s_per_gpu"] == pytest.approx(p.output_tokens_per_s_per_gpu)
+    assert out["output_tokens_per_s_per_gpu"] < out["decode_tokens_per_s_per_gpu"]  # prefill takes its share of the steps
+    assert main(["predict", "--model", MODEL, "--gpu", "H100", "--concurrency", "16", "--disaggregated", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["batch_per_gpu"] == 16 and out["mode"] == "disaggregated" and out["ttft_ms"] > 0
