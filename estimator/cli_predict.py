@@ -27,7 +27,7 @@ from estimator.kernels import kernels_for
 from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_gpu
 from estimator.models import get_model, resolve_model_key
 from estimator.operators import load_ops
-from estimator.planning import Workload, aggregated_point, disaggregated_rates, kv_transfer_s
+from estimator.planning import Workload, aggregated_point, disaggregated_point
 from estimator.runs import load_runs
 from estimator.serving import WEIGHT_BYTES, Layout, load_arch, step
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, Service, default_layouts, prefill_tokens_for_ttft
@@ -166,13 +166,7 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
 def _whole_requests(args: argparse.Namespace, arch: Any, gpu: Any, k: Any, dec: Layout, pre: Layout, b: float, tokens: int) -> dict[str, Any]:
     """Whole requests at ``b`` sequences per GPU: aggregated (estimator/planning.py) or disaggregated pools."""
     w = Workload(args.input_len, args.output_len, 1.0, math.inf, math.inf, args.cached_fraction, args.kv_dtype, args.mtp_tokens)
-    if args.disaggregated:
-        d = step(arch, gpu, dec, k, "decode", batch_per_gpu=b, context=w.context, mtp_tokens=w.mtp_tokens, kv_dtype=w.kv_dtype)
-        p = step(arch, gpu, pre, k, "prefill", tokens_per_gpu=tokens, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype)
-        share = 1 if pre.dp_attention else pre.tp
-        pt = disaggregated_rates(d.seconds, d.tokens, b, p.tokens / p.seconds, p.seconds, tokens, w.uncached_len / share, kv_transfer_s(arch, pre, k, w), w)
-    else:
-        pt = aggregated_point(arch, gpu, dec, k, w, b)
+    pt = disaggregated_point(arch, gpu, pre, dec, k, w, b, tokens)[0] if args.disaggregated else aggregated_point(arch, gpu, dec, k, w, b)
     return {"mode": "disaggregated" if args.disaggregated else "aggregated", "output_tokens_per_s_per_gpu": pt.output_tokens_per_s_per_gpu,
             "output_tokens_per_s": pt.output_tokens_per_s_per_gpu * dec.num_gpus, "total_tokens_per_s_per_gpu": pt.total_tokens_per_s_per_gpu,
             "tokens_per_s_per_user": pt.tokens_per_s_per_user, "ttft_ms": pt.ttft_ms, "tpot_ms": pt.tpot_ms,

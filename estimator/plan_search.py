@@ -5,7 +5,6 @@ a 90% interval); the per-user speed against throughput frontier; and the cheapes
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from estimator.kernels import Kernels, kernels_for
 from estimator.models import get_model
 from estimator.planning import (
     Option,
+    Rejected,
     Workload,
     aggregated_option,
     aggregated_point,
@@ -81,22 +81,15 @@ def search(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, modes
         for evaluate, layouts in tries:
             o = evaluate(k)
             if isinstance(o, str):
-                reasons.append(f"{dt} {'/'.join(str(x.num_gpus) for x in layouts)}-GPU: {o}")
+                reasons.append(Rejected(f"{dt} {'/'.join(str(x.num_gpus) for x in layouts)}-GPU: {o}", getattr(o, "score", math.inf)))
             elif _better(o, best.option if best else None):
                 best = Choice(o, k, evaluate, a, layouts)
     return best, reasons
 
 
-def nearest_reason(reasons: list[str], w: Workload) -> str:
-    """The rejection to show when nothing works: the layout whose batch of one comes nearest the limits (the largest of
-    TTFT / limit and TPOT / limit the smallest), else the first reason."""
-    scored = []
-    for r in reasons:
-        m = re.search(r"TTFT ([\d,.]+) ms, TPOT ([\d,.]+) ms", r)
-        if m:
-            ttft, tpot = (float(g.replace(",", "")) for g in m.groups())
-            scored.append((max(ttft / w.ttft_ms, tpot / w.tpot_ms), r))
-    return min(scored)[1] if scored else (reasons[0] if reasons else "no candidate layout")
+def nearest_reason(reasons: list[str]) -> str:
+    """The rejection to show when nothing works: the layout whose batch of one came nearest the limits, else the first."""
+    return min(reasons, key=lambda r: getattr(r, "score", math.inf), default="no candidate layout")
 
 
 def interval(choice: Choice, samples: int, seed: int) -> tuple[float, float, float]:

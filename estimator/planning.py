@@ -143,6 +143,17 @@ def largest(ok: Any, hi: int) -> int:
     return lo
 
 
+class Rejected(str):
+    """Why a layout serves nothing, and how near it came: the largest of TTFT / limit and TPOT / limit at batch 1."""
+
+    score: float
+
+    def __new__(cls, text: str, score: float = math.inf) -> Rejected:
+        r = super().__new__(cls, text)
+        r.score = score
+        return r
+
+
 @dataclass(frozen=True)
 class Option:
     """One way to serve the workload on one GPU type: mode, layouts, batch, GPUs at the rate, and its rates."""
@@ -186,11 +197,27 @@ def aggregated_option(a: Arch, gpu: Device, layout: Layout, k: Kernels, w: Workl
     b = batch or largest(ok, limit)
     if b < 1:
         p1 = aggregated_point(a, gpu, layout, k, w, 1)
-        return f"batch 1 gives TTFT {p1.ttft_ms:,.0f} ms, TPOT {p1.tpot_ms:,.1f} ms"
+        return Rejected(f"batch 1 gives TTFT {p1.ttft_ms:,.0f} ms, TPOT {p1.tpot_ms:,.1f} ms", max(p1.ttft_ms / w.ttft_ms, p1.tpot_ms / w.tpot_ms))
     p = aggregated_point(a, gpu, layout, k, w, b)
     why = "KV room" if b == limit else "TPOT/TTFT"
     pools = ((p.output_tokens_per_s_per_gpu * layout.num_gpus / w.output_len, layout.num_gpus),)
     return Option(gpu.name, "aggregated", a.weight_dtype, describe(layout), gpus_at(pools, w.request_rate), pools, p, why)
+
+
+def _decode(a: Arch, gpu: Device, dec: Layout, k: Kernels, w: Workload, b: float) -> Any:
+    return step(a, gpu, dec, k, "decode", batch_per_gpu=b, context=w.context, mtp_tokens=w.mtp_tokens, kv_dtype=w.kv_dtype)
+
+
+def disaggregated_point(a: Arch, gpu: Device, pre: Layout, dec: Layout, k: Kernels, w: Workload, batch: float,
+                        prefill_tokens: float) -> tuple[Point, tuple[tuple[float, int], ...]]:  # fmt: skip
+    """Whole requests on a prefill pool running steps of ``prefill_tokens`` per GPU and a decode pool at ``batch``
+    (disaggregated_rates), and the two pools' (requests/s per instance, GPUs per instance)."""
+    d = _decode(a, gpu, dec, k, w, batch)
+    p = step(a, gpu, pre, k, "prefill", tokens_per_gpu=prefill_tokens, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype)
+    pt = disaggregated_rates(d.seconds, d.tokens, batch, p.tokens / p.seconds, p.seconds, prefill_tokens, w.uncached_len / _share(pre),
+                             kv_transfer_s(a, pre, k, w), w)  # fmt: skip
+    pools = ((p.tokens / p.seconds * pre.num_gpus / w.uncached_len, pre.num_gpus), (d.tokens / d.seconds * dec.num_gpus / w.output_len, dec.num_gpus))
+    return pt, pools
 
 
 def disaggregated_option(a: Arch, gpu: Device, pre: Layout, dec: Layout, k: Kernels, w: Workload) -> Option | str:
@@ -203,22 +230,19 @@ def disaggregated_option(a: Arch, gpu: Device, pre: Layout, dec: Layout, k: Kern
     tokens, why = prefill_tokens_for_ttft(a, gpu, pre, k, service)
     if why == UNREACHABLE:
         return f"prefill of one prompt misses {w.ttft_ms:g} ms TTFT"
-    p = step(a, gpu, pre, k, "prefill", tokens_per_gpu=tokens, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype)
-    prompt = w.uncached_len / _share(pre)
-    ttft = p.seconds * math.ceil(prompt / tokens) + kv_s
     limit = max_batch(a, gpu, dec, k, w)
 
-    def dstep(b: float) -> Any:
-        return step(a, gpu, dec, k, "decode", batch_per_gpu=b, context=w.context, mtp_tokens=w.mtp_tokens, kv_dtype=w.kv_dtype)
+    def tpot_ms(b: int) -> float:
+        d = _decode(a, gpu, dec, k, w, b)
+        return d.seconds * b / d.tokens * 1000
 
-    b = largest(lambda b: dstep(b).seconds * b / dstep(b).tokens * 1000 <= w.tpot_ms, limit)
+    b = largest(lambda b: tpot_ms(b) <= w.tpot_ms, limit)
     if b < 1:
-        return "no KV room for one request" if limit < 1 else f"batch 1 decodes at {dstep(1).seconds * 1000:,.1f} ms per step"
-    d = dstep(b)
-    pools = ((p.tokens / p.seconds * pre.num_gpus / w.uncached_len, pre.num_gpus), (d.tokens / d.seconds * dec.num_gpus / w.output_len, dec.num_gpus))
+        return "no KV room for one request" if limit < 1 else f"batch 1 decodes at {_decode(a, gpu, dec, k, w, 1).seconds * 1000:,.1f} ms per step"
+    pt, pools = disaggregated_point(a, gpu, pre, dec, k, w, b, tokens)
     pre_gpus, dec_gpus = (gpus_at((pool,), w.request_rate) for pool in pools)
-    out = d.tokens / d.seconds * dec_gpus / (pre_gpus + dec_gpus)  # output tok/s per GPU of both pools at full decode load
-    point = Point(b, out, out * (1 + w.input_len / w.output_len), d.tokens / b / d.seconds, ttft * 1000, d.seconds * b / d.tokens * 1000, True)
+    out = pools[1][0] * w.output_len / dec.num_gpus * dec_gpus / (pre_gpus + dec_gpus)  # output tok/s per GPU of both pools at full decode load
+    point = replace(pt, output_tokens_per_s_per_gpu=out, total_tokens_per_s_per_gpu=out * (1 + w.input_len / w.output_len))
     return Option(gpu.name, "disaggregated", a.weight_dtype, f"prefill {pre_gpus} on {describe(pre)} + decode {dec_gpus} on {describe(dec)}",
                   pre_gpus + dec_gpus, pools, point, "KV room" if b == limit else "TPOT")  # fmt: skip
 
@@ -267,7 +291,3 @@ def hourly_fleet(pools: tuple[tuple[float, int], ...], rates: list[float], scale
     n = len(rates)
     need = [max(rates[(h + j) % n] for j in range(scale_up_hours + 1)) for h in range(n)]
     return [gpus_at(pools, r) for r in need]
-
-
-def with_rate(w: Workload, rate: float) -> Workload:
-    return replace(w, request_rate=rate)

@@ -122,7 +122,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         choice, reasons = search(args.model, gpu, w, ops, modes, args.weight_dtype)
         fronts.append(frontier(args.model, gpu, w, ops, args.weight_dtype))
         if choice is None:
-            failed[gpu.name] = nearest_reason(reasons, w)
+            failed[gpu.name] = nearest_reason(reasons)
             continue
         row = _row(choice, w, gpu.usd_per_gpu_hour, interval(choice, args.samples, args.seed) if args.samples else None)
         _extras(row, choice.option, args, w, hourly, gpu.usd_per_gpu_hour)
