@@ -8,9 +8,9 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from fleetcal.errors import UsageError
-from fleetcal.identity import describe_cpu, device_id
-from fleetcal.paths import ROOT
+from core.errors import UsageError
+from core.identity import describe_cpu, device_id
+from core.paths import ROOT
 
 
 def cuda_available() -> bool:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from estimator.roofline import Peaks
-from estimator.work import Work
+from core.hardware import Peaks
+from core.work import Work
 
 
 @dataclass(frozen=True)

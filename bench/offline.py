@@ -15,8 +15,8 @@ from typing import Any
 from bench.efficiency import MeasureContext, efficiency_fields
 from bench.energy import energy_fields, energy_mj, joules_between
 from bench.engines import Engine, make_prompts
-from estimator.models import ModelSpec
-from estimator.work import decode_work, prefill_work, request_work
+from core.models import ModelSpec
+from core.work import decode_work, prefill_work, request_work
 
 MIN_WAVES = 1
 MAX_WAVES = 64

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import ops_vllm
-from estimator.shapes import Shapes
+from core.shapes import Shapes
 
 L2_BYTES = 256 * 2**20  # cycle weights over at least this many bytes (H100/H200 L2: 50 MB)
 MIN_TIME_S = 0.02  # each case is timed over at least this long

@@ -15,7 +15,7 @@ from typing import Any
 from bench.microbench import sync_device
 from bench.ops import MIN_TIME_S, Case
 from bench.precision import SHORT
-from estimator.roofline import Peaks
+from core.hardware import Peaks
 
 
 def time_call(fn: Callable[[], object], device: str) -> tuple[float, int]:

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from estimator.models import BYTES_PER_DTYPE
+from core.models import BYTES_PER_DTYPE
 
 BLOCK = 128  # vLLM's CPU KV-cache block size
 

@@ -1,6 +1,6 @@
 """The plan of one ``fleetcal bench`` invocation: what to measure, validated when it is built.
 
-A plan is built from the command line (``bench.cli``) or from the plan saved in a results file
+A plan is built from the command line (``fleetcal.commands.bench``) or from the plan saved in a results file
 (``--resume``); either way the same checks run, in ``BenchPlan.__post_init__``.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 from bench.engines import EngineConfig
 from bench.ops import OPERATORS
 from bench.workload import Workload, load_dataset
-from fleetcal.errors import UsageError
-from fleetcal.paths import ROOT
+from core.errors import UsageError
+from core.paths import ROOT
 
 MODES = ("throughput", "prefill", "decode", "serve", "ops")
 MAX_SEQUENCES = 1 << 16  # sequences submitted at once (a batch or a concurrency)

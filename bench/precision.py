@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetcal.errors import UsageError
-from fleetcal.identity import NATIVE_BF16_CPU_FEATURES, cpu_has_native_bf16
+from core.errors import UsageError
+from core.identity import NATIVE_BF16_CPU_FEATURES, cpu_has_native_bf16
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}

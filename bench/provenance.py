@@ -11,10 +11,10 @@ from bench.load import describe_server
 from bench.plan import BenchPlan
 from bench.precision import SHORT
 from bench.records import RunFile, safe_name
-from estimator.hardware import match_gpu
-from estimator.models import ModelSpec, weight_bytes
-from fleetcal.errors import CatalogError
-from fleetcal.paths import portable
+from core.errors import CatalogError
+from core.hardware import match_gpu
+from core.models import ModelSpec, weight_bytes
+from core.paths import portable
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 

@@ -1,6 +1,6 @@
 """Measurement records: one JSON document per ``fleetcal bench`` invocation, written atomically.
 
-The schema lives in ``fleetcal.schema``, read by every reader. The file is
+The schema lives in ``core.schema``, read by every reader. The file is
 rewritten after every configuration through a temporary file and ``os.replace``, so a killed
 sweep leaves a valid document holding every configuration it finished.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetcal.schema import SCHEMA_VERSION, config_key
+from core.schema import SCHEMA_VERSION, config_key
 
 
 def safe_name(text: str) -> str:

@@ -33,12 +33,12 @@ from bench.sanity import checked
 from bench.serve import Server
 from bench.slo import Slo, search
 from bench.workload import load_tokenizer
-from estimator.models import ModelSpec, get_model
-from estimator.roofline import Peaks
-from estimator.shapes import shapes_from_config
-from estimator.work import request_work
-from fleetcal.paths import cache_dir
-from fleetcal.schema import config_key, load_document
+from core.hardware import Peaks
+from core.models import ModelSpec, get_model
+from core.paths import cache_dir
+from core.schema import config_key, load_document
+from core.shapes import shapes_from_config
+from core.work import request_work
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from fleetcal.errors import UsageError
+from core.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from estimator.hardware import PRECISIONS, CatalogError, Device, check_numbers, get_gpu
+from core.hardware import PRECISIONS, CatalogError, Device, check_numbers, get_gpu
 
 SECONDS_PER_DAY = 86_400
 

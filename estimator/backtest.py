@@ -10,14 +10,15 @@ from typing import Any
 
 import pandas as pd
 
+from core.hardware import CatalogError, get_gpu
+from core.models import get_model
+from core.opcounts import mla_decode_attention_flops, mla_prefill_attention_flops
+from core.paths import DATA_DIR
 from estimator.article import SECONDS_PER_DAY, article_gpus
 from estimator.fleet import Traffic, roofline_fleet
-from estimator.hardware import CatalogError, get_gpu
-from estimator.models import get_model
-from estimator.opcounts import mla_decode_attention_flops, mla_prefill_attention_flops
 from estimator.serving import load_arch
 
-DEPLOYMENTS_FILE = Path(__file__).parent / "data" / "deployments.toml"
+DEPLOYMENTS_FILE = DATA_DIR / "deployments.toml"
 RATE_COLUMNS = ("decode_batch_per_gpu", "decode_tokens_per_s_per_gpu", "prefill_uncached_tokens_per_s_per_gpu")
 
 

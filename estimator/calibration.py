@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from estimator.models import get_model
-from estimator.roofline import Efficiency, Peaks, roofline_time
-from estimator.work import decode_step_work, prefill_work
-from fleetcal.errors import CatalogError
+from core.errors import CatalogError
+from core.hardware import Peaks
+from core.models import get_model
+from core.work import decode_step_work, prefill_work
+from estimator.pooled_fit import Efficiency, roofline_time
 
 _GRID = np.geomspace(1e-3, 1.0, 121)  # efficiencies up to 100% of the peak they are measured against
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from estimator.models import MODEL_DIR, resolve_model_key
-from estimator.shapes import Shapes, shapes_from_config
+from core.models import MODEL_DIR, resolve_model_key
+from core.shapes import Shapes, shapes_from_config
 
 CHUNK_TOKENS = 4096  # vLLM's max_num_batched_tokens on a CPU
 FIT_MAX_BATCH = 32  # decode configurations of the reference model up to this batch (at its shortest prompt) are fitted

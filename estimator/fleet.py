@@ -4,7 +4,7 @@ Scenarios (each gives GPUs per catalogued GPU type):
   article      the article as published (total parameters, 50%, output tokens only, daily mean)
   active       the article's formula with active instead of total parameters
   measured     the article's formula with the measured utilization instead of 50%
-  roofline     calibrated roofline: prefill and decode apart, input tokens with cache hits, batch
+  roofline     the per-operator serving model (the name is the CLI contract's): prefill and decode apart, input tokens with cache hits, batch
                limited by KV memory and a per-user speed target, peak traffic, whole replicas
   direct       measured tokens/s per device, where this model was measured on this device
 """
@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from core.hardware import CatalogError, Device, check_numbers, get_gpu
+from core.models import ModelSpec, get_model
 from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus, tokens_per_s
-from estimator.hardware import CatalogError, Device, check_numbers, get_gpu
 from estimator.kernels import kernels_for, published_kernels
-from estimator.models import ModelSpec, get_model
 from estimator.serving import load_arch
 from estimator.sizing import Service, Sizing, size_fleet
 

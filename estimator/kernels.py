@@ -16,15 +16,15 @@ import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from estimator.hardware import CatalogError, Device
+from core.hardware import CatalogError, Device
+from core.paths import DATA_DIR
 
-KERNELS_FILE = Path(__file__).parent / "data" / "kernels.toml"
+KERNELS_FILE = DATA_DIR / "kernels.toml"
 OPERATOR_CLASSES = ("gemm", "gemm_bf16", "grouped_gemm", "attention_decode", "attention_prefill", "elementwise")
 # measured operator -> the class it can stand for (and the precision whose record counts)
 MEASURED_STANDS_FOR = {("gemm", "fp8"): "gemm", ("gemm", "bf16"): "gemm_bf16", ("attention_prefill", "bf16"): "attention_prefill", ("rmsnorm", "bf16"): "elementwise"}

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import math
 
-from estimator.hardware import Device
+from core.hardware import Device
+from core.opcounts import expert_params, mtp_module_params, replicated_params
 from estimator.kernels import Kernels
-from estimator.opcounts import expert_params, mtp_module_params, replicated_params
 from estimator.serving import WEIGHT_BYTES, Arch, Layout, experts_per_gpu, step
 
 

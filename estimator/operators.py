@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from estimator.hardware import gpu_catalog
+from core.hardware import gpu_catalog
+from core.paths import RESULTS_DIR
 from estimator.runs import device_columns, read_runs
-from fleetcal.paths import RESULTS_DIR
 
 MEMORY_BOUND = ("attention_decode", "rmsnorm", "sampling", "copy")
 OPS_COLUMNS = ["device_name", "device_id", "catalog_name", "model", "operator", "dtype", "impl", "shape", "m", "flops", "bytes", "time_ms",

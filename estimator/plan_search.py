@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from estimator.hardware import Device
+from core.hardware import Device
+from core.models import get_model
 from estimator.kernels import Kernels, kernels_for
-from estimator.models import get_model
 from estimator.planning import (
     Option,
     Rejected,

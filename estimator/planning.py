@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from estimator.hardware import Device
+from core.hardware import Device
 from estimator.kernels import Kernels, with_value
 from estimator.memory import kv_bytes_per_token, kv_room_sequences
 from estimator.serving import Arch, Layout, step

@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from estimator.hardware import get_gpu, match_gpu
-from fleetcal.errors import UsageError
-from fleetcal.identity import device_id, device_label
-from fleetcal.paths import RESULTS_DIR, runs_dir
-from fleetcal.schema import read_run_files
+from core.errors import UsageError
+from core.hardware import get_gpu, match_gpu
+from core.identity import device_id, device_label
+from core.paths import RESULTS_DIR, runs_dir
+from core.schema import read_run_files
 
 RECORD_COLUMNS = [
     "mode", "status", "batch_size", "concurrency", "input_len", "output_len", "num_prompts",

@@ -23,17 +23,17 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from estimator.hardware import Device
-from estimator.kernels import Eff, Kernels
-from estimator.models import MODEL_DIR, resolve_model_key
-from estimator.opcounts import (
+from core.hardware import Device
+from core.models import MODEL_DIR, resolve_model_key
+from core.opcounts import (
     ep_bytes_per_token,
     expert_gemm_flops,
     imbalance,
     mla_decode_attention_flops,
     mla_prefill_attention_flops,
 )
-from estimator.shapes import Shapes, shapes_from_config
+from core.shapes import Shapes, shapes_from_config
+from estimator.kernels import Eff, Kernels
 
 WEIGHT_BYTES = {"fp8": 1.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "fp32": 4.0}
 ELEMENTWISE_VECTORS = 10  # per token per layer: 2 RMS norms (read + write), 2 residual adds (2 reads + write), rotary
@@ -56,7 +56,7 @@ class Arch:
 
 def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
     """The architecture of a catalogued model or a config directory."""
-    from estimator.models import get_model
+    from core.models import get_model
 
     key = resolve_model_key(model)
     path = MODEL_DIR / key if key else Path(model)
@@ -65,7 +65,7 @@ def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
     cfg = cfg.get("text_config", cfg)
     s = shapes_from_config(path, spec.name)
     k = s.experts_per_token
-    from estimator.models import model_catalog
+    from core.models import model_catalog
 
     block = bool(key) and model_catalog()[key].get("fp8_scaling") == "block" and (weight_dtype or spec.weight_dtype) == "fp8"
     return Arch(s, weight_dtype or spec.weight_dtype, int(cfg.get("topk_group") or k) if k else 0, int(cfg.get("num_nextn_predict_layers") or 0), block)
@@ -84,7 +84,7 @@ class Layout:
     step_tokens: int = 0  # prefill tokens per GPU per step this layout is run at; 0: the service's
 
     def __post_init__(self) -> None:
-        from estimator.hardware import CatalogError
+        from core.hardware import CatalogError
 
         if self.num_gpus < 1 or self.tp < 1 or self.ep < 1 or self.num_gpus % self.tp or self.ep > self.num_gpus:
             raise CatalogError(f"layout: {self.num_gpus} GPUs cannot hold TP {self.tp} and EP {self.ep}; TP must divide the GPU count, EP at most it")

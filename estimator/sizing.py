@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from estimator.hardware import Device
+from core.hardware import Device
 from estimator.kernels import Kernels, with_value
 from estimator.memory import PREFILL_TOKENS_PER_GPU, largest_batch, weight_bytes_per_gpu
 from estimator.serving import Arch, Layout, Step, gemm_precision, step

@@ -42,8 +42,8 @@ def _formula_utilization(row: pd.Series) -> float | None:
     output tokens/s ÷ the peak the record's MFU was measured against (the datasheet peak of the run's
     precision on a catalogued device, else the run's measured matmul peak), per device. The record's MFU
     counts prompts and attention too; the formula leaves them out, so the record's figure is rescaled."""
-    from estimator.hardware import CatalogError
-    from estimator.models import get_model
+    from core.hardware import CatalogError
+    from core.models import get_model
 
     mfu = row["mfu"] if pd.notna(row["mfu"]) else row["mfu_measured_peak"]
     rate = row["decode_tokens_per_s"] if row["mode"] == "decode" else row["output_tokens_per_s"]

@@ -24,12 +24,13 @@ from typing import Any
 
 import pandas as pd
 
-from estimator.hardware import CatalogError, get_gpu
+from core.hardware import CatalogError, get_gpu
+from core.paths import DATA_DIR
 from estimator.kernels import kernels_for
 from estimator.memory import PREFILL_TOKENS_PER_GPU, kv_room_sequences
 from estimator.serving import Layout, load_arch, step
 
-VALIDATION_FILE = Path(__file__).parent / "data" / "validation.toml"
+VALIDATION_FILE = DATA_DIR / "validation.toml"
 KINDS = ("max_load", "static_batch", "prefill_step", "decode_step")
 PER = ("gpu", "instance", "node")
 

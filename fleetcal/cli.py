@@ -6,17 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fleetcal.common import Parser
-from fleetcal.errors import UsageError
+from core.args import Parser
+from core.errors import UsageError
 
 SUBCOMMANDS = {
-    "bench": ("bench.cli", "measure a model with vLLM (or transformers) on this machine's device"),
-    "estimate": ("estimator.cli_estimate", "fleet sizes per scenario, from the article to the calibrated roofline"),
-    "predict": ("estimator.cli_predict", "tokens/s for a model x device x batch x lengths from the calibrated roofline"),
-    "plan": ("fleetcal.plan", "the fewest GPUs of each kind for a request rate within TTFT and TPOT limits, with intervals and cost"),
-    "backtest": ("estimator.cli_backtest", "published deployments against each method's prediction"),
-    "validate": ("estimator.cli_validate", "the serving model against published end-to-end throughput, row by row"),
-    "report": ("fleetcal.report", "regenerate tables, plots and the README results section from results/runs"),
+    "bench": ("fleetcal.commands.bench", "measure a model with vLLM (or transformers) on this machine's device"),
+    "estimate": ("fleetcal.commands.estimate", "fleet sizes per scenario, from the article's formula to the per-operator serving model"),
+    "predict": ("fleetcal.commands.predict", "tokens/s for a model x device x batch x lengths from the serving model (GPU) or the CPU step model"),
+    "plan": ("fleetcal.commands.plan", "the fewest GPUs of each kind for a request rate within TTFT and TPOT limits, with intervals and cost"),
+    "backtest": ("fleetcal.commands.backtest", "published deployments against each method's prediction"),
+    "validate": ("fleetcal.commands.validate", "the serving model against published end-to-end throughput, row by row"),
+    "report": ("fleetcal.commands.report", "regenerate tables, plots and the README results section from results/runs"),
 }
 
 

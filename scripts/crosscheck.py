@@ -63,7 +63,7 @@ def vllm_throughput(model: str, n: int, input_len: int, output_len: int, kv_cach
 def _dtype() -> str:
     """The precision this CPU runs natively, used by all three runs alike (fleetcal's --dtype auto)."""
     from bench.precision import choose_dtype
-    from fleetcal.identity import describe_cpu
+    from core.identity import describe_cpu
 
     return choose_dtype("auto", describe_cpu())[0]
 
@@ -88,7 +88,7 @@ VLLM, FLEETCAL, HF = "vllm.benchmarks.throughput", "fleetcal bench --engine vllm
 
 def summarize(rounds: list[dict]) -> list[dict]:
     """One row per run: median rates over rounds and the ratio to vLLM's benchmark (paired per round for fleetcal's vLLM run)."""
-    from fleetcal.report_repeats import paired_ratio
+    from fleetcal.report.repeats import paired_ratio
 
     def median(name: str, key: str) -> float:
         return round(statistics.median(r[key] for r in rounds if r["run"] == name), 3)

@@ -60,7 +60,7 @@ def summarize(rounds: list[dict]) -> dict:
     advantage of going first, cancels between rounds. The interval is Student's over the logs of the per-round
     ratios: how finely this machine lets the check resolve.
     """
-    from fleetcal.report_repeats import paired_ratio
+    from fleetcal.report.repeats import paired_ratio
 
     summary: dict = {"method": "geometric mean of per-round ratios (both clients back to back in each round, order alternating), "
                                "with the 95% interval over rounds"}  # fmt: skip
@@ -93,7 +93,7 @@ def main() -> int:
     from bench.engines import EngineConfig
     from bench.precision import choose_dtype
     from bench.serve import Server
-    from estimator.models import get_model
+    from core.models import get_model
 
     model = str(ensure_bundled_model())
     dtype = choose_dtype("auto", describe_cpu())[0]

@@ -21,7 +21,7 @@ def bundled_model_dir():
 def cpu_dtype() -> str:
     """The precision this CPU runs natively (fp32 where bf16 would be emulated): engine tests size their work by it."""
     from bench.precision import choose_dtype
-    from fleetcal.identity import describe_cpu
+    from core.identity import describe_cpu
 
     return choose_dtype("auto", describe_cpu())[0]
 
@@ -94,7 +94,7 @@ def sigterm_after_records(argv: list[str], out: Path, records: int, timeout_s: f
     import sys
     import time
 
-    from fleetcal.schema import load_document
+    from core.schema import load_document
 
     env = env or {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-m", "fleetcal.cli", *argv], cwd=Path(__file__).resolve().parent.parent, env=env,

@@ -6,8 +6,8 @@ import pytest
 
 from bench.precision import choose_dtype
 from bench.sanity import checked
-from estimator.models import get_model
-from fleetcal.identity import describe_cpu, device_id, device_label
+from core.identity import describe_cpu, device_id, device_label
+from core.models import get_model
 
 AVX2_ONLY = {"kind": "cpu", "name": "AMD EPYC", "vendor": "AuthenticAMD", "family": 25, "model": 17, "stepping": 1,
              "flags": ["avx2"], "cores": 2, "memory_gb": 25.28}  # fmt: skip

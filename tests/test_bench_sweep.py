@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import TICKS, assert_nothing_left, left_behind, sigterm_after_records, uptime_ticks
 
-from fleetcal.schema import load_document
+from core.schema import load_document
 
 pytestmark = pytest.mark.engine
 FLEETCAL = [sys.executable, "-m", "fleetcal.cli"]

@@ -70,13 +70,13 @@ def test_every_subcommand_has_help(capsys):
 
 def test_parallel_sizes_reach_vllm_and_are_recorded(tmp_path, monkeypatch):
     """Multi-GPU arguments: validated, kept in the plan and passed to the engine and the server (as on a machine with GPUs)."""
-    import bench.cli
-    from bench.cli import validate_args
+    import fleetcal.commands.bench
     from bench.serve import server_command
     from fleetcal.cli import build_parser
+    from fleetcal.commands.bench import validate_args
 
-    monkeypatch.setattr(bench.cli, "resolve_device", lambda requested: "cuda")
-    monkeypatch.setattr(bench.cli, "describe_device", lambda device: {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    monkeypatch.setattr(fleetcal.commands.bench, "resolve_device", lambda requested: "cuda")
+    monkeypatch.setattr(fleetcal.commands.bench, "describe_device", lambda device: {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
 
     ns = build_parser().parse_args(["bench", "--tensor-parallel-size", "2", "--pipeline-parallel-size", "2", "--data-parallel-size", "2",
                                     "--distributed-executor-backend", "ray", "--out", str(tmp_path)])  # fmt: skip
@@ -99,8 +99,8 @@ def test_parallel_sizes_need_vllm(tmp_path, capsys):
 
 def test_per_gpu_efficiency_divides_by_gpu_count():
     from bench.efficiency import efficiency_fields
-    from estimator.roofline import Peaks
-    from estimator.work import Work
+    from core.hardware import Peaks
+    from core.work import Work
 
     one = efficiency_fields(Work(1e15, 1e12), 1.0, Peaks("gpu", 1e15, 1e12), None, num_gpus=1)
     eight = efficiency_fields(Work(1e15, 1e12), 1.0, Peaks("gpu", 1e15, 1e12), None, num_gpus=8)
@@ -182,6 +182,6 @@ def test_the_same_gpu_named_twice_is_counted_once(capsys):
 
 
 def test_a_value_repeated_in_a_list_is_one_configuration():
-    from fleetcal.common import int_list
+    from core.args import int_list
 
     assert int_list("8,1,8,32,1") == [8, 1, 32]

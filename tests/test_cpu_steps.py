@@ -13,13 +13,13 @@ import pytest
 from bench import ops_vllm
 from bench.ops import plan_cases
 from bench.ops_timing import run_case
+from core.errors import UsageError
+from core.models import MODEL_DIR
+from core.paths import RESULTS_DIR, RUNS_DIR
+from core.shapes import shapes_from_config
 from estimator.cpu_steps import FIT_MAX_BATCH, REFERENCE_MODEL, Curve, UndeterminedError, fit_overhead, validate
-from estimator.models import MODEL_DIR
 from estimator.operators import load_ops
 from estimator.runs import load_runs
-from estimator.shapes import shapes_from_config
-from fleetcal.errors import UsageError
-from fleetcal.paths import RESULTS_DIR, RUNS_DIR
 
 VLLM_CPU = ops_vllm.available("cpu")
 needs_vllm = pytest.mark.skipif(not VLLM_CPU, reason="vLLM's CPU kernels do not load on this machine")
@@ -146,7 +146,7 @@ def test_the_committed_cpu_steps_are_predicted_held_out():
 
 def _predict_args(**kw: object) -> argparse.Namespace:
     """predict's own parser, its defaults, then ``kw``: a flag added to predict is never missing here."""
-    from estimator.cli_predict import add_cli_args
+    from fleetcal.commands.predict import add_cli_args
 
     p = argparse.ArgumentParser()
     add_cli_args(p)
@@ -155,7 +155,7 @@ def _predict_args(**kw: object) -> argparse.Namespace:
 
 
 def test_predict_on_the_cpu_uses_only_the_calibration_of_the_cpu_it_runs_on(monkeypatch):
-    from estimator import cli_predict
+    from fleetcal.commands import predict as cli_predict
 
     dev = _measured_cpu()
     ident = dev.split("[")[1].rstrip("]")

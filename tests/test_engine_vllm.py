@@ -7,8 +7,8 @@ import pytest
 from bench.efficiency import MeasureContext
 from bench.engines import EngineConfig, make_prompts, start_engine
 from bench.offline import measure_decode, measure_prefill, measure_throughput
-from estimator.models import get_model
-from estimator.roofline import Peaks
+from core.hardware import Peaks
+from core.models import get_model
 
 pytestmark = pytest.mark.engine
 

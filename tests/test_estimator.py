@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from core.hardware import Peaks
+from core.models import flops_per_token, flops_per_token_attention, flops_per_token_linear, get_model
 from estimator.backtest import backtest, load_deployments, nodes_from_per_node_throughput
 from estimator.calibration import Point, calibrate, fit_efficiency, fit_phase, predict_point
 from estimator.fleet import Traffic, direct_fleet, project
-from estimator.models import flops_per_token, flops_per_token_attention, flops_per_token_linear, get_model
-from estimator.roofline import Peaks
 from estimator.runs import load_runs
 from estimator.utilization import measured_utilization
 from fleetcal.cli import main
@@ -184,8 +184,8 @@ def test_a_fleet_costs_its_gpus_for_24_hours_at_the_dated_or_given_price(capsys)
 
 
 def test_a_catalog_price_needs_a_source():
-    from estimator.hardware import Device, get_gpu
-    from fleetcal.errors import CatalogError
+    from core.errors import CatalogError
+    from core.hardware import Device, get_gpu
 
     h100 = get_gpu("H100")
     with pytest.raises(CatalogError, match="date and source"):

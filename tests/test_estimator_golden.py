@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from core.hardware import CatalogError, get_gpu, gpu_catalog, match_gpu
+from core.models import get_model, kv_cache_bytes_per_token, model_catalog
 from estimator.article import ArticleInputs, article_estimate, demand_ops_per_s_exact, round_significant
-from estimator.hardware import CatalogError, get_gpu, gpu_catalog, match_gpu
-from estimator.models import get_model, kv_cache_bytes_per_token, model_catalog
 from fleetcal.cli import main
 
 # 科创板日报 2025-02-08 citing Guotai Junan: 1.6e19 ops/s, 16,177 H100 (FP8, 50%), 51,282 A100.
@@ -96,7 +96,7 @@ def test_deepseek_v3_mla_kv_cache_bytes():
 
 @pytest.mark.parametrize("key", ["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-7b", "llama-3.1-8b", "llama-3.1-70b"])
 def test_dense_parameter_counts_match_model_cards(key):
-    # sources in estimator/data/models/catalog.toml; model cards round to 2-3 digits: 1% tolerance
+    # sources in core/data/models/catalog.toml; model cards round to 2-3 digits: 1% tolerance
     spec = get_model(key)
     assert spec.total_params == pytest.approx(model_catalog()[key]["published_total_params"], rel=0.01)
     assert spec.active_params == spec.total_params

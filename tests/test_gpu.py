@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from conftest import requires_gpu
 
-from estimator.roofline import Peaks
+from core.hardware import Peaks
 
 
 @requires_gpu
 def test_cuda_provenance_and_catalog_match():
     from bench.device import describe_cuda
-    from estimator.hardware import match_gpu
+    from core.hardware import match_gpu
 
     info = describe_cuda()
     assert info["kind"] == "cuda" and info["count"] >= 1 and info["memory_gb"] > 1
@@ -22,7 +22,7 @@ def test_cuda_provenance_and_catalog_match():
 def test_cuda_microbenchmarks_are_below_the_datasheet():
     from bench.device import describe_cuda
     from bench.microbench import run_microbenchmarks
-    from estimator.hardware import match_gpu
+    from core.hardware import match_gpu
 
     m = run_microbenchmarks("cuda", quick=True)
     gpu = match_gpu(describe_cuda()["name"])
@@ -38,7 +38,7 @@ def test_fp8_gemm_matches_bf16_and_stays_below_the_datasheet():
     from bench.device import describe_cuda
     from bench.ops import Case, _gemm
     from bench.ops_timing import run_case
-    from estimator.hardware import match_gpu
+    from core.hardware import match_gpu
 
     if torch.cuda.get_device_capability(0) < (8, 9):
         import pytest

@@ -8,11 +8,11 @@ import pytest
 
 from bench.ops import OPERATORS, plan_cases
 from bench.ops_timing import run_case
-from estimator.models import MODEL_DIR
-from estimator.roofline import Peaks
-from estimator.shapes import shapes_from_config
+from core.hardware import Peaks
+from core.models import MODEL_DIR
+from core.schema import load_document
+from core.shapes import shapes_from_config
 from fleetcal.cli import main
-from fleetcal.schema import load_document
 
 
 def test_deepseek_v3_shapes_come_from_its_config():

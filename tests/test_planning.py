@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from estimator.hardware import get_gpu
+from core.hardware import get_gpu
+from core.paths import RESULTS_DIR
 from estimator.kernels import kernels_for
 from estimator.operators import load_ops
 from estimator.plan_search import cheapest_mix, interval, search
 from estimator.planning import Option, Point, Workload, aggregated_rates, engine_budget, gpus_at, hourly_fleet, sample_kernels, spares
 from fleetcal.cli import main
-from fleetcal.paths import RESULTS_DIR
 
 MODEL = "llama-3.1-8b"
 

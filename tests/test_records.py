@@ -7,8 +7,8 @@ import json
 import pytest
 
 from bench.records import RunFile
-from fleetcal.errors import SchemaError
-from fleetcal.schema import config_key, load_document, validate_document
+from core.errors import SchemaError
+from core.schema import config_key, load_document, validate_document
 
 
 def _run():

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from bench.cli import validate_args
+from core.schema import load_document
 from estimator.runs import load_runs
 from fleetcal.cli import build_parser, main
-from fleetcal.report_repeats import ci95, repeats_table
-from fleetcal.schema import load_document
+from fleetcal.commands.bench import validate_args
+from fleetcal.report.repeats import ci95, repeats_table
 
 
 def test_the_interval_is_students():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetcal.report import CROSS_END, CROSS_START, END, KEY_END, KEY_START, START, run_report
+from fleetcal.commands.report import CROSS_END, CROSS_START, END, KEY_END, KEY_START, START, run_report
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fleetcal.report_serving import serving_table
+from fleetcal.report.serving import serving_table
 
 
 def _point(workload: str | None, conc: int, tps: float, tpot_ms: float, input_len: int = 128) -> dict:

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from bench.cli import validate_args
 from bench.plan import BenchPlan
 from bench.provenance import new_run
-from estimator.models import get_model
+from core.errors import UsageError
+from core.models import get_model
 from fleetcal.cli import build_parser, main
-from fleetcal.errors import UsageError
+from fleetcal.commands.bench import validate_args
 
 ARGV = ["bench", "--batch-sizes", "1,4", "--input-lens", "8", "--output-lens", "8", "--microbench", "off", "--budget-s", "2"]
 

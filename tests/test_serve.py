@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import TICKS, assert_nothing_left, sigterm_after_records, uptime_ticks
 
-from fleetcal.schema import load_document
+from core.schema import load_document
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from bench.workload import Workload
+from core.schema import load_document
 from fleetcal.cli import main
-from fleetcal.schema import load_document
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "faulty_server.py"
 

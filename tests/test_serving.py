@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from estimator.hardware import get_gpu
+from core.hardware import get_gpu
+from core.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_decode_attention_flops, mla_prefill_attention_flops
 from estimator.kernels import published_kernels, with_value
 from estimator.memory import largest_batch, weight_bytes_per_gpu
-from estimator.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_decode_attention_flops, mla_prefill_attention_flops
 from estimator.serving import Layout, load_arch, step
 from estimator.sizing import Service, prefill_tokens_for_ttft, size_fleet
 
@@ -167,8 +167,8 @@ def test_a_measured_gemm_is_read_at_its_own_rows():
 
 
 def test_a_served_mtp_module_takes_weight_and_kv_room():
+    from core.opcounts import expert_params, mtp_module_params
     from estimator.memory import kv_bytes_per_token, kv_room_sequences
-    from estimator.opcounts import expert_params, mtp_module_params
 
     # one more MoE layer: attention 187,105,280 + shared expert 44,040,192 + router 7,168 x 256 + eh_proj 2 x 7,168 x 7,168
     assert mtp_module_params(DS.shapes) == 187_105_280 + 44_040_192 + 1_835_008 + 102_760_448 == 335_740_928

@@ -1,4 +1,4 @@
-"""The accuracy gate: the serving model against the committed published end-to-end figures (estimator/data/validation.toml)."""
+"""The accuracy gate: the serving model against the committed published end-to-end figures (core/data/validation.toml)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 
 import estimator.validation as v
-from estimator.hardware import get_gpu
+from core.hardware import get_gpu
+from core.paths import RESULTS_DIR
 from estimator.kernels import kernels_for, with_value
 from estimator.operators import load_ops
 from estimator.serving import Layout, load_arch, step
 from fleetcal.cli import main
-from fleetcal.paths import RESULTS_DIR
 
 # Median absolute error over the gated rows when this bound was set: 10.7% (55 rows). A change that makes the model
 # worse by more than the machine-free noise of this table (none: it is deterministic) fails here.

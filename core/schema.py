@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fleetcal.errors import SchemaError
+from core.errors import SchemaError
 
 SCHEMA_VERSION = 1
 MODES = ("throughput", "prefill", "decode", "serve", "microbench", "ops")

@@ -11,6 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.errors import UsageError
+from core.hardware import get_gpu
+from core.identity import cpu_has_native_bf16, describe_cpu
+from core.models import get_model, resolve_model_key
+from core.paths import RESULTS_DIR
 from estimator.cpu_steps import (
     REFERENCE_MODEL,
     OperatorCurves,
@@ -22,18 +27,13 @@ from estimator.cpu_steps import (
     validate,
 )
 from estimator.fleet import KV_DTYPES
-from estimator.hardware import get_gpu
 from estimator.kernels import kernels_for
 from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_gpu
-from estimator.models import get_model, resolve_model_key
 from estimator.operators import load_ops
 from estimator.planning import Workload, aggregated_point, disaggregated_point
 from estimator.runs import load_runs
 from estimator.serving import WEIGHT_BYTES, Layout, load_arch, step
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, Service, default_layouts, prefill_tokens_for_ttft
-from fleetcal.errors import UsageError
-from fleetcal.identity import cpu_has_native_bf16, describe_cpu
-from fleetcal.paths import RESULTS_DIR
 
 KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
         "batch_per_gpu", "step_ms", "bound", "breakdown_ms", "efficiency_source", "mode", "total_tokens_per_s_per_gpu", "ttft_ms", "tpot_ms")  # fmt: skip

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the project checkout (or the in
 RESULTS_DIR = ROOT / "results"
 RUNS_DIR = RESULTS_DIR / "runs"
 README = ROOT / "README.md"
+DATA_DIR = Path(__file__).resolve().parent / "data"  # the catalogs: GPUs, models, kernels, deployments, validation rows
 
 
 def cache_dir() -> Path:

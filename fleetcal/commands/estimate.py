@@ -11,15 +11,15 @@ from typing import Any
 
 import pandas as pd
 
+from core.errors import UsageError
+from core.hardware import get_gpu
+from core.paths import RESULTS_DIR
 from estimator.article import ArticleInputs, article_estimate
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, Traffic, price_notes, project
-from estimator.hardware import get_gpu
 from estimator.operators import load_ops
 from estimator.runs import load_runs
 from estimator.utilization import measured_utilization, utilization_table
-from fleetcal.errors import UsageError
-from fleetcal.paths import RESULTS_DIR
 
 ARTICLE_ONLY = ("params_per_token", "utilization", "precision")
 FLAG_NOTES = {

@@ -1,4 +1,4 @@
-"""``fleetcal validate``: the serving model against published end-to-end throughput (estimator/data/validation.toml),
+"""``fleetcal validate``: the serving model against published end-to-end throughput (core/data/validation.toml),
 the error per row, the median and the worst."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.errors import UsageError
+from core.paths import RESULTS_DIR
 from estimator.operators import load_ops
 from estimator.validation import VALIDATION_FILE, load_rows, summary, validate
-from fleetcal.errors import UsageError
-from fleetcal.paths import RESULTS_DIR
 
 COLUMNS = ["id", "model", "gpu", "precision", "layout", "kind", "lengths", "counts", "published", "predicted", "error_pct"]
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--file", type=Path, default=VALIDATION_FILE, help="validation table (default: the committed estimator/data/validation.toml)")
+    p.add_argument("--file", type=Path, default=VALIDATION_FILE, help="validation table (default: the committed core/data/validation.toml)")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory whose measured GPU kernels the model uses")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from estimator.models import (
+from core.models import (
     ModelSpec,
     flops_per_token,
     kv_cache_bytes_per_token,

@@ -1,4 +1,4 @@
-"""FLOP, byte and parameter counts of one layer's operators, from a model's shapes (estimator/shapes.py).
+"""FLOP, byte and parameter counts of one layer's operators, from a model's shapes (core/shapes.py).
 
 Small pure formulas, each with its source in the docstring; the serving model (estimator/serving.py)
 and the backtest sum them per step.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from estimator.shapes import Shapes
+from core.shapes import Shapes
 
 
 def _z(n: int) -> float:

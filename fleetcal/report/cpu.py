@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from estimator.cpu_steps import FIT_MAX_BATCH, REFERENCE_MODEL, UndeterminedError, validate
-from fleetcal.report_files import round_floats, save_plot
+from fleetcal.report.files import round_floats, save_plot
 
 STEP_COLUMNS = ["device_name", "session", "model", "phase", "input_len", "output_len", "batch", "role", "measured_ms", "predicted_ms", "error",
                 "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms", "run_file"]  # fmt: skip

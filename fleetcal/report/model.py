@@ -8,13 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from core.hardware import get_gpu
 from estimator.backtest import deployment_traffic, load_deployments
 from estimator.fleet import Traffic, roofline_fleet, service_of
-from estimator.hardware import get_gpu
 from estimator.kernels import kernels_for
 from estimator.serving import load_arch
 from estimator.sizing import sensitivity
-from fleetcal.report_files import round_floats, save_plot
+from fleetcal.report.files import round_floats, save_plot
 
 BACKTEST_START, BACKTEST_END = "<!-- backtest:start -->", "<!-- backtest:end -->"
 
@@ -119,7 +119,7 @@ def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, before_after: pd.D
                   "Full table: `results/tables/step_breakdown.csv`.", "", wide.to_markdown(index=False), ""]  # fmt: skip
     if not sens.empty:
         lines += ["### Sensitivity: what to measure first", "",
-                  "The backtest's daily-mean H800 fleet with each assumption at the ends of its range (`estimator/data/kernels.toml`), "
+                  "The backtest's daily-mean H800 fleet with each assumption at the ends of its range (`core/data/kernels.toml`), "
                   "the others central; largest swing first. Plot: `results/plots/sensitivity.png`.", "",
                   round_floats(sens, 3).to_markdown(index=False), ""]  # fmt: skip
     return lines
@@ -154,7 +154,7 @@ def backtest_paragraph(b: pd.DataFrame, v: pd.DataFrame) -> str:
         f"{val['deepseek-profile-decode-ep128-b128-4k']:+.0f}% on DeepSeek's 128-sequence one. The most uncertain operator is "
         "prefill's expert-parallel dispatch and combine (DeepEP's normal kernels over RDMA, 16,384 tokens per GPU in two micro-batches): "
         "the model takes DeepEP's published bandwidth, measured with the communication kernels running alone, not beside the GEMMs "
-        "they are overlapped with (`estimator/data/kernels.toml`). A kernel "
+        "they are overlapped with (`core/data/kernels.toml`). A kernel "
         "timeline of one EP32 prefill step (each micro-batch's dispatch and combine beside its attention and expert GEMMs) would settle it. "
         f"The rest of the gap is not a kernel: DeepSeek's production prefill ran at {uncached_node / profile:.0%} of its own profiled "
         f"capacity ({uncached_node:,.0f} against {profile:,.0f} uncached input tok/s per node). How full its GPUs ran on average "

@@ -1,4 +1,4 @@
-"""Hardware catalog: one TOML file per GPU in ``estimator/data/gpus``, each number with its source.
+"""Hardware catalog: one TOML file per GPU in ``core/data/gpus``, each number with its source.
 
 Peaks are datasheet peaks (dense). Efficiency is never folded into a peak: it is measured by
 ``fleetcal bench`` or fitted by the calibration.
@@ -14,9 +14,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fleetcal.errors import CatalogError
+from core.errors import CatalogError
+from core.paths import DATA_DIR
 
-GPU_DIR = Path(__file__).parent / "data" / "gpus"
+GPU_DIR = DATA_DIR / "gpus"
 PRECISIONS = ("fp8", "int8", "bf16", "fp16", "tf32", "fp32")
 
 
@@ -32,6 +33,16 @@ def check_numbers(obj: object, names: tuple[str, ...]) -> None:
             raise CatalogError(f"{flag} must be a number, got {v!r}")
         if not math.isfinite(v) or abs(v) > MAX_INPUT:
             raise CatalogError(f"{flag} must be a finite number of at most {MAX_INPUT:g}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Peak capabilities the efficiencies are relative to, for one device."""
+
+    name: str
+    flops_per_s: float
+    bytes_per_s: float
+    memory_bytes: float | None = None
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ from bench.precision import DTYPES, choose_dtype
 from bench.summary import summarize
 from bench.sweep import run_plan
 from bench.workload import Workload, load_dataset, load_tokenizer
-from estimator.models import MODEL_DIR, get_model, resolve_model_key
-from fleetcal.common import int_list, rate_list, str_list
-from fleetcal.errors import CatalogError, SchemaError, UsageError
-from fleetcal.paths import RUNS_DIR, portable
-from fleetcal.schema import load_document
+from core.args import int_list, rate_list, str_list
+from core.errors import CatalogError, SchemaError, UsageError
+from core.models import MODEL_DIR, get_model, resolve_model_key
+from core.paths import RUNS_DIR, portable
+from core.schema import load_document
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:

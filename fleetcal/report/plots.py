@@ -11,12 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first: no display here)
 import pandas as pd  # noqa: E402
 
+from core.models import get_model  # noqa: E402
 from estimator.calibration import PhaseFit  # noqa: E402
 from estimator.fleet import SCENARIOS  # noqa: E402
-from estimator.models import get_model  # noqa: E402
-from estimator.roofline import Efficiency, decode_step  # noqa: E402
+from estimator.pooled_fit import Efficiency, decode_step  # noqa: E402
 from estimator.utilization import ARTICLE_UTILIZATION  # noqa: E402
-from fleetcal.report_files import save_plot  # noqa: E402
+from fleetcal.report.files import save_plot  # noqa: E402
 
 FLEET_PLOT_GPUS = ("H100", "A100")
 
@@ -123,9 +123,9 @@ def calibration(res: pd.DataFrame, path: Path) -> None:
 
 def build_plots(tables: dict[str, pd.DataFrame], runs: pd.DataFrame, fits: list[PhaseFit], plots: Path) -> None:
     """Every plot of the report into ``plots``."""
-    from fleetcal.report_cpu import cpu_steps_plot
-    from fleetcal.report_model import tornado_plot
-    from fleetcal.report_serving import pareto_plot
+    from fleetcal.report.cpu import cpu_steps_plot
+    from fleetcal.report.model import tornado_plot
+    from fleetcal.report.serving import pareto_plot
 
     plt.rcParams.update({"svg.hashsalt": "fleetcal", "font.size": 9})
     ok = runs[runs["status"] == "ok"] if not runs.empty else runs

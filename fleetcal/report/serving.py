@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from fleetcal.report_files import round_floats, save_plot
+from fleetcal.report.files import round_floats, save_plot
 
 SERVING_COLUMNS = ["device_name", "engine", "model", "workload", "input_len", "output_len", "concurrency", "request_rate", "burstiness",
                    "output_tokens_per_s_per_device", "tokens_per_s_per_user", "steady_output_tokens_per_s", "ttft_ms_p90", "tpot_ms_p90",

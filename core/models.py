@@ -1,6 +1,6 @@
 """Model catalog and per-model formulas: parameters, FLOPs per token, weight and KV-cache bytes.
 
-Configs are the models' own ``config.json`` files kept in ``estimator/data/models/<name>/``;
+Configs are the models' own ``config.json`` files kept in ``core/data/models/<name>/``;
 any other Hugging Face checkpoint directory works too. Parameters are counted by building
 the model on PyTorch's meta device with transformers (no memory, no weights), so the count
 is the architecture's, not a hand formula's.
@@ -15,9 +15,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from estimator.hardware import CatalogError
+from core.hardware import CatalogError
+from core.paths import DATA_DIR
 
-MODEL_DIR = Path(__file__).parent / "data" / "models"
+MODEL_DIR = DATA_DIR / "models"
 BYTES_PER_DTYPE = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 

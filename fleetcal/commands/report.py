@@ -2,7 +2,7 @@
 
 Deterministic: rows are sorted, floats rounded, no timestamps are written, and PNGs carry no
 creation metadata, so running it twice gives identical files. Each plot's data is also written
-as CSV beside it, which the tests compare. Every file is written atomically (fleetcal/report_files.py).
+as CSV beside it, which the tests compare. Every file is written atomically (fleetcal/report/files.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from core.errors import UsageError
+from core.paths import README, RESULTS_DIR
 from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, price_notes, project
@@ -24,13 +26,11 @@ from estimator.operators import gemm_curve, load_ops, operator_table
 from estimator.runs import load_runs
 from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, utilization_table
 from estimator.validation import load_rows, summary, validate
-from fleetcal.errors import UsageError
-from fleetcal.paths import README, RESULTS_DIR
-from fleetcal.plan import PLAN_END, PLAN_START, readme_block
-from fleetcal.report_cpu import cpu_step_tables
-from fleetcal.report_cpu import readme_lines as cpu_readme_lines
-from fleetcal.report_files import round_floats, write_table, write_text
-from fleetcal.report_model import (
+from fleetcal.commands.plan import PLAN_END, PLAN_START, readme_block
+from fleetcal.report.cpu import cpu_step_tables
+from fleetcal.report.cpu import readme_lines as cpu_readme_lines
+from fleetcal.report.files import round_floats, write_table, write_text
+from fleetcal.report.model import (
     BACKTEST_END,
     BACKTEST_START,
     backtest_paragraph,
@@ -39,12 +39,12 @@ from fleetcal.report_model import (
     sensitivity_table,
     step_breakdown,
 )
-from fleetcal.report_ops import compiled_speedup, engine_table, gpu_section
-from fleetcal.report_plots import build_plots
-from fleetcal.report_repeats import readme_lines as repeats_readme_lines
-from fleetcal.report_repeats import repeats_table
-from fleetcal.report_serving import readme_lines as serving_readme_lines
-from fleetcal.report_serving import serving_table
+from fleetcal.report.ops import compiled_speedup, engine_table, gpu_section
+from fleetcal.report.plots import build_plots
+from fleetcal.report.repeats import readme_lines as repeats_readme_lines
+from fleetcal.report.repeats import repeats_table
+from fleetcal.report.serving import readme_lines as serving_readme_lines
+from fleetcal.report.serving import serving_table
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 KEY_START, KEY_END = "<!-- keytable:start -->", "<!-- keytable:end -->"
@@ -169,7 +169,7 @@ def validation_lines(v: pd.DataFrame) -> list[str]:
     by = g.groupby(["source", "kind", "gpu"], as_index=False).agg(rows=("id", "size"), median_abs_error_pct=("abs_error_pct", "median"),
                                                                  median_signed_error_pct=("error_pct", "median"))  # fmt: skip
     return ["### Validation against published end-to-end throughput (`fleetcal validate`)", "",
-            f"Over {s['rows']} gated rows of `estimator/data/validation.toml` (published figures, none fitted): median absolute error "
+            f"Over {s['rows']} gated rows of `core/data/validation.toml` (published figures, none fitted): median absolute error "
             f"**{s['median_abs_error_pct']:.1f}%** (signed {s['median_signed_error_pct']:+.1f}%), worst {s['worst_abs_error_pct']:.1f}% "
             f"({s['worst_row']}). By source, kind of row and GPU:", "",
             by.round(1).to_markdown(index=False), "", "Every row: `results/tables/validation.md`.", ""]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fleetcal.report_files import round_floats
+from fleetcal.report.files import round_floats
 
 ENGINE_COLUMNS = ["device_name", "model", "engine", "mode", "batch_size", "input_len", "output_len", "tokens_per_s",
                   "step_ms", "mfu", "mbu", "joules_per_token", "energy_window", "run_file"]  # fmt: skip

@@ -10,26 +10,11 @@ expert parallelism; communication is not modelled).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
-from estimator.hardware import CatalogError
-from estimator.models import ModelSpec
-from estimator.work import decode_step_work, prefill_work
-
-DEFAULTS_FILE = Path(__file__).parent / "data" / "efficiency.toml"
-
-
-@dataclass(frozen=True)
-class Peaks:
-    """Peak capabilities the efficiencies are relative to, for one device."""
-
-    name: str
-    flops_per_s: float
-    bytes_per_s: float
-    memory_bytes: float | None = None
+from core.hardware import CatalogError, Peaks
+from core.models import ModelSpec
+from core.work import decode_step_work
 
 
 @dataclass(frozen=True)
@@ -72,22 +57,3 @@ def decode_step(spec: ModelSpec, batch_size: int, context_len: float, peaks: Pea
     """One decode step of ``batch_size`` sequences at mean context ``context_len``."""
     w = decode_step_work(spec, batch_size, context_len, kv_dtype)
     return roofline_time(w.flops, w.bytes, peaks, eff, num_gpus)
-
-
-def prefill_batch(spec: ModelSpec, batch_size: int, input_len: int, peaks: Peaks, eff: Efficiency, num_gpus: int = 1, kv_dtype: str = "bf16") -> Prediction:
-    """Prefill of ``batch_size`` prompts of ``input_len`` tokens."""
-    w = prefill_work(spec, batch_size, input_len, kv_dtype=kv_dtype)
-    return roofline_time(w.flops, w.bytes, peaks, eff, num_gpus)
-
-
-@cache
-def published_efficiencies() -> dict[str, Efficiency]:
-    """Efficiencies from published measurements, used for GPUs when no GPU was measured."""
-    try:
-        data = tomllib.loads(DEFAULTS_FILE.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{DEFAULTS_FILE.name} is malformed: {exc}") from exc
-    return {
-        phase: Efficiency(float(v["compute"]), float(v["memory"]), float(v.get("overhead_s", 0.0)), v["source"])
-        for phase, v in data.items()
-    }

@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from core.paths import RESULTS_DIR
 from estimator.backtest import backtest
 from estimator.calibration import calibrate
 from estimator.operators import load_ops
 from estimator.runs import load_runs
 from estimator.utilization import measured_utilization
-from fleetcal.paths import RESULTS_DIR
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,1 @@
+"""The entry points: one module per subcommand of the ``fleetcal`` console script."""
