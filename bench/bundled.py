@@ -89,8 +89,7 @@ def ensure_bundled_model() -> Path:
 @contextlib.contextmanager
 def _one_gguf_parse() -> Iterator[None]:
     """Let transformers parse the GGUF file once instead of once per call: it builds a new ``gguf.GGUFReader``
-    for the tokenizer, the config and the weights, and each parse of the 49k-entry vocabulary took 4-5 s
-    on a 2-core machine (the conversion went from about 35 s to about 22 s)."""
+    for the tokenizer, the config and the weights, and each parse reads the whole 49k-entry vocabulary."""
     import gguf
 
     real = gguf.GGUFReader

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
@@ -13,16 +15,23 @@ from core.identity import describe_cpu, device_id
 from core.paths import ROOT
 
 
+@contextmanager
+def nvml() -> Iterator[Any]:
+    """NVML (the ``pynvml`` module), initialised for the block and shut down after it."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        yield pynvml
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def cuda_available() -> bool:
     """True when an NVIDIA GPU is usable from here (NVML answers and reports at least one GPU)."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
+        with nvml() as pynvml:
             return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
     except Exception:
         return False
 
@@ -38,10 +47,7 @@ def resolve_device(requested: str) -> str:
 
 def describe_cuda() -> dict[str, Any]:
     """GPU provenance from NVML: name, count, memory, driver, CUDA version, clocks."""
-    import pynvml
-
-    pynvml.nvmlInit()
-    try:
+    with nvml() as pynvml:
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         name = pynvml.nvmlDeviceGetName(handle)
         name = name.decode() if isinstance(name, bytes) else name
@@ -66,8 +72,6 @@ def describe_cuda() -> dict[str, Any]:
             info["power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000
         except pynvml.NVMLError:
             pass
-    finally:
-        pynvml.nvmlShutdown()
     try:
         import torch
 

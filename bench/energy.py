@@ -10,19 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.device import nvml
+
 
 def energy_mj(device: str) -> list[int] | None:
     """The energy counters of every visible GPU in mJ, or None where they cannot be read."""
     if device != "cuda":
         return None
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
+        with nvml() as pynvml:
             return [pynvml.nvmlDeviceGetTotalEnergyConsumption(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
-        finally:
-            pynvml.nvmlShutdown()
     except Exception:  # an old GPU or a driver without the counter: no energy figures
         return None
 

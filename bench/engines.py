@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from bench.timing import sync_device
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -171,18 +173,12 @@ class TransformersEngine:
         except (OSError, ValueError):
             pass
 
-    def _sync(self) -> None:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
-
     def generate(self, prompts: list[list[int]], output_len: int) -> tuple[float, int]:
         import torch
 
         ids = torch.tensor(prompts, dtype=torch.long, device=self.device)  # equal lengths: no padding
         mask = torch.ones_like(ids)
-        self._sync()
+        sync_device(self.device)
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
@@ -196,7 +192,7 @@ class TransformersEngine:
                 top_k=0,
                 pad_token_id=0,
             )
-        self._sync()
+        sync_device(self.device)
         seconds = time.perf_counter() - t0
         return seconds, int((out.shape[1] - ids.shape[1]) * out.shape[0])
 

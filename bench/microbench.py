@@ -6,33 +6,12 @@ synchronised before every timer read. Bandwidth counts bytes read plus bytes wri
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
-from bench.precision import SHORT
+from bench.timing import best_time
+from core.dtypes import SHORT_NAME
 
-
-def sync_device(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def _best_time(fn: Callable[[], object], device: str, repeats: int) -> float:
-    fn()  # warm-up, not counted
-    sync_device(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync_device(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+TORCH_DTYPES = {short: name for name, short in SHORT_NAME.items()}
 
 
 def matmul_tflops(device: str, dtype_name: str, n: int, repeats: int = 5) -> float:
@@ -43,7 +22,7 @@ def matmul_tflops(device: str, dtype_name: str, n: int, repeats: int = 5) -> flo
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    seconds = _best_time(lambda: torch.matmul(a, b), device, repeats)
+    seconds = best_time(lambda: torch.matmul(a, b), device, repeats)
     return 2.0 * n**3 / seconds / 1e12
 
 
@@ -67,7 +46,7 @@ def copy_bandwidth_gb_per_s(device: str, n_bytes: int, repeats: int = 5) -> floa
 
     src = torch.empty(n_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    seconds = _best_time(lambda: dst.copy_(src), device, repeats)
+    seconds = best_time(lambda: dst.copy_(src), device, repeats)
     return 2.0 * src.numel() * 4 / seconds / 1e9
 
 
@@ -77,7 +56,7 @@ def run_microbenchmarks(device: str, quick: bool = False, dtype: str = "bfloat16
     Matrix sizes grow from 256 until a product takes 50 ms (CPU: at most 1024² quick, 2048² full;
     CUDA: 2048² quick, 8192² full); the copy is 256 MiB quick, 1 GiB (CPU) or 4 GiB (CUDA) full.
     """
-    short = SHORT[dtype]
+    short = SHORT_NAME[dtype]
     names = ("bf16", "fp16", "fp32") if device == "cuda" else ("fp32", "bf16")
     names += () if short in names else (short,)
     n_max = (2048 if quick else 8192) if device == "cuda" else (1024 if quick else 2048)

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import ops_vllm
+from core.dtypes import BYTES_PER_DTYPE
 from core.shapes import Shapes
 
 L2_BYTES = 256 * 2**20  # cycle weights over at least this many bytes (H100/H200 L2: 50 MB)
-MIN_TIME_S = 0.02  # each case is timed over at least this long
-BYTES = {"fp32": 4, "bf16": 2, "fp8": 1}
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def _gemm(m: int, k: int, n: int, dtype: str, device: str) -> Callable[[], Calla
     def build() -> Callable[[], object]:
         import torch
 
-        w_bytes = k * n * BYTES[dtype]
+        w_bytes = k * n * BYTES_PER_DTYPE[dtype]
         copies = _copies(w_bytes)
         if dtype == "fp8":
             mp = max(16, -(-m // 16) * 16)
@@ -88,7 +87,7 @@ def _grouped(groups: int, t: int, k: int, n: int, dtype: str, device: str) -> Ca
     def build() -> Callable[[], object]:
         import torch
 
-        copies = _copies(groups * k * n * BYTES[dtype])
+        copies = _copies(groups * k * n * BYTES_PER_DTYPE[dtype])
         if dtype == "fp8":
             calls = [_gemm(t, k, n, "fp8", device)() for _ in range(groups)]  # one kernel per expert
             return lambda: [c() for c in calls]
@@ -207,7 +206,7 @@ def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> 
     cases: list[Case] = []
     ms = (1, 64) if quick else ((1, 4, 16, 64, 256, 1024, 4096, 16384) if device == "cuda" else (1, 4, 16, 64, 256, 1024))
     for dtype in dtypes:
-        b = BYTES[dtype]
+        b = BYTES_PER_DTYPE[dtype]
         out_b = 2 if dtype == "fp8" else b
         for lname, (k, n) in s.linears.items():
             for m in ms:
@@ -221,7 +220,7 @@ def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> 
                                   2.0 * groups * t * k * n, groups * (k * n * b + t * k * b + t * n * out_b),
                                   _grouped(groups, t, k, n, dtype, device), "loop of _scaled_mm" if dtype == "fp8" else "torch.bmm"))  # fmt: skip
     adt = "bf16" if "bf16" in dtypes else dtypes[0]  # attention runs in bf16 (fp32 on CPUs without bf16)
-    ab = BYTES[adt]
+    ab = BYTES_PER_DTYPE[adt]
     if s.mla:
         dqk_dec, dv_dec = s.mla["kv_lora_rank"] + s.mla["rope"], s.mla["kv_lora_rank"]
         kv_heads_dec, dqk_pre, dv_pre = 1, s.mla["nope"] + s.mla["rope"], s.mla["v"]

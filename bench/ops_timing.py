@@ -1,38 +1,18 @@
 """Timing one operator case: repeated calls between device synchronisations, and the record it gives.
 
-Each case is timed over at least ``MIN_TIME_S``; the record carries FLOPs, bytes, time, rates and the
+Each case is timed over at least ``bench.timing.MIN_TIME_S``; the record carries FLOPs, bytes, time, rates and the
 efficiency against the datasheet peak of the case's precision and against this run's measured peak.
 """
 
 from __future__ import annotations
 
 import gc
-import math
-import time
-from collections.abc import Callable
 from typing import Any
 
-from bench.microbench import sync_device
-from bench.ops import MIN_TIME_S, Case
-from bench.precision import SHORT
+from bench.ops import Case
+from bench.timing import time_call
+from core.dtypes import kernel_dtype
 from core.hardware import Peaks
-
-
-def time_call(fn: Callable[[], object], device: str) -> tuple[float, int]:
-    """(seconds per call, calls timed): a warm-up, then enough back-to-back calls for ``MIN_TIME_S``."""
-    fn()
-    sync_device(device)
-    t0 = time.perf_counter()
-    fn()
-    sync_device(device)
-    one = max(time.perf_counter() - t0, 1e-6)
-    reps = max(3, min(1000, math.ceil(MIN_TIME_S / one)))
-    sync_device(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    sync_device(device)
-    return (time.perf_counter() - t0) / reps, reps
 
 
 def free_device(device: str) -> None:
@@ -77,7 +57,7 @@ def run_case(c: Case, device: str, peaks: dict[str, Peaks], measured: dict[str, 
 
 def device_dtypes(device: str, run_dtype: str) -> tuple[str, ...]:
     """The precisions to time: the run's and the others the device runs natively (fp8 on Hopper and later)."""
-    short = "bf16" if run_dtype == "float16" else SHORT[run_dtype]  # fp16 runs time the bf16 kernels (same rate)
+    short = kernel_dtype(run_dtype)
     if device != "cuda":
         return (short,) if short == "fp32" else ("bf16", "fp32")
     import torch

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from core.models import BYTES_PER_DTYPE
+from core.dtypes import BYTES_PER_DTYPE
 
 BLOCK = 128  # vLLM's CPU KV-cache block size
 

@@ -14,7 +14,6 @@ from core.errors import UsageError
 from core.identity import NATIVE_BF16_CPU_FEATURES, cpu_has_native_bf16
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
 def choose_dtype(requested: str, device_info: dict[str, Any]) -> tuple[str, str]:

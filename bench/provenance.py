@@ -1,4 +1,4 @@
-"""The run header of a results file: what ran, where, with what, and when (the design's ``run`` object)."""
+"""The run header of a results file: what ran, where, with what, and when."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 from bench.device import describe_device, git_commit, versions
 from bench.load import describe_server
 from bench.plan import BenchPlan
-from bench.precision import SHORT
 from bench.records import RunFile, safe_name
+from core.dtypes import SHORT_NAME
 from core.errors import CatalogError
 from core.hardware import match_gpu
 from core.models import ModelSpec, weight_bytes
@@ -56,7 +56,7 @@ def new_run(plan: BenchPlan, spec: ModelSpec) -> RunFile:
             "catalog_key": spec.name,
             "parameters": spec.total_params,
             "active_parameters": spec.active_params,
-            "weight_bytes": weight_bytes(spec, SHORT[plan.dtype]),
+            "weight_bytes": weight_bytes(spec, SHORT_NAME[plan.dtype]),
             "dtype": plan.dtype,
             "dtype_reason": plan.dtype_reason,
             "load_format": plan.load_format,
@@ -81,7 +81,7 @@ def new_run(plan: BenchPlan, spec: ModelSpec) -> RunFile:
             "distributed_executor_backend": plan.distributed_executor_backend,
             "num_gpus": ecfg.num_gpus,
         },
-        "datasheet_peaks": datasheet_peaks_record(device_info, SHORT[plan.dtype]),
+        "datasheet_peaks": datasheet_peaks_record(device_info, SHORT_NAME[plan.dtype]),
         "args": plan.args,
         "plan": plan.saved(),
     }

@@ -1,6 +1,6 @@
 """Shared command-line plumbing: one-line argument errors with exit status 2, list parsing.
 
-A leaf module (imports nothing of the project)."""
+Part of ``core`` (imports nothing above it)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The project's errors: bad input from the user, a bad results document, a bad catalog entry.
 
-A leaf module (imports nothing of the project). Each is a ``UsageError``: the console script
+Part of ``core`` (imports nothing above it). Each is a ``UsageError``: the console script
 prints its first line and exits with status 2.
 """
 

@@ -1,6 +1,6 @@
 """Device identity: what tells one machine apart from another, and a short stable id derived from it.
 
-A leaf module (imports nothing of the project): the bench records identities, the estimator groups
+Part of ``core`` (imports nothing above it): the bench records identities, the estimator groups
 runs by them, and ``predict --device cpu`` asks which CPU it runs on.
 """
 

@@ -15,11 +15,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from core.dtypes import BYTES_PER_DTYPE
 from core.hardware import CatalogError
 from core.paths import DATA_DIR
 
 MODEL_DIR = DATA_DIR / "models"
-BYTES_PER_DTYPE = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Where the project keeps what it measured and what it writes from it.
 
-A leaf module (imports nothing of the project). ``--results`` means the results directory
+Part of ``core`` (imports nothing above it). ``--results`` means the results directory
 (``results/``, holding ``runs/``, ``tables/``, ``plots/``) for every subcommand; a ``runs/``
 directory or one run file is accepted where runs are read.
 """

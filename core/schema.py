@@ -1,7 +1,7 @@
 """The record schema: what a results document (``results/runs/*.json``) must hold, and reading one.
 
-A leaf module (imports nothing of the project but its errors): ``bench`` writes documents of this
-schema, the estimator and the report read them. Schema (see the design):
+Part of ``core`` (imports nothing above it): ``bench`` writes documents of this schema, the
+estimator and the report read them. Schema:
 ``{"schema_version", "run": {...}, "records": [...]}``.
 """
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.dtypes import kernel_dtype
 from core.models import MODEL_DIR, resolve_model_key
 from core.shapes import Shapes, shapes_from_config
 
@@ -209,10 +210,6 @@ def _steps(runs: pd.DataFrame, device_name: str) -> pd.DataFrame:
     return r.groupby(keys, sort=False, dropna=False)[["decode_step_ms", "time_to_first_token_ms"]].median().reset_index()
 
 
-def _dtype(run_dtype: str) -> str:
-    return {"bfloat16": "bf16", "float32": "fp32", "float16": "bf16"}[run_dtype]
-
-
 def step_ops(c: OperatorCurves, mode: str, batch: int, input_len: int, output_len: int) -> tuple[dict[str, float], int]:
     """(seconds by operator, engine steps) of one measured configuration: a decode step, or a prefill to the first token."""
     if mode == "decode":
@@ -269,7 +266,7 @@ def _validate_session(steps: pd.DataFrame, ops: pd.DataFrame, device_name: str, 
     curves: dict[tuple[str, str], OperatorCurves | UndeterminedError] = {}
     rows = []
     for rec in steps.itertuples(index=False):
-        key = (rec.model, _dtype(rec.dtype))
+        key = (rec.model, kernel_dtype(rec.dtype))
         if key not in curves:
             try:
                 curves[key] = build_curves(ops, device_name, *key)

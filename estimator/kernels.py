@@ -82,9 +82,6 @@ class Kernels:
                 return (b0 + w * (b1 - b0)) * 1e9
         return table[-1][1] * 1e9
 
-    def describe(self) -> str:
-        return "; ".join(f"{k}: {v.source}" for k, v in self.ops.items())
-
 
 @cache
 def published_kernels() -> Kernels:

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import math
 
+from core.dtypes import BYTES_PER_DTYPE
 from core.hardware import Device
 from core.opcounts import expert_params, mtp_module_params, replicated_params
 from estimator.kernels import Kernels
-from estimator.serving import WEIGHT_BYTES, Arch, Layout, experts_per_gpu, step
+from estimator.serving import Arch, Layout, experts_per_gpu, step
 
 
 def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, float]:
     """Weight memory of one GPU: replicated (DP attention) or TP-split non-routed part, and its routed experts;
     with ``mtp`` multi-token-prediction modules served, each adds one MoE layer and its projection."""
-    s, wb = a.shapes, WEIGHT_BYTES[a.weight_dtype]
+    s, wb = a.shapes, BYTES_PER_DTYPE[a.weight_dtype]
     embed_head = 2 * s.vocab * s.hidden
     non_routed = (replicated_params(s) - embed_head + mtp * mtp_module_params(s)) * wb + embed_head * 2.0  # embedding and head kept in BF16
     non_routed /= 1 if layout.dp_attention else layout.tp
@@ -28,7 +29,7 @@ def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, flo
 
 def kv_bytes_per_token(a: Arch, kv_dtype: str, mtp: int = 0) -> float:
     """KV cache bytes per token of context, all layers and ``mtp`` served MTP modules (MLA: the latent and the rope key)."""
-    s, b = a.shapes, WEIGHT_BYTES[kv_dtype]
+    s, b = a.shapes, BYTES_PER_DTYPE[kv_dtype]
     per_layer = (s.mla["kv_lora_rank"] + s.mla["rope"]) if s.mla else 2 * s.kv_heads * s.head_dim
     return per_layer * (s.num_layers + mtp) * b
 

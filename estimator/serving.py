@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.dtypes import BYTES_PER_DTYPE
 from core.hardware import Device
 from core.models import MODEL_DIR, resolve_model_key
 from core.opcounts import (
@@ -35,7 +36,6 @@ from core.opcounts import (
 from core.shapes import Shapes, shapes_from_config
 from estimator.kernels import Eff, Kernels
 
-WEIGHT_BYTES = {"fp8": 1.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "fp32": 4.0}
 ELEMENTWISE_VECTORS = 10  # per token per layer: 2 RMS norms (read + write), 2 residual adds (2 reads + write), rotary
 
 
@@ -158,7 +158,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
     gp = gemm_precision(gpu, a.weight_dtype)
     peak = {"fp8": gpu.peak_flops_per_s("fp8") if "fp8" in gpu.peak_tflops else None, "bf16": gpu.peak_flops_per_s("bf16")}
     bw = gpu.bandwidth_bytes_per_s
-    wb, ab = WEIGHT_BYTES[a.weight_dtype], 1.0 if gp == "fp8" else 2.0
+    wb, ab = BYTES_PER_DTYPE[a.weight_dtype], 1.0 if gp == "fp8" else 2.0
     m = tokens * tp if not layout.dp_attention else tokens  # tokens through a TP group's GEMMs
     out: dict[str, float] = {}
     bound_s: dict[str, dict[str, float]] = {}  # operator -> bound -> seconds, to name what bounds each operator
@@ -189,7 +189,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
         if phase == "decode":  # absorbed: per head, queries into the latent and the latent out to values (BF16 bmm)
             for kk, nn in ((nope, r), (r, v)):
                 add("attention projections", 2 * m * h_ * kk * nn, h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2, "bf16", k.ops["grouped_gemm"], s.num_layers)
-            kv_b = seqs * (tp if not layout.dp_attention else 1) * context * (r + rope) * WEIGHT_BYTES[kv_dtype]
+            kv_b = seqs * (tp if not layout.dp_attention else 1) * context * (r + rope) * BYTES_PER_DTYPE[kv_dtype]
             add("attention", m * mla_decode_attention_flops(s, context) / tp, kv_b, "bf16", k.ops["attention_decode"], s.num_layers)
         else:  # not absorbed: the latents of the whole context are up-projected, then 192/128-wide heads attend
             gemm("attention projections", r, s.heads * (nope + v), s.num_layers, mm=m / max(uncached_share, 1e-9))
@@ -197,7 +197,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
     else:
         kvh = max(s.kv_heads / tp, 1)
         if phase == "decode":
-            kv_b = seqs * tp * context * 2 * kvh * s.head_dim * WEIGHT_BYTES[kv_dtype]
+            kv_b = seqs * tp * context * 2 * kvh * s.head_dim * BYTES_PER_DTYPE[kv_dtype]
             add("attention", 4 * m * h_ * context * s.head_dim, kv_b, "bf16", k.ops["attention_decode"], s.num_layers)
         else:
             add("attention", 4 * m * h_ * context * s.head_dim, m * (2 * h_ + 2 * kvh) * s.head_dim * 2, "bf16", k.ops["attention_prefill"], s.num_layers)

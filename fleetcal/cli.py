@@ -16,7 +16,7 @@ SUBCOMMANDS = {
     "plan": ("fleetcal.commands.plan", "the fewest GPUs of each kind for a request rate within TTFT and TPOT limits, with intervals and cost"),
     "backtest": ("fleetcal.commands.backtest", "published deployments against each method's prediction"),
     "validate": ("fleetcal.commands.validate", "the serving model against published end-to-end throughput, row by row"),
-    "report": ("fleetcal.commands.report", "regenerate tables, plots and the README results section from results/runs"),
+    "report": ("fleetcal.commands.report", "regenerate tables, plots and the generated sections of the README and docs/ from results/runs"),
 }
 
 

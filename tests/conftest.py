@@ -19,7 +19,11 @@ def bundled_model_dir():
 
 @pytest.fixture(scope="session")
 def cpu_dtype() -> str:
-    """The precision this CPU runs natively (fp32 where bf16 would be emulated): engine tests size their work by it."""
+    """The precision this CPU runs natively (fp32 where bf16 would be emulated): engine tests size their work by it.
+    FLEETCAL_TEST_DTYPE forces one (CI runs the engine tests again with float32, what a CPU without native bf16 gets)."""
+    forced = os.environ.get("FLEETCAL_TEST_DTYPE")
+    if forced:
+        return forced
     from bench.precision import choose_dtype
     from core.identity import describe_cpu
 

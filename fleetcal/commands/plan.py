@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.dtypes import SERVING_WEIGHT_DTYPES
 from core.errors import UsageError
 from core.hardware import get_gpu
 from core.models import get_model
@@ -21,7 +22,6 @@ from estimator.fleet import KV_DTYPES
 from estimator.operators import load_ops
 from estimator.plan_search import MODES, Choice, cheapest_mix, frontier, interval, nearest_reason, search
 from estimator.planning import Option, Workload, hourly_fleet, spare_gpus
-from estimator.serving import WEIGHT_BYTES
 from fleetcal.report.files import save_plot
 
 SECONDS_PER_DAY = 86400
@@ -40,7 +40,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     speed.add_argument("--tpot-ms", type=float, help="time-per-output-token limit, ms")
     speed.add_argument("--tokens-per-user", type=float, help="per-user speed limit, tokens/s (1000 / TPOT)")
     p.add_argument("--mode", choices=(*MODES, "both"), default="both", help="aggregated, disaggregated, or the better of both (default)")
-    p.add_argument("--weight-dtype", choices=sorted(WEIGHT_BYTES), help="default: the model's serving dtype, and FP8 where the GPU has it")
+    p.add_argument("--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES), help="default: the model's serving dtype, and FP8 where the GPU has it")
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of each prompt served from the prefix cache")
     p.add_argument("--samples", type=int, default=200, help="draws of the assumptions for the 90%% interval (0: none)")

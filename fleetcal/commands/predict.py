@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.dtypes import SERVING_WEIGHT_DTYPES
 from core.errors import UsageError
 from core.hardware import get_gpu
 from core.identity import cpu_has_native_bf16, describe_cpu
@@ -32,7 +33,7 @@ from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_
 from estimator.operators import load_ops
 from estimator.planning import Workload, aggregated_point, disaggregated_point
 from estimator.runs import load_runs
-from estimator.serving import WEIGHT_BYTES, Layout, load_arch, step
+from estimator.serving import Layout, load_arch, step
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, Service, default_layouts, prefill_tokens_for_ttft
 
 KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
@@ -62,7 +63,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens-per-gpu", type=int, help=f"prefill tokens per GPU per step (default: the layout's; DeepSeek-V3: its published 16,384; else {PREFILL_TOKENS_PER_GPU:,})")
     p.add_argument("--ttft-ms", type=float, help="time-to-first-token target: the largest prefill tokens per GPU per step (up to --tokens-per-gpu) meeting it")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of the prompt served from the prefix cache")
-    p.add_argument("--weight-dtype", choices=sorted(WEIGHT_BYTES), help="default: the model's serving dtype (catalog)")
+    p.add_argument("--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES), help="default: the model's serving dtype (catalog)")
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
     p.add_argument("--mtp-tokens", type=int, default=0, help="tokens drafted per step by multi-token prediction")
     p.add_argument("--mtp-acceptance", type=float, help="acceptance of each drafted token (default: DeepSeek-V3's 0.85)")
