@@ -2,7 +2,7 @@
 # Command 1 of the quick start: set up (idempotent), measure the bundled model with
 # `fleetcal bench`'s defaults (extra arguments go to bench), then show what it means: measured
 # utilization beside the article's 50%, the fleet for H100 and A100 under every scenario using
-# this run's measurements, and regenerated tables, plots and README results section.
+# this run's measurements, and regenerated tables, plots and the generated sections of the README and docs/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh

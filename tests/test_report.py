@@ -36,8 +36,24 @@ def committed_report(tmp_path_factory):
         (tmp / "runs" / Path(p).name).write_text(_committed(p))
     readme = tmp / "README.md"
     readme.write_text(_committed("README.md"))
-    run_report(tmp, readme)
+    _copy_committed_docs(tmp / "docs")
+    run_report(tmp, readme, tmp / "docs")
     return tmp, readme, runs
+
+
+def _copy_committed_docs(docs: Path) -> None:
+    docs.mkdir()
+    for p in _git("ls-files", "docs").splitlines():
+        (docs / Path(p).name).write_text(_committed(p))
+
+
+def _pages(readme: Path) -> str:
+    """The README and its docs/ pages as one text, where the generated blocks are looked for."""
+    return "\n".join([readme.read_text()] + [p.read_text() for p in sorted((readme.parent / "docs").glob("*.md"))])
+
+
+def _committed_pages() -> str:
+    return "\n".join([_committed("README.md")] + [_committed(p) for p in sorted(_git("ls-files", "docs").splitlines())])
 
 
 def test_committed_runs_exist(committed_report):
@@ -66,8 +82,8 @@ def test_committed_plot_data_match_the_report(committed_report):
 def test_committed_readme_section_matches_the_report(committed_report, start, end):
     _, readme, _ = committed_report
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    made = pattern.search(readme.read_text()).group(0)
-    committed = pattern.search(_committed("README.md")).group(0)
+    made = pattern.search(_pages(readme)).group(0)
+    committed = pattern.search(_committed_pages()).group(0)
     assert made == committed, "the README results section is stale: run fleetcal report"
     assert made.count("\n") > 3, "the section holds a table"
 
@@ -78,11 +94,20 @@ def test_report_is_byte_identical_when_run_twice(committed_report, tmp_path):
     shutil.copytree(tmp / "runs", again / "runs")
     readme2 = tmp_path / "README.md"
     readme2.write_text(_committed("README.md"))
-    run_report(again, readme2)
+    _copy_committed_docs(tmp_path / "docs")
+    run_report(again, readme2, tmp_path / "docs")
     for sub in ("tables", "plots"):
         for f in sorted((tmp / sub).iterdir()):
             assert (again / sub / f.name).read_bytes() == f.read_bytes(), f"{sub}/{f.name} differs between two runs"
-    assert readme2.read_text() == readme.read_text()
+    assert _pages(readme2) == _pages(readme)
+
+
+def test_the_readme_is_a_front_door():
+    """At most about 200 lines: the methods and the full results live in docs/, and every page it links exists."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\((docs/[\w.-]+\.md)", text)
+    assert links and all((ROOT / link).is_file() for link in links)
 
 
 def test_report_on_no_runs(tmp_path):

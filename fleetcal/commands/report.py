@@ -1,4 +1,4 @@
-"""``fleetcal report``: tables, plots and the README results section, regenerated from results/runs.
+"""``fleetcal report``: tables, plots and the generated blocks of the README and docs/, regenerated from results/runs.
 
 Deterministic: rows are sorted, floats rounded, no timestamps are written, and PNGs carry no
 creation metadata, so running it twice gives identical files. Each plot's data is also written
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from estimator.validation import load_rows, summary, validate
 from fleetcal.commands.plan import PLAN_END, PLAN_START, readme_block
 from fleetcal.report.cpu import cpu_step_tables
 from fleetcal.report.cpu import readme_lines as cpu_readme_lines
-from fleetcal.report.files import round_floats, write_table, write_text
+from fleetcal.report.files import generated_pages, replace_block, round_floats, write_table, write_text
 from fleetcal.report.model import (
     BACKTEST_END,
     BACKTEST_START,
@@ -62,7 +61,8 @@ MEASUREMENT_COLUMNS = [
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory: reads runs/, writes tables/ and plots/")
-    p.add_argument("--readme", type=Path, default=README, help="README whose results section is rewritten in place")
+    p.add_argument("--readme", type=Path, default=README, help="README whose generated blocks (key table, backtest summary) are rewritten in place")
+    p.add_argument("--docs", type=Path, default=None, help="pages whose generated blocks are rewritten in place (default: docs/ beside the README)")
 
 
 @dataclass(frozen=True)
@@ -225,25 +225,24 @@ def _ratio(summary: dict, name: str) -> str:
     return f"**{summary[f'{name}_ratio']:.3f}**" + (f" (95% interval {ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
 
 
-def _replace_block(text: str, start: str, end: str, block: str) -> tuple[str, bool]:
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text), True
-    return text, False
-
-
-def rewrite_readme(readme: Path, section: str, key: str | None = None, blocks: dict[tuple[str, str], str | None] | None = None) -> None:
-    """Replace the results section, the key table and each cross-check block (where the README has their markers)."""
-    text = readme.read_text() if readme.exists() else ""
-    text, found = _replace_block(text, START, END, section)
-    if not found:
-        text = text.rstrip("\n") + "\n\n## Results\n\n" + section + "\n"
-    if key is not None:
-        text, _ = _replace_block(text, KEY_START, KEY_END, key)
-    for (start, end), block in (blocks or {}).items():
-        if block is not None:
-            text, _ = _replace_block(text, start, end, block)
-    write_text(readme, text)
+def rewrite_pages(pages: list[Path], section: str, key: str | None = None, blocks: dict[tuple[str, str], str | None] | None = None) -> None:
+    """Replace each generated block (results section, key table, cross-checks, ...) in whichever page holds its
+    markers; the results section goes at the end of the first page (the README) where no page has it."""
+    texts = {page: page.read_text() if page.exists() else "" for page in pages}
+    todo = {(START, END): section, (KEY_START, KEY_END): key, **(blocks or {})}
+    for (start, end), block in todo.items():
+        if block is None:
+            continue
+        found = False
+        for page, text in texts.items():
+            texts[page], hit = replace_block(text, start, end, block)
+            found = found or hit
+        if not found and start == START:
+            texts[pages[0]] = texts[pages[0]].rstrip("\n") + "\n\n## Results\n\n" + section + "\n"
+    for page, text in texts.items():
+        if page.exists() and page.read_text() == text:
+            continue
+        write_text(page, text)
 
 
 def check_writable(results: Path, readme: Path | None) -> None:
@@ -264,7 +263,7 @@ def check_writable(results: Path, readme: Path | None) -> None:
             raise UsageError(f"--readme {readme} is not writable")
 
 
-def run_report(results: Path, readme: Path | None) -> Report:
+def run_report(results: Path, readme: Path | None, docs: Path | None = None) -> Report:
     """Compute everything first, then write: tables, plots and the README (each file atomically)."""
     check_writable(results, readme)
     r = build_report(results)
@@ -280,13 +279,13 @@ def run_report(results: Path, readme: Path | None) -> Report:
         blocks = {(CROSS_START, CROSS_END): crosscheck_block(results), (SERVE_CROSS_START, SERVE_CROSS_END): crosscheck_serve_block(results),
                   (BACKTEST_START, BACKTEST_END): backtest_paragraph(r.tables["backtest"], r.tables["validation"]),
                   (PLAN_START, PLAN_END): readme_block(results)}
-        rewrite_readme(readme, readme_section(r), key_table(r), blocks)
+        rewrite_pages(generated_pages(readme, docs), readme_section(r), key_table(r), blocks)
     return r
 
 
 def main(args: argparse.Namespace) -> int:
     if not (args.results / "runs").is_dir():
         raise UsageError(f"--results {args.results}: no runs/ directory inside; give the results directory")
-    r = run_report(args.results, args.readme)
+    r = run_report(args.results, args.readme, args.docs if args.docs is not None else args.readme.parent / "docs")
     print(f"report: {len(r.runs)} records -> {args.results / 'tables'}, {args.results / 'plots'}, {args.readme}")
     return 0

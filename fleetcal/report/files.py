@@ -7,6 +7,7 @@ and renamed over it, so a concurrent reader sees the old file or the new one, ne
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -58,3 +59,16 @@ def save_plot(fig: Any, path: Path, data: pd.DataFrame) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None}))
     write_csv(round_floats(data), path.with_suffix(".csv"))
+
+
+def replace_block(text: str, start: str, end: str, block: str) -> tuple[str, bool]:
+    """``text`` with the block between ``start`` and ``end`` (markers included) replaced, and whether it was there."""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text), True
+    return text, False
+
+
+def generated_pages(readme: Path, docs: Path | None) -> list[Path]:
+    """The README, then every page of ``docs`` (where it exists): the files ``fleetcal report`` rewrites blocks of."""
+    return [readme] + (sorted(docs.glob("*.md")) if docs is not None and docs.is_dir() else [])
