@@ -19,7 +19,7 @@ def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, flo
     s, wb = a.shapes, BYTES_PER_DTYPE[a.weight_dtype]
     embed_head = 2 * s.vocab * s.hidden
     non_routed = (replicated_params(s) - embed_head + mtp * mtp_module_params(s)) * wb + embed_head * 2.0  # embedding and head kept in BF16
-    non_routed /= 1 if layout.dp_attention else layout.tp
+    non_routed /= layout.tp  # TP 1 with data-parallel attention: replicated
     moe_layers = s.moe_layers + (mtp if s.num_experts else 0)
     routed = experts_per_gpu(s, layout) * moe_layers * expert_params(s) * wb
     if s.num_experts and layout.ep == 1:
@@ -48,7 +48,7 @@ def activation_bytes(a: Arch, layout: Layout, step_tokens: float) -> float:
     finds and keeps free: the widest intermediate, the gate and up projections (2 F / TP values per token, F the dense
     FFN width or k x the expert width where wider), plus the layer's input, output and residual (4 h), in BF16."""
     s = a.shapes
-    tp = 1 if layout.dp_attention else layout.tp
+    tp = layout.tp
     widths = [n for name, (_, n) in s.linears.items() if name in ("gate_up", "dense_gate_up")]
     widths += [s.experts_per_token * s.expert_k_n[0][1]] if s.expert_k_n else []
     return step_tokens * (max(widths, default=0) / tp + 4 * s.hidden) * 2.0
@@ -69,7 +69,7 @@ def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context:
     page = KV_RULES[rule]
     per_seq = kv_bytes_per_token(a, kv_dtype, mtp) * math.ceil(context / page) * page
     # a TP group holds tp × B sequences: GQA splits their KV heads over the group, MLA's latent is replicated
-    shares = layout.tp if (a.shapes.mla and not layout.dp_attention) else 1
+    shares = layout.tp if a.shapes.mla else 1
     return max(int(room // per_seq) // shares, 0)
 
 

@@ -108,26 +108,21 @@ def disaggregated_rates(decode_s: float, decode_tokens: float, batch: float, pre
 
 def kv_transfer_s(a: Arch, layout: Layout, k: Kernels, w: Workload) -> float:
     """Seconds to send one prompt's KV from a prefill GPU to decode over the network (DeepEP's RDMA bandwidth per GPU)."""
-    return kv_bytes_per_token(a, w.kv_dtype) * w.input_len / _share(layout) / (k.normal_internode_gb_per_s * 1e9)
-
-
-def _share(layout: Layout) -> int:
-    """GPUs one engine's sequences and tokens are spread over: the TP group, or 1 with data-parallel attention."""
-    return 1 if layout.dp_attention else layout.tp
+    return kv_bytes_per_token(a, w.kv_dtype) * w.input_len / layout.tp / (k.normal_internode_gb_per_s * 1e9)
 
 
 def aggregated_point(a: Arch, gpu: Device, layout: Layout, k: Kernels, w: Workload, batch: float) -> Point:
     """Whole requests at ``batch`` sequences per GPU, prefill and decode sharing the GPUs."""
-    budget = engine_budget(gpu)[0] / _share(layout)
+    budget = engine_budget(gpu)[0] / layout.tp
     d = step(a, gpu, layout, k, "decode", batch_per_gpu=batch, context=w.context, mtp_tokens=w.mtp_tokens, kv_dtype=w.kv_dtype)
     p = step(a, gpu, layout, k, "prefill", tokens_per_gpu=budget, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype)
-    return aggregated_rates(d.seconds, d.tokens, batch, p.tokens / p.seconds, w, budget, w.uncached_len / _share(layout))
+    return aggregated_rates(d.seconds, d.tokens, batch, p.tokens / p.seconds, w, budget, w.uncached_len / layout.tp)
 
 
 def max_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, w: Workload) -> int:
     """Sequences per GPU the KV room holds at a request's full length (vLLM's rule), at most the engine's max_num_seqs."""
     room = kv_room_sequences(a, gpu, layout, k, w.input_len + w.output_len, w.kv_dtype, mtp=a.mtp_served(w.mtp_tokens))
-    return min(room, engine_budget(gpu)[1] // _share(layout) or 1)
+    return min(room, engine_budget(gpu)[1] // layout.tp or 1)
 
 
 def largest(ok: Any, hi: int) -> int:
@@ -214,7 +209,7 @@ def disaggregated_point(a: Arch, gpu: Device, pre: Layout, dec: Layout, k: Kerne
     (disaggregated_rates), and the two pools' (requests/s per instance, GPUs per instance)."""
     d = _decode(a, gpu, dec, k, w, batch)
     p = step(a, gpu, pre, k, "prefill", tokens_per_gpu=prefill_tokens, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype)
-    pt = disaggregated_rates(d.seconds, d.tokens, batch, p.tokens / p.seconds, p.seconds, prefill_tokens, w.uncached_len / _share(pre),
+    pt = disaggregated_rates(d.seconds, d.tokens, batch, p.tokens / p.seconds, p.seconds, prefill_tokens, w.uncached_len / pre.tp,
                              kv_transfer_s(a, pre, k, w), w)  # fmt: skip
     pools = ((p.tokens / p.seconds * pre.num_gpus / w.uncached_len, pre.num_gpus), (d.tokens / d.seconds * dec.num_gpus / w.output_len, dec.num_gpus))
     return pt, pools
@@ -226,7 +221,7 @@ def disaggregated_option(a: Arch, gpu: Device, pre: Layout, dec: Layout, k: Kern
     if kv_s * 1000 >= w.ttft_ms:
         return f"the KV transfer alone takes {kv_s * 1000:,.0f} ms"
     service = Service(prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype, ttft_ms=w.ttft_ms - kv_s * 1000,
-                      prefill_tokens_per_gpu=engine_budget(gpu)[0] // _share(pre))  # fmt: skip
+                      prefill_tokens_per_gpu=engine_budget(gpu)[0] // pre.tp)  # fmt: skip
     tokens, why = prefill_tokens_for_ttft(a, gpu, pre, k, service)
     if why == UNREACHABLE:
         return f"prefill of one prompt misses {w.ttft_ms:g} ms TTFT"

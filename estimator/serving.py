@@ -154,12 +154,12 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
     """(operator -> seconds for all layers of one micro-batch, FLOPs, communication seconds, operator -> bound,
     operator -> efficiency source) on one GPU."""
     s = a.shapes
-    tp = 1 if layout.dp_attention else layout.tp
+    tp = layout.tp  # 1 with data-parallel attention (Layout enforces it)
     gp = gemm_precision(gpu, a.weight_dtype)
     peak = {"fp8": gpu.peak_flops_per_s("fp8") if "fp8" in gpu.peak_tflops else None, "bf16": gpu.peak_flops_per_s("bf16")}
     bw = gpu.bandwidth_bytes_per_s
     wb, ab = BYTES_PER_DTYPE[a.weight_dtype], 1.0 if gp == "fp8" else 2.0
-    m = tokens * tp if not layout.dp_attention else tokens  # tokens through a TP group's GEMMs
+    m = tokens * tp  # tokens through a TP group's GEMMs
     out: dict[str, float] = {}
     bound_s: dict[str, dict[str, float]] = {}  # operator -> bound -> seconds, to name what bounds each operator
     sources: dict[str, str] = {}
@@ -189,7 +189,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
         if phase == "decode":  # absorbed: per head, queries into the latent and the latent out to values (BF16 bmm)
             for kk, nn in ((nope, r), (r, v)):
                 add("attention projections", 2 * m * h_ * kk * nn, h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2, "bf16", k.ops["grouped_gemm"], s.num_layers)
-            kv_b = seqs * (tp if not layout.dp_attention else 1) * context * (r + rope) * BYTES_PER_DTYPE[kv_dtype]
+            kv_b = seqs * tp * context * (r + rope) * BYTES_PER_DTYPE[kv_dtype]
             add("attention", m * mla_decode_attention_flops(s, context) / tp, kv_b, "bf16", k.ops["attention_decode"], s.num_layers)
         else:  # not absorbed: the latents of the whole context are up-projected, then 192/128-wide heads attend
             gemm("attention projections", r, s.heads * (nope + v), s.num_layers, mm=m / max(uncached_share, 1e-9))

@@ -105,7 +105,7 @@ def predict_row(row: Row, ops: pd.DataFrame | None = None) -> tuple[float, str]:
 
 def _whole_requests(row: Row, arch: Any, gpu: Any, lay: Layout, k: Any) -> tuple[float, str]:
     """Output tokens/s per GPU of a max-load or static-batch row (module docstring)."""
-    tp = 1 if lay.dp_attention else lay.tp
+    tp = lay.tp
     held = row.input_len + row.output_len * (1.0 if row.kv_rule == "trtllm" else 0.5)  # KV tokens a sequence holds
     if row.kind == "max_load":
         room = kv_room_sequences(arch, gpu, lay, k, held, row.kv_dtype, headroom=row.kv_fraction, rule=row.kv_rule)
