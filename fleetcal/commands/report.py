@@ -228,7 +228,8 @@ def _ratio(summary: dict, name: str) -> str:
 def rewrite_pages(pages: list[Path], section: str, key: str | None = None, blocks: dict[tuple[str, str], str | None] | None = None) -> None:
     """Replace each generated block (results section, key table, cross-checks, ...) in whichever page holds its
     markers; the results section goes at the end of the first page (the README) where no page has it."""
-    texts = {page: page.read_text() if page.exists() else "" for page in pages}
+    before = {page: page.read_text() if page.exists() else None for page in pages}
+    texts = {page: text or "" for page, text in before.items()}
     todo = {(START, END): section, (KEY_START, KEY_END): key, **(blocks or {})}
     for (start, end), block in todo.items():
         if block is None:
@@ -240,9 +241,8 @@ def rewrite_pages(pages: list[Path], section: str, key: str | None = None, block
         if not found and start == START:
             texts[pages[0]] = texts[pages[0]].rstrip("\n") + "\n\n## Results\n\n" + section + "\n"
     for page, text in texts.items():
-        if page.exists() and page.read_text() == text:
-            continue
-        write_text(page, text)
+        if text != before[page]:  # each page read once; an unchanged page is not rewritten
+            write_text(page, text)
 
 
 def check_writable(results: Path, readme: Path | None) -> None:
