@@ -134,7 +134,7 @@ class Runner:
         external = runfile.run.get("server")  # a server this run did not start serves its model under its own name
         self.served_model = external["models"][0]["id"] if external else SERVED_MODEL
         self.workload = plan.workload
-        self.vocab_size = len(load_tokenizer(plan.tokenizer_path())) if plan.tokenizer else spec.vocab_size
+        self.vocab_size = len(load_tokenizer(plan.tokenizer_path())) if plan.tokenizer else spec.shapes.vocab
 
     def measure(self, c: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Measure configuration ``c`` and add its record (ok or failed, with ``extra`` fields) to the results file."""

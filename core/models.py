@@ -18,37 +18,24 @@ from typing import Any
 from core.dtypes import BYTES_PER_DTYPE
 from core.hardware import CatalogError
 from core.paths import DATA_DIR
+from core.shapes import Shapes, shapes_from_dict
 
 MODEL_DIR = DATA_DIR / "models"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the formulas need to know about one architecture.
-
-    Counts are in parameters (not billions); ``*_bytes`` in bytes.
-    """
+    """One architecture: its parameter counts (counted on the meta device) and its shapes (core/shapes.py, the one
+    description of layers, heads, experts and KV cache). Counts are in parameters (not billions)."""
 
     name: str
     total_params: int
     active_params: int
     embedding_params: int  # input embedding (a lookup, no FLOPs)
     tied_embeddings: bool
-    num_layers: int
-    hidden_size: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    v_head_dim: int
-    max_context: int
-    vocab_size: int
+    shapes: Shapes
     weight_dtype: str = "bf16"
-    mla_kv_lora_rank: int | None = None  # MLA: latent KV width (DeepSeek-V2/V3)
-    mla_rope_dim: int | None = None
-    num_experts: int = 0  # routed experts per MoE layer (0: dense)
-    experts_per_token: int = 0
     expert_params: int = 0  # parameters of one routed expert
-    num_moe_layers: int = 0
 
     def __post_init__(self) -> None:
         if self.weight_dtype not in BYTES_PER_DTYPE:
@@ -58,7 +45,11 @@ class ModelSpec:
 
     @property
     def is_moe(self) -> bool:
-        return self.num_experts > 0
+        return self.shapes.num_experts > 0
+
+    @property
+    def max_context(self) -> int:
+        return self.shapes.max_context
 
     @property
     def matmul_params(self) -> int:
@@ -70,7 +61,12 @@ def _text_config(config: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
-def count_params_meta(config: Any) -> tuple[int, int, int]:
+def _config_dict(config: Any) -> dict[str, Any]:
+    """A transformers config as the config.json it was read from (what core/shapes.py parses)."""
+    return _text_config(config).to_dict()
+
+
+def count_params_meta(config: Any, shapes: Shapes) -> tuple[int, int, int]:
     """(total, input-embedding, one-routed-expert) parameter counts of ``config``, built on the meta device.
 
     Multi-token-prediction modules that transformers does not build (DeepSeek-V3's MTP layer)
@@ -84,64 +80,31 @@ def count_params_meta(config: Any) -> tuple[int, int, int]:
     total = sum(p.numel() for p in model.parameters())
     embed = model.get_input_embeddings().weight.numel()
     expert = 0
-    text = _text_config(config)
-    n_experts = int(getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0)
-    if n_experts:
+    if shapes.num_experts and shapes.moe_layers:
         routed = 0
         for name, p in model.named_parameters():
             if ".experts." in name or name.endswith(".experts.gate_up_proj") or name.endswith(".experts.down_proj"):
                 routed += p.numel()
-        moe_layers = _num_moe_layers(text)
-        expert = routed // (n_experts * moe_layers) if moe_layers else 0
+        expert = routed // (shapes.num_experts * shapes.moe_layers)
     return int(total), int(embed), int(expert)
-
-
-def _num_moe_layers(text: Any) -> int:
-    n_experts = int(getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0)
-    if not n_experts:
-        return 0
-    first_dense = int(getattr(text, "first_k_dense_replace", 0) or 0)
-    freq = int(getattr(text, "moe_layer_freq", 1) or 1)
-    return len([i for i in range(first_dense, text.num_hidden_layers) if (i - first_dense) % freq == 0])
 
 
 def spec_from_config(config: Any, name: str, weight_dtype: str = "bf16") -> ModelSpec:
     """Build a ``ModelSpec`` from a transformers config (MoE- and MLA-aware)."""
     text = _text_config(config)
-    total, embed, expert = count_params_meta(config)
-    heads = int(text.num_attention_heads)
-    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
-    n_experts = int(getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0)
-    k = int(getattr(text, "num_experts_per_tok", 0) or 0)
-    moe_layers = _num_moe_layers(text)
-    active = total - (n_experts - k) * expert * moe_layers if n_experts else total
-    kv_lora = getattr(text, "kv_lora_rank", None)
-    qk_dim = head_dim
-    v_dim = head_dim
-    if kv_lora:
-        qk_dim = int(text.qk_nope_head_dim + text.qk_rope_head_dim)
-        v_dim = int(text.v_head_dim)
+    shapes = shapes_from_dict(_config_dict(config), name)
+    total, embed, expert = count_params_meta(config, shapes)
+    idle_experts = shapes.num_experts - shapes.experts_per_token
+    active = total - idle_experts * expert * shapes.moe_layers if shapes.num_experts else total
     return ModelSpec(
         name=name,
         total_params=total,
         active_params=int(active),
         embedding_params=embed,
         tied_embeddings=bool(getattr(text, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False)),
-        num_layers=int(text.num_hidden_layers),
-        hidden_size=int(text.hidden_size),
-        num_heads=heads,
-        num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
-        head_dim=qk_dim,
-        v_head_dim=v_dim,
-        max_context=int(getattr(text, "max_position_embeddings", 0) or 0),
-        vocab_size=int(text.vocab_size),
+        shapes=shapes,
         weight_dtype=weight_dtype,
-        mla_kv_lora_rank=int(kv_lora) if kv_lora else None,
-        mla_rope_dim=int(text.qk_rope_head_dim) if kv_lora else None,
-        num_experts=n_experts,
-        experts_per_token=k,
         expert_params=expert,
-        num_moe_layers=moe_layers,
     )
 
 
@@ -215,17 +178,9 @@ def flops_per_token_linear(spec: ModelSpec) -> float:
 
 
 def flops_per_token_attention(spec: ModelSpec, context_len: float) -> float:
-    """Attention-score FLOPs for one token attending to ``context_len`` earlier tokens, all layers.
-
-    Standard attention: QK^T and AV each 2 × heads × head_dim × L (PaLM appendix B).
-    MLA (DeepSeek-V2/V3) in its absorbed decode form attends over the latent:
-    2 × heads × (kv_lora_rank + rope_dim) × L for scores and 2 × heads × kv_lora_rank × L for values.
-    """
-    if spec.mla_kv_lora_rank:
-        per_layer = 2.0 * spec.num_heads * (2 * spec.mla_kv_lora_rank + (spec.mla_rope_dim or 0))
-    else:
-        per_layer = 2.0 * spec.num_heads * (spec.head_dim + spec.v_head_dim)
-    return per_layer * spec.num_layers * context_len
+    """Attention-score FLOPs for one token attending to ``context_len`` earlier tokens, all layers, as decode runs
+    them (MLA absorbed): ``Shapes.decode_attention_flops`` times the layers."""
+    return spec.shapes.decode_attention_flops(context_len) * spec.shapes.num_layers
 
 
 def flops_per_token(spec: ModelSpec, context_len: float = 0.0) -> float:
@@ -234,15 +189,8 @@ def flops_per_token(spec: ModelSpec, context_len: float = 0.0) -> float:
 
 
 def kv_cache_bytes_per_token(spec: ModelSpec, dtype: str = "bf16") -> float:
-    """KV-cache bytes per token, all layers.
-
-    Standard/GQA: 2 (K and V) × kv_heads × head_dim × layers × bytes.
-    MLA: (kv_lora_rank + rope_dim) × layers × bytes (DeepSeek-V3: 576 × 61 × 2 = 70,272 in bf16).
-    """
-    b = BYTES_PER_DTYPE[dtype]
-    if spec.mla_kv_lora_rank:
-        return (spec.mla_kv_lora_rank + (spec.mla_rope_dim or 0)) * spec.num_layers * b
-    return 2.0 * spec.num_kv_heads * spec.head_dim * spec.num_layers * b
+    """KV-cache bytes per token, all layers (``Shapes.kv_bytes_per_token``)."""
+    return spec.shapes.kv_bytes_per_token(dtype)
 
 
 def weight_bytes(spec: ModelSpec, dtype: str | None = None) -> float:
@@ -261,6 +209,7 @@ def weight_bytes_read_per_step(spec: ModelSpec, batch_size: int, dtype: str | No
     streamed = spec.total_params - (0 if spec.tied_embeddings else spec.embedding_params)
     if not spec.is_moe:
         return streamed * b
-    all_routed = spec.num_experts * spec.expert_params * spec.num_moe_layers
-    touched = spec.num_experts * (1.0 - (1.0 - spec.experts_per_token / spec.num_experts) ** batch_size)
-    return (streamed - all_routed + touched * spec.expert_params * spec.num_moe_layers) * b
+    s = spec.shapes
+    all_routed = s.num_experts * spec.expert_params * s.moe_layers
+    touched = s.num_experts * (1.0 - (1.0 - s.experts_per_token / s.num_experts) ** batch_size)
+    return (streamed - all_routed + touched * spec.expert_params * s.moe_layers) * b

@@ -29,13 +29,6 @@ def mla_prefill_attention_flops(s: Shapes, context: float) -> float:
     return 2 * s.heads * context * (s.mla["nope"] + s.mla["rope"] + s.mla["v"])
 
 
-def mla_decode_attention_flops(s: Shapes, context: float) -> float:
-    """FLOPs of one query token in one layer, MLA absorbed (decode): every head scores against the
-    latent + rope key (512 + 64) and sums the 512-wide latent: 2 · H · context · (576 + 512)."""
-    r = s.mla["kv_lora_rank"]
-    return 2 * s.heads * context * (r + s.mla["rope"] + r)
-
-
 def expert_gemm_flops(s: Shapes, pairs: float) -> float:
     """FLOPs of the routed experts for ``pairs`` (token, expert) assignments in one layer: 2 · pairs · Σ K·N."""
     return sum(2 * pairs * kk * nn for kk, nn in s.expert_k_n)

@@ -1,13 +1,18 @@
-"""Operator shapes of an architecture, read from its own config.json: what the operator benchmarks time
-and what the serving model sums. DeepSeek-style MLA and MoE, and dense GQA models."""
+"""An architecture, read once from its own config.json: the operator shapes the operator benchmarks time and
+the serving model sums, the layer counts, and the per-token KV-cache bytes and attention FLOPs every formula
+uses. DeepSeek-style MLA and MoE, Mixtral-style MoE, and dense GQA models. The one description: ModelSpec
+(core/models.py) adds the parameter counts and holds one of these."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Shapes", "shapes_from_config"]
+from core.dtypes import BYTES_PER_DTYPE
+
+__all__ = ["Shapes", "shapes_from_config", "shapes_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -28,16 +33,54 @@ class Shapes:
     num_experts: int = 0  # routed experts per MoE layer
     experts_per_token: int = 0
     shared_experts: int = 0
+    max_context: int = 0  # max_position_embeddings; 0: not given
+    node_limited_topk: int = 0  # nodes a token's experts may span (DeepSeek-V3 topk_group: 4); top-k when unlimited, 0 when dense
+    mtp_modules: int = 0  # multi-token-prediction modules in the checkpoint (num_nextn_predict_layers)
 
     @property
     def moe_layers(self) -> int:
         return self.num_layers - self.dense_layers
 
+    def kv_bytes_per_token(self, dtype: str = "bf16", extra_layers: int = 0) -> float:
+        """KV-cache bytes one token holds over all layers (plus ``extra_layers``, e.g. MTP modules).
+
+        Standard/GQA: 2 (K and V) × kv_heads × head_dim × bytes per layer.
+        MLA: the latent and the rope key, kv_lora_rank + rope, per layer (DeepSeek-V3: 576 × 61 × 2 = 70,272 in bf16).
+        """
+        per_layer = (self.mla["kv_lora_rank"] + self.mla["rope"]) if self.mla else 2 * self.kv_heads * self.head_dim
+        return per_layer * (self.num_layers + extra_layers) * BYTES_PER_DTYPE[dtype]
+
+    def decode_attention_flops(self, context: float) -> float:
+        """Attention-score FLOPs of one token attending ``context`` earlier tokens in one layer, as decode runs it.
+
+        Standard attention: QK^T and AV each 2 × heads × head_dim × context (PaLM appendix B).
+        MLA absorbed: every head scores against the latent + rope key (512 + 64) and sums the 512-wide latent,
+        2 × heads × context × (576 + 512).
+        """
+        if self.mla:
+            r = self.mla["kv_lora_rank"]
+            return 2 * self.heads * context * (r + self.mla["rope"] + r)
+        return 4 * self.heads * context * self.head_dim
+
+
+def _moe_layers(cfg: dict[str, Any], layers: int, experts: int) -> int:
+    """Layers with routed experts: from ``first_k_dense_replace`` on, every ``moe_layer_freq``-th (all of them in Mixtral)."""
+    if not experts:
+        return 0
+    first = min(int(cfg.get("first_k_dense_replace") or 0), layers)
+    freq = int(cfg.get("moe_layer_freq") or 1)
+    return len(range(first, layers, freq))
+
 
 def shapes_from_config(path: str | Path, name: str) -> Shapes:
     """Shapes of the architecture whose config.json is in ``path``."""
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    cfg = cfg.get("text_config", cfg)
+    return shapes_from_dict(json.loads((Path(path) / "config.json").read_text()), name)
+
+
+def shapes_from_dict(cfg: dict[str, Any], name: str) -> Shapes:
+    """Shapes of the architecture a config.json's contents (or a transformers config's ``to_dict()``) describe."""
+    cfg = cfg.get("text_config") or cfg
+    context = int(cfg.get("max_position_embeddings") or 0)
     h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     kv = int(cfg.get("num_key_value_heads") or heads)
     d = int(cfg.get("head_dim") or h // heads)
@@ -55,11 +98,10 @@ def shapes_from_config(path: str | Path, name: str) -> Shapes:
         }  # fmt: skip
         experts = ((h, 2 * moe), (moe, h)) if cfg.get("n_routed_experts") else ()
         layers = int(cfg["num_hidden_layers"])
-        n_exp = int(cfg.get("n_routed_experts") or 0)
+        n_exp, top_k = int(cfg.get("n_routed_experts") or 0), int(cfg.get("num_experts_per_tok") or 0)
         return Shapes(name, h, heads, 1, r + rope, vocab, {k: v for k, v in linears.items() if v[0] and v[1]}, experts,
-                      {"kv_lora_rank": r, "rope": rope, "nope": nope, "v": v}, layers,
-                      min(int(cfg.get("first_k_dense_replace") or 0), layers) if n_exp else layers, n_exp,
-                      int(cfg.get("num_experts_per_tok") or 0), shared)  # fmt: skip
+                      {"kv_lora_rank": r, "rope": rope, "nope": nope, "v": v}, layers, layers - _moe_layers(cfg, layers, n_exp), n_exp,
+                      top_k, shared, context, int(cfg.get("topk_group") or top_k), int(cfg.get("num_nextn_predict_layers") or 0))  # fmt: skip
     linears = {"qkv_proj": (h, (heads + 2 * kv) * d), "o_proj": (heads * d, h), "gate_up": (h, 2 * inter), "down": (inter, h), "lm_head": (h, vocab)}
     experts = ()
     n_exp = int(cfg.get("num_local_experts") or 0)
@@ -67,4 +109,6 @@ def shapes_from_config(path: str | Path, name: str) -> Shapes:
         experts = ((h, 2 * inter), (inter, h))
         linears = {k: v for k, v in linears.items() if k not in ("gate_up", "down")}
     layers = int(cfg["num_hidden_layers"])
-    return Shapes(name, h, heads, kv, d, vocab, linears, experts, {}, layers, 0 if n_exp else layers, n_exp, int(cfg.get("num_experts_per_tok") or 0))
+    top_k = int(cfg.get("num_experts_per_tok") or 0) if n_exp else 0
+    return Shapes(name, h, heads, kv, d, vocab, linears, experts, {}, layers, layers - _moe_layers(cfg, layers, n_exp), n_exp, top_k, 0, context,
+                  int(cfg.get("topk_group") or top_k), int(cfg.get("num_nextn_predict_layers") or 0))  # fmt: skip

@@ -12,7 +12,7 @@ import pandas as pd
 
 from core.hardware import CatalogError, get_gpu
 from core.models import get_model
-from core.opcounts import mla_decode_attention_flops, mla_prefill_attention_flops
+from core.opcounts import mla_prefill_attention_flops
 from core.paths import DATA_DIR
 from estimator.article import SECONDS_PER_DAY, article_gpus
 from estimator.fleet import Traffic, roofline_fleet
@@ -81,7 +81,7 @@ def deepseek_mfu(d: Deployment) -> float:
     out_s = d.output_tokens_per_day / SECONDS_PER_DAY
     unc_s = (d.input_tokens_per_day - d.cached_input_tokens_per_day) / SECONDS_PER_DAY
     dense = 2 * get_model(d.model).matmul_params
-    attn_decode = mla_decode_attention_flops(shapes, d.average_kv_len) * shapes.num_layers
+    attn_decode = shapes.decode_attention_flops(d.average_kv_len) * shapes.num_layers
     attn_prefill = mla_prefill_attention_flops(shapes, t.prompt_len * (1 + t.cache_hit_rate) / 2) * shapes.num_layers
     flops = out_s * (dense + attn_decode) + unc_s * (dense + attn_prefill)
     return flops / (d.gpus_average * get_gpu(d.gpu).peak_flops_per_s("fp8"))

@@ -27,13 +27,6 @@ def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, flo
     return {"non_routed": non_routed, "routed": routed, "total": non_routed + routed}
 
 
-def kv_bytes_per_token(a: Arch, kv_dtype: str, mtp: int = 0) -> float:
-    """KV cache bytes per token of context, all layers and ``mtp`` served MTP modules (MLA: the latent and the rope key)."""
-    s, b = a.shapes, BYTES_PER_DTYPE[kv_dtype]
-    per_layer = (s.mla["kv_lora_rank"] + s.mla["rope"]) if s.mla else 2 * s.kv_heads * s.head_dim
-    return per_layer * (s.num_layers + mtp) * b
-
-
 PREFILL_TOKENS_PER_GPU = 8192  # vLLM 0.32 EngineArgs: default max_num_batched_tokens of its OpenAI server on GPUs of >= 70 GiB (not A100)
 # How engines size their KV cache, and their page (block) size in tokens:
 #   vllm:   gpu_memory_utilization x total memory - weights - the profiled activation peak - non-torch memory (CUDA graphs,
@@ -67,7 +60,7 @@ def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context:
     else:
         room = headroom * (gpu.memory_bytes - weights - taken)
     page = KV_RULES[rule]
-    per_seq = kv_bytes_per_token(a, kv_dtype, mtp) * math.ceil(context / page) * page
+    per_seq = a.shapes.kv_bytes_per_token(kv_dtype, mtp) * math.ceil(context / page) * page
     # a TP group holds tp × B sequences: GQA splits their KV heads over the group, MLA's latent is replicated
     shares = layout.tp if a.shapes.mla else 1
     return max(int(room // per_seq) // shares, 0)

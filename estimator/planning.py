@@ -26,7 +26,7 @@ import numpy as np
 
 from core.hardware import Device
 from estimator.kernels import Kernels, with_value
-from estimator.memory import kv_bytes_per_token, kv_room_sequences
+from estimator.memory import kv_room_sequences
 from estimator.serving import Arch, Layout, step
 from estimator.sizing import UNREACHABLE, Service, prefill_tokens_for_ttft
 
@@ -108,7 +108,7 @@ def disaggregated_rates(decode_s: float, decode_tokens: float, batch: float, pre
 
 def kv_transfer_s(a: Arch, layout: Layout, k: Kernels, w: Workload) -> float:
     """Seconds to send one prompt's KV from a prefill GPU to decode over the network (DeepEP's RDMA bandwidth per GPU)."""
-    return kv_bytes_per_token(a, w.kv_dtype) * w.input_len / layout.tp / (k.normal_internode_gb_per_s * 1e9)
+    return a.shapes.kv_bytes_per_token(w.kv_dtype) * w.input_len / layout.tp / (k.normal_internode_gb_per_s * 1e9)
 
 
 def aggregated_point(a: Arch, gpu: Device, layout: Layout, k: Kernels, w: Workload, batch: float) -> Point:

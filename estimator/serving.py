@@ -18,22 +18,19 @@ Shapes from the model's config.json (shapes.py), efficiencies from kernels.py; s
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from core.dtypes import BYTES_PER_DTYPE
 from core.hardware import Device
-from core.models import MODEL_DIR, resolve_model_key
+from core.models import get_model, model_catalog, resolve_model_key
 from core.opcounts import (
     ep_bytes_per_token,
     expert_gemm_flops,
     imbalance,
-    mla_decode_attention_flops,
     mla_prefill_attention_flops,
 )
-from core.shapes import Shapes, shapes_from_config
+from core.shapes import Shapes
 from estimator.kernels import Eff, Kernels
 
 ELEMENTWISE_VECTORS = 10  # per token per layer: 2 RMS norms (read + write), 2 residual adds (2 reads + write), rotary
@@ -45,9 +42,12 @@ class Arch:
 
     shapes: Shapes
     weight_dtype: str  # of the linear layers' weights as served (DeepSeek-V3: fp8)
-    node_limited_topk: int  # nodes a token's experts may span (DeepSeek-V3 topk_group: 4); k when unlimited
-    mtp_modules: int  # multi-token-prediction modules in the checkpoint
     fp8_block_scaled: bool = False  # FP8 weights in scaled blocks (DeepSeek-V3: 128 x 128), served by block-scaled GEMM kernels
+
+    @property
+    def mtp_modules(self) -> int:
+        """Multi-token-prediction modules in the checkpoint."""
+        return self.shapes.mtp_modules
 
     def mtp_served(self, mtp_tokens: int) -> int:
         """MTP modules held on the GPUs when ``mtp_tokens`` extra tokens are drafted per step: all of the checkpoint's, or none."""
@@ -55,20 +55,11 @@ class Arch:
 
 
 def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
-    """The architecture of a catalogued model or a config directory."""
-    from core.models import get_model
-
-    key = resolve_model_key(model)
-    path = MODEL_DIR / key if key else Path(model)
-    spec = get_model(model)
-    cfg = json.loads((path / "config.json").read_text())
-    cfg = cfg.get("text_config", cfg)
-    s = shapes_from_config(path, spec.name)
-    k = s.experts_per_token
-    from core.models import model_catalog
-
-    block = bool(key) and model_catalog()[key].get("fp8_scaling") == "block" and (weight_dtype or spec.weight_dtype) == "fp8"
-    return Arch(s, weight_dtype or spec.weight_dtype, int(cfg.get("topk_group") or k) if k else 0, int(cfg.get("num_nextn_predict_layers") or 0), block)
+    """The architecture of a catalogued model or a config directory, served at ``weight_dtype`` (default: its own)."""
+    key, spec = resolve_model_key(model), get_model(model)
+    dtype = weight_dtype or spec.weight_dtype
+    block = bool(key) and model_catalog()[key].get("fp8_scaling") == "block" and dtype == "fp8"
+    return Arch(spec.shapes, dtype, block)
 
 
 @dataclass(frozen=True)
@@ -190,7 +181,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
             for kk, nn in ((nope, r), (r, v)):
                 add("attention projections", 2 * m * h_ * kk * nn, h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2, "bf16", k.ops["grouped_gemm"], s.num_layers)
             kv_b = seqs * tp * context * (r + rope) * BYTES_PER_DTYPE[kv_dtype]
-            add("attention", m * mla_decode_attention_flops(s, context) / tp, kv_b, "bf16", k.ops["attention_decode"], s.num_layers)
+            add("attention", m * s.decode_attention_flops(context) / tp, kv_b, "bf16", k.ops["attention_decode"], s.num_layers)
         else:  # not absorbed: the latents of the whole context are up-projected, then 192/128-wide heads attend
             gemm("attention projections", r, s.heads * (nope + v), s.num_layers, mm=m / max(uncached_share, 1e-9))
             add("attention", m * mla_prefill_attention_flops(s, context) / tp, m * h_ * (2 * (nope + rope) + 2 * v) * 2, "bf16", k.ops["attention_prefill"], s.num_layers)
@@ -238,7 +229,7 @@ def _layer_ops(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, tok
                 copies, rate = float(s.experts_per_token), k.normal_intranode_gb_per_s * 1e9
             else:  # normal kernels: one RDMA copy per remote node among the (node-limited) nodes a token selects
                 nodes = layout.ep / layout.gpus_per_node
-                copies = min(s.experts_per_token, a.node_limited_topk or s.experts_per_token, nodes) * (nodes - 1) / nodes
+                copies = min(s.experts_per_token, s.node_limited_topk or s.experts_per_token, nodes) * (nodes - 1) / nodes
                 rate = k.normal_internode_gb_per_s * 1e9
             # the all-to-all waits for the GPU receiving the most tokens (the same Poisson routing as the experts)
             dispatch_b, combine_b = (tokens * imbalance(tokens * copies, 1.0, layout.ep) * b for b in ep_bytes_per_token(s, copies))

@@ -101,7 +101,7 @@ def main() -> int:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     rounds = []
     with tempfile.TemporaryDirectory() as tmp, Server(cfg, Path(tmp) / "server.log") as server:
-        vocab = get_model(model).vocab_size
+        vocab = get_model(model).shapes.vocab
         for k in range(a.rounds):
             order = (("vllm", vllm_serve), ("fleetcal", fleetcal_serve)) if k % 2 == 0 else (("fleetcal", fleetcal_serve), ("vllm", vllm_serve))
             for name, fn in order:

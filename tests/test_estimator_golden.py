@@ -7,7 +7,8 @@ import json
 import pytest
 
 from core.hardware import CatalogError, get_gpu, gpu_catalog, match_gpu
-from core.models import get_model, kv_cache_bytes_per_token, model_catalog
+from core.models import MODEL_DIR, get_model, kv_cache_bytes_per_token, model_catalog
+from core.shapes import shapes_from_config, shapes_from_dict
 from estimator.article import ArticleInputs, article_estimate, demand_ops_per_s_exact, round_significant
 from fleetcal.cli import main
 
@@ -86,7 +87,20 @@ def test_deepseek_v3_parameters_from_config():
     spec = get_model("deepseek-v3")
     assert spec.total_params == pytest.approx(671e9, rel=0.005)
     assert spec.active_params == pytest.approx(37e9, rel=0.02)
-    assert spec.is_moe and spec.num_experts == 256 and spec.experts_per_token == 8 and spec.num_moe_layers == 58
+    assert spec.is_moe and spec.shapes.num_experts == 256 and spec.shapes.experts_per_token == 8 and spec.shapes.moe_layers == 58
+
+
+@pytest.mark.parametrize("key", sorted(model_catalog()))
+def test_one_architecture_description(key):
+    """A model's spec holds the shapes its config.json gives: the parameter counts and the serving model read one description."""
+    assert get_model(key).shapes == shapes_from_config(MODEL_DIR / key, key)
+
+
+def test_moe_layer_freq_is_honoured():
+    cfg = json.loads((MODEL_DIR / "deepseek-v3" / "config.json").read_text())
+    every_other = shapes_from_dict({**cfg, "moe_layer_freq": 2}, "x")
+    assert every_other.moe_layers == len(range(3, 61, 2)) == 29 and every_other.dense_layers == 61 - 29
+    assert shapes_from_dict(cfg, "x").moe_layers == 58
 
 
 def test_deepseek_v3_mla_kv_cache_bytes():

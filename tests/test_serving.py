@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from core.hardware import get_gpu
-from core.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_decode_attention_flops, mla_prefill_attention_flops
+from core.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_prefill_attention_flops
 from estimator.kernels import published_kernels, with_value
 from estimator.memory import largest_batch, weight_bytes_per_gpu
 from estimator.serving import Layout, load_arch, step
@@ -29,9 +29,9 @@ def test_prefill_attention_flops_per_token_at_4096_not_absorbed():
 
 def test_decode_attention_flops_absorbed():
     # absorbed: keys of 512 + 64, values of 512 -> 2 x 128 x 4,989 x 1,088 = 1,389,576,192 per token per layer
-    assert mla_decode_attention_flops(DS.shapes, 4989) == 2 * 128 * 4989 * (576 + 512) == 1_389_576_192
+    assert DS.shapes.decode_attention_flops(4989) == 2 * 128 * 4989 * (576 + 512) == 1_389_576_192
     # the absorbed formula is 3.4x the non-absorbed one: the overcount the old model made in prefill
-    assert mla_decode_attention_flops(DS.shapes, 1) / mla_prefill_attention_flops(DS.shapes, 1) == pytest.approx(1088 / 320)
+    assert DS.shapes.decode_attention_flops(1) / mla_prefill_attention_flops(DS.shapes, 1) == pytest.approx(1088 / 320)
 
 
 def test_expert_gemm_flops():
@@ -168,7 +168,7 @@ def test_a_measured_gemm_is_read_at_its_own_rows():
 
 def test_a_served_mtp_module_takes_weight_and_kv_room():
     from core.opcounts import expert_params, mtp_module_params
-    from estimator.memory import kv_bytes_per_token, kv_room_sequences
+    from estimator.memory import kv_room_sequences
 
     # one more MoE layer: attention 187,105,280 + shared expert 44,040,192 + router 7,168 x 256 + eh_proj 2 x 7,168 x 7,168
     assert mtp_module_params(DS.shapes) == 187_105_280 + 44_040_192 + 1_835_008 + 102_760_448 == 335_740_928
@@ -178,7 +178,7 @@ def test_a_served_mtp_module_takes_weight_and_kv_room():
     w0, w1 = weight_bytes_per_gpu(DS, DECODE), weight_bytes_per_gpu(DS, DECODE, mtp=1)
     assert w1["non_routed"] - w0["non_routed"] == 335_740_928  # FP8, replicated under DP attention
     assert w1["routed"] - w0["routed"] == 2 * 44_040_192  # 288 experts over 144 GPUs: 2 each
-    assert kv_bytes_per_token(DS, "bf16", mtp=1) == 62 * 576 * 2  # the module's own latent cache
+    assert DS.shapes.kv_bytes_per_token("bf16", extra_layers=1) == 62 * 576 * 2  # the module's own latent cache
     k = published_kernels()
     assert kv_room_sequences(DS, H800, DECODE, k, 4989, "bf16", mtp=1) < kv_room_sequences(DS, H800, DECODE, k, 4989, "bf16")
 
@@ -207,13 +207,13 @@ def test_two_micro_batches_hide_communication_stage_by_stage_not_in_total():
 
 def test_kv_room_as_vllm_and_tensorrt_llm_size_their_caches():
     # Llama-3.1-70B in FP16 on two A100-80GB (TP2) at 5,500 tokens: weights 70,552,387,584 bytes per GPU; 80 GiB of memory
-    from estimator.memory import activation_bytes, kv_bytes_per_token, kv_room_sequences
+    from estimator.memory import activation_bytes, kv_room_sequences
 
     a, lay, gpu, k = load_arch("llama-3.1-70b", "fp16"), Layout(2, tp=2), get_gpu("A100-80GB"), published_kernels()
     assert gpu.memory_bytes == 80 * 2**30 and weight_bytes_per_gpu(a, lay)["total"] == 70_552_387_584
     # a forward of 8,192 tokens: gate_up 2 x 28,672 / 2 plus 4 x 8,192 values per token, BF16
     assert activation_bytes(a, lay, 8192) == 8192 * (28_672 + 32_768) * 2 == 1_006_632_960
-    assert kv_bytes_per_token(a, "bf16") == 2 * 8 * 128 * 80 * 2 == 327_680  # K and V, 8 KV heads, 80 layers
+    assert a.shapes.kv_bytes_per_token("bf16") == 2 * 8 * 128 * 80 * 2 == 327_680  # K and V, 8 KV heads, 80 layers
     taken = 70_552_387_584 + 1_006_632_960 + 2 * 2**30  # weights, activations, the 2 GiB reserve
     # vLLM: 0.9 x total - taken = 3,602,907,136 bytes; a sequence takes 344 pages of 16 tokens: 1,803,550,720 bytes
     assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16") == int((0.9 * 80 * 2**30 - taken) // (327_680 * 5504)) == 1
