@@ -3,53 +3,21 @@
 from __future__ import annotations
 
 import math
-import tomllib
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 
-from core.hardware import CatalogError, get_gpu
+from core.deployments import Deployment, load_deployments
+from core.hardware import get_gpu
 from core.models import get_model
 from core.opcounts import mla_prefill_attention_flops
-from core.paths import DATA_DIR
 from estimator.article import SECONDS_PER_DAY, article_gpus
-from estimator.fleet import Traffic, roofline_fleet
+from estimator.fleet import roofline_fleet
 from estimator.serving import load_arch
+from estimator.traffic import Traffic
 
-DEPLOYMENTS_FILE = DATA_DIR / "deployments.toml"
 RATE_COLUMNS = ("decode_batch_per_gpu", "decode_tokens_per_s_per_gpu", "prefill_uncached_tokens_per_s_per_gpu")
-
-
-@dataclass(frozen=True)
-class Deployment:
-    name: str
-    model: str
-    gpu: str
-    gpus_per_node: int
-    nodes_average: float
-    nodes_peak: float
-    input_tokens_per_day: float
-    cached_input_tokens_per_day: float
-    output_tokens_per_day: float
-    tokens_per_s_per_user: float
-    average_kv_len: float
-    per_node_prefill_tokens_per_s: float
-    per_node_decode_tokens_per_s: float
-    source: str
-
-    @property
-    def gpus_average(self) -> float:
-        return self.nodes_average * self.gpus_per_node
-
-
-def load_deployments(path: Path = DEPLOYMENTS_FILE) -> list[Deployment]:
-    try:
-        data = tomllib.loads(path.read_text())
-        return [Deployment(name=k, **{f: v for f, v in d.items()}) for k, d in data.items()]
-    except (tomllib.TOMLDecodeError, TypeError) as exc:
-        raise CatalogError(f"{path.name} is malformed: {exc}") from exc
 
 
 def nodes_from_per_node_throughput(d: Deployment) -> float:
@@ -60,24 +28,13 @@ def nodes_from_per_node_throughput(d: Deployment) -> float:
     )
 
 
-def deployment_traffic(d: Deployment) -> Traffic:
-    """A published deployment's traffic as the projections take it: daily mean, its own ratios and targets."""
-    tokens_per_reply = 1000.0  # one question per visit: only the product of visits and tokens matters
-    return Traffic(
-        daily_visits=d.output_tokens_per_day / tokens_per_reply, questions_per_visit=1, tokens_per_reply=tokens_per_reply,
-        input_tokens_per_output_token=d.input_tokens_per_day / d.output_tokens_per_day,
-        cache_hit_rate=d.cached_input_tokens_per_day / d.input_tokens_per_day, peak_to_average=1.0,
-        tokens_per_s_per_user=d.tokens_per_s_per_user, decode_context_len=d.average_kv_len,
-    )  # fmt: skip
-
-
 def deepseek_mfu(d: Deployment) -> float:
     """MFU DeepSeek's fleet implies: 2 × active matmul parameters per token over output and uncached input
     tokens, plus MLA attention (absorbed decode at the average KV length; prefill not absorbed, an uncached
     token attending its cached prefix and half its uncached part, of the token-weighted prompt length), over
     the average GPUs' FP8 peak. A figure derived from the published traffic, for comparison only."""
     shapes = load_arch(d.model).shapes
-    t = deployment_traffic(d)
+    t = Traffic.of_deployment(d)
     out_s = d.output_tokens_per_day / SECONDS_PER_DAY
     unc_s = (d.input_tokens_per_day - d.cached_input_tokens_per_day) / SECONDS_PER_DAY
     dense = 2 * get_model(d.model).matmul_params
@@ -99,7 +56,7 @@ def backtest(fits: list[Any] | None = None, measured: dict[str, Any] | None = No
     for d in load_deployments():
         gpu = get_gpu(d.gpu)
         spec = get_model(d.model)
-        traffic = deployment_traffic(d)
+        traffic = Traffic.of_deployment(d)
         base = traffic.article_inputs(demand_significant_digits=None)
         uncached = 1 - d.cached_input_tokens_per_day / d.input_tokens_per_day
         rates: dict[str, tuple[float | None, float | None, float | None]] = {"published per-node throughput": (

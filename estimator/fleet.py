@@ -13,85 +13,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
 
-from core.hardware import CatalogError, Device, check_numbers, get_gpu
+from core.hardware import CatalogError, Device, get_gpu
 from core.models import ModelSpec, get_model
-from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus, tokens_per_s
+from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
 from estimator.kernels import kernels_for, published_kernels
 from estimator.serving import load_arch
-from estimator.sizing import Service, Sizing, size_fleet
-
-KV_DTYPES = ("bf16", "fp8")  # KV-cache precisions the serving model knows
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """Traffic and service-level inputs; defaults are the article's traffic with DeepSeek's published ratios."""
-
-    daily_visits: float = 1e8
-    questions_per_visit: float = 10
-    tokens_per_reply: float = 1_000
-    input_tokens_per_output_token: float = 608 / 168  # DeepSeek day-6: 608e9 input / 168e9 output tokens
-    cache_hit_rate: float = 342 / 608  # DeepSeek day-6: 342e9 of 608e9 input tokens hit the on-disk KV cache
-    peak_to_average: float = 278 / 226.75  # DeepSeek day-6: peak / average nodes
-    tokens_per_s_per_user: float = 20.0  # DeepSeek day-6: 20-22 output tokens/s per user
-    decode_context_len: float = 4_989  # DeepSeek day-6: average KV length per output token
-    memory_headroom: float = 0.9  # fraction of GPU memory usable for weights + KV cache
-    ttft_ms: float = 0.0  # time-to-first-token target bounding prefill steps; 0: none (DeepSeek published none)
-    kv_dtype: str = "bf16"
-
-    def __post_init__(self) -> None:
-        check_numbers(self, tuple(f.name for f in fields(self) if f.name != "kv_dtype"))
-        if self.kv_dtype not in KV_DTYPES:
-            raise CatalogError(f"kv-dtype must be one of {', '.join(KV_DTYPES)}, got {self.kv_dtype!r}")
-        for f in ("daily_visits", "questions_per_visit", "tokens_per_reply", "tokens_per_s_per_user", "decode_context_len"):
-            if not getattr(self, f) > 0:
-                raise CatalogError(f"{f.replace('_', '-')} must be positive, got {getattr(self, f)}")
-        if self.input_tokens_per_output_token < 0:
-            raise CatalogError("input-tokens-per-output-token must be >= 0")
-        if not 0 <= self.cache_hit_rate < 1:
-            raise CatalogError(f"cache-hit-rate must be in [0, 1), got {self.cache_hit_rate}")
-        if self.peak_to_average < 1:
-            raise CatalogError(f"peak-to-average must be >= 1, got {self.peak_to_average}")
-        if self.ttft_ms < 0:
-            raise CatalogError(f"ttft-ms must be >= 0 (0: no target), got {self.ttft_ms}")
-        if not 0 < self.memory_headroom <= 1:
-            raise CatalogError(f"memory-headroom must be in (0, 1], got {self.memory_headroom}")
-
-    @property
-    def output_tokens_per_s(self) -> float:
-        """Daily-mean output tokens per second."""
-        return tokens_per_s(self)
-
-    def article_inputs(self, **assumptions: Any) -> ArticleInputs:
-        """The article's inputs for this traffic, with the article's own ``assumptions`` (parameters, utilization, precision)."""
-        return ArticleInputs(daily_visits=self.daily_visits, questions_per_visit=self.questions_per_visit, tokens_per_reply=self.tokens_per_reply, **assumptions)
-
-    @property
-    def prompt_len(self) -> float:
-        """Prompt length as a prompt token sees it (token-weighted, E[P²]/E[P]), from the published KV length.
-
-        Prefill attention grows with the length of the prompt a token sits in, so what it needs is the
-        token-weighted length, not the mean per request (``tokens_per_reply`` × the ratio: they differ as soon
-        as lengths vary). Taking each request's prompt P as r times its reply O (r the input/output ratio), the
-        KV length a decoded token sees, P + O/2 averaged over output tokens, is (r + ½)·E[O²]/E[O], and the
-        token-weighted prompt length r·E[O²]/E[O]: r / (r + ½) of the KV length, whatever the spread.
-        """
-        r = self.input_tokens_per_output_token
-        return r / (r + 0.5) * self.decode_context_len
-
-
-def service_of(traffic: Traffic, mtp_tokens: int = 1) -> Service:
-    """The serving targets of a traffic description."""
-    return Service(
-        tokens_per_user=traffic.tokens_per_s_per_user, decode_context=traffic.decode_context_len, prompt_len=traffic.prompt_len,
-        cached_fraction=traffic.cache_hit_rate, mtp_tokens=mtp_tokens, kv_dtype=traffic.kv_dtype, memory_headroom=traffic.memory_headroom,
-        ttft_ms=traffic.ttft_ms,
-    )  # fmt: skip
+from estimator.sizing import Sizing, size_fleet
+from estimator.traffic import Traffic
 
 
 def roofline_fleet(model: str, gpu: Device, traffic: Traffic, ops: pd.DataFrame | None = None, peak: bool = True,
@@ -99,9 +32,7 @@ def roofline_fleet(model: str, gpu: Device, traffic: Traffic, ops: pd.DataFrame 
     """The per-operator serving model's fleet for ``traffic``: at the peak (whole instances) or the daily mean (whole GPUs)."""
     arch = load_arch(model)
     kernels, source = (published_kernels(), "published kernel figures") if published_only else kernels_for(gpu, ops, arch.fp8_block_scaled)
-    factor = traffic.peak_to_average if peak else 1.0
-    out = traffic.output_tokens_per_s * factor
-    sizing = size_fleet(arch, gpu, kernels, out, out * traffic.input_tokens_per_output_token, service_of(traffic), whole_instances=peak)
+    sizing = size_fleet(arch, gpu, kernels, traffic, scale=traffic.peak_to_average if peak else 1.0, whole_instances=peak)
     return sizing, source
 
 
@@ -255,7 +186,3 @@ def _peak_label(gpu: Device) -> str:
     if "fp8" in gpu.peak_tflops:
         return f"FP8 {gpu.peak_tflops['fp8']:g} TFLOPS"
     return f"no FP8: INT8 {gpu.peak_tflops.get('int8', 0):g} TOPS as the article reads it (BF16 {gpu.peak_tflops['bf16']:g} would double the count)"
-
-
-def traffic_fields() -> list[str]:
-    return [f.name for f in fields(Traffic)]

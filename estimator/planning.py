@@ -28,7 +28,7 @@ from core.hardware import Device
 from estimator.kernels import Kernels, with_value
 from estimator.memory import kv_room_sequences
 from estimator.serving import Arch, Layout, step
-from estimator.sizing import UNREACHABLE, Service, prefill_tokens_for_ttft
+from estimator.sizing import UNREACHABLE, prefill_tokens_for_ttft
 
 GiB = 2**30
 
@@ -220,9 +220,8 @@ def disaggregated_option(a: Arch, gpu: Device, pre: Layout, dec: Layout, k: Kern
     kv_s = kv_transfer_s(a, pre, k, w)
     if kv_s * 1000 >= w.ttft_ms:
         return f"the KV transfer alone takes {kv_s * 1000:,.0f} ms"
-    service = Service(prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype, ttft_ms=w.ttft_ms - kv_s * 1000,
-                      prefill_tokens_per_gpu=engine_budget(gpu)[0] // pre.tp)  # fmt: skip
-    tokens, why = prefill_tokens_for_ttft(a, gpu, pre, k, service)
+    tokens, why = prefill_tokens_for_ttft(a, gpu, pre, k, prompt_len=w.input_len, cache_hit_rate=w.cached_fraction, kv_dtype=w.kv_dtype,
+                                          ttft_ms=w.ttft_ms - kv_s * 1000, cap=engine_budget(gpu)[0] // pre.tp)  # fmt: skip
     if why == UNREACHABLE:
         return f"prefill of one prompt misses {w.ttft_ms:g} ms TTFT"
     limit = max_batch(a, gpu, dec, k, w)

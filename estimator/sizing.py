@@ -20,21 +20,7 @@ from core.hardware import Device
 from estimator.kernels import Kernels, with_value
 from estimator.memory import PREFILL_TOKENS_PER_GPU, largest_batch, weight_bytes_per_gpu
 from estimator.serving import Arch, Layout, Step, gemm_precision, step
-
-
-@dataclass(frozen=True)
-class Service:
-    """What is served and how fast: the per-user target, contexts, cache hits, MTP, KV precision."""
-
-    tokens_per_user: float = 20.0
-    decode_context: float = 4989
-    prompt_len: float = 608 / 168 / (608 / 168 + 0.5) * 4989  # token-weighted prompt length (Traffic.prompt_len)
-    cached_fraction: float = 342 / 608
-    mtp_tokens: int = 1
-    kv_dtype: str = "bf16"
-    prefill_tokens_per_gpu: int = PREFILL_TOKENS_PER_GPU  # per step; a TTFT target may lower it
-    memory_headroom: float = 0.9  # share of GPU memory for weights, KV and buffers
-    ttft_ms: float = 0.0  # time-to-first-token target bounding the prefill step; 0: none
+from estimator.traffic import Traffic
 
 
 def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Layout]:
@@ -54,33 +40,33 @@ def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Lay
 UNREACHABLE = "TTFT target unreachable"  # the smallest step (one prompt's uncached tokens) misses it
 
 
-def prefill_tokens_for_ttft(a: Arch, gpu: Device, layout: Layout, k: Kernels, service: Service) -> tuple[int, str]:
-    """Largest prefill tokens per GPU per step, up to the layout's (else the service's), whose step meets the service's
-    TTFT target; why it stops there.
+def prefill_tokens_for_ttft(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, prompt_len: float, cache_hit_rate: float, kv_dtype: str,
+                            ttft_ms: float, cap: int = PREFILL_TOKENS_PER_GPU) -> tuple[int, str]:  # fmt: skip
+    """Largest prefill tokens per GPU per step, up to the layout's (else ``cap``), whose step meets the ``ttft_ms``
+    target (0: none) for prompts of ``prompt_len`` tokens, ``cache_hit_rate`` of them cached; why it stops there.
 
     A prompt's first token waits at least for the step that carries its uncached tokens (queueing and the KV
     transfer to decode are not counted), so a step carries at least one prompt's uncached tokens: spreading a
     prompt over more steps only adds time. A prompt longer than the cap takes ceil(uncached / cap) steps.
     """
-    cap = layout.step_tokens or service.prefill_tokens_per_gpu
-    if not service.ttft_ms:
+    cap = layout.step_tokens or cap
+    if not ttft_ms:
         return cap, "tokens per step"
-    prompt = max(math.ceil(service.prompt_len * (1 - service.cached_fraction)), 1)
+    prompt = max(math.ceil(prompt_len * (1 - cache_hit_rate)), 1)
 
-    def ttft_ms(tokens: int) -> float:
-        st = step(a, gpu, layout, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.prompt_len,
-                  cached_fraction=service.cached_fraction, kv_dtype=service.kv_dtype)  # fmt: skip
+    def first_token_ms(tokens: int) -> float:
+        st = step(a, gpu, layout, k, "prefill", tokens_per_gpu=tokens, prompt_len=prompt_len, cached_fraction=cache_hit_rate, kv_dtype=kv_dtype)
         return st.seconds * 1000 * math.ceil(prompt / tokens)
 
     lo = min(prompt, cap)
-    if ttft_ms(lo) > service.ttft_ms:
+    if first_token_ms(lo) > ttft_ms:
         return lo, UNREACHABLE
-    if ttft_ms(cap) <= service.ttft_ms:
+    if first_token_ms(cap) <= ttft_ms:
         return cap, "tokens per step"
     hi = cap
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if ttft_ms(mid) <= service.ttft_ms else (lo, mid)
+        lo, hi = (mid, hi) if first_token_ms(mid) <= ttft_ms else (lo, mid)
     return lo, "TTFT target"
 
 
@@ -106,58 +92,61 @@ class Sizing:
     steps: tuple[Step, Step] | None = None  # the decode and the prefill step, with each operator's bound and source
 
 
-def size_fleet(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: float, input_tokens_per_s: float, service: Service,
-               layouts: tuple[Layout, Layout] | None = None, whole_instances: bool = False) -> Sizing:  # fmt: skip
-    """GPUs to serve ``output_tokens_per_s`` and ``input_tokens_per_s`` (cache hits included) at the service's targets.
+def size_fleet(a: Arch, gpu: Device, kernels: Kernels, traffic: Traffic, scale: float = 1.0, layouts: tuple[Layout, Layout] | None = None,
+               whole_instances: bool = False, mtp_tokens: int = 1) -> Sizing:  # fmt: skip
+    """GPUs to serve ``traffic`` at its targets, its daily mean times ``scale`` (its peak_to_average: the peak).
 
     ``whole_instances``: round each phase up to whole instances (what must be provisioned); otherwise up to
-    whole GPUs (the capacity a daily mean needs, comparable with an average node count).
+    whole GPUs (the capacity a daily mean needs, comparable with an average node count). ``mtp_tokens``: tokens
+    drafted per decode step by the checkpoint's multi-token-prediction modules, where it has any.
     """
+    output_tokens_per_s = traffic.output_tokens_per_s * scale
+    input_tokens_per_s = output_tokens_per_s * traffic.input_tokens_per_output_token
     dec_l, pre_l = layouts or default_layouts(a, gpu, kernels)
-    mtp = service.mtp_tokens if a.mtp_modules else 0
-    b, limited = largest_batch(a, gpu, dec_l, kernels, context=service.decode_context, tokens_per_user=service.tokens_per_user, mtp_tokens=mtp,
-                               kv_dtype=service.kv_dtype, headroom=service.memory_headroom)  # fmt: skip
+    mtp = mtp_tokens if a.mtp_modules else 0
+    context, kv_dtype = traffic.decode_context_len, traffic.kv_dtype
+    b, limited = largest_batch(a, gpu, dec_l, kernels, context=context, tokens_per_user=traffic.tokens_per_s_per_user, mtp_tokens=mtp,
+                               kv_dtype=kv_dtype, headroom=traffic.memory_headroom)  # fmt: skip
     feasible = b >= 1
     b = max(b, 1)
-    d = step(a, gpu, dec_l, kernels, "decode", batch_per_gpu=b, context=service.decode_context, mtp_tokens=mtp, kv_dtype=service.kv_dtype)
+    d = step(a, gpu, dec_l, kernels, "decode", batch_per_gpu=b, context=context, mtp_tokens=mtp, kv_dtype=kv_dtype)
     per_gpu = d.tokens / d.seconds
     unit_d, unit_p = (dec_l.num_gpus, pre_l.num_gpus) if whole_instances else (1, 1)
     decode_gpus = math.ceil(output_tokens_per_s / (per_gpu * unit_d) - 1e-9) * unit_d
-    uncached = input_tokens_per_s * (1 - service.cached_fraction)
-    p_tokens, p_limited = prefill_tokens_for_ttft(a, gpu, pre_l, kernels, service)
+    uncached = input_tokens_per_s * (1 - traffic.cache_hit_rate)
+    p_tokens, p_limited = prefill_tokens_for_ttft(a, gpu, pre_l, kernels, prompt_len=traffic.prompt_len, cache_hit_rate=traffic.cache_hit_rate,
+                                                  kv_dtype=kv_dtype, ttft_ms=traffic.ttft_ms)  # fmt: skip
     feasible = feasible and p_limited != UNREACHABLE
-    p = step(a, gpu, pre_l, kernels, "prefill", tokens_per_gpu=p_tokens, prompt_len=service.prompt_len,
-             cached_fraction=service.cached_fraction, kv_dtype=service.kv_dtype)  # fmt: skip
+    p = step(a, gpu, pre_l, kernels, "prefill", tokens_per_gpu=p_tokens, prompt_len=traffic.prompt_len, cached_fraction=traffic.cache_hit_rate,
+             kv_dtype=kv_dtype)  # fmt: skip
     pre_rate = p.tokens / p.seconds
     prefill_gpus = math.ceil(uncached / (pre_rate * unit_p) - 1e-9) * unit_p if uncached > 0 else 0
     total = decode_gpus + prefill_gpus
     peak = gpu.peak_flops_per_s(gemm_precision(gpu, a.weight_dtype))
     executed = output_tokens_per_s * d.flops / d.tokens + uncached * p.flops / p.tokens
     note = (f"decode {dec_l.num_gpus}-GPU instances (EP{dec_l.ep}{', DP attention' if dec_l.dp_attention else ''}{f', TP{dec_l.tp}' if dec_l.tp > 1 else ''}), "
-            f"prefill {pre_l.num_gpus}-GPU instances, {p_tokens:,} tokens per GPU per step ({p_limited}{f', {service.ttft_ms:g} ms' if service.ttft_ms else ''}); "
-            f"{gemm_precision(gpu, a.weight_dtype)} GEMMs, {service.kv_dtype} KV, MTP {mtp}")  # fmt: skip
+            f"prefill {pre_l.num_gpus}-GPU instances, {p_tokens:,} tokens per GPU per step ({p_limited}{f', {traffic.ttft_ms:g} ms' if traffic.ttft_ms else ''}); "
+            f"{gemm_precision(gpu, a.weight_dtype)} GEMMs, {kv_dtype} KV, MTP {mtp}")  # fmt: skip
     return Sizing(total, decode_gpus, prefill_gpus, b, d.seconds * 1000, per_gpu, d.tokens / b / d.seconds, limited, pre_rate, p.seconds * 1000,
                   p_tokens, p_limited, executed / (total * peak) if total else 0.0, d.breakdown_ms, p.breakdown_ms, feasible, note, (d, p))  # fmt: skip
 
 
-# quantity -> (how it is changed, the Service field or Kernels name); ranges come from data/kernels.toml or below
-SERVICE_RANGES = {"tokens_per_user": (15.0, 30.0), "cached_fraction": (0.3, 0.7), "peak_to_average": (1.0, 278 / 226.75)}
+# Traffic field -> its range, the rest held at their central values; the kernels' ranges come from data/kernels.toml
+SERVICE_RANGES = {"tokens_per_s_per_user": (15.0, 30.0), "cache_hit_rate": (0.3, 0.7), "peak_to_average": (1.0, Traffic().peak_to_average)}
 
 
-def sensitivity(a: Arch, gpu: Device, kernels: Kernels, output_tokens_per_s: float, input_tokens_per_s: float, service: Service) -> list[dict[str, Any]]:
-    """The fleet at each end of every assumption's range, the rest at their central values: what to measure first."""
-    base = size_fleet(a, gpu, kernels, output_tokens_per_s, input_tokens_per_s, service).gpus
+def sensitivity(a: Arch, gpu: Device, kernels: Kernels, traffic: Traffic) -> list[dict[str, Any]]:
+    """The daily-mean fleet at each end of every assumption's range, the rest at their central values: what to measure first."""
+    base = size_fleet(a, gpu, kernels, traffic).gpus
     rows = []
     for name, (lo, hi) in sorted(kernels.ranges.items()):
-        ends = [size_fleet(a, gpu, with_value(kernels, name, v), output_tokens_per_s, input_tokens_per_s, service).gpus for v in (lo, hi)]
+        ends = [size_fleet(a, gpu, with_value(kernels, name, v), traffic).gpus for v in (lo, hi)]
         rows.append({"assumption": name, "low": lo, "high": hi, "gpus_at_low": ends[0], "gpus_at_high": ends[1], "central_gpus": base})
     for name, (lo, hi) in SERVICE_RANGES.items():
-        ends = []
-        for v in (lo, hi):
-            if name == "peak_to_average":
-                ends.append(size_fleet(a, gpu, kernels, output_tokens_per_s * v, input_tokens_per_s * v, service).gpus)
-            else:
-                ends.append(size_fleet(a, gpu, kernels, output_tokens_per_s, input_tokens_per_s, replace(service, **{name: v})).gpus)
+        if name == "peak_to_average":  # the daily mean scaled to that peak
+            ends = [size_fleet(a, gpu, kernels, traffic, scale=v).gpus for v in (lo, hi)]
+        else:
+            ends = [size_fleet(a, gpu, kernels, replace(traffic, **{name: v})).gpus for v in (lo, hi)]
         rows.append({"assumption": name, "low": lo, "high": hi, "gpus_at_low": ends[0], "gpus_at_high": ends[1], "central_gpus": base})
     for r in rows:
         r["swing"] = abs(r["gpus_at_high"] - r["gpus_at_low"])

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from core.deployments import load_deployments
 from core.hardware import Peaks
 from core.models import flops_per_token, flops_per_token_attention, flops_per_token_linear, get_model
-from estimator.backtest import backtest, load_deployments, nodes_from_per_node_throughput
+from estimator.backtest import backtest, nodes_from_per_node_throughput
 from estimator.calibration import Point, calibrate, fit_efficiency, fit_phase, predict_point
-from estimator.fleet import Traffic, direct_fleet, project
+from estimator.fleet import direct_fleet, project
 from estimator.runs import load_runs
+from estimator.traffic import Traffic
 from estimator.utilization import measured_utilization
 from fleetcal.cli import main
 

@@ -12,7 +12,10 @@ from core.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_prefill_att
 from estimator.kernels import published_kernels, with_value
 from estimator.memory import largest_batch, weight_bytes_per_gpu
 from estimator.serving import Layout, load_arch, step
-from estimator.sizing import Service, prefill_tokens_for_ttft, size_fleet
+from estimator.sizing import prefill_tokens_for_ttft, size_fleet
+from estimator.traffic import Traffic
+
+TWO_MILLION = Traffic(daily_visits=2e6 * 86_400 / 1e4)  # 2M output tokens/s, DeepSeek day-6 ratios and targets
 
 # DeepSeek-V3 config.json: 61 layers (3 dense), hidden 7,168, 128 heads, q_lora_rank 1,536,
 # kv_lora_rank 512, qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128, dense FFN 18,432,
@@ -110,19 +113,21 @@ def test_a_stricter_ttft_never_raises_prefill_tokens_per_gpu():
     k, prefill = published_kernels(), Layout(32, ep=32, dp_attention=True, redundant_experts=32)
     rates, fleets = [], []
     for ttft in (0, 2000, 600, 400, 250):  # 0: no target
-        service = Service(ttft_ms=ttft)
-        tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, service)
+        service = replace(TWO_MILLION, ttft_ms=ttft)
+        tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, prompt_len=service.prompt_len, cache_hit_rate=service.cache_hit_rate,
+                                              kv_dtype="bf16", ttft_ms=ttft)  # fmt: skip
         assert why != "TTFT target unreachable", ttft
-        st = step(DS, H800, prefill, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.prompt_len, cached_fraction=service.cached_fraction)
+        st = step(DS, H800, prefill, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.prompt_len, cached_fraction=service.cache_hit_rate)
         assert ttft == 0 or st.seconds * 1000 <= ttft
         rates.append(st.tokens / st.seconds)
-        fleets.append(size_fleet(DS, H800, k, 2e6, 7e6, service).prefill_gpus)
+        fleets.append(size_fleet(DS, H800, k, service).prefill_gpus)
     assert all(a >= b for a, b in zip(rates, rates[1:])), rates
     assert all(a <= b for a, b in zip(fleets, fleets[1:])), fleets
     assert rates[-1] < rates[0]  # a step of one prompt's uncached tokens reads the weights for fewer tokens
-    tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, Service(ttft_ms=20))
-    assert why == "TTFT target unreachable" and tokens == math.ceil(Service().prompt_len * (1 - Service().cached_fraction))  # one prompt
-    assert not size_fleet(DS, H800, k, 2e6, 7e6, Service(ttft_ms=20)).feasible
+    t = TWO_MILLION
+    tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, prompt_len=t.prompt_len, cache_hit_rate=t.cache_hit_rate, kv_dtype="bf16", ttft_ms=20)
+    assert why == "TTFT target unreachable" and tokens == math.ceil(t.prompt_len * (1 - t.cache_hit_rate))  # one prompt
+    assert not size_fleet(DS, H800, k, replace(t, ttft_ms=20)).feasible
 
 
 def test_prefill_lends_24_of_132_sms_to_the_hidden_all_to_all_and_decode_none():
@@ -189,7 +194,7 @@ def test_deepseek_prefill_runs_its_published_16k_token_steps():
     # deepseek-ai/profile-data: prefill at EP32, TP1, 16K tokens per GPU, "in line with ... actual online deployment"
     decode, prefill = default_layouts(DS, H800, published_kernels())
     assert (prefill.num_gpus, prefill.ep, prefill.step_tokens) == (32, 32, 16384) and decode.step_tokens == 0
-    assert size_fleet(DS, H800, published_kernels(), 2e6, 7e6, Service()).prefill_tokens_per_step == 16384
+    assert size_fleet(DS, H800, published_kernels(), TWO_MILLION).prefill_tokens_per_step == 16384
 
 
 def test_two_micro_batches_hide_communication_stage_by_stage_not_in_total():

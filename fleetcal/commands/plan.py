@@ -18,10 +18,10 @@ from core.errors import UsageError
 from core.hardware import get_gpu
 from core.models import get_model
 from core.paths import RESULTS_DIR
-from estimator.fleet import KV_DTYPES
 from estimator.operators import load_ops
 from estimator.plan_search import MODES, Choice, cheapest_mix, frontier, interval, nearest_reason, search
 from estimator.planning import Option, Workload, hourly_fleet, spare_gpus
+from estimator.traffic import KV_DTYPES
 from fleetcal.report.files import save_plot
 
 SECONDS_PER_DAY = 86400

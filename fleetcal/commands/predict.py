@@ -27,14 +27,14 @@ from estimator.cpu_steps import (
     prefill_ops,
     validate,
 )
-from estimator.fleet import KV_DTYPES
 from estimator.kernels import kernels_for
 from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_gpu
 from estimator.operators import load_ops
 from estimator.planning import Workload, aggregated_point, disaggregated_point
 from estimator.runs import load_runs
 from estimator.serving import Layout, load_arch, step
-from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, Service, default_layouts, prefill_tokens_for_ttft
+from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, default_layouts, prefill_tokens_for_ttft
+from estimator.traffic import KV_DTYPES
 
 KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
         "batch_per_gpu", "step_ms", "bound", "breakdown_ms", "efficiency_source", "mode", "total_tokens_per_s_per_gpu", "ttft_ms", "tpot_ms")  # fmt: skip
@@ -146,8 +146,8 @@ def predict_gpu(args: argparse.Namespace) -> dict[str, Any]:
     if args.phase in ("prefill", "request"):
         lay = _layout(args, pre_default) if args.phase == "prefill" else pre_default
         lay = replace(lay, step_tokens=args.tokens_per_gpu or lay.step_tokens)
-        service = Service(prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype, ttft_ms=args.ttft_ms or 0.0)
-        tokens, why = prefill_tokens_for_ttft(arch, gpu, lay, kernels, service)
+        tokens, why = prefill_tokens_for_ttft(arch, gpu, lay, kernels, prompt_len=args.input_len, cache_hit_rate=args.cached_fraction,
+                                              kv_dtype=args.kv_dtype, ttft_ms=args.ttft_ms or 0.0)  # fmt: skip
         if why == UNREACHABLE:
             raise UsageError(f"a {args.ttft_ms:g} ms time to first token cannot be met for {args.input_len}-token prompts on this layout; raise --ttft-ms or change the layout")
         st = step(arch, gpu, lay, kernels, "prefill", tokens_per_gpu=tokens, prompt_len=args.input_len, cached_fraction=args.cached_fraction, kv_dtype=args.kv_dtype)

@@ -8,12 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from core.deployments import load_deployments
 from core.hardware import get_gpu
-from estimator.backtest import deployment_traffic, load_deployments
-from estimator.fleet import Traffic, roofline_fleet, service_of
+from estimator.fleet import roofline_fleet
 from estimator.kernels import kernels_for
 from estimator.serving import load_arch
 from estimator.sizing import sensitivity
+from estimator.traffic import Traffic
 from fleetcal.report.files import round_floats, save_plot
 
 BACKTEST_START, BACKTEST_END = "<!-- backtest:start -->", "<!-- backtest:end -->"
@@ -21,7 +22,7 @@ BACKTEST_START, BACKTEST_END = "<!-- backtest:start -->", "<!-- backtest:end -->
 
 def _deepseek() -> tuple[object, Traffic]:
     d = load_deployments()[0]
-    return d, deployment_traffic(d)
+    return d, Traffic.of_deployment(d)
 
 
 def step_breakdown(ops: pd.DataFrame) -> pd.DataFrame:
@@ -62,8 +63,7 @@ def sensitivity_table(ops: pd.DataFrame) -> pd.DataFrame:
     gpu = get_gpu(d.gpu)
     arch = load_arch(d.model)
     kernels, _ = kernels_for(gpu, ops, arch.fp8_block_scaled)
-    out = traffic.output_tokens_per_s
-    rows = sensitivity(arch, gpu, kernels, out, out * traffic.input_tokens_per_output_token, service_of(traffic))
+    rows = sensitivity(arch, gpu, kernels, traffic)
     return pd.DataFrame(rows)[["assumption", "low", "high", "gpus_at_low", "gpus_at_high", "central_gpus", "swing"]]
 
 
