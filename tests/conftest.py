@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,29 +91,50 @@ def assert_nothing_left(since_ticks: float, wait_s: float = 10.0) -> None:
     assert leftovers == [], "processes the run started outlived it"
 
 
-def sigterm_after_records(argv: list[str], out: Path, records: int, timeout_s: float = 600, env: dict | None = None) -> tuple[int, str]:
-    """Run ``fleetcal argv`` in its own session, SIGTERM it once its results file in ``out`` holds ``records`` records;
-    return (exit status, stderr). Whatever is left of its group is SIGKILLed."""
+def stop_once_recorded(proc: Any, out: Path, records: int, timeout_s: float = 600) -> int:
+    """Wait until the results file in ``out`` holds at least ``records`` records, then freeze ``proc``'s whole group
+    (SIGSTOP), so what it has written stays put until the test signals it; return the records at that moment.
+    Fails, saying so, if the run ends or ``timeout_s`` passes first: the condition, not a time, decides."""
     import signal
-    import subprocess
-    import sys
     import time
 
     from core.schema import load_document
 
-    env = env or {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "fleetcal.cli", *argv], cwd=Path(__file__).resolve().parent.parent, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            files = list(out.glob("*.json")) if out.exists() else []
-            if files and len(load_document(files[0])["records"]) >= records:
-                break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode, err
+    while True:
+        files = list(out.glob("*.json")) if out.exists() else []
+        if files and len(load_document(files[0])["records"]) >= records:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the run {'ended' if proc.poll() is not None else 'ran past the timeout'} before its results file held {records} records")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    if proc.poll() is not None:
+        pytest.fail("the run ended before it could be stopped: give it more configurations")
+    return len(load_document(files[0])["records"])
+
+
+def sigterm_after_records(argv: list[str], out: Path, records: int, timeout_s: float = 600, env: dict | None = None) -> tuple[int, str, int]:
+    """Run ``fleetcal argv`` in its own session; once its results file in ``out`` holds ``records`` records, stop it,
+    send it SIGTERM and let it go on. Return (exit status, stderr, records when it was signalled). Whatever is left of
+    its group is SIGKILLed."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    env = env or {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a long run's progress cannot fill it and block
+        proc = subprocess.Popen([sys.executable, "-m", "fleetcal.cli", *argv], cwd=Path(__file__).resolve().parent.parent, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True)  # fmt: skip
+        try:
+            at_signal = stop_once_recorded(proc, out, records, timeout_s)
+            proc.send_signal(signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGCONT)
+            proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        err.seek(0)
+        return proc.returncode, err.read(), at_signal

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TICKS, assert_nothing_left, left_behind, sigterm_after_records, uptime_ticks
+from conftest import TICKS, assert_nothing_left, left_behind, sigterm_after_records, stop_once_recorded, uptime_ticks
 
+from bench import reaper
 from core.schema import load_document
 
 pytestmark = pytest.mark.engine
@@ -35,7 +35,7 @@ def test_bench_writes_a_complete_record_file(tmp_path):
     out = tmp_path / "runs"
     # in=64 + out=8 exceeds the engine's --max-model-len 48: those configurations fail and the sweep goes on
     args = ["bench", "--batch-sizes", "1,2", "--input-lens", "16,64", "--output-lens", "8", "--num-prompts", "2",
-            "--max-model-len", "48", "--microbench", "quick", "--out", str(out)]  # fmt: skip
+            "--max-model-len", "48", "--microbench", "quick", "--device", "cpu", "--out", str(out)]  # fmt: skip
     proc = subprocess.run([*FLEETCAL, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = load_document(_only_file(out))
@@ -59,30 +59,15 @@ def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
     args = ["bench", "--engine", "transformers", "--mode", "throughput,decode", "--batch-sizes", "1,2,3",
             "--input-lens", "16", "--output-lens", "24", "--num-prompts", "1", "--microbench", "off", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen([*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 600
-    path = None
     try:
-        while time.monotonic() < deadline:
-            files = list(out.glob("*.json")) if out.exists() else []
-            if files:
-                path = files[0]
-                try:
-                    if len(json.loads(path.read_text())["records"]) >= 2:
-                        break
-                except json.JSONDecodeError:
-                    pytest.fail("the results file was caught half-written")
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        at_kill = stop_once_recorded(proc, out, records=2)  # frozen, then killed outright: nothing more is written
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert path is not None
+    path = _only_file(out)
     doc = load_document(path)  # valid after the kill
     finished = [(r["mode"], r["batch_size"]) for r in doc["records"]]
-    assert 2 <= len(finished) < 6, "the kill should land midway through the six configurations"
-    assert all(r["status"] == "ok" for r in doc["records"])
+    assert len(finished) == at_kill >= 2 and all(r["status"] == "ok" for r in doc["records"])
 
     res = subprocess.run([*FLEETCAL, "bench", "--resume", str(path)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -105,8 +90,12 @@ def test_sigkill_of_a_vllm_sweep_leaves_no_engine_behind(tmp_path):
     try:
         while time.monotonic() < deadline and proc.poll() is None and not any("EngineCore" in p for p in left_behind(t0, include_children=True)):
             time.sleep(0.2)
-        time.sleep(2.0)  # the engine is starting or generating: the moment a timeout would strike
-        assert proc.poll() is None, "the sweep ended before it could be killed"
+        # the engine core is up; the watchdog notes descendants every POLL_S: once it has polled a few times since, it knows
+        # the engine's processes, and a kill is what a caller's timeout would do mid-run
+        seen = time.monotonic()
+        while proc.poll() is None and time.monotonic() - seen < 4 * reaper.POLL_S:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the sweep ended before it could be killed: give it a longer output"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -117,12 +106,13 @@ def test_sigterm_stops_a_sweep_like_ctrl_c_and_keeps_what_finished(tmp_path):
     out = tmp_path / "runs"
     args = ["bench", "--engine", "transformers", "--mode", "decode", "--batch-sizes", "1,2,3,4,5,6", "--budget-s", "1",
             "--input-lens", "16", "--output-lens", "24", "--microbench", "off", "--out", str(out)]  # fmt: skip
-    returncode, err = sigterm_after_records(args, out, records=1, timeout_s=300, env=_env())
+    returncode, err, at_signal = sigterm_after_records(args, out, records=1, timeout_s=300, env=_env())
     assert returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "interrupted: every finished configuration is kept" in err
     (path,) = out.glob("*.json")
     doc = load_document(path)
-    assert 1 <= len(doc["records"]) < 6 and all(r["status"] == "ok" for r in doc["records"])
+    assert at_signal <= len(doc["records"]) < 6, "what was recorded before the signal is kept; the interrupted configuration is not"
+    assert all(r["status"] == "ok" for r in doc["records"])
 
 
 def test_gpu_script_runs_on_the_cpu(tmp_path):

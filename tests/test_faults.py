@@ -63,20 +63,6 @@ def test_report_with_only_bad_files_keeps_the_readme(tmp_path, capsys):
     assert readme.read_text() == "kept\n" and not (tmp_path / "results" / "tables").exists()
 
 
-def test_one_bad_file_among_good_ones_changes_no_table_and_is_named(tmp_path, capsys):
-    """The committed runs plus a file holding ``[]``: the same tables as committed, the bad file on stderr and in the README."""
-    results = tmp_path / "results"
-    shutil.copytree(ROOT / "results" / "runs", results / "runs")
-    (results / "runs" / "broken.json").write_text("[]")
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
-    assert main(["report", "--results", str(results), "--readme", str(readme)]) == 0
-    assert "broken.json" in capsys.readouterr().err
-    for table in sorted((ROOT / "results" / "tables").glob("*.csv")):
-        assert (results / "tables" / table.name).read_bytes() == table.read_bytes(), table.name
-    assert "- broken.json:" in readme.read_text()
-
-
 def test_vllm_refusing_a_request_keeps_the_engine():
     """vLLM's validation error (a prompt longer than the context) is not a ValueError: it still counts as refused."""
     from vllm.exceptions import VLLMValidationError

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetcal.cli import main
 from fleetcal.commands.report import CROSS_END, CROSS_START, END, KEY_END, KEY_START, START, run_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +57,13 @@ def _committed_pages() -> str:
     return "\n".join([_committed("README.md")] + [_committed(p) for p in sorted(_git("ls-files", "docs").splitlines())])
 
 
+@pytest.mark.slow
 def test_committed_runs_exist(committed_report):
     _, _, runs = committed_report
     assert len(runs) >= 5, "the CPU measurements are committed"
 
 
+@pytest.mark.slow
 def test_committed_tables_match_the_report(committed_report):
     tmp, _, _ = committed_report
     made = sorted(p.name for p in (tmp / "tables").iterdir())
@@ -70,6 +73,7 @@ def test_committed_tables_match_the_report(committed_report):
         assert (tmp / "tables" / name).read_text() == _committed(f"results/tables/{name}"), f"results/tables/{name} is stale: run fleetcal report"
 
 
+@pytest.mark.slow
 def test_committed_plot_data_match_the_report(committed_report):
     tmp, _, _ = committed_report
     for csv in sorted((tmp / "plots").glob("*.csv")):
@@ -78,6 +82,7 @@ def test_committed_plot_data_match_the_report(committed_report):
     assert committed_png == {p.name for p in (tmp / "plots").glob("*.png")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("start", "end"), [(START, END), (KEY_START, KEY_END), (CROSS_START, CROSS_END)])
 def test_committed_readme_section_matches_the_report(committed_report, start, end):
     _, readme, _ = committed_report
@@ -88,18 +93,26 @@ def test_committed_readme_section_matches_the_report(committed_report, start, en
     assert made.count("\n") > 3, "the section holds a table"
 
 
-def test_report_is_byte_identical_when_run_twice(committed_report, tmp_path):
+@pytest.mark.slow
+def test_a_second_report_is_byte_identical_and_a_bad_file_changes_nothing(committed_report, tmp_path, capsys):
+    """The report built again, through the command line, from the same runs plus a file holding ``[]``: every table,
+    plot and page is the same byte for byte, except the results section naming the bad file; the bad file is on stderr."""
     tmp, readme, _ = committed_report
     again = tmp_path / "again"
     shutil.copytree(tmp / "runs", again / "runs")
+    (again / "runs" / "broken.json").write_text("[]")
     readme2 = tmp_path / "README.md"
     readme2.write_text(_committed("README.md"))
     _copy_committed_docs(tmp_path / "docs")
-    run_report(again, readme2, tmp_path / "docs")
+    assert main(["report", "--results", str(again), "--readme", str(readme2), "--docs", str(tmp_path / "docs")]) == 0
+    assert "broken.json" in capsys.readouterr().err
     for sub in ("tables", "plots"):
         for f in sorted((tmp / sub).iterdir()):
             assert (again / sub / f.name).read_bytes() == f.read_bytes(), f"{sub}/{f.name} differs between two runs"
-    assert _pages(readme2) == _pages(readme)
+    pages = _pages(readme2)
+    skipped = re.search(r"\n\nRun files skipped \(they do not follow the record schema\):\n\n- broken\.json: [^\n]*", pages)
+    assert skipped, "the results section names the bad file"
+    assert pages.replace(skipped.group(0), "") == _pages(readme)
 
 
 def test_the_readme_is_a_front_door():

@@ -90,7 +90,7 @@ def test_a_dataset_gives_prompts_and_output_lengths_and_the_budget_stops_sending
     assert len(doc["run"]["workload"]["dataset"]["sha256"]) == 64
     (budgeted,) = load_document(next((out / "b").glob("*.json")))["records"]
     assert budgeted["unsent_over_budget"] > 0 and budgeted["sent"] + budgeted["unsent_over_budget"] == 400
-    assert budgeted["duration_s"] < 5 and budgeted["failed"] == 0
+    assert budgeted["failed"] == 0
 
 
 @pytest.mark.parametrize(("text", "where"), [('{"prompt": "a b c"}\n{"prompt": \n', "line 2"), ('{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
