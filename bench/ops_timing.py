@@ -15,6 +15,11 @@ from core.dtypes import kernel_dtype
 from core.hardware import Peaks
 
 
+def _sig(x: float) -> float:
+    """``x`` to 6 significant digits: a slow CPU case keeps its precision, which fixed decimals would round away."""
+    return float(f"{x:.6g}")
+
+
 def free_device(device: str) -> None:
     """Drop the last case's tensors (and, on a GPU, the allocator's cache) before the next case allocates."""
 
@@ -41,11 +46,11 @@ def run_case(c: Case, device: str, peaks: dict[str, Peaks], measured: dict[str, 
     tflops, gbs = c.flops / seconds / 1e12, c.nbytes / seconds / 1e9
     rec = {
         "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "impl": c.impl, "flops": c.flops, "bytes": c.nbytes,
-        "time_ms": round(seconds * 1e3, 6), "repeats": reps, **({"threads": c.threads} if c.threads else {}), "tflops": round(tflops, 4), "gb_per_s": round(gbs, 2),
+        "time_ms": round(seconds * 1e3, 6), "repeats": reps, **({"threads": c.threads} if c.threads else {}), "tflops": _sig(tflops), "gb_per_s": _sig(gbs),
     }  # fmt: skip
 
     def ratio(value: float, peak: float | None) -> float | None:
-        return round(value / peak, 5) if peak and value else None
+        return _sig(value / peak) if peak and value else None
 
     dpk, mpk = peaks.get(c.dtype), measured.get(c.dtype)
     rec["mfu"] = ratio(tflops * 1e12, dpk.flops_per_s if dpk else None)
