@@ -12,9 +12,9 @@ from core.deployments import Deployment, load_deployments
 from core.hardware import get_gpu
 from core.models import get_model
 from core.opcounts import mla_prefill_attention_flops
+from estimator.arch import load_arch
 from estimator.article import SECONDS_PER_DAY, article_gpus
 from estimator.fleet import roofline_fleet
-from estimator.serving import load_arch
 from estimator.traffic import Traffic
 
 RATE_COLUMNS = ("decode_batch_per_gpu", "decode_tokens_per_s_per_gpu", "prefill_uncached_tokens_per_s_per_gpu")

@@ -20,9 +20,9 @@ import pandas as pd
 
 from core.hardware import CatalogError, Device, get_gpu
 from core.models import ModelSpec, get_model
+from estimator.arch import load_arch
 from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus
 from estimator.kernels import kernels_for, published_kernels
-from estimator.serving import load_arch
 from estimator.sizing import Sizing, size_fleet
 from estimator.traffic import Traffic
 

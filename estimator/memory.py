@@ -9,8 +9,9 @@ import math
 from core.dtypes import BYTES_PER_DTYPE
 from core.hardware import Device
 from core.opcounts import expert_params, mtp_module_params, replicated_params
+from estimator.arch import Arch, Layout, experts_per_gpu
 from estimator.kernels import Kernels
-from estimator.serving import Arch, Layout, experts_per_gpu, step
+from estimator.serving import step
 
 
 def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, float]:

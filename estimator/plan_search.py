@@ -13,6 +13,7 @@ import pandas as pd
 
 from core.hardware import Device
 from core.models import get_model
+from estimator.arch import Arch, Layout, load_arch
 from estimator.kernels import Kernels, kernels_for
 from estimator.planning import (
     Option,
@@ -25,7 +26,6 @@ from estimator.planning import (
     max_batch,
     sample_kernels,
 )
-from estimator.serving import Arch, Layout, load_arch
 
 MODES = ("aggregated", "disaggregated")
 

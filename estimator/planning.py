@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from core.hardware import Device
+from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels, with_value
 from estimator.memory import kv_room_sequences
-from estimator.serving import Arch, Layout, step
+from estimator.serving import step
 from estimator.sizing import UNREACHABLE, prefill_tokens_for_ttft
 
 GiB = 2**30

@@ -17,9 +17,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from core.hardware import Device
+from estimator.arch import Arch, Layout, gemm_precision
 from estimator.kernels import Kernels, with_value
 from estimator.memory import PREFILL_TOKENS_PER_GPU, largest_batch, weight_bytes_per_gpu
-from estimator.serving import Arch, Layout, Step, gemm_precision, step
+from estimator.serving import Step, step
 from estimator.traffic import Traffic
 
 

@@ -26,9 +26,10 @@ import pandas as pd
 
 from core.hardware import CatalogError, get_gpu
 from core.paths import DATA_DIR
+from estimator.arch import Layout, load_arch
 from estimator.kernels import kernels_for
 from estimator.memory import PREFILL_TOKENS_PER_GPU, kv_room_sequences
-from estimator.serving import Layout, load_arch, step
+from estimator.serving import step
 
 VALIDATION_FILE = DATA_DIR / "validation.toml"
 KINDS = ("max_load", "static_batch", "prefill_step", "decode_step")

@@ -171,9 +171,9 @@ def test_disaggregated_whole_requests_by_hand():
 
 
 def test_predict_request_is_whole_requests_on_a_gpu(capsys):
+    from estimator.arch import Layout, load_arch
     from estimator.memory import kv_room_sequences
     from estimator.planning import aggregated_point
-    from estimator.serving import Layout, load_arch
 
     assert main(["predict", "--model", MODEL, "--gpu", "H100", "--input-len", "1000", "--output-len", "500", "--batch-per-gpu", "max", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

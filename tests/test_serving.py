@@ -9,9 +9,10 @@ import pytest
 
 from core.hardware import get_gpu
 from core.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_prefill_attention_flops
+from estimator.arch import Layout, load_arch
 from estimator.kernels import published_kernels, with_value
 from estimator.memory import largest_batch, weight_bytes_per_gpu
-from estimator.serving import Layout, load_arch, step
+from estimator.serving import step
 from estimator.sizing import prefill_tokens_for_ttft, size_fleet
 from estimator.traffic import Traffic
 

@@ -10,9 +10,10 @@ import pytest
 import estimator.validation as v
 from core.hardware import get_gpu
 from core.paths import RESULTS_DIR
+from estimator.arch import Layout, load_arch
 from estimator.kernels import kernels_for, with_value
 from estimator.operators import load_ops
-from estimator.serving import Layout, load_arch, step
+from estimator.serving import step
 from fleetcal.cli import main
 
 # Median absolute error over the gated rows when this bound was set: 10.7% (55 rows). A change that makes the model

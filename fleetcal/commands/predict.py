@@ -17,6 +17,7 @@ from core.hardware import get_gpu
 from core.identity import cpu_has_native_bf16, describe_cpu
 from core.models import get_model, resolve_model_key
 from core.paths import RESULTS_DIR
+from estimator.arch import Layout, load_arch
 from estimator.cpu_steps import (
     REFERENCE_MODEL,
     OperatorCurves,
@@ -32,7 +33,7 @@ from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_
 from estimator.operators import load_ops
 from estimator.planning import Workload, aggregated_point, disaggregated_point
 from estimator.runs import load_runs
-from estimator.serving import Layout, load_arch, step
+from estimator.serving import step
 from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, default_layouts, prefill_tokens_for_ttft
 from estimator.traffic import KV_DTYPES
 

@@ -10,9 +10,9 @@ import pandas as pd
 
 from core.deployments import load_deployments
 from core.hardware import get_gpu
+from estimator.arch import load_arch
 from estimator.fleet import roofline_fleet
 from estimator.kernels import kernels_for
-from estimator.serving import load_arch
 from estimator.sizing import sensitivity
 from estimator.traffic import Traffic
 from fleetcal.report.files import round_floats, save_plot
