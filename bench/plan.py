@@ -92,6 +92,16 @@ class BenchPlan:
 
     def __post_init__(self) -> None:
         """Every check that needs nothing but the plan: one UsageError naming the flag to fix."""
+        self._check_what_runs()
+        self._check_sizes()
+        self._check_serving()
+        _ = self.workload  # built now, for its own checks: ratios in range, a dataset that parses
+        shortest = min((c["input_len"] + c["output_len"] for c in self.configurations()), default=0)
+        if self.max_model_len < shortest:  # configurations longer than it alone fail, recorded
+            raise UsageError(f"--max-model-len {self.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run")
+
+    def _check_what_runs(self) -> None:
+        """Modes, engine, prompts, budget, parallelism, temperature."""
         bad_modes = [m for m in self.modes if m not in MODES]
         if bad_modes:
             raise UsageError(f"--mode {','.join(bad_modes)}: unknown; use any of {', '.join(MODES)}")
@@ -110,6 +120,9 @@ class BenchPlan:
             raise UsageError("parallel sizes above 1 need --engine vllm")
         if not 0 <= self.temperature <= 100:
             raise UsageError("--temperature must be a number in [0, 100]")
+
+    def _check_sizes(self) -> None:
+        """Batch sizes, concurrencies, KV cache, scheduler limits, operators, price, engine-only options."""
         for name, values in (("batch-sizes", self.batch_sizes), ("concurrencies", self.concurrencies)):
             if max(values) > MAX_SEQUENCES:
                 raise UsageError(f"--{name} {max(values):,}: at most {MAX_SEQUENCES:,} sequences at once (prompts are built in memory)")
@@ -125,6 +138,9 @@ class BenchPlan:
             raise UsageError("--gpu-hour-usd must be a positive price in dollars")
         if self.engine != "vllm" and (self.quantization or self.kv_cache_dtype != "auto" or self.enable_expert_parallel):
             raise UsageError("--quantization, --kv-cache-dtype and --enable-expert-parallel need --engine vllm")
+
+    def _check_serving(self) -> None:
+        """The serving flags: what needs --mode serve, budgets, the server address, arrivals, the SLO search."""
         serve_only = {"--request-rates": bool(self.request_rates), "--slo-tpot-ms / --slo-ttft-ms": self.searches_slo, "--range-ratio": bool(self.range_ratio),
                       "--prefix-fraction": bool(self.prefix_fraction), "--dataset": self.dataset is not None, "--tokenizer": self.tokenizer is not None}  # fmt: skip
         if "serve" not in self.modes and any(serve_only.values()):
@@ -150,10 +166,6 @@ class BenchPlan:
             raise UsageError(f"--slo-percentile must be one of {', '.join(map(str, SLO_PERCENTILES))}")
         if not 1 <= self.slo_max_concurrency <= MAX_SEQUENCES:
             raise UsageError(f"--slo-max-concurrency must be in [1, {MAX_SEQUENCES:,}]")
-        _ = self.workload  # built now, for its own checks: ratios in range, a dataset that parses
-        shortest = min((c["input_len"] + c["output_len"] for c in self.configurations()), default=0)
-        if self.max_model_len < shortest:  # configurations longer than it alone fail, recorded
-            raise UsageError(f"--max-model-len {self.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run")
 
     def serve_lengths(self) -> list[tuple[int, int]]:
         """The (input, output) lengths serve configurations are labelled with: the flags', or a dataset's mean lengths."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "bench", "estimator", "fleetcal")
 MAX_LINES = 300
+MAX_FUNCTION_LINES = 60
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -67,3 +69,14 @@ def test_every_module_lives_in_a_layer():
 def test_no_module_over_300_lines():
     long = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"split these modules (at most {MAX_LINES} lines): {long}"
+
+
+def test_no_function_over_60_lines():
+    """A function is read in one screen; a longer one is split where its steps are (a list of costs and a sum, say)."""
+    long = {}
+    for pkg in PACKAGES:
+        for p in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                    long[f"{p.relative_to(ROOT)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}, f"split these functions (at most {MAX_FUNCTION_LINES} lines): {long}"
