@@ -8,7 +8,6 @@ from pathlib import Path
 
 from core.paths import RESULTS_DIR
 from estimator.backtest import backtest
-from estimator.calibration import calibrate
 from estimator.operators import load_ops
 from estimator.runs import load_runs
 from estimator.utilization import measured_utilization
@@ -21,7 +20,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     runs = load_runs(args.results)
-    df = backtest(calibrate(runs), measured_utilization(runs), load_ops(args.results, warn=False))
+    df = backtest(measured_utilization(runs), load_ops(args.results, warn=False))
     if args.json:
         print(json.dumps({"rows": df.to_dict(orient="records")}, default=str))
     else:

@@ -87,7 +87,7 @@ def build_report(results: Path) -> Report:
     t["utilization"] = utilization_table(runs)
     fleet = pd.DataFrame(project(FLEET_MODEL, FLEET_GPUS, SCENARIOS, runs=runs, measured=measured, ops=ops))
     t["fleet"] = fleet[["scenario", "gpu", "gpus", "utilization", "usd_per_day", "usd_per_million_output_tokens", "how", "price_source"]]
-    t["backtest"] = backtest(fits, measured, ops)
+    t["backtest"] = backtest(measured, ops)
     t["validation"] = validate(load_rows()[0], ops).drop(columns=["how"])
     t["calibration"] = calibration_table(fits)
     t["calibration_residuals"] = residuals_table(fits)
