@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from core.errors import UsageError
-from core.hardware import get_gpu, match_gpu
+from core.hardware import match_gpu
 from core.identity import device_id, device_label
 from core.paths import RESULTS_DIR, runs_dir
 from core.schema import read_run_files
@@ -65,7 +65,7 @@ def load_runs(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
         run = doc["run"]
         micro = next((r for r in doc["records"] if r["mode"] == "microbench" and r["status"] == "ok"), None)
         cols = device_columns(run)
-        gpu = get_gpu(cols["catalog_name"]) if cols["catalog_name"] else None
+        sheet = run.get("datasheet_peaks") or {}  # what the records' mfu and mbu were measured against, recorded once
         eager = run["engine"].get("enforce_eager", True)
         base = {
             "run_file": path.name,
@@ -81,13 +81,15 @@ def load_runs(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
             "load_format": run["model"].get("load_format"),
             "measured_tflops": micro.get("matmul_tflops", micro.get("matmul_bf16_tflops")) if micro else None,
             "measured_gb_per_s": micro["memory_bandwidth_gb_per_s"] if micro else None,
-            "datasheet_tflops": gpu.peak_flops_per_s("bf16") / 1e12 if gpu else None,
-            "datasheet_gb_per_s": gpu.bandwidth_gb_per_s if gpu else None,
+            "datasheet_tflops": sheet["flops_per_s"] / 1e12 if sheet.get("flops_per_s") else None,
+            "datasheet_gb_per_s": sheet["bytes_per_s"] / 1e9 if sheet.get("bytes_per_s") else None,
         }
         for rec in doc["records"]:
             if rec["mode"] in ("microbench", "ops"):
                 continue
             row = {**base, **{c: rec.get(c) for c in RECORD_COLUMNS}}
+            # the peak this record's MFU is against: the datasheet's where it has one, else the run's microbenchmark
+            row["peak_tflops"] = base["datasheet_tflops"] if rec.get("mfu") is not None else base["measured_tflops"]
             for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
                 if isinstance(rec.get(key), dict):
                     row[f"{key}_p50"] = rec[key]["p50"]

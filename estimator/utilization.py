@@ -39,21 +39,22 @@ def utilization_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def _formula_utilization(row: pd.Series) -> float | None:
     """Utilization counted the way the article's formula counts: 2 × parameters that multiply per token ×
-    output tokens/s ÷ the peak the record's MFU was measured against (the datasheet peak of the run's
-    precision on a catalogued device, else the run's measured matmul peak), per device. The record's MFU
-    counts prompts and attention too; the formula leaves them out, so the record's figure is rescaled."""
+    output tokens/s ÷ the peak the record's MFU was measured against (``peak_tflops``: the datasheet peak of the
+    run's precision on a catalogued device, from the run header, else the run's measured matmul peak) times its
+    GPUs. The record's MFU counts prompts and attention too; the formula leaves them out."""
     from core.hardware import CatalogError
     from core.models import get_model
 
-    mfu = row["mfu"] if pd.notna(row["mfu"]) else row["mfu_measured_peak"]
     rate = row["decode_tokens_per_s"] if row["mode"] == "decode" else row["output_tokens_per_s"]
-    if pd.isna(mfu) or pd.isna(rate) or pd.isna(row["model_tflops_per_s"]) or not row["model_tflops_per_s"]:
+    if pd.isna(rate) or pd.isna(row["peak_tflops"]) or not row["peak_tflops"]:
         return None
     try:
         params = get_model(row["model_key"]).matmul_params
     except CatalogError:
         return None
-    return float(mfu * 2 * params * rate / (row["model_tflops_per_s"] * 1e12))
+    gpus = row.get("num_gpus")
+    gpus = gpus if gpus is not None and pd.notna(gpus) and gpus else 1
+    return float(2 * params * rate / (row["peak_tflops"] * 1e12 * gpus))
 
 
 def measured_utilization(df: pd.DataFrame, tokens_per_user: float = 20.0, prefer_kind: str = "cuda") -> dict[str, Any] | None:

@@ -94,11 +94,13 @@ def test_suspect_records_stay_out_of_calibration(tmp_path):
 
     run = {"started_utc": "2026-01-01T00:00:00Z", "git_commit": "x", "versions": {}, "device": AVX2_ONLY,
            "model": {"name": "m", "catalog_key": "smollm2-135m"}, "engine": {"name": "vllm", "num_gpus": 1}, "args": {}}  # fmt: skip
-    recs = [checked(_record(mfu_measured_peak=44.6)), _record(batch_size=1, mfu_measured_peak=0.05)]
+    micro = {"mode": "microbench", "status": "ok", "batch_size": None, "input_len": None, "output_len": None, "num_prompts": None,
+             "peak_dtype": "bf16", "matmul_tflops": 2.0, "memory_bandwidth_gb_per_s": 20.0}  # fmt: skip
+    recs = [micro, checked(_record(mfu_measured_peak=44.6)), _record(batch_size=1, mfu_measured_peak=0.05)]
     (tmp_path / "r.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "run": run, "records": recs}))
     df = load_runs(tmp_path)
     assert set(df["status"]) == {"suspect", "ok"}
-    # the formula's count, 2 x parameters x 256 output tok/s, over the peak the 5% was measured against (0.1 TFLOP/s / 0.05)
+    # the formula's count, 2 x parameters x 256 output tok/s, over the peak the run's microbenchmark measured (2 TFLOP/s)
     params = get_model("smollm2-135m").matmul_params
-    assert measured_utilization(df)["utilization"] == pytest.approx(2 * params * 256 / (0.1e12 / 0.05))
+    assert measured_utilization(df)["utilization"] == pytest.approx(2 * params * 256 / 2e12)
     assert df["device_name"].iloc[0] == device_label(AVX2_ONLY)

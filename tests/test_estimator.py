@@ -211,8 +211,8 @@ def test_measured_utilization_is_the_formulas_count_from_the_most_relevant_run()
     import pandas as pd
 
     def row(kind, mode, u_record, rate, per_user_ms, **kw):
-        # a record measured at 100 TFLOP/s of model work and u_record of its peak: the peak is 100 / u_record TFLOP/s
-        return {"status": "ok", "mode": mode, "batch_size": 32, "concurrency": None, "mfu": u_record if kind == "cuda" else None,
+        # a record measured at 100 TFLOP/s of model work and u_record of its peak, which is 100 / u_record TFLOP/s
+        return {"peak_tflops": 100.0 / u_record, "status": "ok", "mode": mode, "batch_size": 32, "concurrency": None, "mfu": u_record if kind == "cuda" else None,
                 "mfu_measured_peak": u_record, "model_tflops_per_s": 100.0, "decode_tokens_per_s": rate if mode == "decode" else None,
                 "output_tokens_per_s": rate, "decode_step_ms": per_user_ms if mode == "decode" else None, "interactivity_tokens_per_s": None,
                 "model_key": "llama-3.1-8b", "device_kind": kind, "device_name": kind, "model": "llama-3.1-8b", "engine": "e",
