@@ -232,13 +232,25 @@ def sessions(files: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def validate(runs: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference: str = REFERENCE_MODEL) -> tuple[pd.DataFrame, Overhead]:
+@dataclass(frozen=True)
+class StepValidation:
+    """Every measured step of one CPU against its session's step model, and what each session was fitted and timed on."""
+
+    steps: pd.DataFrame  # one row per step: session, model, phase, batch, input_len, role, measured and predicted ms, error
+    overheads: dict[str, Overhead]  # session -> its fitted engine overhead
+    session_files: dict[str, set[str]]  # session -> its run files
+    unpredicted: list[str]  # what could not be predicted, and why
+
+    @property
+    def latest_overhead(self) -> Overhead:
+        return self.overheads[max(self.overheads)]
+
+
+def validate(runs: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference: str = REFERENCE_MODEL) -> StepValidation:
     """Every measured step of ``device_name`` against the step model of its own measuring session (curves timed, overheads
     fitted on the reference model's small decode batches, in that session: a machine's speed drifts between sessions).
 
-    Rows: session, model, phase, batch, input_len, role (fitted / held out), measured and predicted ms, the operators
-    and the error; ``attrs``: each session's overhead and run files, what could not be predicted. Returns the latest
-    session's overhead; raises UndeterminedError where no session has both operator curves and fitted steps."""
+    Raises UndeterminedError where no session has both operator curves and fitted steps."""
     steps = _steps(runs, device_name)
     dev_ops = ops[ops["device_name"] == device_name]
     session = sessions([*steps["run_file"], *dev_ops["run_file"]])
@@ -246,21 +258,20 @@ def validate(runs: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference:
     for name in sorted({session[f] for f in steps["run_file"]}):
         mine = {f for f, s in session.items() if s == name}
         try:
-            df, over = _validate_session(steps[steps["run_file"].isin(mine)], dev_ops[dev_ops["run_file"].isin(mine)], device_name, reference)
+            df, over, missing = _validate_session(steps[steps["run_file"].isin(mine)], dev_ops[dev_ops["run_file"].isin(mine)], device_name, reference)
         except UndeterminedError as exc:
             unpredicted.append(f"session {name}: {exc}")
             continue
         frames.append(df.assign(session=name))
-        overheads[name], files[name], unpredicted = over, mine, unpredicted + [f"session {name}: {u}" for u in df.attrs["unpredicted"]]
+        overheads[name], files[name], unpredicted = over, mine, unpredicted + [f"session {name}: {u}" for u in missing]
     if not frames:
         raise UndeterminedError(f"{device_name}: no measuring session has both operator curves and fitted decode steps ({'; '.join(unpredicted)})")
-    df = pd.concat(frames, ignore_index=True)
-    df.attrs.update(unpredicted=sorted(unpredicted), overheads=overheads, session_files=files)
-    return df, overheads[max(overheads)]
+    return StepValidation(pd.concat(frames, ignore_index=True), overheads, files, sorted(unpredicted))
 
 
-def _validate_session(steps: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference: str) -> tuple[pd.DataFrame, Overhead]:
-    """The steps of one session against the curves of its operators; the overheads fitted on its reference batches."""
+def _validate_session(steps: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference: str) -> tuple[pd.DataFrame, Overhead, list[str]]:
+    """The steps of one session against the curves of its operators; the overheads fitted on its reference batches;
+    the models whose curves are missing."""
     ref = steps[(steps["model"] == reference) & (steps["mode"] == "decode")]
     fit_len = ref["input_len"].min() if not ref.empty else None  # the batch axis at the shortest context is fitted, longer contexts held out
     curves: dict[tuple[str, str], OperatorCurves | UndeterminedError] = {}
@@ -293,5 +304,4 @@ def _validate_session(steps: pd.DataFrame, ops: pd.DataFrame, device_name: str, 
     df["error"] = df["predicted_ms"] / df["measured_ms"] - 1
     order = ["model", "phase", "input_len", "batch", "run_file"]
     df = df.sort_values(order, kind="mergesort").reset_index(drop=True)
-    df.attrs["unpredicted"] = sorted(str(c) for c in curves.values() if isinstance(c, UndeterminedError))
-    return df, over
+    return df, over, sorted(str(c) for c in curves.values() if isinstance(c, UndeterminedError))

@@ -54,11 +54,14 @@ def device_columns(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_runs(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
-    """Every record of every valid run file under ``results``, one row each, with run context.
+    """Every record of every valid run file under ``results``, one row each, with run context (``load_run_table``)."""
+    return load_run_table(results, warn)[0]
 
-    Files that do not follow the schema are skipped: named on stderr (``warn``) and in the ``skipped`` attribute.
-    Rows are sorted so the table does not depend on file-system order.
-    """
+
+def load_run_table(results: Path = RESULTS_DIR, warn: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """(every record of every valid run file under ``results``, one row each, with run context; the files skipped, each
+    with why). A file that does not follow the schema is skipped and named on stderr (``warn``). Rows are sorted so the
+    table does not depend on file-system order."""
     rows: list[dict[str, Any]] = []
     docs, skipped = read_runs(results, warn)
     for path, doc in docs:
@@ -104,7 +107,6 @@ def load_runs(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
     if not df.empty:
         sort_cols = ["device_name", "model", "engine", "mode", "input_len", "output_len", "batch_size", "concurrency", "run_file"]
         df = df.sort_values(sort_cols, na_position="first", kind="mergesort").reset_index(drop=True)
-    df.attrs["skipped"] = skipped
-    return df
+    return df, skipped
 
 

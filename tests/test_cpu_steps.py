@@ -134,7 +134,8 @@ def test_the_committed_cpu_steps_are_predicted_held_out():
     overhead the median is 23.0%, with GEMMs as fast as on both cores (1.6x) 18.4%."""
     dev = _measured_cpu()
     assert dev is not None, "the committed results hold vLLM-kernel operator curves of a CPU"
-    df, over = validate(load_runs(RESULTS_DIR), load_ops(RESULTS_DIR), dev)
+    v = validate(load_runs(RESULTS_DIR), load_ops(RESULTS_DIR), dev)
+    df, over = v.steps, v.latest_overhead
     fitted, held = df[df["role"] == "fitted"], df[df["role"] == "held out"]
     assert set(fitted["model"]) == {REFERENCE_MODEL} and fitted["batch"].max() <= FIT_MAX_BATCH and set(fitted["phase"]) == {"decode"}
     assert held["batch"].max() > FIT_MAX_BATCH and len(set(held["model"])) >= 2, "larger batches and another model are held out"

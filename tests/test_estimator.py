@@ -13,7 +13,7 @@ from core.models import flops_per_token, flops_per_token_attention, flops_per_to
 from estimator.backtest import backtest, nodes_from_per_node_throughput
 from estimator.calibration import Point, calibrate, fit_efficiency, fit_phase, predict_point
 from estimator.fleet import direct_fleet, project
-from estimator.runs import load_runs
+from estimator.runs import load_run_table, load_runs
 from estimator.traffic import Traffic
 from estimator.utilization import measured_utilization
 from fleetcal.cli import main
@@ -88,8 +88,8 @@ def test_fit_recovers_known_efficiencies():
 
 
 def test_calibration_on_committed_real_records():
-    df = load_runs(FIXTURE)
-    assert not df.empty and not df.attrs["skipped"]
+    df, skipped = load_run_table(FIXTURE)
+    assert not df.empty and not skipped
     fits = {f.phase: f for f in calibrate(df)}
     assert set(fits) == {"prefill", "decode"}
     dec = fits["decode"]

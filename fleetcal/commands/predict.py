@@ -191,14 +191,14 @@ def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]
     dtypes = set(mine.loc[mine["model"] == names[0], "dtype"])
     dtype = "bf16" if cpu_has_native_bf16(here) and "bf16" in dtypes else "fp32"  # what `--dtype auto` runs here
     try:
-        steps, _ = validate(load_runs(args.results, warn=False), ops, device_name)  # load_ops named the skipped files
+        v = validate(load_runs(args.results, warn=False), ops, device_name)  # load_ops named the skipped files
         # curves and overhead of one measuring session, the latest that timed this model's operators: this machine drifts between sessions
-        files, model_ops = steps.attrs["session_files"], mine[mine["model"] == names[0]]
+        files, model_ops = v.session_files, mine[mine["model"] == names[0]]
         timed = [name for name, fs in files.items() if model_ops["run_file"].isin(fs).any()]
         if not timed:
             raise UndeterminedError(f"no measuring session with fitted decode steps timed the operators of {names[0]}")
         session = max(timed)
-        curves, over = build_curves(model_ops[model_ops["run_file"].isin(files[session])], device_name, names[0], dtype), steps.attrs["overheads"][session]
+        curves, over = build_curves(model_ops[model_ops["run_file"].isin(files[session])], device_name, names[0], dtype), v.overheads[session]
     except UndeterminedError as exc:
         raise UsageError(f"this CPU's step model cannot be built: {exc}; {how}") from exc
     for what in over.undetermined:  # said, not hidden: the prediction leans on a term the fitted steps do not pin down

@@ -22,7 +22,7 @@ from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, price_notes, project
 from estimator.operators import gemm_curve, load_ops, operator_table
-from estimator.runs import load_runs
+from estimator.runs import load_run_table
 from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, utilization_table
 from estimator.validation import load_rows, summary, validate
 from fleetcal.commands.plan import PLAN_END, PLAN_START, readme_block
@@ -78,7 +78,7 @@ class Report:
 
 def build_report(results: Path) -> Report:
     """Every table of the report from the runs under ``results``."""
-    runs = load_runs(results)
+    runs, skipped = load_run_table(results)
     fits = calibrate(runs)
     measured = measured_utilization(runs)
     ops = load_ops(results, warn=False)
@@ -101,7 +101,7 @@ def build_report(results: Path) -> Report:
     t["cpu_steps"], t["cpu_overheads"] = cpu_step_tables(runs, ops)
     t["serving"] = serving_table(runs)
     t["repeats"] = repeats_table(runs)
-    return Report(t, runs, fits, measured, list(runs.attrs.get("skipped", [])))
+    return Report(t, runs, fits, measured, skipped)
 
 
 # --- README ----------------------------------------------------------------------------------

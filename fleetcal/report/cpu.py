@@ -30,15 +30,16 @@ def cpu_step_tables(runs: pd.DataFrame, ops: pd.DataFrame) -> tuple[pd.DataFrame
     cpus = sorted(set(ops.loc[ops["impl"].fillna("").str.startswith("vllm") & ops["device_name"].str.contains(r"\[cpu-"), "device_name"]))
     for dev in cpus:
         try:
-            df, _ = validate(runs, ops, dev)
+            v = validate(runs, ops, dev)
         except UndeterminedError:
             continue
+        df = v.steps
         steps.append(df.assign(device_name=dev))
-        for name, o in sorted(df.attrs["overheads"].items()):
+        for name, o in sorted(v.overheads.items()):
             held = df.loc[(df["session"] == name) & (df["role"] == "held out"), "error"].abs()
             overheads.append({"device_name": dev, "session": name, "per_step_ms": o.per_step * 1e3, "per_sequence_ms": o.per_sequence * 1e3,
                               "fitted_on": o.fitted_on, "undetermined": "; ".join(o.undetermined),
-                              "decode_attention_timed": _decode_attention_timing(ops, df.attrs["session_files"][name]),
+                              "decode_attention_timed": _decode_attention_timing(ops, v.session_files[name]),
                               "held_out": len(held), "held_out_median_abs_error": held.median()})  # fmt: skip
     table = pd.concat(steps, ignore_index=True)[STEP_COLUMNS] if steps else pd.DataFrame(columns=STEP_COLUMNS)
     return table, pd.DataFrame(overheads, columns=OVERHEAD_COLUMNS)
