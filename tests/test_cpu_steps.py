@@ -17,7 +17,8 @@ from core.errors import UsageError
 from core.models import MODEL_DIR
 from core.paths import RESULTS_DIR, RUNS_DIR
 from core.shapes import shapes_from_config
-from estimator.cpu_steps import FIT_MAX_BATCH, REFERENCE_MODEL, Curve, UndeterminedError, fit_overhead, validate
+from estimator.cpu_steps import FIT_MAX_BATCH, Curve, UndeterminedError, fit_overhead
+from estimator.cpu_validation import REFERENCE_MODEL, validate
 from estimator.operators import load_ops
 from estimator.runs import load_runs
 
@@ -181,7 +182,7 @@ def test_ops_records_of_vllm_kernels_carry_their_thread_count():
 
 
 def test_run_files_an_hour_apart_are_different_sessions():
-    from estimator.cpu_steps import sessions
+    from estimator.cpu_validation import sessions
 
     # consecutive starts at most an hour apart chain into one session; 22:42 -> 03:11 is a new one
     files = ["20261129T031117Z-a.json", "20261128T212123Z-b.json", "20261128T221622Z-c.json", "20261128T224239Z-d.json", "20261129T040859Z-e.json"]

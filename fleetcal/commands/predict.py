@@ -19,15 +19,14 @@ from core.models import get_model, resolve_model_key
 from core.paths import RESULTS_DIR
 from estimator.arch import Layout, load_arch
 from estimator.cpu_steps import (
-    REFERENCE_MODEL,
     OperatorCurves,
     Overhead,
     UndeterminedError,
     build_curves,
     decode_ops,
     prefill_ops,
-    validate,
 )
+from estimator.cpu_validation import REFERENCE_MODEL, validate
 from estimator.kernels import kernels_for
 from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_gpu
 from estimator.operators import load_ops

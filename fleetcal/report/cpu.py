@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from estimator.cpu_steps import FIT_MAX_BATCH, REFERENCE_MODEL, UndeterminedError, validate
+from estimator.cpu_steps import FIT_MAX_BATCH, UndeterminedError
+from estimator.cpu_validation import REFERENCE_MODEL, validate
 from fleetcal.report.files import round_floats, save_plot
 
 STEP_COLUMNS = ["device_name", "session", "model", "phase", "input_len", "output_len", "batch", "role", "measured_ms", "predicted_ms", "error",
