@@ -33,7 +33,9 @@ def datasheet_peaks(recorded: dict[str, Any]) -> Peaks | None:
     return Peaks(recorded["catalog_name"], recorded["flops_per_s"], recorded["bytes_per_s"])
 
 
-def efficiency_fields(work: Work, seconds: float, datasheet: Peaks | None, measured: Peaks | None, num_gpus: int = 1) -> dict[str, float | None]:
+def efficiency_fields(
+    work: Work, seconds: float, datasheet: Peaks | None, measured: Peaks | None, num_gpus: int = 1
+) -> dict[str, float | None]:
     """MFU/MBU against the ``datasheet`` peaks of one device and this run's ``measured`` peaks (either may be None).
 
     With several GPUs the work is shared, so datasheet peaks are multiplied by ``num_gpus``.

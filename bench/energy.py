@@ -19,7 +19,9 @@ def energy_mj(device: str) -> list[int] | None:
         return None
     try:
         with nvml() as pynvml:
-            return [pynvml.nvmlDeviceGetTotalEnergyConsumption(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
+            return [
+                pynvml.nvmlDeviceGetTotalEnergyConsumption(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())
+            ]
     except Exception:  # an old GPU or a driver without the counter: no energy figures
         return None
 

@@ -217,3 +217,23 @@ def start_engine(cfg: EngineConfig) -> Engine:
     if cfg.engine == "transformers":
         return TransformersEngine(cfg)
     raise ValueError(f"unknown engine {cfg.engine!r}; use vllm or transformers")
+
+
+def refused_request(exc: BaseException) -> bool:
+    """Whether the engine refused a request (a prompt longer than its context, a bad parameter) and is still usable:
+    a ValueError, or vLLM's client errors (its VLLMValidationError is not a ValueError)."""
+    if isinstance(exc, ValueError):
+        return True
+    try:
+        from vllm.exceptions import VLLMClientError  # only where vLLM is installed; the engine that raised it is vLLM's
+    except ImportError:
+        return False
+    return isinstance(exc, VLLMClientError)
+
+
+def close_quietly(engine: Engine) -> None:
+    """Close ``engine``, ignoring a failure to: shutting down after a failure, that failure is what gets recorded."""
+    try:
+        engine.close()
+    except Exception:  # shutting down after a failure: the failure is what gets recorded
+        pass

@@ -76,7 +76,11 @@ async def _cache_counters(session: Any, base_url: str) -> tuple[float, float] | 
                 return None
             text = await resp.text()
         samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
-        totals = {name: sum(s.value for s in samples if s.name == f"{name}_total") for name in CACHE_COUNTERS if any(s.name == f"{name}_total" for s in samples)}
+        totals = {
+            name: sum(s.value for s in samples if s.name == f"{name}_total")
+            for name in CACHE_COUNTERS
+            if any(s.name == f"{name}_total" for s in samples)
+        }
     except Exception:  # no metrics endpoint, or not Prometheus text: the hit rate is unknown, the run goes on
         return None
     if set(totals) != set(CACHE_COUNTERS):
@@ -103,8 +107,14 @@ class LoadResult:
 
 
 async def run_load(
-    base_url: str, requests: list[Request], warmup: list[Request], concurrency: int | None, temperature: float = 1.0,
-    offsets: list[float] | None = None, model: str = SERVED_MODEL, budget_s: float | None = None,
+    base_url: str,
+    requests: list[Request],
+    warmup: list[Request],
+    concurrency: int | None,
+    temperature: float = 1.0,
+    offsets: list[float] | None = None,
+    model: str = SERVED_MODEL,
+    budget_s: float | None = None,
 ) -> LoadResult:
     """Send ``requests`` after the ``warmup`` ones (uncounted): each at its ``offsets`` time (open loop), with at most
     ``concurrency`` in flight (closed loop; None: no bound). After ``budget_s`` seconds no further request is sent;
@@ -139,9 +149,20 @@ async def run_load(
 
 
 def measure_serve(
-    base_url: str, workload: Workload, vocab_size: int, concurrency: int | None, input_len: int, output_len: int, num_prompts: int, seed: int,
-    temperature: float = 1.0, request_rate: float | None = None, burstiness: float = 1.0, model: str = SERVED_MODEL,
-    budget_s: float | None = None, salt: str = "",
+    base_url: str,
+    workload: Workload,
+    vocab_size: int,
+    concurrency: int | None,
+    input_len: int,
+    output_len: int,
+    num_prompts: int,
+    seed: int,
+    temperature: float = 1.0,
+    request_rate: float | None = None,
+    burstiness: float = 1.0,
+    model: str = SERVED_MODEL,
+    budget_s: float | None = None,
+    salt: str = "",
 ) -> tuple[dict[str, Any], list[RequestTimeline]]:
     """One serving configuration, closed loop (``concurrency`` clients: at least 5 x concurrency measured requests,
     concurrency warm-ups) or open loop (``request_rate`` arrivals: at least ``OPEN_LOOP_REQUESTS``, 2 warm-ups).
@@ -179,4 +200,8 @@ def describe_server(base_url: str, timeout_s: float = 10.0) -> dict[str, Any]:
         version = get("/version").get("version")
     except (urllib.error.URLError, OSError, ValueError, AttributeError):  # not every server has /version
         version = None
-    return {"base_url": base_url.rstrip("/"), "models": [{"id": m.get("id"), "max_model_len": m.get("max_model_len")} for m in models], "version": version}
+    return {
+        "base_url": base_url.rstrip("/"),
+        "models": [{"id": m.get("id"), "max_model_len": m.get("max_model_len")} for m in models],
+        "version": version,
+    }

@@ -29,7 +29,9 @@ def _warm_len(engine: Engine, output_len: int) -> int:
     return output_len if getattr(engine, "static_shapes", False) else min(output_len, WARMUP_TOKENS)
 
 
-def _wave_prompts(engine: Engine, batch_size: int, input_len: int, fixed: list[list[int]] | None, seed: int, k: int) -> list[list[int]] | None:
+def _wave_prompts(
+    engine: Engine, batch_size: int, input_len: int, fixed: list[list[int]] | None, seed: int, k: int
+) -> list[list[int]] | None:
     """The prompts of wave ``k``: a slice of the ``fixed`` prompts (None when used up), or fresh ones for a time budget."""
     if fixed is not None:
         return fixed[k * batch_size : (k + 1) * batch_size] or None

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import ops_vllm
+from bench.ops_vllm_cases import case_specs
 from core.dtypes import BYTES_PER_DTYPE
 from core.shapes import Shapes
 
@@ -125,7 +126,9 @@ def _attention(
     return build
 
 
-def _mla_decode(b: int, heads: int, ctx: int, dqk: int, dv: int, dtype: str, device: str, copies: int = 1) -> Callable[[], Callable[[], object]]:
+def _mla_decode(
+    b: int, heads: int, ctx: int, dqk: int, dv: int, dtype: str, device: str, copies: int = 1
+) -> Callable[[], Callable[[], object]]:
     """MLA decode, absorbed: every query head attends to one shared latent (K = latent + rope, V = latent), as two bmm;
     the latent cache cycled over ``copies``."""
 
@@ -198,60 +201,72 @@ def plan_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool, ope
     """
     cases = _all_cases(s, device, dtypes, quick)
     if not quick and ops_vllm.available(device):
-        cases += [Case(**spec) for spec in ops_vllm.case_specs(s, dtypes[0], _copies)]
+        cases += [Case(**spec) for spec in case_specs(s, dtypes[0], _copies)]
     return [c for c in cases if c.operator in operators]
 
 
 def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> list[Case]:
+    adt = "bf16" if "bf16" in dtypes else dtypes[0]  # attention runs in bf16 (fp32 on CPUs without bf16)
+    return _matmul_cases(s, device, dtypes, quick) + _attention_cases(s, device, adt, quick) + _other_cases(s, device, adt, quick)
+
+
+def _matmul_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> list[Case]:
+    """Every linear layer's GEMM against rows M, and the routed experts' grouped GEMM against tokens per expert."""
     cases: list[Case] = []
     ms = (1, 64) if quick else ((1, 4, 16, 64, 256, 1024, 4096, 16384) if device == "cuda" else (1, 4, 16, 64, 256, 1024))
+    groups, tpe = 8, (1, 16) if quick else (1, 4, 16, 64, 256, 1024)
     for dtype in dtypes:
         b = BYTES_PER_DTYPE[dtype]
         out_b = 2 if dtype == "fp8" else b
-        for lname, (k, n) in s.linears.items():
-            for m in ms:
-                cases.append(Case("gemm", {"layer": lname, "m": m, "k": k, "n": n}, dtype, 2.0 * m * k * n,
-                                  k * n * b + m * k * b + m * n * out_b, _gemm(m, k, n, dtype, device)))  # fmt: skip
-        groups = 8
-        tpe = (1, 16) if quick else (1, 4, 16, 64, 256, 1024)
-        for k, n in s.expert_k_n[:1] if quick else s.expert_k_n:
-            for t in tpe:
-                cases.append(Case("grouped_gemm", {"groups": groups, "tokens_per_group": t, "k": k, "n": n}, dtype,
-                                  2.0 * groups * t * k * n, groups * (k * n * b + t * k * b + t * n * out_b),
-                                  _grouped(groups, t, k, n, dtype, device), "loop of _scaled_mm" if dtype == "fp8" else "torch.bmm"))  # fmt: skip
-    adt = "bf16" if "bf16" in dtypes else dtypes[0]  # attention runs in bf16 (fp32 on CPUs without bf16)
+        cases += [Case("gemm", {"layer": lname, "m": m, "k": k, "n": n}, dtype, 2.0 * m * k * n,
+                       k * n * b + m * k * b + m * n * out_b, _gemm(m, k, n, dtype, device))
+                  for lname, (k, n) in s.linears.items() for m in ms]  # fmt: skip
+        cases += [Case("grouped_gemm", {"groups": groups, "tokens_per_group": t, "k": k, "n": n}, dtype, 2.0 * groups * t * k * n,
+                       groups * (k * n * b + t * k * b + t * n * out_b), _grouped(groups, t, k, n, dtype, device),
+                       "loop of _scaled_mm" if dtype == "fp8" else "torch.bmm")
+                  for k, n in (s.expert_k_n[:1] if quick else s.expert_k_n) for t in tpe]  # fmt: skip
+    return cases
+
+
+def _attention_cases(s: Shapes, device: str, adt: str, quick: bool) -> list[Case]:
+    """Decode attention against batch and context (MLA absorbed, or GQA), prefill attention against prompt length."""
     ab = BYTES_PER_DTYPE[adt]
     if s.mla:
         dqk_dec, dv_dec = s.mla["kv_lora_rank"] + s.mla["rope"], s.mla["kv_lora_rank"]
-        kv_heads_dec, dqk_pre, dv_pre = 1, s.mla["nope"] + s.mla["rope"], s.mla["v"]
-        layout = "MLA absorbed"
+        kv_heads_dec, dqk_pre, dv_pre, layout = 1, s.mla["nope"] + s.mla["rope"], s.mla["v"], "MLA absorbed"
     else:
         dqk_dec = dv_dec = dqk_pre = dv_pre = s.head_dim
-        kv_heads_dec = s.kv_heads
-        layout = "GQA"
+        kv_heads_dec, layout = s.kv_heads, "GQA"
     batches, ctxs = ((1, 16), (512,)) if quick else ((1, 8, 32, 128), (512, 2048, 8192))
     if device == "cpu" and not quick:
         batches, ctxs = (1, 8, 32), (256, 1024)
+    cases: list[Case] = []
     for bsz in batches:
         for ctx in ctxs:
             kv_bytes = bsz * ctx * kv_heads_dec * (dqk_dec + (0 if s.mla else dv_dec)) * ab
-            cases.append(Case("attention_decode", {"layout": layout, "batch": bsz, "context": ctx, "heads": s.heads, "kv_heads": kv_heads_dec,
-                                                   "qk_dim": dqk_dec, "v_dim": dv_dec}, adt,
-                              2.0 * bsz * s.heads * ctx * (dqk_dec + dv_dec), kv_bytes + 2 * bsz * s.heads * (dqk_dec + dv_dec) * ab,
-                              _mla_decode(bsz, s.heads, ctx, dqk_dec, dv_dec, adt, device, _copies(kv_bytes)) if s.mla else
-                              _attention(bsz, s.heads, kv_heads_dec, 1, ctx, dqk_dec, dv_dec, False, adt, device, _copies(kv_bytes)),
+            build = (_mla_decode(bsz, s.heads, ctx, dqk_dec, dv_dec, adt, device, _copies(kv_bytes)) if s.mla else
+                     _attention(bsz, s.heads, kv_heads_dec, 1, ctx, dqk_dec, dv_dec, False, adt, device, _copies(kv_bytes)))  # fmt: skip
+            shape = {"layout": layout, "batch": bsz, "context": ctx, "heads": s.heads, "kv_heads": kv_heads_dec, "qk_dim": dqk_dec,
+                     "v_dim": dv_dec}  # fmt: skip
+            cases.append(Case("attention_decode", shape, adt, 2.0 * bsz * s.heads * ctx * (dqk_dec + dv_dec),
+                              kv_bytes + 2 * bsz * s.heads * (dqk_dec + dv_dec) * ab, build,
                               "torch.bmm, scores materialized, KV cycled" if s.mla else "sdpa, KV cycled"))  # fmt: skip
     pre_kv = s.heads if s.mla else s.kv_heads
-    for ctx in ((256,) if quick else ((512, 2048, 8192) if device == "cuda" else (256, 1024))):
+    for ctx in (256,) if quick else ((512, 2048, 8192) if device == "cuda" else (256, 1024)):
         flops = 2.0 * s.heads * ctx * ctx * (dqk_pre + dv_pre) / 2  # causal: half the square
         nbytes = ctx * (s.heads * dqk_pre + pre_kv * (dqk_pre + dv_pre) + s.heads * dv_pre) * ab
         cases.append(Case("attention_prefill", {"layout": "MLA not absorbed" if s.mla else "GQA", "context": ctx, "heads": s.heads,
                                                 "kv_heads": pre_kv, "qk_dim": dqk_pre, "v_dim": dv_pre}, adt, flops, nbytes,
                           _attention(1, s.heads, pre_kv, ctx, ctx, dqk_pre, dv_pre, True, adt, device), "sdpa"))  # fmt: skip
-    for t in ((1, 4096) if not quick else (64,)):
-        cases.append(Case("rmsnorm", {"tokens": t, "hidden": s.hidden}, adt, 4.0 * t * s.hidden, 2 * t * s.hidden * ab + s.hidden * ab, _rmsnorm(t, s.hidden, adt, device)))
-    for bsz in ((1, 64, 256) if not quick else (16,)):
-        cases.append(Case("sampling", {"batch": bsz, "vocab": s.vocab}, "fp32", 5.0 * bsz * s.vocab, 3 * bsz * s.vocab * 4, _sampling(bsz, s.vocab, device)))
-    nbytes = (1 << 30) if device == "cuda" and not quick else (1 << 28)
-    cases.append(Case("copy", {"bytes": nbytes}, "fp32", 0.0, 2.0 * nbytes, _copy(nbytes, device)))
     return cases
+
+
+def _other_cases(s: Shapes, device: str, adt: str, quick: bool) -> list[Case]:
+    """RMS norm against tokens, sampling against batch, one memory copy."""
+    ab = BYTES_PER_DTYPE[adt]
+    cases = [Case("rmsnorm", {"tokens": t, "hidden": s.hidden}, adt, 4.0 * t * s.hidden, 2 * t * s.hidden * ab + s.hidden * ab,
+                  _rmsnorm(t, s.hidden, adt, device)) for t in ((1, 4096) if not quick else (64,))]  # fmt: skip
+    cases += [Case("sampling", {"batch": bsz, "vocab": s.vocab}, "fp32", 5.0 * bsz * s.vocab, 3 * bsz * s.vocab * 4,
+                   _sampling(bsz, s.vocab, device)) for bsz in ((1, 64, 256) if not quick else (16,))]  # fmt: skip
+    nbytes = (1 << 30) if device == "cuda" and not quick else (1 << 28)
+    return cases + [Case("copy", {"bytes": nbytes}, "fp32", 0.0, 2.0 * nbytes, _copy(nbytes, device))]

@@ -45,9 +45,18 @@ def run_case(c: Case, device: str, peaks: dict[str, Peaks], measured: dict[str, 
     free_device(device)
     tflops, gbs = c.flops / seconds / 1e12, c.nbytes / seconds / 1e9
     rec = {
-        "operator": c.operator, "shape": c.shape, "dtype": c.dtype, "impl": c.impl, "flops": c.flops, "bytes": c.nbytes,
-        "time_ms": round(seconds * 1e3, 6), "repeats": reps, **({"threads": c.threads} if c.threads else {}), "tflops": _sig(tflops), "gb_per_s": _sig(gbs),
-    }  # fmt: skip
+        "operator": c.operator,
+        "shape": c.shape,
+        "dtype": c.dtype,
+        "impl": c.impl,
+        "flops": c.flops,
+        "bytes": c.nbytes,
+        "time_ms": round(seconds * 1e3, 6),
+        "repeats": reps,
+        **({"threads": c.threads} if c.threads else {}),
+        "tflops": _sig(tflops),
+        "gb_per_s": _sig(gbs),
+    }
 
     def ratio(value: float, peak: float | None) -> float | None:
         return _sig(value / peak) if peak and value else None

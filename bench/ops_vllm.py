@@ -15,8 +15,6 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from core.dtypes import BYTES_PER_DTYPE
-
 BLOCK = 128  # vLLM's CPU KV-cache block size
 
 
@@ -160,7 +158,9 @@ def sampling(batch: int, vocab: int, dtype: str) -> Callable[[], Callable[[], ob
     return build
 
 
-def layer_elementwise(tokens: int, hidden: int, inter: int, heads: int, kv_heads: int, head_dim: int, dtype: str) -> Callable[[], Callable[[], object]]:
+def layer_elementwise(
+    tokens: int, hidden: int, inter: int, heads: int, kv_heads: int, head_dim: int, dtype: str
+) -> Callable[[], Callable[[], object]]:
     """One decoder layer's elementwise work: residual add + RMS norm twice, SiLU-and-mul, rotary embedding of q and k."""
 
     def build() -> Callable[[], object]:
@@ -196,55 +196,3 @@ def layer_elementwise(tokens: int, hidden: int, inter: int, heads: int, kv_heads
         return call
 
     return build
-
-
-GEMM_M = (1, 4, 16, 64, 256, 1024, 4096)
-BATCHES = (1, 8, 32, 128, 512)
-CONTEXTS = (128, 512, 2048)
-MAX_KV_TOKENS = 1 << 18  # batch × context of the largest decode-attention case
-TOKENS = (1, 8, 32, 128, 512, 2048, 8192)
-
-
-def case_specs(s: Any, dtype: str, copies: Callable[[float], int]) -> list[dict[str, Any]]:
-    """The vLLM-kernel cases of a dense (GQA) model's shapes ``s`` in ``dtype``: keyword arguments of ``bench.ops.Case``.
-
-    Each axis is swept so the CPU step model can read any step off it: GEMM rows M, decode attention over
-    batch at fixed context and context at fixed batch, prefill attention over prompt length, sampling over
-    batch, elementwise work over tokens.
-    """
-    if s.mla or s.expert_k_n:
-        return []  # vLLM runs MLA and MoE on GPUs; its CPU kernels here are the dense ones
-    b = BYTES_PER_DTYPE[dtype]
-    out: list[dict[str, Any]] = []
-    threads = engine_threads()
-    for lname, (k, n) in s.linears.items():
-        for m in GEMM_M:
-            out.append(dict(operator="gemm", shape={"layer": lname, "m": m, "k": k, "n": n}, dtype=dtype, flops=2.0 * m * k * n,
-                            nbytes=k * n * b + m * (k + n) * b, build=gemm(m, k, n, dtype, copies(k * n * b)), impl="vllm cpu_linear"))  # fmt: skip
-    kv_tok = 2 * s.kv_heads * s.head_dim * b  # K and V of one token, one layer
-    for batch in BATCHES:
-        for ctx in CONTEXTS:
-            if batch * ctx > MAX_KV_TOKENS:
-                continue
-            out.append(dict(operator="attention_decode", shape={"layout": "GQA", "batch": batch, "context": ctx, "heads": s.heads, "kv_heads": s.kv_heads,
-                                                                "qk_dim": s.head_dim, "v_dim": s.head_dim},
-                            dtype=dtype, flops=4.0 * batch * s.heads * ctx * s.head_dim, nbytes=batch * ctx * kv_tok + 2 * batch * s.heads * s.head_dim * b,
-                            build=attention(batch, s.heads, s.kv_heads, s.head_dim, 1, ctx, dtype, copies(batch * ctx * kv_tok)),
-                            impl="vllm cpu_attention_with_kv_cache, KV cycled"))  # fmt: skip
-    for ctx in CONTEXTS:
-        out.append(dict(operator="attention_prefill", shape={"layout": "GQA", "context": ctx, "heads": s.heads, "kv_heads": s.kv_heads,
-                                                             "qk_dim": s.head_dim, "v_dim": s.head_dim},
-                        dtype=dtype, flops=2.0 * s.heads * ctx * ctx * s.head_dim, nbytes=ctx * (kv_tok + 2 * s.heads * s.head_dim * b),
-                        build=attention(1, s.heads, s.kv_heads, s.head_dim, ctx, ctx, dtype), impl="vllm cpu_attention_with_kv_cache"))  # fmt: skip
-    for batch in BATCHES:
-        out.append(dict(operator="sampling", shape={"batch": batch, "vocab": s.vocab}, dtype=dtype, flops=5.0 * batch * s.vocab,
-                        nbytes=batch * s.vocab * (b + 4), build=sampling(batch, s.vocab, dtype), impl="vllm fused_gumbel_argmax"))  # fmt: skip
-    inter = s.linears["down"][0]
-    q_kv = (s.heads + s.kv_heads) * s.head_dim
-    for t in TOKENS:
-        out.append(dict(operator="layer_elementwise", shape={"tokens": t, "hidden": s.hidden, "intermediate": inter}, dtype=dtype,
-                        flops=t * (16.0 * s.hidden + 4.0 * inter + 3.0 * q_kv), nbytes=t * b * (8 * s.hidden + 3 * inter + 2 * q_kv),
-                        build=layer_elementwise(t, s.hidden, inter, s.heads, s.kv_heads, s.head_dim, dtype), impl="vllm native elementwise"))  # fmt: skip
-    for spec in out:
-        spec["threads"] = threads
-    return out

@@ -86,7 +86,7 @@ class BenchPlan:
     dataset: str | None = None  # serve: prompts from this JSONL or ShareGPT file
     tokenizer: str | None = None  # serve: local tokenizer directory for prompts and counts (default: the model's)
     serve_budget_s: float = 120.0  # serve: no request of a configuration is sent after this many seconds
-    repeats: int = 1  # every configuration measured this many times, in rounds (records carry ``repeat``; tables a mean and its 95% interval)
+    repeats: int = 1
     resume: Path | None = None
     args: dict[str, Any] = field(default_factory=dict)  # the command line as given (recorded for provenance)
 
@@ -98,7 +98,9 @@ class BenchPlan:
         _ = self.workload  # built now, for its own checks: ratios in range, a dataset that parses
         shortest = min((c["input_len"] + c["output_len"] for c in self.configurations()), default=0)
         if self.max_model_len < shortest:  # configurations longer than it alone fail, recorded
-            raise UsageError(f"--max-model-len {self.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run")
+            raise UsageError(
+                f"--max-model-len {self.max_model_len} is below the shortest input + output ({shortest} tokens): no configuration can run"
+            )
 
     def _check_what_runs(self) -> None:
         """Modes, engine, prompts, budget, parallelism, temperature."""
@@ -141,8 +143,14 @@ class BenchPlan:
 
     def _check_serving(self) -> None:
         """The serving flags: what needs --mode serve, budgets, the server address, arrivals, the SLO search."""
-        serve_only = {"--request-rates": bool(self.request_rates), "--slo-tpot-ms / --slo-ttft-ms": self.searches_slo, "--range-ratio": bool(self.range_ratio),
-                      "--prefix-fraction": bool(self.prefix_fraction), "--dataset": self.dataset is not None, "--tokenizer": self.tokenizer is not None}  # fmt: skip
+        serve_only = {
+            "--request-rates": bool(self.request_rates),
+            "--slo-tpot-ms / --slo-ttft-ms": self.searches_slo,
+            "--range-ratio": bool(self.range_ratio),
+            "--prefix-fraction": bool(self.prefix_fraction),
+            "--dataset": self.dataset is not None,
+            "--tokenizer": self.tokenizer is not None,
+        }
         if "serve" not in self.modes and any(serve_only.values()):
             given = [k for k, v in serve_only.items() if v]
             raise UsageError(f"{', '.join(given)} {'need' if len(given) > 1 else 'needs'} --mode serve")
@@ -219,11 +227,16 @@ class BenchPlan:
                 for in_len, out_len in self.serve_lengths():
                     fixed = () if self.searches_slo else self.concurrencies
                     out += [dict(mode=mode, batch_size=None, concurrency=c, input_len=in_len, output_len=out_len) for c in fixed]
-                    out += [dict(mode=mode, batch_size=None, concurrency=None, request_rate=r, input_len=in_len, output_len=out_len) for r in map(rate_label, self.request_rates)]
+                    out += [
+                        dict(mode=mode, batch_size=None, concurrency=None, request_rate=r, input_len=in_len, output_len=out_len)
+                        for r in map(rate_label, self.request_rates)
+                    ]
             elif mode != "ops":  # operator cases are planned from the model's shapes, not from lengths
                 for in_len in self.input_lens:
                     for out_len in (1,) if mode == "prefill" else self.output_lens:
-                        out += [dict(mode=mode, batch_size=b, concurrency=None, input_len=in_len, output_len=out_len) for b in self.batch_sizes]
+                        out += [
+                            dict(mode=mode, batch_size=b, concurrency=None, input_len=in_len, output_len=out_len) for b in self.batch_sizes
+                        ]
         if self.repeats > 1:  # in rounds: every configuration once, then again, so a drift of the machine's speed falls on all alike
             out = [{**c, "repeat": k} for k in range(1, self.repeats + 1) for c in out]
         return out

@@ -36,7 +36,11 @@ def compilation(plan: BenchPlan) -> str:
     if plan.enforce_eager:
         return "eager"
     if plan.engine == "transformers":
-        return "static KV cache; decoding forward compiled by transformers (inductor, CUDA graphs)" if plan.device == "cuda" else "static KV cache, not compiled on the CPU"
+        return (
+            "static KV cache; decoding forward compiled by transformers (inductor, CUDA graphs)"
+            if plan.device == "cuda"
+            else "static KV cache, not compiled on the CPU"
+        )
     return "vLLM compilation and CUDA graphs" if plan.device == "cuda" else "vLLM compilation"
 
 
@@ -91,5 +95,6 @@ def new_run(plan: BenchPlan, spec: ModelSpec) -> RunFile:
         run["server"] = describe_server(plan.base_url)
         run["engine"] = {"name": "external", "server_version": run["server"]["version"], "num_gpus": 1, "enforce_eager": True,
                          "note": "measured through --base-url: the server's engine and settings are its own"}  # fmt: skip
-    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{device_info['id']}-{safe_name(run['engine']['name'])}-{safe_name(run['model']['name'])}.json"
+    stamp, engine, model = started.strftime("%Y%m%dT%H%M%SZ"), safe_name(run["engine"]["name"]), safe_name(run["model"]["name"])
+    name = f"{stamp}-{device_info['id']}-{engine}-{model}.json"
     return RunFile(plan.out_dir / name, run)

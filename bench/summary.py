@@ -14,7 +14,9 @@ def summarize(runfile: RunFile) -> str:
     """A short human summary of what a run measured; suspect records are warnings, never findings."""
     lines = [f"results: {runfile.path}"]
     dev, model = runfile.run["device"], runfile.run["model"]
-    lines.append(f"device: {dev['kind']} {dev['name']} [{dev.get('id')}] | model: {model['name']} | engine: {runfile.run['engine']['name']}")
+    lines.append(
+        f"device: {dev['kind']} {dev['name']} [{dev.get('id')}] | model: {model['name']} | engine: {runfile.run['engine']['name']}"
+    )
     lines.append(f"precision: {model.get('dtype')} ({model.get('dtype_reason') or 'recorded'})")
     warnings = []
     for r in runfile.records:
@@ -24,19 +26,36 @@ def summarize(runfile: RunFile) -> str:
             continue
         if r["mode"] == "microbench":
             if r["status"] != "failed":
-                others = ", ".join(f"{k[7:-7]} {v:.3f}" for k, v in r.items() if k.startswith("matmul_") and k.endswith("_tflops") and k != "matmul_tflops")
-                lines.append(f"  microbench: {r.get('peak_dtype', 'bf16')} matmul {r.get('matmul_tflops', 0):.3f} TFLOP/s ({others}), copy {r['memory_bandwidth_gb_per_s']:.1f} GB/s")
+                others = ", ".join(
+                    f"{k[7:-7]} {v:.3f}" for k, v in r.items() if k.startswith("matmul_") and k.endswith("_tflops") and k != "matmul_tflops"
+                )
+                lines.append(
+                    f"  microbench: {r.get('peak_dtype', 'bf16')} matmul {r.get('matmul_tflops', 0):.3f} TFLOP/s ({others}), copy "
+                    f"{r['memory_bandwidth_gb_per_s']:.1f} GB/s"
+                )
             continue
         lines.append(_config_line(r))
     lines += _ops_summary([r for r in runfile.records if r["mode"] == "ops"])
     for o in runfile.run.get("slo_search", []):
-        bounds = " and ".join(f"{k[:-3].upper()} p{o['slo']['percentile']} <= {v:g} ms" for k, v in o["slo"].items() if k != "percentile" and v is not None)
+        bounds = " and ".join(
+            f"{k[:-3].upper()} p{o['slo']['percentile']} <= {v:g} ms" for k, v in o["slo"].items() if k != "percentile" and v is not None
+        )
         probes = ", ".join(f"{p['concurrency']} {'met' if p['met'] else 'missed'}" for p in o["probes"])
-        lines.append(f"  SLO search, in {o['input_len']} out {o['output_len']} ({bounds}): highest concurrency meeting it {o['max_concurrency']} (probes: {probes})")
-    best = [r.get("mfu") if r.get("mfu") is not None else r.get("mfu_measured_peak") for r in runfile.records if r["status"] == "ok" and r["mode"] != "ops"]
+        lines.append(
+            f"  SLO search, in {o['input_len']} out {o['output_len']} ({bounds}): highest concurrency meeting it {o['max_concurrency']} "
+            f"(probes: {probes})"
+        )
+    best = [
+        r.get("mfu") if r.get("mfu") is not None else r.get("mfu_measured_peak")
+        for r in runfile.records
+        if r["status"] == "ok" and r["mode"] != "ops"
+    ]
     best = [b for b in best if b is not None]
     if best:
-        lines.append(f"utilization: best MFU {max(best):.1%} (datasheet peak where catalogued, else this run's measured peak); the article assumed 50%")
+        lines.append(
+            f"utilization: best MFU {max(best):.1%} (datasheet peak where catalogued, else this run's measured peak); the article "
+            "assumed 50%"
+        )
     return "\n".join(lines + warnings)
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from bench.efficiency import MeasureContext, datasheet_peaks, efficiency_fields
 from bench.energy import cost_fields
-from bench.engines import Engine, EngineConfig, start_engine
+from bench.engines import Engine, EngineConfig, close_quietly, refused_request, start_engine
 from bench.load import SERVED_MODEL, measure_serve
 from bench.metrics import goodput
 from bench.microbench import run_microbenchmarks
@@ -109,14 +109,18 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
     if plan.microbench != "off" and micro_key not in done:
         base = {"mode": "microbench", "batch_size": None, "concurrency": None, "input_len": None, "output_len": None, "num_prompts": None}
         try:
-            runfile.add(checked({**base, "status": "ok", **run_microbenchmarks(plan.device, quick=plan.microbench == "quick", dtype=plan.dtype)}))
+            runfile.add(
+                checked({**base, "status": "ok", **run_microbenchmarks(plan.device, quick=plan.microbench == "quick", dtype=plan.dtype)})
+            )
         except Exception as exc:
             runfile.add(failed(base, exc))
 
     if "ops" in plan.modes or plan.microbench == "full":
         _run_ops(plan, runfile, done, quick="ops" not in plan.modes or plan.microbench == "quick", progress=progress)
 
-    ctx = MeasureContext(plan.seed, plan.budget_s, plan.device, datasheet_peaks(runfile.run["datasheet_peaks"]), measured_peaks(runfile), num_gpus)
+    ctx = MeasureContext(
+        plan.seed, plan.budget_s, plan.device, datasheet_peaks(runfile.run["datasheet_peaks"]), measured_peaks(runfile), num_gpus
+    )
     if plan.base_url is not None and urlparse(plan.base_url).hostname not in LOCAL_HOSTS:
         ctx = replace(ctx, datasheet=None, measured=None)  # another machine's server: this device's peaks say nothing of it
     _run_configurations(plan, spec, runfile, [c for c in plan.configurations() if config_key(c) not in done], ctx, progress)
@@ -150,14 +154,16 @@ class Runner:
             else:
                 if self.engine is None:
                     self.engine = start_engine(self.ecfg)
-                rec = OFFLINE_MODES[c["mode"]](self.engine, self.spec, c["batch_size"], c["input_len"], c["output_len"], plan.num_prompts, ctx)
+                rec = OFFLINE_MODES[c["mode"]](
+                    self.engine, self.spec, c["batch_size"], c["input_len"], c["output_len"], plan.num_prompts, ctx
+                )
             record = checked(_with_costs({**base, "status": "ok", **rec}, plan.gpu_hour_usd, ctx.num_gpus))
         except Exception as exc:
             record = failed(base, exc)
             # a refused request leaves the engine usable; anything else may have broken it,
             # so the next configuration starts afresh
             if self.engine is not None and c["mode"] != "serve" and not refused_request(exc):
-                _close_quietly(self.engine)
+                close_quietly(self.engine)
                 self.engine = None
         record.update(extra or {})
         record["wall_s"] = round(time.perf_counter() - t0, 3)
@@ -170,7 +176,9 @@ class Runner:
             return self.plan.base_url.rstrip("/")
         if self.server is not None and self.server.proc is not None and self.server.proc.poll() is not None:
             # it died (killed, out of memory) during an earlier configuration, which is recorded: start it again
-            self.runfile.run.setdefault("server_restarts", []).append({"exit_status": self.server.proc.returncode, "before": len(self.runfile.records)})
+            self.runfile.run.setdefault("server_restarts", []).append(
+                {"exit_status": self.server.proc.returncode, "before": len(self.runfile.records)}
+            )
             self.server.stop()
             self.server = None
         if self.server is None:
@@ -180,31 +188,54 @@ class Runner:
     def _serve_record(self, c: dict[str, Any]) -> dict[str, Any]:
         plan, ctx, rate = self.plan, self.ctx, c.get("request_rate")
         salt = f"c{c['concurrency']}/r{rate}/o{c['output_len']}/k{c.get('repeat', 1)}"  # prompts of their own per configuration
-        m, timelines = measure_serve(self._server_url(), self.workload, self.vocab_size, c["concurrency"], c["input_len"], c["output_len"],
-                                     plan.num_prompts or 1, plan.seed, plan.temperature, request_rate=None if rate is None else float(rate),
-                                     burstiness=plan.burstiness, model=self.served_model, budget_s=plan.serve_budget_s, salt=salt)  # fmt: skip
+        m, timelines = measure_serve(
+            self._server_url(),
+            self.workload,
+            self.vocab_size,
+            c["concurrency"],
+            c["input_len"],
+            c["output_len"],
+            plan.num_prompts or 1,
+            plan.seed,
+            plan.temperature,
+            request_rate=None if rate is None else float(rate),
+            burstiness=plan.burstiness,
+            model=self.served_model,
+            budget_s=plan.serve_budget_s,
+            salt=salt,
+        )
         if m["completed"] == 0:
             raise RuntimeError(f"no request completed; errors: {m['errors']}")
-        in_flight = c["concurrency"] or max(m["completed"] * m["e2el_ms"]["mean"] / 1000 / m["duration_s"], 1.0)  # Little's law for arrivals
+        in_flight = c["concurrency"] or max(
+            m["completed"] * m["e2el_ms"]["mean"] / 1000 / m["duration_s"], 1.0
+        )  # Little's law for arrivals
         work = request_work(self.spec, max(round(in_flight), 1), c["input_len"], c["output_len"], max(m["completed"] / in_flight, 1.0))
         if plan.searches_slo:
             m["goodput_requests_per_s"] = goodput(timelines, m["duration_s"], plan.slo_ttft_ms, plan.slo_tpot_ms)
-        return {**m, "workload": self.workload.label(), **efficiency_fields(work, m["duration_s"], ctx.datasheet, ctx.measured, ctx.num_gpus)}
+        return {
+            **m,
+            "workload": self.workload.label(),
+            **efficiency_fields(work, m["duration_s"], ctx.datasheet, ctx.measured, ctx.num_gpus),
+        }
 
     def close(self) -> None:
         if self.engine is not None:
-            _close_quietly(self.engine)
+            close_quietly(self.engine)
         if self.server is not None:
             self.server.stop()
 
 
-def _run_configurations(plan: BenchPlan, spec: ModelSpec, runfile: RunFile, todo: list[dict[str, Any]], ctx: MeasureContext, progress: bool) -> None:
+def _run_configurations(
+    plan: BenchPlan, spec: ModelSpec, runfile: RunFile, todo: list[dict[str, Any]], ctx: MeasureContext, progress: bool
+) -> None:
     """Offline and serve configurations, then the SLO search; the engine and the server are shut down however this ends."""
     runner = Runner(plan, spec, runfile, ctx)
     bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not progress, file=sys.stderr)
     try:
         for c in todo:
-            bar.set_postfix_str(f"{c['mode']} b={c['batch_size'] or c['concurrency'] or c.get('request_rate')} in={c['input_len']} out={c['output_len']}")
+            bar.set_postfix_str(
+                f"{c['mode']} b={c['batch_size'] or c['concurrency'] or c.get('request_rate')} in={c['input_len']} out={c['output_len']}"
+            )
             runner.measure(c)
             bar.update(1)
         if plan.searches_slo and "serve" in plan.modes:
@@ -241,18 +272,6 @@ def _slo_search(runner: Runner, slo: Slo, input_len: int, output_len: int, ceili
             "probes": [{"concurrency": c, "met": met} for c, met in probes]}  # fmt: skip
 
 
-def refused_request(exc: BaseException) -> bool:
-    """Whether the engine refused a request (a prompt longer than its context, a bad parameter) and is still usable:
-    a ValueError, or vLLM's client errors (its VLLMValidationError is not a ValueError)."""
-    if isinstance(exc, ValueError):
-        return True
-    try:
-        from vllm.exceptions import VLLMClientError  # only where vLLM is installed; the engine that raised it is vLLM's
-    except ImportError:
-        return False
-    return isinstance(exc, VLLMClientError)
-
-
 def _with_costs(record: dict[str, Any], gpu_hour_usd: float | None, num_gpus: int) -> dict[str, Any]:
     """Energy and price per token where known, and output tokens/s per GPU where several GPUs ran."""
     record.update(cost_fields(record.get("decode_tokens_per_s") or record.get("output_tokens_per_s"), gpu_hour_usd, num_gpus))
@@ -260,13 +279,6 @@ def _with_costs(record: dict[str, Any], gpu_hour_usd: float | None, num_gpus: in
     if tps and num_gpus > 1:
         record["output_tokens_per_s_per_gpu"] = round(tps / num_gpus, 3)
     return record
-
-
-def _close_quietly(engine: Engine) -> None:
-    try:
-        engine.close()
-    except Exception:  # shutting down after a failure: the failure is what gets recorded
-        pass
 
 
 def _start_server(ecfg: EngineConfig, runfile: RunFile) -> Server:

@@ -138,7 +138,9 @@ def load_tokenizer(path: str) -> Any:
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"--tokenizer {path}: no tokenizer there ({str(exc).splitlines()[0][:200]}); give a local model or tokenizer directory") from exc
+        raise UsageError(
+            f"--tokenizer {path}: no tokenizer there ({str(exc).splitlines()[0][:200]}); give a local model or tokenizer directory"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -170,11 +172,22 @@ class Workload:
 
     def record(self) -> dict[str, Any]:
         """The workload as the run header keeps it."""
-        rec: dict[str, Any] = {"kind": self.kind, "label": self.label(), "range_ratio": self.range_ratio, "prefix_fraction": self.prefix_fraction}
+        rec: dict[str, Any] = {
+            "kind": self.kind,
+            "label": self.label(),
+            "range_ratio": self.range_ratio,
+            "prefix_fraction": self.prefix_fraction,
+        }
         if self.dataset:
             d = self.dataset
-            rec["dataset"] = {"file": Path(d.path).name, "sha256": d.sha256, "entries": len(d.entries), "skipped_too_long": d.skipped_too_long,
-                              "mean_prompt_tokens": d.mean_prompt_len, "mean_output_tokens": d.mean_output_len}  # fmt: skip
+            rec["dataset"] = {
+                "file": Path(d.path).name,
+                "sha256": d.sha256,
+                "entries": len(d.entries),
+                "skipped_too_long": d.skipped_too_long,
+                "mean_prompt_tokens": d.mean_prompt_len,
+                "mean_output_tokens": d.mean_output_len,
+            }
         return rec
 
     def requests(self, n: int, input_len: int, output_len: int, vocab_size: int, seed: int, salt: str = "") -> list[Request]:
@@ -193,7 +206,11 @@ class Workload:
         prefix = [prefix_rng.randrange(low, vocab_size - 1) for _ in range(prefix_len)]
         out = []
         for _ in range(n):
-            n_in, n_out = (_draw(rng, input_len, self.range_ratio), _draw(rng, output_len, self.range_ratio)) if self.range_ratio else (input_len, output_len)
+            n_in, n_out = (
+                (_draw(rng, input_len, self.range_ratio), _draw(rng, output_len, self.range_ratio))
+                if self.range_ratio
+                else (input_len, output_len)
+            )
             suffix = [rng.randrange(low, vocab_size - 1) for _ in range(max(n_in - prefix_len, 1))]
             out.append(Request(prefix + suffix, prefix_len + len(suffix), n_out))
         return out

@@ -141,7 +141,10 @@ def load_config(name_or_path: str) -> tuple[Any, str]:
     if not local and (key is not None or name_or_path.startswith(("/", ".", "~")) or path.exists()):
         raise CatalogError(f"model {name_or_path!r}: no config.json there; give a checkpoint directory")
     if not local and name_or_path.count("/") != 1:
-        raise CatalogError(f"unknown model {name_or_path!r}: give a catalogued model ({known}), a directory with config.json, or a Hugging Face id (org/name)")
+        raise CatalogError(
+            f"unknown model {name_or_path!r}: give a catalogued model ({known}), a directory with config.json, or a Hugging Face id "
+            "(org/name)"
+        )
     try:
         if local:
             return AutoConfig.from_pretrained(str(path)), key or name_or_path

@@ -80,35 +80,45 @@ def shapes_from_config(path: str | Path, name: str) -> Shapes:
 def shapes_from_dict(cfg: dict[str, Any], name: str) -> Shapes:
     """Shapes of the architecture a config.json's contents (or a transformers config's ``to_dict()``) describe."""
     cfg = cfg.get("text_config") or cfg
-    context = int(cfg.get("max_position_embeddings") or 0)
-    h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+    h, heads, layers = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
+    common: dict[str, Any] = {
+        "name": name, "hidden": h, "heads": heads, "vocab": int(cfg["vocab_size"]), "num_layers": layers,
+        "max_context": int(cfg.get("max_position_embeddings") or 0), "mtp_modules": int(cfg.get("num_nextn_predict_layers") or 0),
+    }  # fmt: skip
+    inter = int(cfg.get("intermediate_size") or 4 * h)
+    return _mla_shapes(cfg, common, inter) if cfg.get("kv_lora_rank") else _gqa_shapes(cfg, common, inter)
+
+
+def _mla_shapes(cfg: dict[str, Any], c: dict[str, Any], inter: int) -> Shapes:
+    """MLA (DeepSeek-V2/V3): low-rank query and latent KV projections, shared and routed experts."""
+    h, heads, vocab, layers = c["hidden"], c["heads"], c["vocab"], c["num_layers"]
+    r, rope, nope, v = (int(cfg[k]) for k in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"))
+    q_rank = int(cfg.get("q_lora_rank") or 0)
+    moe = int(cfg.get("moe_intermediate_size") or inter)
+    shared = int(cfg.get("n_shared_experts") or 0)
+    linears = {
+        "q_a_proj": (h, q_rank), "q_b_proj": (q_rank, heads * (nope + rope)), "kv_a_proj": (h, r + rope),
+        "o_proj": (heads * v, h), "dense_gate_up": (h, 2 * inter), "dense_down": (inter, h),
+        "shared_gate_up": (h, 2 * moe * shared), "shared_down": (moe * shared, h), "lm_head": (h, vocab),
+    }  # fmt: skip
+    n_exp, top_k = int(cfg.get("n_routed_experts") or 0), int(cfg.get("num_experts_per_tok") or 0)
+    return Shapes(**c, kv_heads=1, head_dim=r + rope, linears={k: kn for k, kn in linears.items() if kn[0] and kn[1]},
+                  expert_k_n=((h, 2 * moe), (moe, h)) if n_exp else (), mla={"kv_lora_rank": r, "rope": rope, "nope": nope, "v": v},
+                  dense_layers=layers - _moe_layers(cfg, layers, n_exp), num_experts=n_exp, experts_per_token=top_k,
+                  shared_experts=shared, node_limited_topk=int(cfg.get("topk_group") or top_k))  # fmt: skip
+
+
+def _gqa_shapes(cfg: dict[str, Any], c: dict[str, Any], inter: int) -> Shapes:
+    """Dense GQA models, and Mixtral-style MoE (routed experts in place of the FFN)."""
+    h, heads, vocab, layers = c["hidden"], c["heads"], c["vocab"], c["num_layers"]
     kv = int(cfg.get("num_key_value_heads") or heads)
     d = int(cfg.get("head_dim") or h // heads)
-    inter = int(cfg.get("intermediate_size") or 4 * h)
-    vocab = int(cfg["vocab_size"])
-    if cfg.get("kv_lora_rank"):  # MLA (DeepSeek-V2/V3)
-        r, rope, nope, v = (int(cfg[k]) for k in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"))
-        q_rank = int(cfg.get("q_lora_rank") or 0)
-        moe = int(cfg.get("moe_intermediate_size") or inter)
-        shared = int(cfg.get("n_shared_experts") or 0)
-        linears = {
-            "q_a_proj": (h, q_rank), "q_b_proj": (q_rank, heads * (nope + rope)), "kv_a_proj": (h, r + rope),
-            "o_proj": (heads * v, h), "dense_gate_up": (h, 2 * inter), "dense_down": (inter, h),
-            "shared_gate_up": (h, 2 * moe * shared), "shared_down": (moe * shared, h), "lm_head": (h, vocab),
-        }  # fmt: skip
-        experts = ((h, 2 * moe), (moe, h)) if cfg.get("n_routed_experts") else ()
-        layers = int(cfg["num_hidden_layers"])
-        n_exp, top_k = int(cfg.get("n_routed_experts") or 0), int(cfg.get("num_experts_per_tok") or 0)
-        return Shapes(name, h, heads, 1, r + rope, vocab, {k: v for k, v in linears.items() if v[0] and v[1]}, experts,
-                      {"kv_lora_rank": r, "rope": rope, "nope": nope, "v": v}, layers, layers - _moe_layers(cfg, layers, n_exp), n_exp,
-                      top_k, shared, context, int(cfg.get("topk_group") or top_k), int(cfg.get("num_nextn_predict_layers") or 0))  # fmt: skip
-    linears = {"qkv_proj": (h, (heads + 2 * kv) * d), "o_proj": (heads * d, h), "gate_up": (h, 2 * inter), "down": (inter, h), "lm_head": (h, vocab)}
-    experts = ()
+    linears = {"qkv_proj": (h, (heads + 2 * kv) * d), "o_proj": (heads * d, h), "gate_up": (h, 2 * inter), "down": (inter, h),
+               "lm_head": (h, vocab)}  # fmt: skip
     n_exp = int(cfg.get("num_local_experts") or 0)
     if n_exp:
-        experts = ((h, 2 * inter), (inter, h))
-        linears = {k: v for k, v in linears.items() if k not in ("gate_up", "down")}
-    layers = int(cfg["num_hidden_layers"])
+        linears = {k: kn for k, kn in linears.items() if k not in ("gate_up", "down")}
     top_k = int(cfg.get("num_experts_per_tok") or 0) if n_exp else 0
-    return Shapes(name, h, heads, kv, d, vocab, linears, experts, {}, layers, layers - _moe_layers(cfg, layers, n_exp), n_exp, top_k, 0, context,
-                  int(cfg.get("topk_group") or top_k), int(cfg.get("num_nextn_predict_layers") or 0))  # fmt: skip
+    return Shapes(**c, kv_heads=kv, head_dim=d, linears=linears, expert_k_n=((h, 2 * inter), (inter, h)) if n_exp else (), mla={},
+                  dense_layers=layers - _moe_layers(cfg, layers, n_exp), num_experts=n_exp, experts_per_token=top_k,
+                  node_limited_topk=int(cfg.get("topk_group") or top_k))  # fmt: skip

@@ -50,7 +50,9 @@ class Layout:
 
     def __post_init__(self) -> None:
         if self.num_gpus < 1 or self.tp < 1 or self.ep < 1 or self.num_gpus % self.tp or self.ep > self.num_gpus:
-            raise CatalogError(f"layout: {self.num_gpus} GPUs cannot hold TP {self.tp} and EP {self.ep}; TP must divide the GPU count, EP at most it")
+            raise CatalogError(
+                f"layout: {self.num_gpus} GPUs cannot hold TP {self.tp} and EP {self.ep}; TP must divide the GPU count, EP at most it"
+            )
         if self.dp_attention and self.tp != 1:
             raise CatalogError("layout: data-parallel attention runs with TP 1")
 

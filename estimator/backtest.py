@@ -59,17 +59,28 @@ def backtest(measured: dict[str, Any] | None = None, ops: pd.DataFrame | None = 
         gpu, spec, traffic = get_gpu(d.gpu), get_model(d.model), Traffic.of_deployment(d)
         x = Inputs(d.model, spec, traffic, traffic.article_inputs(demand_significant_digits=None), measured=measured, ops=ops)
         uncached = 1 - d.cache_hit_rate
-        rates: dict[str, tuple[float | None, float | None, float | None]] = {"published per-node throughput": (
-            None, d.per_node_decode_tokens_per_s / d.gpus_per_node, d.per_node_prefill_tokens_per_s * uncached / d.gpus_per_node)}  # fmt: skip
+        rates: dict[str, tuple[float | None, float | None, float | None]] = {
+            "published per-node throughput": (
+                None,
+                d.per_node_decode_tokens_per_s / d.gpus_per_node,
+                d.per_node_prefill_tokens_per_s * uncached / d.gpus_per_node,
+            )
+        }
         preds = {sc: _prediction(SCENARIO_FUNCTIONS[sc](x, gpu)) for sc in ("article", "active", "measured")}
         implied = deepseek_mfu(d)
         for method, published_only in (("roofline", False), ("roofline (published kernels)", True)):
             r, source = roofline_fleet(d.model, gpu, traffic, ops, peak=False, published_only=published_only)
             rates[method] = (r.decode_batch_per_gpu, r.decode_tokens_per_s_per_gpu, r.prefill_tokens_per_s_per_gpu)
-            preds[method] = (r.gpus, f"{source}; decode {r.decode_gpus} ({r.decode_batch_per_gpu} seq/GPU, {r.decode_tokens_per_s_per_gpu:,.0f} tok/s/GPU, "
-                                     f"{r.tokens_per_s_per_user:.1f} tok/s/user) + prefill {r.prefill_gpus} ({r.prefill_tokens_per_s_per_gpu:,.0f} uncached tok/s/GPU); "
-                                     f"implied MFU {r.mfu:.1%} vs DeepSeek's {implied:.1%}")  # fmt: skip
-        gpus, how = _prediction(SCENARIO_FUNCTIONS["roofline"](replace(x, traffic=replace(traffic, peak_to_average=d.peak_to_average)), gpu))
+            preds[method] = (
+                r.gpus,
+                f"{source}; decode {r.decode_gpus} ({r.decode_batch_per_gpu} seq/GPU, {r.decode_tokens_per_s_per_gpu:,.0f} tok/s/GPU, "
+                f"{r.tokens_per_s_per_user:.1f} tok/s/user) + prefill {r.prefill_gpus} ({r.prefill_tokens_per_s_per_gpu:,.0f} uncached "
+                "tok/s/GPU); "
+                f"implied MFU {r.mfu:.1%} vs DeepSeek's {implied:.1%}",
+            )
+        gpus, how = _prediction(
+            SCENARIO_FUNCTIONS["roofline"](replace(x, traffic=replace(traffic, peak_to_average=d.peak_to_average)), gpu)
+        )
         preds["roofline peak"] = (gpus, f"{how}; {d.nodes_peak:g} nodes = {d.nodes_peak * d.gpus_per_node:g} GPUs published")
         nodes = nodes_from_per_node_throughput(d)
         preds["published per-node throughput"] = (nodes * d.gpus_per_node, f"{nodes:.1f} nodes (consistency check, not a prediction)")

@@ -166,7 +166,8 @@ def fit_phase(points: list[Point], device_name: str, device_kind: str, engine: s
         heldout = float(np.mean(errs))
     peaks = Peaks(device_name, float(np.mean([p.peaks.flops_per_s for p in points])), float(np.mean([p.peaks.bytes_per_s for p in points])))
     res = tuple((p.label, round(p.seconds, 6), round(q, 6)) for p, q in zip(points, pred))
-    return PhaseFit(device_name, device_kind, engine, phase, eff, peaks, len(points), fit_mape, heldout, res, undetermined_parameters(points, eff, loo))
+    undetermined = undetermined_parameters(points, eff, loo)
+    return PhaseFit(device_name, device_kind, engine, phase, eff, peaks, len(points), fit_mape, heldout, res, undetermined)
 
 
 def calibrate(df: pd.DataFrame) -> list[PhaseFit]:
@@ -200,7 +201,14 @@ def calibration_table(fits: list[PhaseFit]) -> pd.DataFrame:
 def residuals_table(fits: list[PhaseFit]) -> pd.DataFrame:
     """Every fitted configuration: measured and predicted time (ms), per device, engine and phase."""
     rows = [
-        {"device_name": f.device_name, "engine": f.engine, "phase": f.phase, "configuration": lbl, "measured_ms": m * 1000, "predicted_ms": p * 1000}
+        {
+            "device_name": f.device_name,
+            "engine": f.engine,
+            "phase": f.phase,
+            "configuration": lbl,
+            "measured_ms": m * 1000,
+            "predicted_ms": p * 1000,
+        }
         for f in fits
         for lbl, m, p in f.residuals
     ]

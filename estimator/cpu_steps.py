@@ -17,8 +17,9 @@ take less time than a smaller one (the envelope absorbs a slow outlier of a nois
 where T is the tokens of one chunk (vLLM's CPU default caps a step at 4,096). The overheads are
 the engine's scheduling, input preparation and output handling, which no kernel benchmark sees:
 a per-step and a per-sequence term, fitted by least squares on the measured steps of the
-fitted configurations only (the reference model's decode at batches up to 32 and its shortest prompt; cpu_validation.py). Everything else, larger
-batches and other models, is held out: predicted, then compared with what was measured.
+fitted configurations only (the reference model's decode at batches up to 32 and its shortest prompt;
+cpu_validation.py). Everything else, larger batches and other models, is held out: predicted, then compared
+with what was measured.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def model_shapes(model: str) -> Shapes:
 
 def build_curves(ops: pd.DataFrame, device_name: str, model: str, dtype: str) -> OperatorCurves:
     """Curves from the vLLM-kernel operator records of ``model`` on ``device_name`` in ``dtype``."""
-    o = ops[(ops["device_name"] == device_name) & (ops["model"] == model) & (ops["dtype"] == dtype) & ops["impl"].str.startswith(IMPL)].copy()
+    o = ops[
+        (ops["device_name"] == device_name) & (ops["model"] == model) & (ops["dtype"] == dtype) & ops["impl"].str.startswith(IMPL)
+    ].copy()
     o["seconds"] = o["time_ms"] / 1e3
     o["_shape"] = o["shape"].map(json.loads)
     s = model_shapes(model)
@@ -172,7 +175,9 @@ def fit_overhead(phase: str, points: list[tuple[int, int, float, float]]) -> Ove
         raise UndeterminedError(f"{phase}: no configurations to fit, so the per-step overhead is undetermined")
     seqs = sorted({n for _, n, _, _ in points})
     if len(seqs) < 2 or seqs[-1] < 8 * seqs[0]:
-        raise UndeterminedError(f"{phase}: batches {seqs} do not determine the per-sequence overhead; measure batch 1 and a batch at least 8× larger")
+        raise UndeterminedError(
+            f"{phase}: batches {seqs} do not determine the per-sequence overhead; measure batch 1 and a batch at least 8× larger"
+        )
     a = np.array([[s, n] for s, n, _, _ in points], dtype=float)
     y = np.array([r for _, _, r, _ in points])
     w = 1.0 / np.array([m for _, _, _, m in points])

@@ -31,7 +31,12 @@ def _steps(runs: pd.DataFrame, device_name: str) -> pd.DataFrame:
     the first chunks start decoding while the later ones prefill, so some of the steps timed by difference
     are partial batches and the step comes out short.
     """
-    r = runs[(runs["device_name"] == device_name) & (runs["engine"] == "vllm") & (runs["status"] == "ok") & runs["mode"].isin(["decode", "prefill"])]
+    r = runs[
+        (runs["device_name"] == device_name)
+        & (runs["engine"] == "vllm")
+        & (runs["status"] == "ok")
+        & runs["mode"].isin(["decode", "prefill"])
+    ]
     chunk = r["max_num_batched_tokens"].fillna(CHUNK_TOKENS) if "max_num_batched_tokens" in r else CHUNK_TOKENS
     r = r[(r["mode"] != "decode") | (r["batch_size"] * r["input_len"] <= chunk)]
     keys = ["model", "dtype", "mode", "batch_size", "input_len", "output_len", "run_file"]
@@ -80,14 +85,18 @@ def validate(runs: pd.DataFrame, ops: pd.DataFrame, device_name: str, reference:
     for name in sorted({session[f] for f in steps["run_file"]}):
         mine = {f for f, s in session.items() if s == name}
         try:
-            df, over, missing = _validate_session(steps[steps["run_file"].isin(mine)], dev_ops[dev_ops["run_file"].isin(mine)], device_name, reference)
+            df, over, missing = _validate_session(
+                steps[steps["run_file"].isin(mine)], dev_ops[dev_ops["run_file"].isin(mine)], device_name, reference
+            )
         except UndeterminedError as exc:
             unpredicted.append(f"session {name}: {exc}")
             continue
         frames.append(df.assign(session=name))
         overheads[name], files[name], unpredicted = over, mine, unpredicted + [f"session {name}: {u}" for u in missing]
     if not frames:
-        raise UndeterminedError(f"{device_name}: no measuring session has both operator curves and fitted decode steps ({'; '.join(unpredicted)})")
+        raise UndeterminedError(
+            f"{device_name}: no measuring session has both operator curves and fitted decode steps ({'; '.join(unpredicted)})"
+        )
     return StepValidation(pd.concat(frames, ignore_index=True), overheads, files, sorted(unpredicted))
 
 
@@ -95,7 +104,9 @@ def _validate_session(steps: pd.DataFrame, ops: pd.DataFrame, device_name: str, 
     """The steps of one session against the curves of its operators; the overheads fitted on its reference batches;
     the models whose curves are missing."""
     ref = steps[(steps["model"] == reference) & (steps["mode"] == "decode")]
-    fit_len = ref["input_len"].min() if not ref.empty else None  # the batch axis at the shortest context is fitted, longer contexts held out
+    fit_len = (
+        ref["input_len"].min() if not ref.empty else None
+    )  # the batch axis at the shortest context is fitted, longer contexts held out
     curves: dict[tuple[str, str], OperatorCurves | UndeterminedError] = {}
     rows = []
     for rec in steps.itertuples(index=False):
@@ -120,7 +131,9 @@ def _validate_session(steps: pd.DataFrame, ops: pd.DataFrame, device_name: str, 
         why = next((str(c) for c in curves.values() if isinstance(c, UndeterminedError)), f"no vLLM decode steps of {reference} measured")
         raise UndeterminedError(f"{device_name}: {why}")
     fit = df[df["role"] == "fitted"]
-    over = fit_overhead("decode", [(r.steps, r.batch, (r.measured_ms - r.operators_ms) / 1e3, r.measured_ms / 1e3) for r in fit.itertuples()])
+    over = fit_overhead(
+        "decode", [(r.steps, r.batch, (r.measured_ms - r.operators_ms) / 1e3, r.measured_ms / 1e3) for r in fit.itertuples()]
+    )
     df["overhead_ms"] = (df["steps"] * over.per_step + df["batch"] * over.per_sequence) * 1e3
     df["predicted_ms"] = df["operators_ms"] + df["overhead_ms"]
     df["error"] = df["predicted_ms"] / df["measured_ms"] - 1

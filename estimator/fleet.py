@@ -4,8 +4,9 @@ Scenarios (each gives GPUs per catalogued GPU type):
   article      the article as published (total parameters, 50%, output tokens only, daily mean)
   active       the article's formula with active instead of total parameters
   measured     the article's formula with the measured utilization instead of 50%
-  roofline     the per-operator serving model (the name is the CLI contract's): prefill and decode apart, input tokens with cache hits, batch
-               limited by KV memory and a per-user speed target, peak traffic, whole replicas
+  roofline     the per-operator serving model (the name is the CLI contract's): prefill and decode apart, input
+               tokens with cache hits, batch limited by KV memory and a per-user speed target, peak traffic,
+               whole replicas
   direct       measured tokens/s per device, where this model was measured on this device
 """
 
@@ -46,14 +47,22 @@ def direct_fleet(spec: ModelSpec, gpu_name: str, traffic: Traffic, runs: pd.Data
     """
     if runs is None or runs.empty:
         return None
-    rows = runs[(runs["status"] == "ok") & ((runs["catalog_name"] == gpu_name) | (runs["device_name"] == gpu_name)) & (runs["model_key"] == spec.name)].copy()
+    rows = runs[
+        (runs["status"] == "ok")
+        & ((runs["catalog_name"] == gpu_name) | (runs["device_name"] == gpu_name))
+        & (runs["model_key"] == spec.name)
+    ].copy()
     if rows.empty:
         return None
     rows["rate"] = rows["decode_tokens_per_s"].where(rows["mode"] == "decode", rows["output_tokens_per_s"])
     budget_ms = 1000.0 / traffic.tokens_per_s_per_user
     pools = (
-        rows[(rows["mode"] == "serve") & rows["concurrency"].notna() & (rows["interactivity_tokens_per_s"] >= traffic.tokens_per_s_per_user)
-             & rows["workload"].fillna("random").str.startswith("random")],
+        rows[
+            (rows["mode"] == "serve")
+            & rows["concurrency"].notna()
+            & (rows["interactivity_tokens_per_s"] >= traffic.tokens_per_s_per_user)
+            & rows["workload"].fillna("random").str.startswith("random")
+        ],
         rows[(rows["mode"] == "decode") & (rows["decode_step_ms"] <= budget_ms)],
         rows[rows["mode"] == "throughput"],
     )
@@ -65,7 +74,11 @@ def direct_fleet(spec: ModelSpec, gpu_name: str, traffic: Traffic, runs: pd.Data
     per_gpu = best["rate"] / num_gpus
     peak_out = traffic.output_tokens_per_s * traffic.peak_to_average
     size = best["concurrency"] if best["mode"] == "serve" else best["batch_size"]
-    return {"gpus": math.ceil(peak_out / per_gpu), "tokens_per_s_per_gpu": float(per_gpu), "from": f"{best['mode']} at {int(size)}, {best['run_file']}"}
+    return {
+        "gpus": math.ceil(peak_out / per_gpu),
+        "tokens_per_s_per_gpu": float(per_gpu),
+        "from": f"{best['mode']} at {int(size)}, {best['run_file']}",
+    }
 
 
 @dataclass(frozen=True)
@@ -93,8 +106,11 @@ def _article(x: Inputs, gpu: Device) -> dict[str, Any]:
 
 def _active(x: Inputs, gpu: Device) -> dict[str, Any]:
     a = replace(x.article, params_per_token=float(x.spec.matmul_params))
-    return {"gpus": article_gpus(gpu, a)["gpus"], "utilization": a.utilization,
-            "how": f"{x.spec.matmul_params:.3g} active params/token (embedding lookup left out), daily mean, {_peak_label(gpu)}"}  # fmt: skip
+    return {
+        "gpus": article_gpus(gpu, a)["gpus"],
+        "utilization": a.utilization,
+        "how": f"{x.spec.matmul_params:.3g} active params/token (embedding lookup left out), daily mean, {_peak_label(gpu)}",
+    }
 
 
 def _measured(x: Inputs, gpu: Device) -> dict[str, Any]:
@@ -111,9 +127,12 @@ def _measured(x: Inputs, gpu: Device) -> dict[str, Any]:
 
 def _roofline(x: Inputs, gpu: Device) -> dict[str, Any]:
     r, source = roofline_fleet(x.model, gpu, x.traffic, x.ops, peak=True)
-    how = (f"per-operator serving model at peak traffic (x{x.traffic.peak_to_average:.2f}), whole instances; {source}; "
-           f"decode {r.decode_batch_per_gpu} sequences per GPU ({r.limited_by}), {r.tokens_per_s_per_user:.1f} tok/s per user, "
-           f"{r.decode_tokens_per_s_per_gpu:,.0f} output tok/s per GPU; prefill {r.prefill_tokens_per_s_per_gpu:,.0f} uncached tok/s per GPU; {r.note}")  # fmt: skip
+    how = (
+        f"per-operator serving model at peak traffic (x{x.traffic.peak_to_average:.2f}), whole instances; {source}; "
+        f"decode {r.decode_batch_per_gpu} sequences per GPU ({r.limited_by}), {r.tokens_per_s_per_user:.1f} tok/s per user, "
+        f"{r.decode_tokens_per_s_per_gpu:,.0f} output tok/s per GPU; prefill {r.prefill_tokens_per_s_per_gpu:,.0f} uncached tok/s per "
+        f"GPU; {r.note}"
+    )
     return {"gpus": r.gpus, "decode_gpus": r.decode_gpus, "prefill_gpus": r.prefill_gpus, "decode_batch": r.decode_batch_per_gpu,
             "decode_step_ms": round(r.decode_step_ms, 3), "feasible": r.feasible, "how": how,
             "utilization": round(r.mfu, 5)}  # implied MFU of the whole fleet at peak traffic  # fmt: skip
@@ -178,11 +197,16 @@ def fleet_cost(gpus: float | None, gpu: Device, traffic: Traffic, gpu_hour_usd: 
     if price is None or gpus is None:
         return {"usd_per_gpu_hour": price, "price_source": source}
     per_day = gpus * price * 24
-    return {"usd_per_gpu_hour": price, "usd_per_day": round(per_day, 2),
-            "usd_per_million_output_tokens": round(per_day / (traffic.output_tokens_per_s * SECONDS_PER_DAY / 1e6), 6), "price_source": source}  # fmt: skip
+    return {
+        "usd_per_gpu_hour": price,
+        "usd_per_day": round(per_day, 2),
+        "usd_per_million_output_tokens": round(per_day / (traffic.output_tokens_per_s * SECONDS_PER_DAY / 1e6), 6),
+        "price_source": source,
+    }
 
 
 def _peak_label(gpu: Device) -> str:
     if "fp8" in gpu.peak_tflops:
         return f"FP8 {gpu.peak_tflops['fp8']:g} TFLOPS"
-    return f"no FP8: INT8 {gpu.peak_tflops.get('int8', 0):g} TOPS as the article reads it (BF16 {gpu.peak_tflops['bf16']:g} would double the count)"
+    int8, bf16 = gpu.peak_tflops.get("int8", 0), gpu.peak_tflops["bf16"]
+    return f"no FP8: INT8 {int8:g} TOPS as the article reads it (BF16 {bf16:g} would double the count)"

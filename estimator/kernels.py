@@ -27,7 +27,12 @@ from core.paths import DATA_DIR
 KERNELS_FILE = DATA_DIR / "kernels.toml"
 OPERATOR_CLASSES = ("gemm", "gemm_bf16", "grouped_gemm", "attention_decode", "attention_prefill", "elementwise")
 # measured operator -> the class it can stand for (and the precision whose record counts)
-MEASURED_STANDS_FOR = {("gemm", "fp8"): "gemm", ("gemm", "bf16"): "gemm_bf16", ("attention_prefill", "bf16"): "attention_prefill", ("rmsnorm", "bf16"): "elementwise"}
+MEASURED_STANDS_FOR = {
+    ("gemm", "fp8"): "gemm",
+    ("gemm", "bf16"): "gemm_bf16",
+    ("attention_prefill", "bf16"): "attention_prefill",
+    ("rmsnorm", "bf16"): "elementwise",
+}
 ARCHITECTURES = {"H100": "hopper", "H100-PCIe": "hopper", "H100-NVL": "hopper", "H800": "hopper", "H200": "hopper", "H20": "hopper"}
 
 
@@ -105,13 +110,20 @@ def published_kernels() -> Kernels:
     ranges["mtp_acceptance"] = tuple(s["mtp_acceptance_range"])
     ranges["step_overhead_s"] = tuple(v / 1000 for v in s["step_overhead_range_ms"])
     return Kernels(
-        ops=ops, normal_intranode_gb_per_s=float(c["normal_intranode_gb_per_s"]), normal_internode_gb_per_s=float(c["normal_internode_gb_per_s"]),
+        ops=ops,
+        normal_intranode_gb_per_s=float(c["normal_intranode_gb_per_s"]),
+        normal_internode_gb_per_s=float(c["normal_internode_gb_per_s"]),
         normal_sm_share=float(c["normal_sm_share"]),
         low_latency_gb_per_s=tuple((int(e), float(b)) for e, b in c["low_latency_gb_per_s"]),
-        allreduce_nvlink_fraction=float(d["allreduce"]["nvlink_fraction"]), overlap=float(s["overlap"]), context_cv=float(s["context_cv"]),
-        mtp_acceptance=float(s["mtp_acceptance"]), step_overhead_s=float(s["step_overhead_ms"]) / 1000,
-        reserve_bytes=float(s["reserve_gb"]) * 2**30, comm_source=c["source"], ranges=ranges,
-    )  # fmt: skip
+        allreduce_nvlink_fraction=float(d["allreduce"]["nvlink_fraction"]),
+        overlap=float(s["overlap"]),
+        context_cv=float(s["context_cv"]),
+        mtp_acceptance=float(s["mtp_acceptance"]),
+        step_overhead_s=float(s["step_overhead_ms"]) / 1000,
+        reserve_bytes=float(s["reserve_gb"]) * 2**30,
+        comm_source=c["source"],
+        ranges=ranges,
+    )
 
 
 def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
@@ -138,12 +150,21 @@ def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
             compute, memory = float(med["mfu"].max()), float(med["mbu"].max())
             # at each M only the resource that bound it follows the curve; the other keeps its best (a compute-bound
             # GEMM's low MBU says nothing of the bandwidth it could reach, nor a memory-bound one's MFU of its FLOP/s)
-            curve = tuple((float(m), min(float(r.mfu) if r.mfu / compute >= r.mbu / memory else compute, 1.0),
-                           min(memory if r.mfu / compute >= r.mbu / memory else float(r.mbu), 1.0)) for m, r in med.iterrows() if m > 0)  # fmt: skip
+            curve = tuple(
+                (
+                    float(m),
+                    min(float(r.mfu) if r.mfu / compute >= r.mbu / memory else compute, 1.0),
+                    min(memory if r.mfu / compute >= r.mbu / memory else float(r.mbu), 1.0),
+                )
+                for m, r in med.iterrows()
+                if m > 0
+            )
         else:
             compute, memory = float(g["mfu"].max()), float(g["mbu"].max())
         devices = ", ".join(sorted(set(g["device_name"])))
-        out[cls] = Eff(min(compute, 1.0), min(memory, 1.0), f"measured: {op} {dtype} on {devices} ({len(g)} shapes, results/runs)", devices, curve)
+        out[cls] = Eff(
+            min(compute, 1.0), min(memory, 1.0), f"measured: {op} {dtype} on {devices} ({len(g)} shapes, results/runs)", devices, curve
+        )
     return out
 
 

@@ -79,7 +79,9 @@ class Batch:
         """Tokens through a TP group's GEMMs."""
         return self.tokens * self.layout.tp
 
-    def gemm(self, name: str, kk: int, nn: int, layers: float, mm: float | None = None, prec: str | None = None, split: int | None = None) -> OpCost:
+    def gemm(
+        self, name: str, kk: int, nn: int, layers: float, mm: float | None = None, prec: str | None = None, split: int | None = None
+    ) -> OpCost:
         """A (mm × kk) by (kk × nn) GEMM with its weight split ``split`` ways (default: over the TP group)."""
         mm, prec = self.m if mm is None else mm, prec or self.gp
         n_ = nn / (self.layout.tp if split is None else split)
@@ -103,14 +105,31 @@ def attention_costs(x: Batch) -> list[OpCost]:
     if s.mla:
         r, rope, nope, v = s.mla["kv_lora_rank"], s.mla["rope"], s.mla["nope"], s.mla["v"]
         if x.phase == "decode":  # absorbed: per head, queries into the latent and the latent out to values (BF16 bmm)
-            costs += [OpCost("attention projections", 2 * m * h_ * kk * nn, h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2, "bf16", x.k.ops["grouped_gemm"], L)
-                      for kk, nn in ((nope, r), (r, v))]  # fmt: skip
+            costs += [
+                OpCost(
+                    "attention projections",
+                    2 * m * h_ * kk * nn,
+                    h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2,
+                    "bf16",
+                    x.k.ops["grouped_gemm"],
+                    L,
+                )
+                for kk, nn in ((nope, r), (r, v))
+            ]
             kv_b = x.seqs * tp * x.context * (r + rope) * kv_bytes
             costs.append(OpCost("attention", m * s.decode_attention_flops(x.context) / tp, kv_b, "bf16", x.k.ops["attention_decode"], L))
         else:  # not absorbed: the latents of the whole context are up-projected, then 192/128-wide heads attend
             costs.append(x.gemm("attention projections", r, s.heads * (nope + v), L, mm=m / max(x.uncached_share, 1e-9)))
-            costs.append(OpCost("attention", m * mla_prefill_attention_flops(s, x.context) / tp, m * h_ * (2 * (nope + rope) + 2 * v) * 2, "bf16",
-                                x.k.ops["attention_prefill"], L))  # fmt: skip
+            costs.append(
+                OpCost(
+                    "attention",
+                    m * mla_prefill_attention_flops(s, x.context) / tp,
+                    m * h_ * (2 * (nope + rope) + 2 * v) * 2,
+                    "bf16",
+                    x.k.ops["attention_prefill"],
+                    L,
+                )
+            )
         return costs
     kvh, flops = max(s.kv_heads / tp, 1), 4 * m * h_ * x.context * s.head_dim
     if x.phase == "decode":
@@ -156,9 +175,17 @@ def tail_costs(x: Batch) -> list[OpCost]:
     """Norms and residuals of every layer; the LM head and sampling once."""
     s, tp = x.s, x.layout.tp
     head_tokens = x.seqs * x.q_per_seq if x.phase == "decode" else x.seqs  # prefill: the last position of each prompt
-    return [OpCost("norms and residuals", 0.0, ELEMENTWISE_VECTORS * x.m * s.hidden * 2, "bf16", x.k.ops["elementwise"], s.num_layers),
-            OpCost("LM head and sampling", 2 * head_tokens * s.hidden * s.vocab / tp, s.hidden * s.vocab / tp * 2 + 3 * head_tokens * s.vocab * 4,
-                   "bf16", x.k.ops["gemm_bf16"].at(head_tokens), 1)]  # fmt: skip
+    return [
+        OpCost("norms and residuals", 0.0, ELEMENTWISE_VECTORS * x.m * s.hidden * 2, "bf16", x.k.ops["elementwise"], s.num_layers),
+        OpCost(
+            "LM head and sampling",
+            2 * head_tokens * s.hidden * s.vocab / tp,
+            s.hidden * s.vocab / tp * 2 + 3 * head_tokens * s.vocab * 4,
+            "bf16",
+            x.k.ops["gemm_bf16"].at(head_tokens),
+            1,
+        ),
+    ]
 
 
 def layer_costs(x: Batch) -> list[OpCost]:

@@ -48,14 +48,18 @@ def _best(ops: pd.DataFrame) -> pd.DataFrame:
     """The fastest measurement of each (device, model, operator, precision, shape)."""
     if ops.empty:
         return ops
-    return ops.sort_values("time_ms", kind="mergesort").groupby(["device_name", "model", "operator", "dtype", "shape"], as_index=False).first()
+    return (
+        ops.sort_values("time_ms", kind="mergesort").groupby(["device_name", "model", "operator", "dtype", "shape"], as_index=False).first()
+    )
 
 
 def operator_table(ops: pd.DataFrame) -> pd.DataFrame:
     """Per device, model, operator and precision: shapes timed, the best rate and its efficiency."""
     best = _best(ops)
     if best.empty:
-        return pd.DataFrame(columns=["device_name", "model", "operator", "dtype", "shapes", "best_tflops", "best_gb_per_s", "efficiency", "of", "at"])
+        return pd.DataFrame(
+            columns=["device_name", "model", "operator", "dtype", "shapes", "best_tflops", "best_gb_per_s", "efficiency", "of", "at"]
+        )
     # without a datasheet the reference is this run's one-size microbenchmark, which an operator at a cache-friendly
     # shape can beat: then the reference is the best rate measured on the device in that precision, so no share exceeds 1
     best["_memory"] = best["operator"].isin(MEMORY_BOUND)
@@ -85,7 +89,9 @@ def gemm_curve(ops: pd.DataFrame) -> pd.DataFrame:
     """
     best = _best(ops)
     if best.empty:
-        return pd.DataFrame(columns=["device_name", "model", "operator", "dtype", "m", "layers", "tflops_median", "mfu_median", "mbu_median"])
+        return pd.DataFrame(
+            columns=["device_name", "model", "operator", "dtype", "m", "layers", "tflops_median", "mfu_median", "mbu_median"]
+        )
     g = best[best["operator"].isin(["gemm", "grouped_gemm"])]
     out = g.groupby(["device_name", "model", "operator", "dtype", "m"], as_index=False).agg(
         layers=("shape", "count"), tflops_median=("tflops", "median"), mfu_median=("mfu", "median"), mbu_median=("mbu", "median"),

@@ -35,7 +35,9 @@ def candidate_layouts(a: Arch) -> list[Layout]:
     with data-parallel attention over 8 to 144 GPUs (DeepSeek's own: EP32 prefill, EP144 decode, 32 redundant experts)."""
     if not a.shapes.num_experts:
         return [Layout(t, tp=t) for t in (1, 2, 4, 8)]
-    return [Layout(8, tp=8, ep=8)] + [Layout(n, ep=n, dp_attention=True, redundant_experts=32 if n >= 32 else 0) for n in (8, 16, 32, 64, 144)]
+    return [Layout(8, tp=8, ep=8)] + [
+        Layout(n, ep=n, dp_attention=True, redundant_experts=32 if n >= 32 else 0) for n in (8, 16, 32, 64, 144)
+    ]
 
 
 def weight_dtypes(model: str, gpu: Device, asked: str | None) -> list[str]:
@@ -71,7 +73,10 @@ def search(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, modes
         k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
         lays = [lay for lay in candidate_layouts(a) if max_batch(a, gpu, lay, k, w) >= 1]
         if not lays:
-            reasons.append(f"{dt} weights leave no KV room for one {w.input_len + w.output_len}-token request on up to {candidate_layouts(a)[-1].num_gpus} GPUs")
+            reasons.append(
+                f"{dt} weights leave no KV room for one {w.input_len + w.output_len}-token request on up to "
+                f"{candidate_layouts(a)[-1].num_gpus} GPUs"
+            )
             continue
         tries: list[tuple[Callable[[Kernels], Option | str], tuple[Layout, ...]]] = []
         if "aggregated" in modes:
@@ -119,8 +124,18 @@ def frontier(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, wei
             for b in sorted({int(round(v)) for v in np.geomspace(1, max(top, 1), 24)}) if top >= 1 else []:
                 p = aggregated_point(a, gpu, lay, k, w, b)
                 if p.fits:
-                    rows.append({"gpu": gpu.name, "weight_dtype": dt, "layout": lay.num_gpus, "batch_per_gpu": b, "tokens_per_s_per_user": p.tokens_per_s_per_user,
-                                 "output_tokens_per_s_per_gpu": p.output_tokens_per_s_per_gpu, "ttft_ms": p.ttft_ms, "tpot_ms": p.tpot_ms})  # fmt: skip
+                    rows.append(
+                        {
+                            "gpu": gpu.name,
+                            "weight_dtype": dt,
+                            "layout": lay.num_gpus,
+                            "batch_per_gpu": b,
+                            "tokens_per_s_per_user": p.tokens_per_s_per_user,
+                            "output_tokens_per_s_per_gpu": p.output_tokens_per_s_per_gpu,
+                            "ttft_ms": p.ttft_ms,
+                            "tpot_ms": p.tpot_ms,
+                        }
+                    )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -136,6 +151,7 @@ def frontier(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, wei
 def cheapest_mix(options: list[tuple[Option, float]], rate: float, steps: int = 20) -> tuple[float, list[tuple[str, float]]]:
     """Cheapest split of ``rate`` requests/s between two of the (option, USD per GPU-hour) pairs, in steps of 1/``steps``
     of the rate, each part in whole instances: (USD per day, [(GPU, requests/s)]); one type alone is the split 1 : 0."""
+
     def cost(o: Option, price: float, r: float) -> float:
         return gpus_at(o.pools, r) * price * 24 if r > 0 else 0.0
 

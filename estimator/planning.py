@@ -91,8 +91,15 @@ def aggregated_rates(decode_s: float, decode_tokens: float, batch: float, prefil
     steps = math.ceil(prompt_per_gpu / room) if room > 0 else math.inf
     ttft = steps * (decode_s + min(prompt_per_gpu, max(room, 0)) / prefill_tokens_per_s)
     out = decode_tokens / t
-    return Point(batch, out, out * (1 + w.input_len / w.output_len), decode_tokens / batch / t, ttft * 1000, t * batch / decode_tokens * 1000,
-                 x <= room)  # fmt: skip
+    return Point(
+        batch,
+        out,
+        out * (1 + w.input_len / w.output_len),
+        decode_tokens / batch / t,
+        ttft * 1000,
+        t * batch / decode_tokens * 1000,
+        x <= room,
+    )
 
 
 def disaggregated_rates(decode_s: float, decode_tokens: float, batch: float, prefill_tokens_per_s: float, prefill_step_s: float,
@@ -116,7 +123,9 @@ def aggregated_point(a: Arch, gpu: Device, layout: Layout, k: Kernels, w: Worklo
     """Whole requests at ``batch`` sequences per GPU, prefill and decode sharing the GPUs."""
     budget = engine_budget(gpu)[0] / layout.tp
     d = step(a, gpu, layout, k, "decode", batch_per_gpu=batch, context=w.context, mtp_tokens=w.mtp_tokens, kv_dtype=w.kv_dtype)
-    p = step(a, gpu, layout, k, "prefill", tokens_per_gpu=budget, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype)
+    p = step(
+        a, gpu, layout, k, "prefill", tokens_per_gpu=budget, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype
+    )
     return aggregated_rates(d.seconds, d.tokens, batch, p.tokens / p.seconds, w, budget, w.uncached_len / layout.tp)
 
 
@@ -193,7 +202,9 @@ def aggregated_option(a: Arch, gpu: Device, layout: Layout, k: Kernels, w: Workl
     b = batch or largest(ok, limit)
     if b < 1:
         p1 = aggregated_point(a, gpu, layout, k, w, 1)
-        return Rejected(f"batch 1 gives TTFT {p1.ttft_ms:,.0f} ms, TPOT {p1.tpot_ms:,.1f} ms", max(p1.ttft_ms / w.ttft_ms, p1.tpot_ms / w.tpot_ms))
+        return Rejected(
+            f"batch 1 gives TTFT {p1.ttft_ms:,.0f} ms, TPOT {p1.tpot_ms:,.1f} ms", max(p1.ttft_ms / w.ttft_ms, p1.tpot_ms / w.tpot_ms)
+        )
     p = aggregated_point(a, gpu, layout, k, w, b)
     why = "KV room" if b == limit else "TPOT/TTFT"
     pools = ((p.output_tokens_per_s_per_gpu * layout.num_gpus / w.output_len, layout.num_gpus),)
@@ -209,10 +220,23 @@ def disaggregated_point(a: Arch, gpu: Device, pre: Layout, dec: Layout, k: Kerne
     """Whole requests on a prefill pool running steps of ``prefill_tokens`` per GPU and a decode pool at ``batch``
     (disaggregated_rates), and the two pools' (requests/s per instance, GPUs per instance)."""
     d = _decode(a, gpu, dec, k, w, batch)
-    p = step(a, gpu, pre, k, "prefill", tokens_per_gpu=prefill_tokens, prompt_len=w.input_len, cached_fraction=w.cached_fraction, kv_dtype=w.kv_dtype)
+    p = step(
+        a,
+        gpu,
+        pre,
+        k,
+        "prefill",
+        tokens_per_gpu=prefill_tokens,
+        prompt_len=w.input_len,
+        cached_fraction=w.cached_fraction,
+        kv_dtype=w.kv_dtype,
+    )
     pt = disaggregated_rates(d.seconds, d.tokens, batch, p.tokens / p.seconds, p.seconds, prefill_tokens, w.uncached_len / pre.tp,
                              kv_transfer_s(a, pre, k, w), w)  # fmt: skip
-    pools = ((p.tokens / p.seconds * pre.num_gpus / w.uncached_len, pre.num_gpus), (d.tokens / d.seconds * dec.num_gpus / w.output_len, dec.num_gpus))
+    pools = (
+        (p.tokens / p.seconds * pre.num_gpus / w.uncached_len, pre.num_gpus),
+        (d.tokens / d.seconds * dec.num_gpus / w.output_len, dec.num_gpus),
+    )
     return pt, pools
 
 
@@ -233,13 +257,27 @@ def disaggregated_option(a: Arch, gpu: Device, pre: Layout, dec: Layout, k: Kern
 
     b = largest(lambda b: tpot_ms(b) <= w.tpot_ms, limit)
     if b < 1:
-        return "no KV room for one request" if limit < 1 else f"batch 1 decodes at {_decode(a, gpu, dec, k, w, 1).seconds * 1000:,.1f} ms per step"
+        return (
+            "no KV room for one request"
+            if limit < 1
+            else f"batch 1 decodes at {_decode(a, gpu, dec, k, w, 1).seconds * 1000:,.1f} ms per step"
+        )
     pt, pools = disaggregated_point(a, gpu, pre, dec, k, w, b, tokens)
     pre_gpus, dec_gpus = (gpus_at((pool,), w.request_rate) for pool in pools)
-    out = pools[1][0] * w.output_len / dec.num_gpus * dec_gpus / (pre_gpus + dec_gpus)  # output tok/s per GPU of both pools at full decode load
+    out = (
+        pools[1][0] * w.output_len / dec.num_gpus * dec_gpus / (pre_gpus + dec_gpus)
+    )  # output tok/s per GPU of both pools at full decode load
     point = replace(pt, output_tokens_per_s_per_gpu=out, total_tokens_per_s_per_gpu=out * (1 + w.input_len / w.output_len))
-    return Option(gpu.name, "disaggregated", a.weight_dtype, f"prefill {pre_gpus} on {describe(pre)} + decode {dec_gpus} on {describe(dec)}",
-                  pre_gpus + dec_gpus, pools, point, "KV room" if b == limit else "TPOT")  # fmt: skip
+    return Option(
+        gpu.name,
+        "disaggregated",
+        a.weight_dtype,
+        f"prefill {pre_gpus} on {describe(pre)} + decode {dec_gpus} on {describe(dec)}",
+        pre_gpus + dec_gpus,
+        pools,
+        point,
+        "KV room" if b == limit else "TPOT",
+    )
 
 
 def sample_kernels(k: Kernels, rng: np.random.Generator) -> Kernels:
@@ -260,29 +298,3 @@ def _central(k: Kernels, name: str) -> float:
         cls, part = name.split(".")
         return float(getattr(k.ops[cls], part))
     return float(getattr(k, name))
-
-
-def spare_gpus(o: Option, rate: float, failures_per_gpu_year: float, repair_hours: float) -> int:
-    """Spare GPUs, whole instances of each pool, for ``o`` at ``rate`` (spares())."""
-    return sum(spares(gpus_at(((cap, n),), rate) // n, n, failures_per_gpu_year, repair_hours) * n for cap, n in o.pools)
-
-
-def spares(instances: int, gpus_per_instance: int, failures_per_gpu_year: float, repair_hours: float, quantile: float = 0.99) -> int:
-    """Spare instances so that, with GPU failures a Poisson process and each failed GPU taking its instance down for
-    ``repair_hours``, the instances down at once exceed the spares with probability under 1 - ``quantile``."""
-    lam = instances * gpus_per_instance * failures_per_gpu_year * repair_hours / 8760
-    k, term = 0, math.exp(-lam)
-    cdf = term
-    while cdf < quantile:
-        k += 1
-        term *= lam / k
-        cdf += term
-    return k
-
-
-def hourly_fleet(pools: tuple[tuple[float, int], ...], rates: list[float], scale_up_hours: int = 0) -> list[int]:
-    """GPUs in service each hour of a day of request ``rates`` (requests/s per hour), each hour provisioned for the
-    busiest hour until a scale-up ``scale_up_hours`` later could land (the day taken as repeating)."""
-    n = len(rates)
-    need = [max(rates[(h + j) % n] for j in range(scale_up_hours + 1)) for h in range(n)]
-    return [gpus_at(pools, r) for r in need]

@@ -53,7 +53,9 @@ def roofline_time(flops: float, nbytes: float, peaks: Peaks, eff: Efficiency, nu
     return Prediction(eff.overhead_s + max(compute_s, memory_s), compute_s, memory_s, eff.overhead_s)
 
 
-def decode_step(spec: ModelSpec, batch_size: int, context_len: float, peaks: Peaks, eff: Efficiency, num_gpus: int = 1, kv_dtype: str = "bf16") -> Prediction:
+def decode_step(
+    spec: ModelSpec, batch_size: int, context_len: float, peaks: Peaks, eff: Efficiency, num_gpus: int = 1, kv_dtype: str = "bf16"
+) -> Prediction:
     """One decode step of ``batch_size`` sequences at mean context ``context_len``."""
     w = decode_step_work(spec, batch_size, context_len, kv_dtype)
     return roofline_time(w.flops, w.bytes, peaks, eff, num_gpus)

@@ -60,8 +60,21 @@ def exposed_per_moe_layer(attn_s: float, moe_s: float, dispatch_s: float, combin
     return max(a, k) + max(a, d) + max(m, d) + max(m, k) - 2 * (a + m)
 
 
-def step(a: Arch, gpu: Device, layout: Layout, k: Kernels, phase: str, *, batch_per_gpu: float = 1, context: float = 1,
-         mtp_tokens: int = 0, kv_dtype: str = "bf16", tokens_per_gpu: float = 0, prompt_len: float = 0, cached_fraction: float = 0.0) -> Step:  # fmt: skip
+def step(
+    a: Arch,
+    gpu: Device,
+    layout: Layout,
+    k: Kernels,
+    phase: str,
+    *,
+    batch_per_gpu: float = 1,
+    context: float = 1,
+    mtp_tokens: int = 0,
+    kv_dtype: str = "bf16",
+    tokens_per_gpu: float = 0,
+    prompt_len: float = 0,
+    cached_fraction: float = 0.0,
+) -> Step:
     """One decode step (``batch_per_gpu`` sequences at ``context``) or one prefill step (``tokens_per_gpu`` uncached
     prompt tokens of prompts of ``prompt_len`` with ``cached_fraction`` served from cache) on one GPU."""
     if phase == "decode":

@@ -28,9 +28,15 @@ def default_layouts(a: Arch, gpu: Device, kernels: Kernels) -> tuple[Layout, Lay
     """(decode, prefill) layouts: DeepSeek's published one for MLA MoE models, else the smallest TP group that holds the weights."""
     if a.shapes.num_experts and a.shapes.mla:
         # prefill steps of 16K tokens per GPU: deepseek-ai/profile-data README, "in line with ... actual online deployment"
-        return (Layout(144, ep=144, dp_attention=True, redundant_experts=32), Layout(32, ep=32, dp_attention=True, redundant_experts=32, step_tokens=16384))
+        return (
+            Layout(144, ep=144, dp_attention=True, redundant_experts=32),
+            Layout(32, ep=32, dp_attention=True, redundant_experts=32, step_tokens=16384),
+        )
     tp = 1
-    while weight_bytes_per_gpu(a, Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1))["total"] > 0.9 * gpu.memory_bytes - kernels.reserve_bytes:
+    while (
+        weight_bytes_per_gpu(a, Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1))["total"]
+        > 0.9 * gpu.memory_bytes - kernels.reserve_bytes
+    ):
         tp *= 2
         if tp > 64:
             break
@@ -56,7 +62,9 @@ def prefill_tokens_for_ttft(a: Arch, gpu: Device, layout: Layout, k: Kernels, *,
     prompt = max(math.ceil(prompt_len * (1 - cache_hit_rate)), 1)
 
     def first_token_ms(tokens: int) -> float:
-        st = step(a, gpu, layout, k, "prefill", tokens_per_gpu=tokens, prompt_len=prompt_len, cached_fraction=cache_hit_rate, kv_dtype=kv_dtype)
+        st = step(
+            a, gpu, layout, k, "prefill", tokens_per_gpu=tokens, prompt_len=prompt_len, cached_fraction=cache_hit_rate, kv_dtype=kv_dtype
+        )
         return st.seconds * 1000 * math.ceil(prompt / tokens)
 
     lo = min(prompt, cap)
@@ -115,21 +123,31 @@ def size_fleet(a: Arch, gpu: Device, kernels: Kernels, traffic: Traffic, scale: 
     unit_d, unit_p = (dec_l.num_gpus, pre_l.num_gpus) if whole_instances else (1, 1)
     decode_gpus = math.ceil(output_tokens_per_s / (per_gpu * unit_d) - 1e-9) * unit_d
     uncached = input_tokens_per_s * (1 - traffic.cache_hit_rate)
-    p_tokens, p_limited = prefill_tokens_for_ttft(a, gpu, pre_l, kernels, prompt_len=traffic.prompt_len, cache_hit_rate=traffic.cache_hit_rate,
-                                                  kv_dtype=kv_dtype, ttft_ms=traffic.ttft_ms)  # fmt: skip
+    prompt, hits = traffic.prompt_len, traffic.cache_hit_rate
+    p_tokens, p_limited = prefill_tokens_for_ttft(a, gpu, pre_l, kernels, prompt_len=prompt, cache_hit_rate=hits, kv_dtype=kv_dtype,
+                                                  ttft_ms=traffic.ttft_ms)  # fmt: skip
     feasible = feasible and p_limited != UNREACHABLE
-    p = step(a, gpu, pre_l, kernels, "prefill", tokens_per_gpu=p_tokens, prompt_len=traffic.prompt_len, cached_fraction=traffic.cache_hit_rate,
-             kv_dtype=kv_dtype)  # fmt: skip
+    p = step(a, gpu, pre_l, kernels, "prefill", tokens_per_gpu=p_tokens, prompt_len=prompt, cached_fraction=hits, kv_dtype=kv_dtype)
     pre_rate = p.tokens / p.seconds
     prefill_gpus = math.ceil(uncached / (pre_rate * unit_p) - 1e-9) * unit_p if uncached > 0 else 0
     total = decode_gpus + prefill_gpus
     peak = gpu.peak_flops_per_s(gemm_precision(gpu, a.weight_dtype))
     executed = output_tokens_per_s * d.flops / d.tokens + uncached * p.flops / p.tokens
-    note = (f"decode {dec_l.num_gpus}-GPU instances (EP{dec_l.ep}{', DP attention' if dec_l.dp_attention else ''}{f', TP{dec_l.tp}' if dec_l.tp > 1 else ''}), "
-            f"prefill {pre_l.num_gpus}-GPU instances, {p_tokens:,} tokens per GPU per step ({p_limited}{f', {traffic.ttft_ms:g} ms' if traffic.ttft_ms else ''}); "
-            f"{gemm_precision(gpu, a.weight_dtype)} GEMMs, {kv_dtype} KV, MTP {mtp}")  # fmt: skip
-    return Sizing(total, decode_gpus, prefill_gpus, b, d.seconds * 1000, per_gpu, d.tokens / b / d.seconds, limited, pre_rate, p.seconds * 1000,
-                  p_tokens, p_limited, executed / (total * peak) if total else 0.0, d.breakdown_ms, p.breakdown_ms, feasible, note, (d, p))  # fmt: skip
+    why = f"{p_limited}{f', {traffic.ttft_ms:g} ms' if traffic.ttft_ms else ''}"
+    note = _note(a, gpu, dec_l, pre_l, p_tokens, why, kv_dtype, mtp)
+    mfu = executed / (total * peak) if total else 0.0
+    return Sizing(total, decode_gpus, prefill_gpus, b, d.seconds * 1000, per_gpu, d.tokens / b / d.seconds, limited, pre_rate,
+                  p.seconds * 1000, p_tokens, p_limited, mfu, d.breakdown_ms, p.breakdown_ms, feasible, note, (d, p))  # fmt: skip
+
+
+def _note(a: Arch, gpu: Device, dec_l: Layout, pre_l: Layout, p_tokens: int, p_limited: str, kv_dtype: str, mtp: int) -> str:
+    """How a sizing was laid out, in words."""
+    return (
+        f"decode {dec_l.num_gpus}-GPU instances "
+        f"(EP{dec_l.ep}{', DP attention' if dec_l.dp_attention else ''}{f', TP{dec_l.tp}' if dec_l.tp > 1 else ''}), "
+        f"prefill {pre_l.num_gpus}-GPU instances, {p_tokens:,} tokens per GPU per step ({p_limited}); "
+        f"{gemm_precision(gpu, a.weight_dtype)} GEMMs, {kv_dtype} KV, MTP {mtp}"
+    )
 
 
 # Traffic field -> its range, the rest held at their central values; the kernels' ranges come from data/kernels.toml

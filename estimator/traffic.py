@@ -68,7 +68,12 @@ class Traffic:
 
     def article_inputs(self, **assumptions: Any) -> ArticleInputs:
         """The article's inputs for this traffic, with the article's own ``assumptions`` (parameters, utilization, precision)."""
-        return ArticleInputs(daily_visits=self.daily_visits, questions_per_visit=self.questions_per_visit, tokens_per_reply=self.tokens_per_reply, **assumptions)
+        return ArticleInputs(
+            daily_visits=self.daily_visits,
+            questions_per_visit=self.questions_per_visit,
+            tokens_per_reply=self.tokens_per_reply,
+            **assumptions,
+        )
 
     @property
     def prompt_len(self) -> float:

@@ -29,7 +29,9 @@ def utilization_table(df: pd.DataFrame) -> pd.DataFrame:
     ok["mbu_used"] = ok["mbu"].fillna(ok["mbu_measured_peak"])
     ok["peak"] = np.where(ok["mfu"].notna(), "datasheet", "measured")
     # the rate each mode is about: prefill tokens/s, decode tokens/s, else output tokens/s
-    ok["tokens_per_s"] = ok["prefill_tokens_per_s"].where(ok["mode"] == "prefill", ok["decode_tokens_per_s"].where(ok["mode"] == "decode", ok["output_tokens_per_s"]))
+    ok["tokens_per_s"] = ok["prefill_tokens_per_s"].where(
+        ok["mode"] == "prefill", ok["decode_tokens_per_s"].where(ok["mode"] == "decode", ok["output_tokens_per_s"])
+    )
     ok["article_utilization"] = ARTICLE_UTILIZATION
     ok["mfu_vs_article"] = ok["mfu_used"] / ARTICLE_UTILIZATION
     cols = ["device_name", "model", "engine", "mode", "size", "input_len", "output_len", "tokens_per_s",
@@ -66,14 +68,18 @@ def measured_utilization(df: pd.DataFrame, tokens_per_user: float = 20.0, prefer
     """
     if df.empty:
         return None
-    ok = df[(df["status"] == "ok") & df["mode"].isin(["throughput", "serve", "decode"]) & (df["batch_size"].notna() | df["concurrency"].notna())].copy()
+    ok = df[
+        (df["status"] == "ok") & df["mode"].isin(["throughput", "serve", "decode"]) & (df["batch_size"].notna() | df["concurrency"].notna())
+    ].copy()
     if ok.empty:
         return None
     ok["u"] = [_formula_utilization(r) for _, r in ok.iterrows()]
     ok = ok[ok["u"].notna() & (ok["u"] <= 1.0)]  # above 1: the peak it was measured against was wrong
     if ok.empty:
         return None
-    ok["per_user"] = ok["interactivity_tokens_per_s"].where(ok["mode"] == "serve", 1000 / ok["decode_step_ms"].where(ok["mode"] == "decode"))
+    ok["per_user"] = ok["interactivity_tokens_per_s"].where(
+        ok["mode"] == "serve", 1000 / ok["decode_step_ms"].where(ok["mode"] == "decode")
+    )
     ok["gpu"] = ok["device_kind"] == prefer_kind
     ok["meets"] = ok["per_user"] >= tokens_per_user
     row = ok.sort_values(["gpu", "meets", "u", "run_file"], ascending=[False, False, False, True]).iloc[0]

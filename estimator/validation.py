@@ -96,7 +96,9 @@ def predict_row(row: Row, ops: pd.DataFrame | None = None) -> tuple[float, str]:
         st = step(arch, gpu, lay, k, "prefill", tokens_per_gpu=row.tokens_per_gpu, prompt_len=row.input_len, kv_dtype=row.kv_dtype)
         per_gpu, how = st.tokens / st.seconds, f"prefill step {st.seconds * 1e3:,.0f} ms"
     elif row.kind == "decode_step":
-        st = step(arch, gpu, lay, k, "decode", batch_per_gpu=row.batch, context=row.context_len, mtp_tokens=row.mtp_tokens, kv_dtype=row.kv_dtype)
+        st = step(
+            arch, gpu, lay, k, "decode", batch_per_gpu=row.batch, context=row.context_len, mtp_tokens=row.mtp_tokens, kv_dtype=row.kv_dtype
+        )
         per_gpu, how = st.tokens / st.seconds, f"decode step {st.seconds * 1e3:,.1f} ms"
     else:
         per_gpu, how = _whole_requests(row, arch, gpu, lay, k)
@@ -123,7 +125,10 @@ def _whole_requests(row: Row, arch: Any, gpu: Any, lay: Layout, k: Any) -> tuple
     dec = step(arch, gpu, lay, k, "decode", batch_per_gpu=b, context=row.input_len + row.output_len / 2, kv_dtype=row.kv_dtype)
     steps = row.output_len if row.kind == "max_load" else max(row.output_len - 1, 0)
     total_s = prefill_s + steps * dec.seconds
-    return b * row.output_len / total_s, f"batch {b * tp:,.0f} per instance ({why}); prefill {prefill_s:,.2f} s + {steps} x {dec.seconds * 1e3:.2f} ms"
+    return (
+        b * row.output_len / total_s,
+        f"batch {b * tp:,.0f} per instance ({why}); prefill {prefill_s:,.2f} s + {steps} x {dec.seconds * 1e3:.2f} ms",
+    )
 
 
 def validate(rows: list[Row], ops: pd.DataFrame | None = None) -> pd.DataFrame:

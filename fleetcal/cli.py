@@ -12,8 +12,14 @@ from core.errors import UsageError
 SUBCOMMANDS = {
     "bench": ("fleetcal.commands.bench", "measure a model with vLLM (or transformers) on this machine's device"),
     "estimate": ("fleetcal.commands.estimate", "fleet sizes per scenario, from the article's formula to the per-operator serving model"),
-    "predict": ("fleetcal.commands.predict", "tokens/s for a model x device x batch x lengths from the serving model (GPU) or the CPU step model"),
-    "plan": ("fleetcal.commands.plan", "the fewest GPUs of each kind for a request rate within TTFT and TPOT limits, with intervals and cost"),
+    "predict": (
+        "fleetcal.commands.predict",
+        "tokens/s for a model x device x batch x lengths from the serving model (GPU) or the CPU step model",
+    ),
+    "plan": (
+        "fleetcal.commands.plan",
+        "the fewest GPUs of each kind for a request rate within TTFT and TPOT limits, with intervals and cost",
+    ),
     "backtest": ("fleetcal.commands.backtest", "published deployments against each method's prediction"),
     "validate": ("fleetcal.commands.validate", "the serving model against published end-to-end throughput, row by row"),
     "report": ("fleetcal.commands.report", "regenerate tables, plots and the generated sections of the README and docs/ from results/runs"),

@@ -96,8 +96,16 @@ def summarize(rounds: list[dict]) -> list[dict]:
     mean, low, high = paired_ratio(rounds, "run", FLEETCAL, VLLM, "output_tokens_per_s")
     ratios = {VLLM: (1.0, ""), FLEETCAL: (round(mean, 3), f"{low:.3f}-{high:.3f}" if not math.isnan(low) else ""),
               HF: (round(median(HF, "output_tokens_per_s") / median(VLLM, "output_tokens_per_s"), 3), "")}  # fmt: skip
-    return [{"run": name, "output_tokens_per_s": median(name, "output_tokens_per_s"), "total_tokens_per_s": median(name, "total_tokens_per_s"),
-             "ratio_to_vllm": ratios[name][0], "ratio_ci95": ratios[name][1]} for name in (VLLM, FLEETCAL, HF)]  # fmt: skip
+    return [
+        {
+            "run": name,
+            "output_tokens_per_s": median(name, "output_tokens_per_s"),
+            "total_tokens_per_s": median(name, "total_tokens_per_s"),
+            "ratio_to_vllm": ratios[name][0],
+            "ratio_ci95": ratios[name][1],
+        }
+        for name in (VLLM, FLEETCAL, HF)
+    ]
 
 
 def main() -> int:
@@ -137,7 +145,14 @@ def main() -> int:
                 order.append((HF, ours("transformers")))
             for name, fn in order:
                 r = fn(Path(tmp) / f"{k}-{name.split()[-1]}")
-                rounds.append({"round": k + 1, "run": name, "output_tokens_per_s": r["output_tokens_per_s"], "total_tokens_per_s": r["total_tokens_per_s"]})
+                rounds.append(
+                    {
+                        "round": k + 1,
+                        "run": name,
+                        "output_tokens_per_s": r["output_tokens_per_s"],
+                        "total_tokens_per_s": r["total_tokens_per_s"],
+                    }
+                )
                 print(f"round {k + 1} {name:38}{r['output_tokens_per_s']:>10.1f} output tok/s")
     rows = summarize(rounds)
     from bench.device import describe_cpu, git_commit, versions
@@ -157,7 +172,9 @@ def main() -> int:
     print(f"workload: {a.num_prompts} prompts, {a.input_len} in / {a.output_len} out, all submitted at once, bundled model")
     print(f"{'':38}{'output tok/s':>14}{'total tok/s':>14}{'ratio to vLLM':>15}  95% interval")
     for r in rows:
-        print(f"{r['run']:38}{r['output_tokens_per_s']:>14.1f}{r['total_tokens_per_s']:>14.1f}{r['ratio_to_vllm']:>15.3f}  {r['ratio_ci95']}")
+        print(
+            f"{r['run']:38}{r['output_tokens_per_s']:>14.1f}{r['total_tokens_per_s']:>14.1f}{r['ratio_to_vllm']:>15.3f}  {r['ratio_ci95']}"
+        )
     print(f"written: {a.out}")
     return 0
 

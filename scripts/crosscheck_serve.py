@@ -42,7 +42,12 @@ def vllm_serve(base_url: str, model: str, a: argparse.Namespace, seed: int) -> d
     ])  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         r = main(args)
-    return {"output_tokens_per_s": r["output_throughput"], "tpot_ms_p50": r["median_tpot_ms"], "ttft_ms_p50": r["median_ttft_ms"], "completed": r["completed"]}
+    return {
+        "output_tokens_per_s": r["output_throughput"],
+        "tpot_ms_p50": r["median_tpot_ms"],
+        "ttft_ms_p50": r["median_ttft_ms"],
+        "completed": r["completed"],
+    }
 
 
 def fleetcal_serve(base_url: str, vocab: int, a: argparse.Namespace, seed: int) -> dict:
@@ -50,7 +55,12 @@ def fleetcal_serve(base_url: str, vocab: int, a: argparse.Namespace, seed: int) 
     from bench.workload import Workload
 
     m, _ = measure_serve(base_url, Workload(), vocab, a.concurrency, a.input_len, a.output_len, a.num_prompts, seed, temperature=1.0)
-    return {"output_tokens_per_s": m["output_tokens_per_s"], "tpot_ms_p50": m["tpot_ms"]["p50"], "ttft_ms_p50": m["ttft_ms"]["p50"], "completed": m["completed"]}
+    return {
+        "output_tokens_per_s": m["output_tokens_per_s"],
+        "tpot_ms_p50": m["tpot_ms"]["p50"],
+        "ttft_ms_p50": m["ttft_ms"]["p50"],
+        "completed": m["completed"],
+    }
 
 
 def summarize(rounds: list[dict]) -> dict:
@@ -79,7 +89,9 @@ def main() -> int:
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "crosscheck_serve.json", help="where the result is written")
-    p.add_argument("--summarize", type=Path, metavar="FILE", help="recompute the summary of a written result from its rounds, measuring nothing")
+    p.add_argument(
+        "--summarize", type=Path, metavar="FILE", help="recompute the summary of a written result from its rounds, measuring nothing"
+    )
     a = p.parse_args()
     if a.summarize:
         doc = json.loads(a.summarize.read_text())
@@ -97,25 +109,42 @@ def main() -> int:
 
     model = str(ensure_bundled_model())
     dtype = choose_dtype("auto", describe_cpu())[0]
-    cfg = EngineConfig(model=model, device="cpu", dtype=dtype, max_model_len=a.input_len + a.output_len + 64, max_num_seqs=a.concurrency, kv_cache_gb=2.0)
+    cfg = EngineConfig(
+        model=model, device="cpu", dtype=dtype, max_model_len=a.input_len + a.output_len + 64, max_num_seqs=a.concurrency, kv_cache_gb=2.0
+    )
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     rounds = []
     with tempfile.TemporaryDirectory() as tmp, Server(cfg, Path(tmp) / "server.log") as server:
         vocab = get_model(model).shapes.vocab
         for k in range(a.rounds):
-            order = (("vllm", vllm_serve), ("fleetcal", fleetcal_serve)) if k % 2 == 0 else (("fleetcal", fleetcal_serve), ("vllm", vllm_serve))
+            order = (
+                (("vllm", vllm_serve), ("fleetcal", fleetcal_serve)) if k % 2 == 0 else (("fleetcal", fleetcal_serve), ("vllm", vllm_serve))
+            )
             for name, fn in order:
                 r = fn(server.base_url, model if name == "vllm" else vocab, a, seed=k)
                 rounds.append({"round": k + 1, "client": name, **r})
-                print(f"round {k + 1} {name:9} {r['output_tokens_per_s']:8.1f} output tok/s  TPOT p50 {r['tpot_ms_p50']:7.2f} ms  TTFT p50 {r['ttft_ms_p50']:8.1f} ms")
+                print(
+                    f"round {k + 1} {name:9} {r['output_tokens_per_s']:8.1f} output tok/s  TPOT p50 {r['tpot_ms_p50']:7.2f} ms  TTFT p50 "
+                    f"{r['ttft_ms_p50']:8.1f} ms"
+                )
 
     doc = {
-        "started_utc": started, "git_commit": git_commit(), "versions": versions(), "device": describe_cpu(),
-        "workload": {"model": "SmolLM2-135M-Instruct (bundled)", "concurrency": a.concurrency, "num_prompts": a.num_prompts,
-                     "input_len": a.input_len, "output_len": a.output_len, "sampling": "temperature 1.0, top_p 1.0, EOS ignored", "dtype": dtype,
-                     "rounds": a.rounds},
+        "started_utc": started,
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "device": describe_cpu(),
+        "workload": {
+            "model": "SmolLM2-135M-Instruct (bundled)",
+            "concurrency": a.concurrency,
+            "num_prompts": a.num_prompts,
+            "input_len": a.input_len,
+            "output_len": a.output_len,
+            "sampling": "temperature 1.0, top_p 1.0, EOS ignored",
+            "dtype": dtype,
+            "rounds": a.rounds,
+        },
         "rounds": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rounds],
-    }  # fmt: skip
+    }
     summary = doc["summary"] = summarize(doc["rounds"])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -77,8 +77,11 @@ def left_behind(since_ticks: float, include_children: bool = False) -> list[str]
         new = {pid for pid, (ppid, _, _) in procs.items() if ppid in mine} - mine
         mine |= new
         changed = bool(new)
-    return [f"{pid}: {cmd[:120]}" for pid, (_, start, cmd) in procs.items()
-            if start >= since_ticks and pid not in mine and any(s in cmd.lower() for s in ("python", "vllm", "resource_tracker"))]  # fmt: skip
+    return [
+        f"{pid}: {cmd[:120]}"
+        for pid, (_, start, cmd) in procs.items()
+        if start >= since_ticks and pid not in mine and any(s in cmd.lower() for s in ("python", "vllm", "resource_tracker"))
+    ]
 
 
 def assert_nothing_left(since_ticks: float, wait_s: float = 10.0) -> None:
@@ -106,7 +109,9 @@ def stop_once_recorded(proc: Any, out: Path, records: int, timeout_s: float = 60
         if files and len(load_document(files[0])["records"]) >= records:
             break
         if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"the run {'ended' if proc.poll() is not None else 'ran past the timeout'} before its results file held {records} records")
+            pytest.fail(
+                f"the run {'ended' if proc.poll() is not None else 'ran past the timeout'} before its results file held {records} records"
+            )
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGSTOP)
     if proc.poll() is not None:
@@ -114,7 +119,9 @@ def stop_once_recorded(proc: Any, out: Path, records: int, timeout_s: float = 60
     return len(load_document(files[0])["records"])
 
 
-def sigterm_after_records(argv: list[str], out: Path, records: int, timeout_s: float = 600, env: dict | None = None) -> tuple[int, str, int]:
+def sigterm_after_records(
+    argv: list[str], out: Path, records: int, timeout_s: float = 600, env: dict | None = None
+) -> tuple[int, str, int]:
     """Run ``fleetcal argv`` in its own session; once its results file in ``out`` holds ``records`` records, stop it,
     send it SIGTERM and let it go on. Return (exit status, stderr, records when it was signalled). Whatever is left of
     its group is SIGKILLed."""

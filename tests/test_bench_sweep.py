@@ -58,7 +58,9 @@ def test_killed_sweep_keeps_finished_records_and_resume_completes(tmp_path):
     out = tmp_path / "runs"
     args = ["bench", "--engine", "transformers", "--mode", "throughput,decode", "--batch-sizes", "1,2,3",
             "--input-lens", "16", "--output-lens", "24", "--num-prompts", "1", "--microbench", "off", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen([*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         at_kill = stop_once_recorded(proc, out, records=2)  # frozen, then killed outright: nothing more is written
     finally:
@@ -85,10 +87,16 @@ def test_sigkill_of_a_vllm_sweep_leaves_no_engine_behind(tmp_path):
     t0 = uptime_ticks() - TICKS
     args = ["bench", "--batch-sizes", "1", "--input-lens", "16", "--output-lens", "2048", "--num-prompts", "1", "--microbench", "off",
             "--out", str(tmp_path / "runs")]  # fmt: skip
-    proc = subprocess.Popen([*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*FLEETCAL, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     try:
-        while time.monotonic() < deadline and proc.poll() is None and not any("EngineCore" in p for p in left_behind(t0, include_children=True)):
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and not any("EngineCore" in p for p in left_behind(t0, include_children=True))
+        ):
             time.sleep(0.2)
         # the engine core is up; the watchdog notes descendants every POLL_S: once it has polled a few times since, it knows
         # the engine's processes, and a kill is what a caller's timeout would do mid-run
@@ -117,7 +125,9 @@ def test_sigterm_stops_a_sweep_like_ctrl_c_and_keeps_what_finished(tmp_path):
 
 def test_gpu_script_runs_on_the_cpu(tmp_path):
     """The prepared GPU measurement, exercised on the CPU with tiny sizes before any GPU time is spent."""
-    proc = subprocess.run(["bash", "scripts/gpu_run.sh", str(tmp_path), "--cpu-test"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", "scripts/gpu_run.sh", str(tmp_path), "--cpu-test"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     docs = [load_document(f) for f in sorted(tmp_path.glob("*.json"))]
     assert len(docs) == 4  # ops, eager decode, eager prefill, static-cache decode

@@ -24,7 +24,10 @@ BAD_BENCH = [
     (["--max-num-seqs", "0"], "--max-num-seqs"),
     (["--max-model-len", "-5"], "below the shortest input + output"),
     (["--max-model-len", "0"], "below the shortest input + output"),
-    (["--max-model-len", "12", "--input-lens", "8", "--output-lens", "16"], "--max-model-len 12 is below the shortest input + output (24 tokens)"),
+    (
+        ["--max-model-len", "12", "--input-lens", "8", "--output-lens", "16"],
+        "--max-model-len 12 is below the shortest input + output (24 tokens)",
+    ),
     (["--temperature", "nan"], "--temperature"),
     (["--temperature", "inf"], "--temperature"),
     (["--batch-sizes", "1000000"], "at most 65,536 sequences"),
@@ -76,7 +79,11 @@ def test_parallel_sizes_reach_vllm_and_are_recorded(tmp_path, monkeypatch):
     from fleetcal.commands.bench import validate_args
 
     monkeypatch.setattr(fleetcal.commands.bench, "resolve_device", lambda requested: "cuda")
-    monkeypatch.setattr(fleetcal.commands.bench, "describe_device", lambda device: {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    monkeypatch.setattr(
+        fleetcal.commands.bench,
+        "describe_device",
+        lambda device: {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"},
+    )
 
     ns = build_parser().parse_args(["bench", "--tensor-parallel-size", "2", "--pipeline-parallel-size", "2", "--data-parallel-size", "2",
                                     "--distributed-executor-backend", "ray", "--out", str(tmp_path)])  # fmt: skip

@@ -158,10 +158,11 @@ def _predict_args(**kw: object) -> argparse.Namespace:
 
 def test_predict_on_the_cpu_uses_only_the_calibration_of_the_cpu_it_runs_on(monkeypatch):
     from fleetcal.commands import predict as cli_predict
+    from fleetcal.commands import predict_cpu
 
     dev = _measured_cpu()
     ident = dev.split("[")[1].rstrip("]")
-    monkeypatch.setattr(cli_predict, "describe_cpu", lambda: {"name": "a measured CPU", "id": ident, "flags": ["avx512_bf16"]})
+    monkeypatch.setattr(predict_cpu, "describe_cpu", lambda: {"name": "a measured CPU", "id": ident, "flags": ["avx512_bf16"]})
     out = cli_predict.predict(_predict_args(batch_per_gpu=16))
     dec = out["breakdown_ms"]["decode"]
     assert set(dec) == {"gemm", "attention", "elementwise", "sampling", "overhead"}
@@ -170,7 +171,7 @@ def test_predict_on_the_cpu_uses_only_the_calibration_of_the_cpu_it_runs_on(monk
     target = 0.8 * out["tokens_per_s_per_user"]  # a slower per-user target allows a larger batch
     more = cli_predict.predict(_predict_args(phase="decode", tokens_per_user=target))
     assert more["batch_per_gpu"] > 16 and more["tokens_per_s_per_user"] >= target
-    monkeypatch.setattr(cli_predict, "describe_cpu", lambda: {"name": "another CPU", "id": "cpu-00000000", "flags": []})
+    monkeypatch.setattr(predict_cpu, "describe_cpu", lambda: {"name": "another CPU", "id": "cpu-00000000", "flags": []})
     with pytest.raises(UsageError, match="has not been measured.*measure_cpu_steps"):
         cli_predict.predict(_predict_args())
 
@@ -185,7 +186,8 @@ def test_run_files_an_hour_apart_are_different_sessions():
     from estimator.cpu_validation import sessions
 
     # consecutive starts at most an hour apart chain into one session; 22:42 -> 03:11 is a new one
-    files = ["20261129T031117Z-a.json", "20261128T212123Z-b.json", "20261128T221622Z-c.json", "20261128T224239Z-d.json", "20261129T040859Z-e.json"]
+    files = ["20261129T031117Z-a.json", "20261128T212123Z-b.json", "20261128T221622Z-c.json", "20261128T224239Z-d.json",
+             "20261129T040859Z-e.json"]
     assert sessions(files) == {"20261128T212123Z-b.json": "20261128T212123Z", "20261128T221622Z-c.json": "20261128T212123Z",
                                "20261128T224239Z-d.json": "20261128T212123Z", "20261129T031117Z-a.json": "20261129T031117Z",
                                "20261129T040859Z-e.json": "20261129T031117Z"}  # fmt: skip

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture(scope="module")
 def vllm_engine(bundled_model_dir, cpu_dtype):
-    engine = start_engine(EngineConfig(model=str(bundled_model_dir), device="cpu", dtype=cpu_dtype, max_model_len=256, max_num_seqs=8, kv_cache_gb=1.0))
+    engine = start_engine(
+        EngineConfig(model=str(bundled_model_dir), device="cpu", dtype=cpu_dtype, max_model_len=256, max_num_seqs=8, kv_cache_gb=1.0)
+    )
     yield engine
     engine.close()
 

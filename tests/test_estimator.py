@@ -45,7 +45,11 @@ def test_mla_attention_matches_linear_flops_near_5k_context():
 
 
 def test_projection_scenarios_order_and_replacing_assumptions():
-    rows = project("deepseek-v3", ("H100", "A100"), measured={"utilization": 0.25, "engine": "vllm", "mode": "throughput", "size": 8, "model": "m", "device_name": "d", "against": "x"})
+    rows = project(
+        "deepseek-v3",
+        ("H100", "A100"),
+        measured={"utilization": 0.25, "engine": "vllm", "mode": "throughput", "size": 8, "model": "m", "device_name": "d", "against": "x"},
+    )
     got = {(r["scenario"], r["gpu"]): r["gpus"] for r in rows}
     assert got[("article", "H100")] == 16177 and got[("article", "A100")] == 51282
     assert got[("active", "H100")] < got[("article", "H100")] / 17  # 671B / 37.55B = 17.9x fewer
@@ -110,7 +114,10 @@ def test_calibration_on_committed_real_records():
         (["estimate", "--cache-hit-rate", "1.5"], "cache-hit-rate"),
         (["predict", "--model", "nope-model-x", "--gpu", "H100"], "model"),
         (["predict", "--model", "llama-3.1-8b", "--gpu", "H100", "--batch-size", "0"], "--batch-size"),
-        (["predict", "--model", "deepseek-v3", "--gpu", "H800", "--phase", "prefill", "--input-len", "4000", "--ttft-ms", "50"], "raise --ttft-ms"),
+        (
+            ["predict", "--model", "deepseek-v3", "--gpu", "H800", "--phase", "prefill", "--input-len", "4000", "--ttft-ms", "50"],
+            "raise --ttft-ms",
+        ),
         (["estimate", "--ttft-ms", "-5"], "ttft-ms must be >= 0"),
     ],
 )
@@ -149,7 +156,25 @@ def test_predict_speaks_the_design_contract(capsys):
     assert out["layout"]["decode"]["tp"] == 2 and out["kv_room_sequences_per_gpu"] >= 1
     assert out["output_tokens_per_s"] == pytest.approx(2 * out["output_tokens_per_s_per_gpu"])
     assert out["bound"] == "dense FFN" and out["input_tokens_per_s_per_gpu"] is None
-    assert main(["predict", "--model", "deepseek-v3", "--gpu", "H800", "--tokens-per-user", "20", "--context-len", "4989", "--mtp-tokens", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "deepseek-v3",
+                "--gpu",
+                "H800",
+                "--tokens-per-user",
+                "20",
+                "--context-len",
+                "4989",
+                "--mtp-tokens",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     ds = json.loads(capsys.readouterr().out)
     assert ds["tokens_per_s_per_user"] >= 20 and ds["layout"]["decode"]["ep"] == 144 and ds["layout"]["decode"]["dp_attention"]
     assert set(ds["breakdown_ms"]) == {"decode", "prefill"} and "routed experts" in ds["breakdown_ms"]["decode"]
@@ -212,11 +237,28 @@ def test_measured_utilization_is_the_formulas_count_from_the_most_relevant_run()
 
     def row(kind, mode, u_record, rate, per_user_ms, **kw):
         # a record measured at 100 TFLOP/s of model work and u_record of its peak, which is 100 / u_record TFLOP/s
-        return {"peak_tflops": 100.0 / u_record, "status": "ok", "mode": mode, "batch_size": 32, "concurrency": None, "mfu": u_record if kind == "cuda" else None,
-                "mfu_measured_peak": u_record, "model_tflops_per_s": 100.0, "decode_tokens_per_s": rate if mode == "decode" else None,
-                "output_tokens_per_s": rate, "decode_step_ms": per_user_ms if mode == "decode" else None, "interactivity_tokens_per_s": None,
-                "model_key": "llama-3.1-8b", "device_kind": kind, "device_name": kind, "model": "llama-3.1-8b", "engine": "e",
-                "dtype": "bfloat16", "run_file": f"{kind}-{mode}-{rate}", **kw}  # fmt: skip
+        return {
+            "peak_tflops": 100.0 / u_record,
+            "status": "ok",
+            "mode": mode,
+            "batch_size": 32,
+            "concurrency": None,
+            "mfu": u_record if kind == "cuda" else None,
+            "mfu_measured_peak": u_record,
+            "model_tflops_per_s": 100.0,
+            "decode_tokens_per_s": rate if mode == "decode" else None,
+            "output_tokens_per_s": rate,
+            "decode_step_ms": per_user_ms if mode == "decode" else None,
+            "interactivity_tokens_per_s": None,
+            "model_key": "llama-3.1-8b",
+            "device_kind": kind,
+            "device_name": kind,
+            "model": "llama-3.1-8b",
+            "engine": "e",
+            "dtype": "bfloat16",
+            "run_file": f"{kind}-{mode}-{rate}",
+            **kw,
+        }
 
     params = get_model("llama-3.1-8b").matmul_params
     gpu_fast_users = row("cuda", "decode", 0.1, 2690.0, 11.9)  # 84 tokens/s per user
@@ -226,6 +268,10 @@ def test_measured_utilization_is_the_formulas_count_from_the_most_relevant_run()
     # 2 x parameters x output tokens/s over the 1,000 TFLOP/s peak, not the record's own MFU (prompts and attention in it)
     assert m["device_kind"] == "cuda" and m["tokens_per_s_per_user"] == pytest.approx(84.0, abs=0.1)
     assert m["utilization"] == pytest.approx(2 * params * 2690 / 1e15) and m["against"] == "bfloat16 datasheet peak"
-    assert measured_utilization(pd.DataFrame([cpu, gpu_slow_users]), tokens_per_user=20)["utilization"] == pytest.approx(2 * params * 5000 / 1e15)
+    assert measured_utilization(pd.DataFrame([cpu, gpu_slow_users]), tokens_per_user=20)["utilization"] == pytest.approx(
+        2 * params * 5000 / 1e15
+    )
     only_cpu = measured_utilization(pd.DataFrame([cpu]))
-    assert only_cpu["against"] == "measured bfloat16 matmul peak" and only_cpu["utilization"] == pytest.approx(0.9 * 2 * params * 900 / 1e14)
+    assert only_cpu["against"] == "measured bfloat16 matmul peak" and only_cpu["utilization"] == pytest.approx(
+        0.9 * 2 * params * 900 / 1e14
+    )

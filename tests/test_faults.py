@@ -67,7 +67,7 @@ def test_vllm_refusing_a_request_keeps_the_engine():
     """vLLM's validation error (a prompt longer than the context) is not a ValueError: it still counts as refused."""
     from vllm.exceptions import VLLMValidationError
 
-    from bench.sweep import refused_request
+    from bench.engines import refused_request
 
     assert refused_request(VLLMValidationError("prompt too long"))
     assert refused_request(ValueError("prompt too long"))

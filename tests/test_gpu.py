@@ -48,7 +48,9 @@ def test_fp8_gemm_matches_bf16_and_stays_below_the_datasheet():
     w = torch.randn(256, 512, device="cuda").to(torch.bfloat16)
     ones_a = torch.ones((64, 1), device="cuda")
     ones_b = torch.ones((1, 256), device="cuda")
-    got = torch._scaled_mm(a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn).t(), scale_a=ones_a, scale_b=ones_b, out_dtype=torch.bfloat16)
+    got = torch._scaled_mm(
+        a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn).t(), scale_a=ones_a, scale_b=ones_b, out_dtype=torch.bfloat16
+    )
     ref = a.to(torch.float8_e4m3fn).to(torch.bfloat16) @ w.to(torch.float8_e4m3fn).to(torch.bfloat16).t()
     assert torch.allclose(got.float(), ref.float(), rtol=2e-2, atol=0.5)
     gpu = match_gpu(describe_cuda()["name"])

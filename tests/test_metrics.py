@@ -91,7 +91,9 @@ def test_gamma_arrivals_have_the_asked_rate_and_burstiness():
     assert poisson.mean() == pytest.approx(0.25, rel=0.03)  # mean gap 1 / rate
     assert poisson.std() / poisson.mean() == pytest.approx(1.0, rel=0.05)  # exponential: coefficient of variation 1
     bursty = np.diff(arrival_offsets(20_001, rate=4.0, burstiness=0.25, seed=0))
-    assert bursty.mean() == pytest.approx(0.25, rel=0.05) and bursty.std() / bursty.mean() == pytest.approx(2.0, rel=0.08)  # CV 1/sqrt(shape)
+    assert bursty.mean() == pytest.approx(0.25, rel=0.05) and bursty.std() / bursty.mean() == pytest.approx(
+        2.0, rel=0.08
+    )  # CV 1/sqrt(shape)
     assert arrival_offsets(3, rate=float("inf"), burstiness=1.0, seed=0) == [0.0, 0.0, 0.0]
     assert arrival_offsets(5, 2.0, 1.0, seed=7) == arrival_offsets(5, 2.0, 1.0, seed=7), "seeded"
 
@@ -105,7 +107,10 @@ def test_the_slo_search_doubles_then_bisects():
         asked.append(c)
         return c <= 11
 
-    assert search(probe, ceiling=256) == (11, [(1, True), (2, True), (4, True), (8, True), (16, False), (12, False), (10, True), (11, True)])
+    assert search(probe, ceiling=256) == (
+        11,
+        [(1, True), (2, True), (4, True), (8, True), (16, False), (12, False), (10, True), (11, True)],
+    )
     assert search(lambda c: c <= 300, ceiling=64)[0] == 64, "stops at the ceiling"
     assert search(lambda c: False, ceiling=64) == (0, [(1, False)]), "not even one client: 0"
     slo = Slo(tpot_ms=50, ttft_ms=None, percentile=90)

@@ -33,7 +33,13 @@ def test_deepseek_v3_shapes_come_from_its_config():
 def test_llama_gqa_shapes_come_from_its_config():
     # Llama-3.1-8B config.json: hidden 4,096; 32 heads, 8 KV heads of 128; FFN 14,336; vocabulary 128,256
     s = shapes_from_config(MODEL_DIR / "llama-3.1-8b", "llama-3.1-8b")
-    assert s.linears == {"qkv_proj": (4096, 6144), "o_proj": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096), "lm_head": (4096, 128256)}
+    assert s.linears == {
+        "qkv_proj": (4096, 6144),
+        "o_proj": (4096, 4096),
+        "gate_up": (4096, 28672),
+        "down": (14336, 4096),
+        "lm_head": (4096, 128256),
+    }
     assert (s.heads, s.kv_heads, s.head_dim) == (32, 8, 128)
 
 
@@ -53,7 +59,9 @@ def test_flop_and_byte_counts_by_hand():
     assert p.flops == 2 * 128 * 256 * 256 * (192 + 128) / 2
     assert {c.dtype for c in cases if c.operator in ("gemm", "grouped_gemm")} == {"bf16", "fp8"}
     assert {c.dtype for c in cases if c.operator.startswith("attention")} == {"bf16"}
-    assert a.impl.endswith("KV cycled") and not p.impl.endswith("KV cycled"), "decode reads its cache from memory; a prefill its own fresh keys"
+    assert a.impl.endswith("KV cycled") and not p.impl.endswith("KV cycled"), (
+        "decode reads its cache from memory; a prefill its own fresh keys"
+    )
 
 
 def test_a_cycled_decode_attention_computes_what_one_cache_does():
@@ -61,7 +69,10 @@ def test_a_cycled_decode_attention_computes_what_one_cache_does():
 
     from bench.ops import _attention, _mla_decode
 
-    for build in (lambda c: _attention(2, 4, 2, 1, 100, 32, 32, False, "fp32", "cpu", c), lambda c: _mla_decode(2, 4, 100, 48, 32, "fp32", "cpu", c)):
+    for build in (
+        lambda c: _attention(2, 4, 2, 1, 100, 32, 32, False, "fp32", "cpu", c),
+        lambda c: _mla_decode(2, 4, 100, 48, 32, "fp32", "cpu", c),
+    ):
         torch.manual_seed(0)
         want = build(1)()()
         torch.manual_seed(0)

@@ -14,7 +14,8 @@ from core.paths import RESULTS_DIR
 from estimator.kernels import kernels_for
 from estimator.operators import load_ops
 from estimator.plan_search import cheapest_mix, interval, search
-from estimator.planning import Option, Point, Workload, aggregated_rates, engine_budget, gpus_at, hourly_fleet, sample_kernels, spares
+from estimator.planning import Option, Point, Workload, aggregated_rates, engine_budget, gpus_at, sample_kernels
+from estimator.provisioning import hourly_fleet, spares
 from fleetcal.cli import main
 
 MODEL = "llama-3.1-8b"
@@ -151,8 +152,31 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, extr
 def test_a_model_that_fits_no_gpu_says_so(tmp_path, capsys):
     # 70B in FP32 is 282 GB: 35.3 GB on each of 8 A100-40GB, leaving about 1 GB of 0.9 x 40 GiB beside the 2 GiB reserve;
     # a 61,000-token request holds 61,000 x 327,680 B of BF16 KV = 20 GB, 2.5 GB per GPU of TP8
-    rc = main(["plan", "--model", "llama-3.1-70b", "--gpu", "A100-40GB", "--weight-dtype", "fp32", "--input-len", "60000", "--output-len", "1000",
-               "--request-rate", "1", "--ttft-ms", "5000", "--tpot-ms", "100", "--plot", str(tmp_path / "f.png"), "--samples", "0"])  # fmt: skip
+    rc = main(
+        [
+            "plan",
+            "--model",
+            "llama-3.1-70b",
+            "--gpu",
+            "A100-40GB",
+            "--weight-dtype",
+            "fp32",
+            "--input-len",
+            "60000",
+            "--output-len",
+            "1000",
+            "--request-rate",
+            "1",
+            "--ttft-ms",
+            "5000",
+            "--tpot-ms",
+            "100",
+            "--plot",
+            str(tmp_path / "f.png"),
+            "--samples",
+            "0",
+        ]
+    )
     assert rc == 2
     assert "no KV room" in capsys.readouterr().err
 
@@ -175,7 +199,12 @@ def test_predict_request_is_whole_requests_on_a_gpu(capsys):
     from estimator.memory import kv_room_sequences
     from estimator.planning import aggregated_point
 
-    assert main(["predict", "--model", MODEL, "--gpu", "H100", "--input-len", "1000", "--output-len", "500", "--batch-per-gpu", "max", "--json"]) == 0
+    assert (
+        main(
+            ["predict", "--model", MODEL, "--gpu", "H100", "--input-len", "1000", "--output-len", "500", "--batch-per-gpu", "max", "--json"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     a, gpu = load_arch(MODEL), get_gpu("H100")
     k, _ = kernels_for(gpu, load_ops(RESULTS_DIR, warn=False))

@@ -20,7 +20,9 @@ def test_the_interval_is_students():
 
 
 def test_every_configuration_is_planned_n_times_in_rounds(tmp_path):
-    plan = validate_args(build_parser().parse_args(["bench", "--batch-sizes", "1,2", "--repeats", "3", "--microbench", "off", "--out", str(tmp_path)]))
+    plan = validate_args(
+        build_parser().parse_args(["bench", "--batch-sizes", "1,2", "--repeats", "3", "--microbench", "off", "--out", str(tmp_path)])
+    )
     assert [(c["batch_size"], c["repeat"]) for c in plan.configurations()] == [(1, 1), (2, 1), (1, 2), (2, 2), (1, 3), (2, 3)]
 
 

@@ -70,7 +70,9 @@ def test_committed_tables_match_the_report(committed_report):
     committed = sorted(Path(p).name for p in _git("ls-files", "results/tables").splitlines())
     assert made == committed
     for name in made:
-        assert (tmp / "tables" / name).read_text() == _committed(f"results/tables/{name}"), f"results/tables/{name} is stale: run fleetcal report"
+        assert (tmp / "tables" / name).read_text() == _committed(f"results/tables/{name}"), (
+            f"results/tables/{name} is stale: run fleetcal report"
+        )
 
 
 @pytest.mark.slow

@@ -8,9 +8,22 @@ from fleetcal.report.serving import serving_table
 
 
 def _point(workload: str | None, conc: int, tps: float, tpot_ms: float, input_len: int = 128) -> dict:
-    return {"status": "ok", "mode": "serve", "device_name": "cpu [x]", "engine": "vllm", "model": "m", "workload": workload, "input_len": input_len,
-            "output_len": 64, "concurrency": conc, "request_rate": None, "num_gpus": 1, "output_tokens_per_s": tps,
-            "interactivity_tokens_per_s": 1000 / tpot_ms, "run_file": "r.json"}  # fmt: skip
+    return {
+        "status": "ok",
+        "mode": "serve",
+        "device_name": "cpu [x]",
+        "engine": "vllm",
+        "model": "m",
+        "workload": workload,
+        "input_len": input_len,
+        "output_len": 64,
+        "concurrency": conc,
+        "request_rate": None,
+        "num_gpus": 1,
+        "output_tokens_per_s": tps,
+        "interactivity_tokens_per_s": 1000 / tpot_ms,
+        "run_file": "r.json",
+    }
 
 
 def test_the_frontier_is_drawn_per_workload_and_lengths():

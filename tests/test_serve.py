@@ -53,8 +53,29 @@ def test_request_rates_and_an_slo_search_against_a_separately_started_server(tmp
     out = tmp_path / "runs"
     with Server(cfg, tmp_path / "server.log") as server:
         t0 = uptime_ticks() - TICKS
-        args = ["bench", "--mode", "serve", "--base-url", server.base_url, "--request-rates", "8", "--input-lens", "16", "--output-lens", "8",
-                "--num-prompts", "1", "--slo-tpot-ms", "5000", "--slo-max-concurrency", "4", "--microbench", "off", "--out", str(out)]  # fmt: skip
+        args = [
+            "bench",
+            "--mode",
+            "serve",
+            "--base-url",
+            server.base_url,
+            "--request-rates",
+            "8",
+            "--input-lens",
+            "16",
+            "--output-lens",
+            "8",
+            "--num-prompts",
+            "1",
+            "--slo-tpot-ms",
+            "5000",
+            "--slo-max-concurrency",
+            "4",
+            "--microbench",
+            "off",
+            "--out",
+            str(out),
+        ]
         proc = subprocess.run([sys.executable, "-m", "fleetcal.cli", *args], cwd=ROOT, env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-2000:]

@@ -47,7 +47,24 @@ def faulty_server(*flags: str) -> Iterator[str]:
 
 
 def _bench(url: str, out: Path, *extra: str) -> int:
-    return main(["bench", "--mode", "serve", "--base-url", url, "--input-lens", "16", "--output-lens", "8", "--microbench", "off", "--out", str(out), *extra])
+    return main(
+        [
+            "bench",
+            "--mode",
+            "serve",
+            "--base-url",
+            url,
+            "--input-lens",
+            "16",
+            "--output-lens",
+            "8",
+            "--microbench",
+            "off",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_errors_and_dropped_streams_are_counted_failed_and_the_hit_rate_is_the_servers(tmp_path):
@@ -77,12 +94,28 @@ def test_a_server_that_dies_mid_run_leaves_the_run_recorded(tmp_path, capsys):
 
 def test_a_dataset_gives_prompts_and_output_lengths_and_the_budget_stops_sending(tmp_path, bundled_model_dir):
     data = tmp_path / "chats.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"question number {i} " * (i + 1), "output_tokens": n}) + "\n" for i, n in enumerate((5, 7, 9))))
+    data.write_text(
+        "".join(json.dumps({"prompt": f"question number {i} " * (i + 1), "output_tokens": n}) + "\n" for i, n in enumerate((5, 7, 9)))
+    )
     out = tmp_path / "runs"
     with faulty_server() as url:
         assert main(["bench", "--mode", "serve", "--base-url", url, "--dataset", str(data), "--concurrencies", "1", "--num-prompts", "6",
                      "--microbench", "off", "--out", str(out / "a")]) == 0  # fmt: skip
-        assert _bench(url, out / "b", "--concurrencies", "1", "--num-prompts", "400", "--serve-budget-s", "0.2", "--tokenizer", str(bundled_model_dir)) == 0
+        assert (
+            _bench(
+                url,
+                out / "b",
+                "--concurrencies",
+                "1",
+                "--num-prompts",
+                "400",
+                "--serve-budget-s",
+                "0.2",
+                "--tokenizer",
+                str(bundled_model_dir),
+            )
+            == 0
+        )
     doc = load_document(next((out / "a").glob("*.json")))
     (rec,) = doc["records"]
     assert rec["sent"] == 6 and rec["failed"] == 0 and rec["mean_output_tokens"] == 7  # each entry twice, in a seeded order
@@ -93,8 +126,10 @@ def test_a_dataset_gives_prompts_and_output_lengths_and_the_budget_stops_sending
     assert budgeted["failed"] == 0
 
 
-@pytest.mark.parametrize(("text", "where"), [('{"prompt": "a b c"}\n{"prompt": \n', "line 2"), ('{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
-                                             ('[{"conversations": [{"value": "q"}, {"value": "a"}]}, {"conversations": [{"from": "human"}]}]', "entry 2")])  # fmt: skip
+@pytest.mark.parametrize(("text", "where"), [('{"prompt": "a b c"}\n{"prompt": \n', "line 2"),
+                                             ('{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
+                                             ('[{"conversations": [{"value": "q"}, {"value": "a"}]}, {"conversations": [{"from": '
+                                              '"human"}]}]', "entry 2")])  # fmt: skip
 def test_a_malformed_dataset_is_one_line_naming_the_file_and_line(tmp_path, capsys, text, where):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(text)
@@ -115,7 +150,9 @@ def test_random_lengths_and_a_shared_prefix_are_drawn_as_asked():
     assert all(r.prompt[:16] == reqs[0].prompt[:16] for r in reqs), "the first quarter of the nominal length is shared"
     assert len({tuple(r.prompt[16:]) for r in reqs}) == 400, "the rest is each request's own"
     other = w.requests(5, 64, 32, vocab_size=49152, seed=0, salt="c2")
-    assert other[0].prompt[:16] == reqs[0].prompt[:16] and other[0].prompt[16:] != reqs[0].prompt[16:], "no configuration repeats another's prompts"
+    assert other[0].prompt[:16] == reqs[0].prompt[:16] and other[0].prompt[16:] != reqs[0].prompt[16:], (
+        "no configuration repeats another's prompts"
+    )
     assert w.requests(5, 64, 32, vocab_size=49152, seed=0, salt="c1") == reqs[:5]
     assert w.label() == "prefix 25%, range 0.5"
 

@@ -65,7 +65,16 @@ def test_dispatch_bytes_per_token():
 
 def _decode(n: int, redundant: int, overlap: float, batch: int = 64):
     k = with_value(published_kernels(), "overlap", overlap)
-    st = step(DS, H800, Layout(n, ep=n, dp_attention=True, redundant_experts=redundant), k, "decode", batch_per_gpu=batch, context=4989, mtp_tokens=1)
+    st = step(
+        DS,
+        H800,
+        Layout(n, ep=n, dp_attention=True, redundant_experts=redundant),
+        k,
+        "decode",
+        batch_per_gpu=batch,
+        context=4989,
+        mtp_tokens=1,
+    )
     return st.tokens / batch / st.seconds, st.comm_s
 
 
@@ -118,7 +127,9 @@ def test_a_stricter_ttft_never_raises_prefill_tokens_per_gpu():
         tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, prompt_len=service.prompt_len, cache_hit_rate=service.cache_hit_rate,
                                               kv_dtype="bf16", ttft_ms=ttft)  # fmt: skip
         assert why != "TTFT target unreachable", ttft
-        st = step(DS, H800, prefill, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.prompt_len, cached_fraction=service.cache_hit_rate)
+        st = step(
+            DS, H800, prefill, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.prompt_len, cached_fraction=service.cache_hit_rate
+        )
         assert ttft == 0 or st.seconds * 1000 <= ttft
         rates.append(st.tokens / st.seconds)
         fleets.append(size_fleet(DS, H800, k, service).prefill_gpus)
@@ -126,7 +137,9 @@ def test_a_stricter_ttft_never_raises_prefill_tokens_per_gpu():
     assert all(a <= b for a, b in zip(fleets, fleets[1:])), fleets
     assert rates[-1] < rates[0]  # a step of one prompt's uncached tokens reads the weights for fewer tokens
     t = TWO_MILLION
-    tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, prompt_len=t.prompt_len, cache_hit_rate=t.cache_hit_rate, kv_dtype="bf16", ttft_ms=20)
+    tokens, why = prefill_tokens_for_ttft(
+        DS, H800, prefill, k, prompt_len=t.prompt_len, cache_hit_rate=t.cache_hit_rate, kv_dtype="bf16", ttft_ms=20
+    )
     assert why == "TTFT target unreachable" and tokens == math.ceil(t.prompt_len * (1 - t.cache_hit_rate))  # one prompt
     assert not size_fleet(DS, H800, k, replace(t, ttft_ms=20)).feasible
 
@@ -140,7 +153,9 @@ def test_prefill_lends_24_of_132_sms_to_the_hidden_all_to_all_and_decode_none():
     hidden = st.comm_s - st.breakdown_ms["communication (not hidden)"] / 1000  # what the stage pairing hides
     assert 0 < hidden <= st.comm_s < st.compute_s
     assert st.breakdown_ms["SMs lent to communication"] == pytest.approx(k.normal_sm_share * hidden * 1000, rel=1e-3)
-    free = step(DS, H800, prefill, with_value(k, "normal_sm_share", 0.0), "prefill", tokens_per_gpu=8192, prompt_len=4383, cached_fraction=0.5625)
+    free = step(
+        DS, H800, prefill, with_value(k, "normal_sm_share", 0.0), "prefill", tokens_per_gpu=8192, prompt_len=4383, cached_fraction=0.5625
+    )
     assert st.seconds - free.seconds == pytest.approx(k.normal_sm_share * hidden, rel=1e-3)
     dec = step(DS, H800, DECODE, k, "decode", batch_per_gpu=64, context=4989, mtp_tokens=1)
     assert dec.breakdown_ms["SMs lent to communication"] == 0
@@ -152,8 +167,12 @@ def test_a_measured_gemm_is_read_at_its_own_rows():
     from estimator.kernels import measured_efficiencies
 
     points = [(16, 0.02, 0.30), (256, 0.40, 0.45), (1024, 0.60, 0.20), (4096, 0.70, 0.10)]  # (M, MFU, MBU) of one H200's fp8 GEMMs
-    ops = pd.DataFrame([{"catalog_name": "H200", "device_name": "H200 [cuda-x]", "operator": "gemm", "dtype": "fp8", "m": m, "mfu": c, "mbu": b}
-                        for m, c, b in points])  # fmt: skip
+    ops = pd.DataFrame(
+        [
+            {"catalog_name": "H200", "device_name": "H200 [cuda-x]", "operator": "gemm", "dtype": "fp8", "m": m, "mfu": c, "mbu": b}
+            for m, c, b in points
+        ]
+    )
     e = measured_efficiencies(ops, H800)["gemm"]  # same architecture as the H800
     assert (e.compute, e.memory) == (0.70, 0.45)  # the best of each
     # 16 and 256 rows were memory-bound (MBU nearer its best than MFU): bandwidth follows the curve, FLOP/s keep their best;
@@ -166,7 +185,10 @@ def test_a_measured_gemm_is_read_at_its_own_rows():
     k = replace(published_kernels(), ops={**published_kernels().ops, "gemm": e})
     best = replace(k, ops={**k.ops, "gemm": replace(e, curve=())})
     on_curve = step(DS, H800, DECODE, k, "decode", batch_per_gpu=64, context=4989)
-    assert on_curve.breakdown_ms["attention projections"] > step(DS, H800, DECODE, best, "decode", batch_per_gpu=64, context=4989).breakdown_ms["attention projections"]
+    assert (
+        on_curve.breakdown_ms["attention projections"]
+        > step(DS, H800, DECODE, best, "decode", batch_per_gpu=64, context=4989).breakdown_ms["attention projections"]
+    )
     # the sensitivity table moves a curve by its best point, keeping its shape
     half = with_value(k, "gemm.memory", 0.225).ops["gemm"]
     assert half.memory == 0.225 and half.at(16).memory == pytest.approx(0.15) and half.at(16).compute == 0.70
@@ -224,7 +246,11 @@ def test_kv_room_as_vllm_and_tensorrt_llm_size_their_caches():
     # vLLM: 0.9 x total - taken = 3,602,907,136 bytes; a sequence takes 344 pages of 16 tokens: 1,803,550,720 bytes
     assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16") == int((0.9 * 80 * 2**30 - taken) // (327_680 * 5504)) == 1
     # TensorRT-LLM at its perf overview's 0.95 of what is free: 11,583,199,641.6 bytes over 172 pages of 32 tokens
-    assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16", headroom=0.95, rule="trtllm") == int(0.95 * (80 * 2**30 - taken) // (327_680 * 5504)) == 6
+    assert (
+        kv_room_sequences(a, gpu, lay, k, 5500, "bf16", headroom=0.95, rule="trtllm")
+        == int(0.95 * (80 * 2**30 - taken) // (327_680 * 5504))
+        == 6
+    )
 
 
 def test_the_ffn_activation_reads_gate_and_up_and_writes_the_down_input():

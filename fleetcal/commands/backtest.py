@@ -14,7 +14,12 @@ from estimator.utilization import measured_utilization
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory (its runs/ is read; a runs directory or one run file also works)")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS_DIR,
+        help="results directory (its runs/ is read; a runs directory or one run file also works)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
 

@@ -19,67 +19,26 @@ from bench import reaper
 from bench.bundled import ensure_bundled_model
 from bench.device import describe_device, resolve_device
 from bench.load import describe_server
-from bench.ops import OPERATORS
-from bench.plan import MAX_SEQUENCES, MODES, BenchPlan, rate_label
-from bench.precision import DTYPES, choose_dtype
+from bench.plan import MAX_SEQUENCES, BenchPlan, rate_label
+from bench.precision import choose_dtype
 from bench.summary import summarize
 from bench.sweep import run_plan
 from bench.workload import Workload, load_dataset, load_tokenizer
-from core.args import int_list, rate_list, str_list
 from core.errors import CatalogError, SchemaError, UsageError
 from core.models import MODEL_DIR, get_model, resolve_model_key
 from core.paths import RUNS_DIR, portable
 from core.schema import load_document
+from fleetcal.commands.bench_args import add_cli_args as add_cli_args  # the subcommand's flags, read by cli.py
 
-
-def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="bundled", help="'bundled' (SmolLM2-135M-Instruct, offline), a checkpoint directory, a Hugging Face id, or a catalogued model name with --load-format dummy")
-    p.add_argument("--engine", choices=("vllm", "transformers"), default="vllm")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--mode", type=str_list, default=["throughput"], help=f"comma-separated, of {', '.join(MODES)}")
-    p.add_argument("--batch-sizes", type=int_list, default=[1, 8, 32], help="sequences submitted together (offline modes)")
-    p.add_argument("--input-lens", type=int_list, default=[32], help="prompt tokens")
-    p.add_argument("--output-lens", type=int_list, default=[64], help="forced output tokens (EOS ignored)")
-    p.add_argument("--dtype", choices=DTYPES, default="auto", help="compute precision; auto: bf16 where the device runs it natively (GPUs, CPUs with AVX-512 BF16 or AMX), fp32 otherwise")
-    p.add_argument("--num-prompts", type=int, help="prompts per configuration (at least the batch size; serve: at least 5 x concurrency); default: offline modes run waves for --budget-s, serve 5 x concurrency")
-    p.add_argument("--budget-s", type=float, default=6.0, help="seconds measured per offline configuration when --num-prompts is not given (at least one wave)")
-    p.add_argument("--concurrencies", type=int_list, default=[1, 2, 4, 8], help="concurrent clients (serve mode)")
-    p.add_argument("--request-rates", type=rate_list, default=[], help="serve: requests/s sent with gamma (Poisson) arrivals, e.g. 1,4,inf; each a configuration beside the concurrencies")
-    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the arrivals (1: Poisson; below 1 burstier), as vLLM's bench serve")
-    p.add_argument("--slo-tpot-ms", type=float, help="serve: search the highest concurrency whose TPOT percentile meets this (replaces --concurrencies)")
-    p.add_argument("--slo-ttft-ms", type=float, help="serve: ... and whose TTFT percentile meets this")
-    p.add_argument("--slo-percentile", type=int, default=90, help="percentile the SLO applies to: 50, 90 or 99")
-    p.add_argument("--slo-max-concurrency", type=int, default=256, help="the search's ceiling")
-    p.add_argument("--repeats", type=int, default=1, help="measure every configuration this many times, in rounds (all once, then all again); tables give the mean and a 95%% interval")
-    p.add_argument("--base-url", help="serve: measure an OpenAI-compatible server already running there (another vLLM, SGLang, TGI); --model gives the vocabulary of the prompts")
-    p.add_argument("--range-ratio", type=float, default=0.0, help="serve: input and output lengths uniform in [L(1-r), L(1+r)], vLLM's --random-range-ratio")
-    p.add_argument("--prefix-fraction", type=float, default=0.0, help="serve: this share of every prompt is the same for all (the target prefix-cache hit rate; needs --enable-prefix-caching)")
-    p.add_argument("--dataset", type=Path, help="serve: prompts from a JSONL file ({\"prompt\": ..., \"output_tokens\": n} per line) or a ShareGPT file")
-    p.add_argument("--tokenizer", type=Path, help="serve: a local tokenizer directory for the prompts (default: --model's); for a --base-url server whose model is not here")
-    p.add_argument("--serve-budget-s", type=float, default=120.0, help="serve: no request of a configuration is sent after this many seconds (those in flight finish and count)")
-    p.add_argument("--load-format", choices=("auto", "dummy"), default="auto", help="dummy: random weights built from config.json")
-    p.add_argument("--out", type=Path, default=RUNS_DIR, help="directory for the results file")
-    p.add_argument("--resume", type=Path, help="a results file of an interrupted run: measure only what it lacks")
-    p.add_argument("--max-model-len", type=int, help="engine context length (default: the longest input + output of the sweep)")
-    p.add_argument("--kv-cache-gb", type=float, help="vLLM KV-cache size in GiB (default: 2 on the CPU, vLLM's own on a GPU)")
-    p.add_argument("--tensor-parallel-size", type=int, default=1)
-    p.add_argument("--pipeline-parallel-size", type=int, default=1)
-    p.add_argument("--data-parallel-size", type=int, default=1)
-    p.add_argument("--distributed-executor-backend", choices=("mp", "ray"), help="vLLM executor; ray for more than one node")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of measured outputs (vLLM's benchmark convention: 1.0, top_p 1.0); 0 for greedy")
-    p.add_argument("--microbench", choices=("full", "quick", "off"), default="full", help="device peak microbenchmarks (full also times a quick subset of operators at the model's shapes)")
-    p.add_argument("--enforce-eager", choices=("auto", "true", "false"), default="auto",
-                   help="auto: eager on the CPU (shorter engine start) and for transformers, CUDA graphs for vLLM on a GPU; false with transformers: static cache + torch.compile")
-    p.add_argument("--quantization", help="vLLM weight quantization, e.g. fp8")
-    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
-    p.add_argument("--enable-prefix-caching", action="store_true", help="off by default: repeated prompts must not hit a cache")
-    p.add_argument("--enable-expert-parallel", action="store_true")
-    p.add_argument("--max-num-seqs", type=int, help="vLLM scheduler limit (default: the largest batch or concurrency)")
-    p.add_argument("--max-num-batched-tokens", type=int)
-    p.add_argument("--operators", type=str_list, default=list(OPERATORS), help=f"ops mode: which operators, of {', '.join(OPERATORS)}")
-    p.add_argument("--gpu-hour-usd", type=float, help="price of one GPU-hour: records then carry dollars per million output tokens")
-
+# BenchPlan fields given as their flag is: as parsed, and lists as tuples
+SAME_AS_FLAG = (
+    "model", "engine", "num_prompts", "load_format", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+    "distributed_executor_backend", "seed", "temperature", "microbench", "budget_s", "quantization", "kv_cache_dtype",
+    "enable_prefix_caching", "enable_expert_parallel", "max_num_seqs", "max_num_batched_tokens", "gpu_hour_usd", "burstiness",
+    "slo_tpot_ms", "slo_ttft_ms", "slo_percentile", "slo_max_concurrency", "base_url", "repeats", "range_ratio", "prefix_fraction",
+    "serve_budget_s",
+)
+LISTS_AS_FLAG = ("batch_sizes", "input_lens", "output_lens", "concurrencies", "operators", "request_rates")
 
 
 def _resolve_model(model: str, load_format: str) -> str:
@@ -115,7 +74,9 @@ def _check_engine_runs(engine: str) -> None:
         __import__(module)
     except Exception as exc:  # an import can fail in many ways on an unsupported platform
         hint = "; try --engine transformers" if engine == "vllm" else ""
-        raise UsageError(f"--engine {engine} cannot run here ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'import failed'}){hint}") from exc
+        raise UsageError(
+            f"--engine {engine} cannot run here ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'import failed'}){hint}"
+        ) from exc
 
 
 def _check_server(base_url: str) -> None:
@@ -123,7 +84,10 @@ def _check_server(base_url: str) -> None:
     try:
         info = describe_server(base_url)
     except (OSError, ValueError) as exc:  # refused, unreachable, timed out, not JSON
-        raise UsageError(f"--base-url {base_url}: no OpenAI-compatible server answers there ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise UsageError(
+            f"--base-url {base_url}: no OpenAI-compatible server answers there ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
     if not info["models"]:
         raise UsageError(f"--base-url {base_url}: the server lists no model at /v1/models")
 
@@ -161,23 +125,20 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
     eager = args.enforce_eager == "true" or (args.enforce_eager == "auto" and (device == "cpu" or args.engine == "transformers"))
     kv = args.kv_cache_gb if args.kv_cache_gb is not None else (2.0 if device == "cpu" else None)
     return BenchPlan(
-        model=args.model, model_path=model_path, engine=args.engine, device=device, modes=tuple(args.mode),
-        batch_sizes=tuple(args.batch_sizes), input_lens=tuple(args.input_lens), output_lens=tuple(args.output_lens),
-        num_prompts=args.num_prompts, concurrencies=tuple(args.concurrencies), load_format=args.load_format,
-        out_dir=args.out, max_model_len=max_model_len, kv_cache_gb=kv,
-        tensor_parallel_size=args.tensor_parallel_size, pipeline_parallel_size=args.pipeline_parallel_size,
-        data_parallel_size=args.data_parallel_size, distributed_executor_backend=args.distributed_executor_backend,
-        seed=args.seed, temperature=args.temperature, microbench=args.microbench, args=_recorded(args),
-        dtype=dtype, dtype_reason=dtype_reason, budget_s=args.budget_s,
-        enforce_eager=eager, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
-        enable_prefix_caching=args.enable_prefix_caching, enable_expert_parallel=args.enable_expert_parallel,
-        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens, gpu_hour_usd=args.gpu_hour_usd,
-        operators=tuple(args.operators), request_rates=tuple(args.request_rates), burstiness=args.burstiness,
-        slo_tpot_ms=args.slo_tpot_ms, slo_ttft_ms=args.slo_ttft_ms, slo_percentile=args.slo_percentile, slo_max_concurrency=args.slo_max_concurrency,
-        base_url=args.base_url, repeats=args.repeats, range_ratio=args.range_ratio, prefix_fraction=args.prefix_fraction,
-        dataset=portable(args.dataset.resolve()) if args.dataset else None, tokenizer=portable(args.tokenizer.resolve()) if args.tokenizer else None,
-        serve_budget_s=args.serve_budget_s,
-    )  # fmt: skip
+        **{f: getattr(args, f) for f in SAME_AS_FLAG}, **{f: tuple(getattr(args, f)) for f in LISTS_AS_FLAG},
+        model_path=model_path,
+        device=device,
+        modes=tuple(args.mode),
+        out_dir=args.out,
+        max_model_len=max_model_len,
+        kv_cache_gb=kv,
+        args=_recorded(args),
+        dtype=dtype,
+        dtype_reason=dtype_reason,
+        enforce_eager=eager,
+        dataset=portable(args.dataset.resolve()) if args.dataset else None,
+        tokenizer=portable(args.tokenizer.resolve()) if args.tokenizer else None,
+    )
 
 
 def _workload(args: argparse.Namespace, model_path: str, limit: int | None) -> Workload:
@@ -187,7 +148,9 @@ def _workload(args: argparse.Namespace, model_path: str, limit: int | None) -> W
         if "serve" not in args.mode:
             raise UsageError("--dataset needs --mode serve")
         if args.input_lens != _defaults()["input_lens"] or len(args.output_lens) > 1:
-            raise UsageError("--dataset gives the prompts: drop --input-lens, and give at most one --output-lens (for entries without an output length)")
+            raise UsageError(
+                "--dataset gives the prompts: drop --input-lens, and give at most one --output-lens (for entries without an output length)"
+            )
         tokenizer = str(args.tokenizer.resolve()) if args.tokenizer else model_path
         dataset = load_dataset(str(args.dataset.resolve()), tokenizer, args.max_model_len or limit, args.output_lens[0])
     elif args.tokenizer is not None:
@@ -195,9 +158,9 @@ def _workload(args: argparse.Namespace, model_path: str, limit: int | None) -> W
     return Workload(args.range_ratio, args.prefix_fraction, dataset)
 
 
-
 def _recorded(args: argparse.Namespace) -> dict[str, Any]:
     """The command line as the record keeps it: paths relative to the project, no machine's folders."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, Path):
             return portable(v)
@@ -244,7 +207,9 @@ def _plan_from_resume(args: argparse.Namespace) -> BenchPlan:
     conflicts = [k for k, v in given.items() if v != recorded.get(k)]
     if conflicts:
         flags = ", ".join("--" + k.replace("_", "-") for k in conflicts)
-        raise UsageError(f"--resume {path}: {flags} differ from the saved plan; drop them (the plan in the file decides) or start a new run")
+        raise UsageError(
+            f"--resume {path}: {flags} differ from the saved plan; drop them (the plan in the file decides) or start a new run"
+        )
     out_dir = path.parent if args.out == RUNS_DIR else args.out
     _check_out(out_dir)
     target = out_dir / path.name

@@ -33,15 +33,33 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="append", help="catalogued GPU, repeatable; default: H100 and A100")
     p.add_argument("--model", default="deepseek-v3", help="catalogued model or config directory (roofline, active, direct)")
     p.add_argument("--config", type=Path, help="TOML or JSON file of traffic, SLO and article inputs (names as the flags, with _)")
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory (its runs/ is read; a runs directory or one run file also works)")
-    p.add_argument("--run", type=Path, help="one results file whose measured utilization the 'measured' scenario uses (default: the best in --results)")
-    p.add_argument("--calibration", action="store_true", help="also print each run's MFU/MBU beside 50%%, the roofline fit, its residuals and held-out errors")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS_DIR,
+        help="results directory (its runs/ is read; a runs directory or one run file also works)",
+    )
+    p.add_argument(
+        "--run", type=Path, help="one results file whose measured utilization the 'measured' scenario uses (default: the best in --results)"
+    )
+    p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="also print each run's MFU/MBU beside 50%%, the roofline fit, its residuals and held-out errors",
+    )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.add_argument("--gpu-hour-usd", type=float, default=None, help="price of one GPU-hour for every GPU (default: the catalog's dated price, where it has one)")
+    p.add_argument(
+        "--gpu-hour-usd",
+        type=float,
+        default=None,
+        help="price of one GPU-hour for every GPU (default: the catalog's dated price, where it has one)",
+    )
     g = p.add_argument_group("traffic and SLO (defaults: the article's traffic, DeepSeek's published ratios)")
     for f in fields(Traffic):
         if f.type in ("float", "int"):
-            g.add_argument("--" + f.name.replace("_", "-"), type=float, default=None, help=f"default {f.default:g}{FLAG_NOTES.get(f.name, '')}")
+            g.add_argument(
+                "--" + f.name.replace("_", "-"), type=float, default=None, help=f"default {f.default:g}{FLAG_NOTES.get(f.name, '')}"
+            )
     g.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default bf16)")
     a = p.add_argument_group("the article's own assumptions")
     a.add_argument("--params-per-token", type=float, default=None, help="default 671e9 (total parameters)")

@@ -20,7 +20,8 @@ from core.models import get_model
 from core.paths import RESULTS_DIR
 from estimator.operators import load_ops
 from estimator.plan_search import MODES, Choice, cheapest_mix, frontier, interval, nearest_reason, search
-from estimator.planning import Option, Workload, hourly_fleet, spare_gpus
+from estimator.planning import Option, Workload
+from estimator.provisioning import hourly_fleet, spare_gpus
 from estimator.traffic import KV_DTYPES
 from fleetcal.report.files import save_plot
 
@@ -40,7 +41,9 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     speed.add_argument("--tpot-ms", type=float, help="time-per-output-token limit, ms")
     speed.add_argument("--tokens-per-user", type=float, help="per-user speed limit, tokens/s (1000 / TPOT)")
     p.add_argument("--mode", choices=(*MODES, "both"), default="both", help="aggregated, disaggregated, or the better of both (default)")
-    p.add_argument("--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES), help="default: the model's serving dtype, and FP8 where the GPU has it")
+    p.add_argument(
+        "--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES), help="default: the model's serving dtype, and FP8 where the GPU has it"
+    )
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of each prompt served from the prefix cache")
     p.add_argument("--samples", type=int, default=200, help="draws of the assumptions for the 90%% interval (0: none)")
@@ -49,7 +52,9 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale-up-hours", type=int, default=0, help="hours before added GPUs serve: each hour provisioned for the next ones")
     p.add_argument("--gpu-failures-per-year", type=float, help="failures per GPU per year (with --repair-hours: N+k spare instances)")
     p.add_argument("--repair-hours", type=float, help="hours a failed GPU keeps its instance down")
-    p.add_argument("--plot", type=Path, default=Path("plan_frontier.png"), help="PNG of the speed/throughput frontier (its data as CSV beside it)")
+    p.add_argument(
+        "--plot", type=Path, default=Path("plan_frontier.png"), help="PNG of the speed/throughput frontier (its data as CSV beside it)"
+    )
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory whose measured GPU kernels the model uses")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
@@ -94,12 +99,25 @@ def read_profile(path: Path) -> list[float]:
 def _row(c: Choice, w: Workload, price: float | None, lo_hi: tuple[float, float, float] | None) -> dict[str, Any]:
     o, p = c.option, c.option.point
     usd_day = o.gpus * price * 24 if price else None
-    return {"gpu": o.gpu, "gpus": o.gpus, "gpus_p5": lo_hi[0] if lo_hi else None, "gpus_p95": lo_hi[1] if lo_hi else None,
-            "mode": o.mode, "weight_dtype": o.weight_dtype, "layout": o.layout, "batch_per_gpu": p.batch_per_gpu,
-            "output_tokens_per_s_per_gpu": w.request_rate * w.output_len / o.gpus, "capacity_output_tokens_per_s_per_gpu": p.output_tokens_per_s_per_gpu,
-            "tokens_per_s_per_user": p.tokens_per_s_per_user, "ttft_ms": p.ttft_ms, "tpot_ms": p.tpot_ms, "limited_by": o.limited_by,
-            "usd_per_day": usd_day, "usd_per_million_output_tokens": usd_day / (w.request_rate * w.output_len * SECONDS_PER_DAY / 1e6) if usd_day else None,
-            "infeasible_draws": lo_hi[2] if lo_hi else None}  # fmt: skip
+    return {
+        "gpu": o.gpu,
+        "gpus": o.gpus,
+        "gpus_p5": lo_hi[0] if lo_hi else None,
+        "gpus_p95": lo_hi[1] if lo_hi else None,
+        "mode": o.mode,
+        "weight_dtype": o.weight_dtype,
+        "layout": o.layout,
+        "batch_per_gpu": p.batch_per_gpu,
+        "output_tokens_per_s_per_gpu": w.request_rate * w.output_len / o.gpus,
+        "capacity_output_tokens_per_s_per_gpu": p.output_tokens_per_s_per_gpu,
+        "tokens_per_s_per_user": p.tokens_per_s_per_user,
+        "ttft_ms": p.ttft_ms,
+        "tpot_ms": p.tpot_ms,
+        "limited_by": o.limited_by,
+        "usd_per_day": usd_day,
+        "usd_per_million_output_tokens": usd_day / (w.request_rate * w.output_len * SECONDS_PER_DAY / 1e6) if usd_day else None,
+        "infeasible_draws": lo_hi[2] if lo_hi else None,
+    }
 
 
 def plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,7 +132,10 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     gpus = [get_gpu(g) for g in dict.fromkeys(args.gpu)]
     spec = get_model(args.model)
     if spec.max_context and args.input_len + args.output_len > spec.max_context:
-        raise UsageError(f"--input-len + --output-len = {args.input_len + args.output_len:,} exceeds {spec.name}'s context of {spec.max_context:,} tokens")
+        raise UsageError(
+            f"--input-len + --output-len = {args.input_len + args.output_len:,} exceeds {spec.name}'s context of {spec.max_context:,} "
+            "tokens"
+        )
     ops = load_ops(args.results, warn=False)
     modes = MODES if args.mode == "both" else (args.mode,)
     rows, failed, fronts, priced = [], {}, [], []
@@ -159,12 +180,28 @@ def frontier_plot(front: pd.DataFrame, rows: list[dict[str, Any]], tpot_ms: floa
     colors = {gpu: f"C{i}" for i, gpu in enumerate(sorted({*front.get("gpu", []), *(r["gpu"] for r in rows)}))}
     for gpu, g in front.groupby("gpu", sort=True):
         g = g.sort_values("tokens_per_s_per_user")
-        ax.plot(g["tokens_per_s_per_user"], g["output_tokens_per_s_per_gpu"], marker=".", color=colors[gpu], label=f"{gpu}: aggregated, frontier over layouts")
+        ax.plot(
+            g["tokens_per_s_per_user"],
+            g["output_tokens_per_s_per_gpu"],
+            marker=".",
+            color=colors[gpu],
+            label=f"{gpu}: aggregated, frontier over layouts",
+        )
     for r in rows:  # the chosen option; disaggregated: decode pool's output over both pools' GPUs at full load
-        ax.scatter([r["tokens_per_s_per_user"]], [r["capacity_output_tokens_per_s_per_gpu"]], marker="*", s=120, zorder=3, color=colors[r["gpu"]])
-        ax.annotate(f" {r['gpu']}: {r['gpus']} GPUs, {r['mode']}", (r["tokens_per_s_per_user"], r["capacity_output_tokens_per_s_per_gpu"]), fontsize=7)
+        ax.scatter(
+            [r["tokens_per_s_per_user"]], [r["capacity_output_tokens_per_s_per_gpu"]], marker="*", s=120, zorder=3, color=colors[r["gpu"]]
+        )
+        ax.annotate(
+            f" {r['gpu']}: {r['gpus']} GPUs, {r['mode']}",
+            (r["tokens_per_s_per_user"], r["capacity_output_tokens_per_s_per_gpu"]),
+            fontsize=7,
+        )
     ax.axvline(1000 / tpot_ms, color="red", linestyle="--", label=f"TPOT limit: {1000 / tpot_ms:.0f} tok/s per user")
-    ax.set(xlabel="output tokens/s per user", ylabel="output tokens/s per GPU", title="Speed per user against throughput per GPU (Pareto frontier)")
+    ax.set(
+        xlabel="output tokens/s per user",
+        ylabel="output tokens/s per GPU",
+        title="Speed per user against throughput per GPU (Pareto frontier)",
+    )
     ax.legend(fontsize=7)
     save_plot(fig, path, front)
     plt.close(fig)
@@ -177,15 +214,21 @@ TEXT_COLUMNS = ["gpu", "gpus", "interval", "mode", "weight_dtype", "layout", "ba
 def text(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
     """The plan as printed: the workload, one row per GPU type with its interval, failures, the cheapest mix."""
     w = out["workload"]
-    lines = [f"{args.model}: {w['input_len']} in / {w['output_len']} out, {w['request_rate']:g} requests/s at the peak, TTFT <= {w['ttft_ms']:g} ms, "
-             f"TPOT <= {w['tpot_ms']:g} ms; serving model (kernels.toml, measured kernels of results/); whole instances"]  # fmt: skip
+    lines = [
+        f"{args.model}: {w['input_len']} in / {w['output_len']} out, {w['request_rate']:g} requests/s at the peak, TTFT <= "
+        f"{w['ttft_ms']:g} ms, "
+        f"TPOT <= {w['tpot_ms']:g} ms; serving model (kernels.toml, measured kernels of results/); whole instances"
+    ]
     df = pd.DataFrame(out["rows"])
     df["interval"] = [f"{lo:.0f}-{hi:.0f}" if pd.notna(lo) else "" for lo, hi in zip(df["gpus_p5"], df["gpus_p95"])]
     cols = TEXT_COLUMNS + [c for c in ("spare_gpus", "gpus_with_spares", "gpu_hours_per_day", "usd_per_day_hourly") if c in df]
     with pd.option_context("display.width", 250, "display.max_colwidth", 70, "display.float_format", "{:,.1f}".format):
         lines += df[cols].to_string(index=False).splitlines()
     if args.samples:
-        lines.append(f"interval: 5th-95th percentile of GPUs over {args.samples} draws of every ranged assumption (seed {args.seed}), layout and mode kept")
+        lines.append(
+            f"interval: 5th-95th percentile of GPUs over {args.samples} draws of every ranged assumption (seed {args.seed}), layout and "
+            "mode kept"
+        )
     lines += [f"{gpu}: no layout meets the limits ({why})" for gpu, why in out["failed"].items()]
     if out["cheapest_mix"]:
         m = out["cheapest_mix"]

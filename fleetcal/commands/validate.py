@@ -34,6 +34,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     with pd.option_context("display.width", 250, "display.max_rows", None, "display.max_colwidth", 60):
         print(df[COLUMNS + ["gate"]].to_string(index=False))
-    print(f"\n{s['rows']} gated rows: median absolute error {s['median_abs_error_pct']:.1f}% (signed median {s['median_signed_error_pct']:+.1f}%), "
-          f"worst {s['worst_abs_error_pct']:.1f}% ({s['worst_row']}); error = (predicted - published) / published")  # fmt: skip
+    print(
+        f"\n{s['rows']} gated rows: median absolute error {s['median_abs_error_pct']:.1f}% (signed median "
+        f"{s['median_signed_error_pct']:+.1f}%), "
+        f"worst {s['worst_abs_error_pct']:.1f}% ({s['worst_row']}); error = (predicted - published) / published"
+    )
     return 0

@@ -10,17 +10,47 @@ from estimator.cpu_steps import FIT_MAX_BATCH, UndeterminedError
 from estimator.cpu_validation import REFERENCE_MODEL, validate
 from fleetcal.report.files import round_floats, save_plot
 
-STEP_COLUMNS = ["device_name", "session", "model", "phase", "input_len", "output_len", "batch", "role", "measured_ms", "predicted_ms", "error",
-                "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms", "run_file"]  # fmt: skip
+STEP_COLUMNS = [
+    "device_name",
+    "session",
+    "model",
+    "phase",
+    "input_len",
+    "output_len",
+    "batch",
+    "role",
+    "measured_ms",
+    "predicted_ms",
+    "error",
+    "gemm_ms",
+    "attention_ms",
+    "elementwise_ms",
+    "sampling_ms",
+    "overhead_ms",
+    "run_file",
+]
 
 
-OVERHEAD_COLUMNS = ["device_name", "session", "per_step_ms", "per_sequence_ms", "fitted_on", "undetermined", "decode_attention_timed", "held_out",
-                    "held_out_median_abs_error"]  # fmt: skip
+OVERHEAD_COLUMNS = [
+    "device_name",
+    "session",
+    "per_step_ms",
+    "per_sequence_ms",
+    "fitted_on",
+    "undetermined",
+    "decode_attention_timed",
+    "held_out",
+    "held_out_median_abs_error",
+]
 
 
 def _decode_attention_timing(ops: pd.DataFrame, files: set[str]) -> str:
     """How a session's vLLM decode-attention cases were timed: over a cycled KV cache, or one cache read again and again."""
-    impls = set(ops.loc[ops["run_file"].isin(files) & (ops["operator"] == "attention_decode") & ops["impl"].fillna("").str.startswith("vllm"), "impl"])
+    impls = set(
+        ops.loc[
+            ops["run_file"].isin(files) & (ops["operator"] == "attention_decode") & ops["impl"].fillna("").str.startswith("vllm"), "impl"
+        ]
+    )
     return "; ".join(sorted("KV cycled" if i.endswith("KV cycled") else "one cache (hot)" for i in impls))
 
 
@@ -63,19 +93,40 @@ def readme_lines(steps: pd.DataFrame, overheads: pd.DataFrame) -> list[str]:
         return lines + ["No CPU has vLLM-kernel operator curves and measured steps yet (`scripts/measure_cpu_steps.sh`).", ""]
     held = steps[steps["role"] == "held out"]
     for dev, g in held.groupby("device_name"):
-        lines.append(f"- **{dev}**: median |error| over {len(g)} held-out steps **{g['error'].abs().median():.1%}** "
-                     f"(decode {g.loc[g['phase'] == 'decode', 'error'].abs().median():.1%}, prefill {g.loc[g['phase'] == 'prefill', 'error'].abs().median():.1%}).")  # fmt: skip
+        lines.append(
+            f"- **{dev}**: median |error| over {len(g)} held-out steps **{g['error'].abs().median():.1%}** "
+            f"(decode {g.loc[g['phase'] == 'decode', 'error'].abs().median():.1%}, prefill "
+            f"{g.loc[g['phase'] == 'prefill', 'error'].abs().median():.1%})."
+        )
     lines += ["", round_floats(step_summary(steps), 3).to_markdown(index=False), ""]
-    lines += [f"Each step is the sum of its operators, read off curves timed with vLLM's own CPU kernels at the model's shapes "
-              f"on the engine's thread count, plus an engine overhead (per step and per sequence) fitted on {REFERENCE_MODEL}'s decode at "
-              f"batches up to {FIT_MAX_BATCH} only; everything else is held out. Each measuring session (run files less than an hour "
-              f"apart) is predicted from its own operator curves and overheads only: this machine's speed drifts between sessions. Per session: the fitted "
-              f"overheads (a term not at least twice its standard error is named undetermined, with its estimate and 2 standard errors), how its "
-              f"decode-attention curve was timed (over a KV cache cycled through memory, as a step reads it, or, before that fix, one cache read "
-              f"again and again, which stays hot and times 1.5-2.3x too fast), and its held-out error:", ""]  # fmt: skip
+    lines += [
+        f"Each step is the sum of its operators, read off curves timed with vLLM's own CPU kernels at the model's shapes "
+        f"on the engine's thread count, plus an engine overhead (per step and per sequence) fitted on {REFERENCE_MODEL}'s decode at "
+        f"batches up to {FIT_MAX_BATCH} only; everything else is held out. Each measuring session (run files less than an hour "
+        "apart) is predicted from its own operator curves and overheads only: this machine's speed drifts between sessions. Per "
+        "session: the fitted "
+        f"overheads (a term not at least twice its standard error is named undetermined, with its estimate and 2 standard errors), how its "
+        f"decode-attention curve was timed (over a KV cache cycled through memory, as a step reads it, or, before that fix, one cache read "
+        f"again and again, which stays hot and times 1.5-2.3x too fast), and its held-out error:",
+        "",
+    ]
     lines += [round_floats(overheads, 3).to_markdown(index=False), ""]
     show = held[held["phase"] == "decode"].sort_values(["device_name", "session", "model", "input_len", "batch"])
-    cols = ["device_name", "session", "model", "input_len", "batch", "measured_ms", "predicted_ms", "error", "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms"]
+    cols = [
+        "device_name",
+        "session",
+        "model",
+        "input_len",
+        "batch",
+        "measured_ms",
+        "predicted_ms",
+        "error",
+        "gemm_ms",
+        "attention_ms",
+        "elementwise_ms",
+        "sampling_ms",
+        "overhead_ms",
+    ]
     lines += ["Held-out decode steps, where the time goes (ms):", "", round_floats(show[cols], 3).to_markdown(index=False), ""]
     return lines + ["All steps, prefill included: `results/tables/cpu_steps.md`; plot `results/plots/cpu_steps.png`.", ""]
 

@@ -95,7 +95,10 @@ def tornado_plot(sens: pd.DataFrame, path: Path) -> None:
         ax.axvline(1814, color="red", linestyle="--", label="DeepSeek's published 1,814 H800")
         ax.set_yticks(range(len(s)), s["assumption"])
         ax.legend(fontsize=8, loc="lower right")
-    ax.set(xlabel="H800 for DeepSeek's day-6 traffic (daily mean)", title="What moves the serving model's fleet: each assumption over its range")
+    ax.set(
+        xlabel="H800 for DeepSeek's day-6 traffic (daily mean)",
+        title="What moves the serving model's fleet: each assumption over its range",
+    )
     save_plot(fig, path, sens)
     plt.close(fig)
 
@@ -103,11 +106,16 @@ def tornado_plot(sens: pd.DataFrame, path: Path) -> None:
 def readme_lines(breakdown: pd.DataFrame, sens: pd.DataFrame, before_after: pd.DataFrame) -> list[str]:
     lines = []
     if not before_after.empty:
-        lines += ["### Measured kernels against published ones: the fleet before and after", "",
-                  "The `roofline` fleet for the article's traffic (peak, whole instances) on published kernel figures only, and with the "
-                  "operators measured on a GPU of the same architecture swapped in (GEMMs, prefill attention, norms; `estimator/kernels.py`). "
-                  "The backtest above shows the same pair as `roofline (published kernels)` and `roofline`.", "",
-                  round_floats(before_after, 3).to_markdown(index=False), ""]  # fmt: skip
+        lines += [
+            "### Measured kernels against published ones: the fleet before and after",
+            "",
+            "The `roofline` fleet for the article's traffic (peak, whole instances) on published kernel figures only, and with the "
+            "operators measured on a GPU of the same architecture swapped in (GEMMs, prefill attention, norms; `estimator/kernels.py`). "
+            "The backtest above shows the same pair as `roofline (published kernels)` and `roofline`.",
+            "",
+            round_floats(before_after, 3).to_markdown(index=False),
+            "",
+        ]
     lines += ["### The serving model's DeepSeek steps, by operator", ""]
     if not breakdown.empty:
         wide = operator_table_wide(breakdown)
@@ -134,30 +142,42 @@ def backtest_paragraph(b: pd.DataFrame, v: pd.DataFrame) -> str:
     val = v.set_index("id")["error_pct"]
     profile = v.set_index("id").loc["deepseek-profile-prefill-ep32-4k", "published"]
     uncached_node = pub["prefill_uncached_tokens_per_s_per_gpu"] * d.gpus_per_node
-    return "\n".join([BACKTEST_START,
-        f"The backtest against DeepSeek's published {d.gpus_average:,.0f} {d.gpu} (daily mean) shows that no single scenario is right: "
-        f"the article's errors largely cancel ({err['article']:+.0f}%), fixing only the parameter count is far worse ({err['active']:+.0f}%), "
-        f"and the serving model, built from kernel-level figures only, is optimistic ({err['roofline']:+.0f}%; {err['roofline peak']:+.0f}% "
-        f"against the {d.nodes_peak * d.gpus_per_node:,.0f} GPUs of the peak). It finds DeepSeek's {d.tokens_per_s_per_user:g} tok/s per user at "
-        f"{rl['decode_batch_per_gpu']:.0f} sequences per GPU and {rl['decode_tokens_per_s_per_gpu']:,.0f} output tok/s per GPU where DeepSeek "
-        f"averaged {pub['decode_tokens_per_s_per_gpu']:,.0f}, and {rl['prefill_uncached_tokens_per_s_per_gpu']:,.0f} uncached prompt tok/s per GPU "
-        f"where DeepSeek averaged {pub['prefill_uncached_tokens_per_s_per_gpu']:,.0f}: its published rates are "
-        f"{pub['decode_tokens_per_s_per_gpu'] / rl['decode_tokens_per_s_per_gpu']:.0%} of the decode capacity and "
-        f"{pub['prefill_uncached_tokens_per_s_per_gpu'] / rl['prefill_uncached_tokens_per_s_per_gpu']:.0%} of the prefill capacity the model "
-        "finds. Nothing in it was fitted to that deployment.",
-        "",
-        "Where the gap is: on steady-state profiles of full nodes (`fleetcal validate`) the model is "
-        f"{val['deepseek-profile-prefill-ep32-4k']:+.0f}% on DeepSeek's own EP32 prefill profile, "
-        f"{val['sglang-deepseek-prefill-ep32-4k-perfect-eplb']:+.0f}% on SGLang's with perfectly balanced experts and "
-        f"{val['sglang-deepseek-prefill-ep32-4k-default-eplb']:+.0f}% with its default balancer, "
-        f"{val['sglang-deepseek-decode-ep72-b256-2k']:+.0f}% on SGLang's 256-sequence decode and "
-        f"{val['deepseek-profile-decode-ep128-b128-4k']:+.0f}% on DeepSeek's 128-sequence one. The most uncertain operator is "
-        "prefill's expert-parallel dispatch and combine (DeepEP's normal kernels over RDMA, 16,384 tokens per GPU in two micro-batches): "
-        "the model takes DeepEP's published bandwidth, measured with the communication kernels running alone, not beside the GEMMs "
-        "they are overlapped with (`core/data/kernels.toml`). A kernel "
-        "timeline of one EP32 prefill step (each micro-batch's dispatch and combine beside its attention and expert GEMMs) would settle it. "
-        f"The rest of the gap is not a kernel: DeepSeek's production prefill ran at {uncached_node / profile:.0%} of its own profiled "
-        f"capacity ({uncached_node:,.0f} against {profile:,.0f} uncached input tok/s per node). How full its GPUs ran on average "
-        "(queues kept short for latency, load between scaling steps, imbalance its balancers left) was not published, and the model "
-        "does not guess it.",
-        BACKTEST_END])  # fmt: skip
+    return "\n".join(
+        [
+            BACKTEST_START,
+            f"The backtest against DeepSeek's published {d.gpus_average:,.0f} {d.gpu} (daily mean) shows that no single scenario is right: "
+            f"the article's errors largely cancel ({err['article']:+.0f}%), fixing only the parameter count is far worse "
+            f"({err['active']:+.0f}%), "
+            f"and the serving model, built from kernel-level figures only, is optimistic ({err['roofline']:+.0f}%; "
+            f"{err['roofline peak']:+.0f}% "
+            f"against the {d.nodes_peak * d.gpus_per_node:,.0f} GPUs of the peak). It finds DeepSeek's {d.tokens_per_s_per_user:g} tok/s "
+            "per user at "
+            f"{rl['decode_batch_per_gpu']:.0f} sequences per GPU and {rl['decode_tokens_per_s_per_gpu']:,.0f} output tok/s per GPU where "
+            "DeepSeek "
+            f"averaged {pub['decode_tokens_per_s_per_gpu']:,.0f}, and {rl['prefill_uncached_tokens_per_s_per_gpu']:,.0f} uncached prompt "
+            "tok/s per GPU "
+            f"where DeepSeek averaged {pub['prefill_uncached_tokens_per_s_per_gpu']:,.0f}: its published rates are "
+            f"{pub['decode_tokens_per_s_per_gpu'] / rl['decode_tokens_per_s_per_gpu']:.0%} of the decode capacity and "
+            f"{pub['prefill_uncached_tokens_per_s_per_gpu'] / rl['prefill_uncached_tokens_per_s_per_gpu']:.0%} of the prefill capacity "
+            "the model "
+            "finds. Nothing in it was fitted to that deployment.",
+            "",
+            "Where the gap is: on steady-state profiles of full nodes (`fleetcal validate`) the model is "
+            f"{val['deepseek-profile-prefill-ep32-4k']:+.0f}% on DeepSeek's own EP32 prefill profile, "
+            f"{val['sglang-deepseek-prefill-ep32-4k-perfect-eplb']:+.0f}% on SGLang's with perfectly balanced experts and "
+            f"{val['sglang-deepseek-prefill-ep32-4k-default-eplb']:+.0f}% with its default balancer, "
+            f"{val['sglang-deepseek-decode-ep72-b256-2k']:+.0f}% on SGLang's 256-sequence decode and "
+            f"{val['deepseek-profile-decode-ep128-b128-4k']:+.0f}% on DeepSeek's 128-sequence one. The most uncertain operator is "
+            "prefill's expert-parallel dispatch and combine (DeepEP's normal kernels over RDMA, 16,384 tokens per GPU in two "
+            "micro-batches): "
+            "the model takes DeepEP's published bandwidth, measured with the communication kernels running alone, not beside the GEMMs "
+            "they are overlapped with (`core/data/kernels.toml`). A kernel "
+            "timeline of one EP32 prefill step (each micro-batch's dispatch and combine beside its attention and expert GEMMs) would "
+            "settle it. "
+            f"The rest of the gap is not a kernel: DeepSeek's production prefill ran at {uncached_node / profile:.0%} of its own profiled "
+            f"capacity ({uncached_node:,.0f} against {profile:,.0f} uncached input tok/s per node). How full its GPUs ran on average "
+            "(queues kept short for latency, load between scaling steps, imbalance its balancers left) was not published, and the model "
+            "does not guess it.",
+            BACKTEST_END,
+        ]
+    )

@@ -35,7 +35,9 @@ def engine_table(runs: pd.DataFrame) -> pd.DataFrame:
 def compiled_speedup(engines: pd.DataFrame) -> pd.DataFrame:
     """Compiled over eager tokens/s at each configuration measured both ways (same device, model, mode, lengths)."""
     if engines.empty:
-        return pd.DataFrame(columns=["device_name", "model", "mode", "batch_size", "eager_tokens_per_s", "compiled_tokens_per_s", "speedup"])
+        return pd.DataFrame(
+            columns=["device_name", "model", "mode", "batch_size", "eager_tokens_per_s", "compiled_tokens_per_s", "speedup"]
+        )
     keys = ["device_name", "model", "mode", "batch_size", "input_len", "output_len"]
     eager = engines[~engines["engine"].str.endswith("compiled")]
     comp = engines[engines["engine"].str.endswith("compiled")]

@@ -56,15 +56,30 @@ def throughput_vs_batch(ok: pd.DataFrame, fits: list[PhaseFit], path: Path) -> N
             g = g.sort_values("batch_size")
             y = g["decode_tokens_per_s"] if mode == "decode" else g["output_tokens_per_s"]
             ax.plot(g["batch_size"], y, marker="o", label=f"{eng} {mode} ({model}, {dev})")
-            rows += [{"series": f"{eng} {mode}", "device_name": dev, "model": model, "batch_size": b, "tokens_per_s": v} for b, v in zip(g["batch_size"], y)]
+            rows += [
+                {"series": f"{eng} {mode}", "device_name": dev, "model": model, "batch_size": b, "tokens_per_s": v}
+                for b, v in zip(g["batch_size"], y)
+            ]
         for f in (f for f in fits if f.phase == "decode" and f.engine == "vllm"):
             b, bound = _roofline_curve(f, ok)
             if b:
                 ax.plot(b, bound["fitted"], "--", color="black", label=f"roofline fitted to {f.engine} decode ({f.device_name})")
                 ax.plot(b, bound["peak"], ":", color="gray", label=f"roofline bound at 100% of measured peaks ({f.device_name})")
-                rows += [{"series": "roofline fitted", "device_name": f.device_name, "model": "", "batch_size": x, "tokens_per_s": y} for x, y in zip(b, bound["fitted"])]
-                rows += [{"series": "roofline bound", "device_name": f.device_name, "model": "", "batch_size": x, "tokens_per_s": y} for x, y in zip(b, bound["peak"])]
-    ax.set(xscale="log", yscale="log", xlabel="batch size (sequences)", ylabel="output tokens/s (decode: decode tokens/s)", title="Throughput against batch size")
+                rows += [
+                    {"series": "roofline fitted", "device_name": f.device_name, "model": "", "batch_size": x, "tokens_per_s": y}
+                    for x, y in zip(b, bound["fitted"])
+                ]
+                rows += [
+                    {"series": "roofline bound", "device_name": f.device_name, "model": "", "batch_size": x, "tokens_per_s": y}
+                    for x, y in zip(b, bound["peak"])
+                ]
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size (sequences)",
+        ylabel="output tokens/s (decode: decode tokens/s)",
+        title="Throughput against batch size",
+    )
     _legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path, pd.DataFrame(rows))
 
@@ -79,7 +94,10 @@ def utilization_vs_batch(util: pd.DataFrame, path: Path) -> None:
             g = g.groupby("size", as_index=False)[["mfu", "mbu"]].mean()
             for ax, col in zip(axes, ("mfu", "mbu")):
                 ax.plot(g["size"], g[col] * 100, marker="o", label=f"{eng} {mode} ({dev})")
-            rows += [{"device_name": dev, "engine": eng, "mode": mode, "batch_size": s, "mfu": a, "mbu": b} for s, a, b in zip(g["size"], g["mfu"], g["mbu"])]
+            rows += [
+                {"device_name": dev, "engine": eng, "mode": mode, "batch_size": s, "mfu": a, "mbu": b}
+                for s, a, b in zip(g["size"], g["mfu"], g["mbu"])
+            ]
     for ax, name in zip(axes, ("MFU", "MBU")):
         ax.axhline(ARTICLE_UTILIZATION * 100, color="red", linestyle="--", label=f"article's assumed {ARTICLE_UTILIZATION:.0%}")
         ax.set(xscale="log", xlabel="batch size (sequences)", ylabel=f"{name} (% of peak)", title=f"{name} against batch size")
@@ -117,7 +135,13 @@ def calibration(res: pd.DataFrame, path: Path) -> None:
         lo, hi = res[["measured_ms", "predicted_ms"]].min().min(), res[["measured_ms", "predicted_ms"]].max().max()
         ax.plot([lo, hi], [lo, hi], color="gray", linestyle="--", label="predicted = measured")
         _legend(ax, fontsize=7)
-    ax.set(xscale="log", yscale="log", xlabel="measured time (ms per step or per prefill batch)", ylabel="roofline prediction (ms)", title="Calibration: measured against predicted")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="measured time (ms per step or per prefill batch)",
+        ylabel="roofline prediction (ms)",
+        title="Calibration: measured against predicted",
+    )
     _save(fig, path, res)
 
 

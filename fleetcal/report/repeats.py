@@ -63,7 +63,27 @@ def repeats_table(runs: pd.DataFrame) -> pd.DataFrame:
 def readme_lines(table: pd.DataFrame) -> list[str]:
     if table.empty:
         return []
-    cols = ["device_name", "engine", "mode", "batch_size", "concurrency", "input_len", "output_len", "rate", "repeats", "mean", "ci95_low", "ci95_high", "ci95_half_width_pct"]
-    return ["### Repeated configurations: mean and 95% interval", "",
-            "Each configuration measured `--repeats` times in one invocation (Student's t over the repeats; all rows: `results/tables/repeats.md`).", "",
-            round_floats(table[cols], 3).to_markdown(index=False), ""]  # fmt: skip
+    cols = [
+        "device_name",
+        "engine",
+        "mode",
+        "batch_size",
+        "concurrency",
+        "input_len",
+        "output_len",
+        "rate",
+        "repeats",
+        "mean",
+        "ci95_low",
+        "ci95_high",
+        "ci95_half_width_pct",
+    ]
+    return [
+        "### Repeated configurations: mean and 95% interval",
+        "",
+        "Each configuration measured `--repeats` times in one invocation (Student's t over the repeats; all rows: "
+        "`results/tables/repeats.md`).",
+        "",
+        round_floats(table[cols], 3).to_markdown(index=False),
+        "",
+    ]
