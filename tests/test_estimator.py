@@ -119,6 +119,7 @@ def test_calibration_on_committed_real_records():
             "raise --ttft-ms",
         ),
         (["estimate", "--ttft-ms", "-5"], "ttft-ms must be >= 0"),
+        (["predict", "--model", "llama-3.1-8b", "--gpu", "H100", "--input-len", "200000"], "exceeds llama-3.1-8b's context of 131072"),
     ],
 )
 def test_estimator_bad_input(argv, needle, capsys):

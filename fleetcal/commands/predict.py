@@ -13,6 +13,7 @@ from typing import Any
 from core.dtypes import SERVING_WEIGHT_DTYPES
 from core.errors import UsageError
 from core.hardware import Device, get_gpu
+from core.models import get_model
 from core.paths import RESULTS_DIR
 from estimator.arch import Arch, Layout, load_arch
 from estimator.kernels import Kernels, kernels_for
@@ -112,6 +113,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("--mtp-tokens must be 0 to 4")
     if args.mtp_acceptance is not None and not 0 <= args.mtp_acceptance <= 1:
         raise UsageError("--mtp-acceptance must be in [0, 1]")
+    spec = get_model(args.model, args.weight_dtype)
+    if spec.max_context and args.input_len + args.output_len > spec.max_context:  # on a GPU as on the CPU
+        raise UsageError(f"input + output = {args.input_len + args.output_len} exceeds {spec.name}'s context of {spec.max_context}")
 
 
 def _layout(args: argparse.Namespace, default: Layout) -> Layout:

@@ -71,9 +71,7 @@ def _cpu_steps(args: argparse.Namespace) -> tuple[OperatorCurves, Overhead, str]
 
 def predict_cpu(args: argparse.Namespace) -> dict[str, Any]:
     """The CPU step model of this machine (one device, no layout): operator curves plus the engine's overhead."""
-    spec = get_model(args.model, args.weight_dtype)
-    if spec.max_context and args.input_len + args.output_len > spec.max_context:
-        raise UsageError(f"input + output = {args.input_len + args.output_len} exceeds {spec.name}'s context of {spec.max_context}")
+    spec = get_model(args.model, args.weight_dtype)  # its context was checked by predict's _validate
     curves, over, source = _cpu_steps(args)
     ctx = args.context_len or args.input_len + args.output_len / 2
 
