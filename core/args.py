@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import NoReturn
+
+from core.paths import RESULTS_DIR
 
 
 class Parser(argparse.ArgumentParser):
@@ -16,6 +19,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
+
+
+READS_RUNS = "results directory (its runs/ is read; a runs directory or one run file also works)"
+
+
+def add_results_args(p: argparse.ArgumentParser, results_help: str = READS_RUNS) -> None:
+    """The --results and --json flags every reading subcommand takes."""
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help=results_help)
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
 
 MAX_LIST_VALUE = 1 << 20  # tokens or sequences in one configuration

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from core.paths import RESULTS_DIR
+from core.args import add_results_args
 from estimator.backtest import backtest
 from estimator.operators import load_ops
 from estimator.runs import load_runs
@@ -14,13 +13,7 @@ from estimator.utilization import measured_utilization
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--results",
-        type=Path,
-        default=RESULTS_DIR,
-        help="results directory (its runs/ is read; a runs directory or one run file also works)",
-    )
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_results_args(p)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from core.args import add_results_args
 from core.errors import UsageError
 from core.hardware import get_gpu
-from core.paths import RESULTS_DIR
 from estimator.article import ArticleInputs, article_estimate
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, Traffic, price_notes, project
@@ -33,12 +33,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="append", help="catalogued GPU, repeatable; default: H100 and A100")
     p.add_argument("--model", default="deepseek-v3", help="catalogued model or config directory (roofline, active, direct)")
     p.add_argument("--config", type=Path, help="TOML or JSON file of traffic, SLO and article inputs (names as the flags, with _)")
-    p.add_argument(
-        "--results",
-        type=Path,
-        default=RESULTS_DIR,
-        help="results directory (its runs/ is read; a runs directory or one run file also works)",
-    )
+    add_results_args(p)
     p.add_argument(
         "--run", type=Path, help="one results file whose measured utilization the 'measured' scenario uses (default: the best in --results)"
     )
@@ -47,7 +42,6 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also print each run's MFU/MBU beside 50%%, the roofline fit, its residuals and held-out errors",
     )
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument(
         "--gpu-hour-usd",
         type=float,

@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 
+from core.args import add_results_args
 from core.dtypes import SERVING_WEIGHT_DTYPES
 from core.errors import UsageError
 from core.hardware import get_gpu
 from core.models import get_model
-from core.paths import RESULTS_DIR
 from estimator.operators import load_ops
 from estimator.plan_search import MODES, Choice, cheapest_mix, frontier, interval, nearest_reason, search
 from estimator.planning import Option, Workload
@@ -55,8 +55,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--plot", type=Path, default=Path("plan_frontier.png"), help="PNG of the speed/throughput frontier (its data as CSV beside it)"
     )
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory whose measured GPU kernels the model uses")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_results_args(p, "results directory whose measured GPU kernels the model uses")
 
 
 def _check(args: argparse.Namespace) -> None:

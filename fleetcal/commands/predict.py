@@ -7,14 +7,13 @@ import argparse
 import json
 import math
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
+from core.args import add_results_args
 from core.dtypes import SERVING_WEIGHT_DTYPES
 from core.errors import UsageError
 from core.hardware import Device, get_gpu
 from core.models import get_model
-from core.paths import RESULTS_DIR
 from estimator.arch import Arch, Layout, load_arch
 from estimator.kernels import Kernels, kernels_for
 from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_gpu
@@ -76,13 +75,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
     p.add_argument("--mtp-tokens", type=int, default=0, help="tokens drafted per step by multi-token prediction")
     p.add_argument("--mtp-acceptance", type=float, help="acceptance of each drafted token (default: DeepSeek-V3's 0.85)")
-    p.add_argument(
-        "--results",
-        type=Path,
-        default=RESULTS_DIR,
-        help="results directory (its runs/ is read; a runs directory or one run file also works)",
-    )
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_results_args(p)
 
 
 def _batch(text: str) -> float | str:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.args import add_results_args
 from core.errors import UsageError
-from core.paths import RESULTS_DIR
 from estimator.operators import load_ops
 from estimator.validation import VALIDATION_FILE, load_rows, summary, validate
 
@@ -19,8 +19,7 @@ COLUMNS = ["id", "model", "gpu", "precision", "layout", "kind", "lengths", "coun
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", type=Path, default=VALIDATION_FILE, help="validation table (default: the committed core/data/validation.toml)")
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results directory whose measured GPU kernels the model uses")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_results_args(p, "results directory whose measured GPU kernels the model uses")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,35 +11,13 @@ from estimator.cpu_validation import REFERENCE_MODEL, validate
 from fleetcal.report.files import round_floats, save_plot
 
 STEP_COLUMNS = [
-    "device_name",
-    "session",
-    "model",
-    "phase",
-    "input_len",
-    "output_len",
-    "batch",
-    "role",
-    "measured_ms",
-    "predicted_ms",
-    "error",
-    "gemm_ms",
-    "attention_ms",
-    "elementwise_ms",
-    "sampling_ms",
-    "overhead_ms",
-    "run_file",
+    "device_name", "session", "model", "phase", "input_len", "output_len", "batch", "role", "measured_ms", "predicted_ms", "error",
+    "gemm_ms", "attention_ms", "elementwise_ms", "sampling_ms", "overhead_ms", "run_file",
 ]
 
 
 OVERHEAD_COLUMNS = [
-    "device_name",
-    "session",
-    "per_step_ms",
-    "per_sequence_ms",
-    "fitted_on",
-    "undetermined",
-    "decode_attention_timed",
-    "held_out",
+    "device_name", "session", "per_step_ms", "per_sequence_ms", "fitted_on", "undetermined", "decode_attention_timed", "held_out",
     "held_out_median_abs_error",
 ]
 
@@ -112,21 +90,7 @@ def readme_lines(steps: pd.DataFrame, overheads: pd.DataFrame) -> list[str]:
     ]
     lines += [round_floats(overheads, 3).to_markdown(index=False), ""]
     show = held[held["phase"] == "decode"].sort_values(["device_name", "session", "model", "input_len", "batch"])
-    cols = [
-        "device_name",
-        "session",
-        "model",
-        "input_len",
-        "batch",
-        "measured_ms",
-        "predicted_ms",
-        "error",
-        "gemm_ms",
-        "attention_ms",
-        "elementwise_ms",
-        "sampling_ms",
-        "overhead_ms",
-    ]
+    cols = [c for c in STEP_COLUMNS if c not in ("phase", "output_len", "role", "run_file")]
     lines += ["Held-out decode steps, where the time goes (ms):", "", round_floats(show[cols], 3).to_markdown(index=False), ""]
     return lines + ["All steps, prefill included: `results/tables/cpu_steps.md`; plot `results/plots/cpu_steps.png`.", ""]
 

@@ -15,33 +15,10 @@ import pandas as pd
 from fleetcal.report.files import round_floats, save_plot
 
 SERVING_COLUMNS = [
-    "device_name",
-    "engine",
-    "model",
-    "workload",
-    "input_len",
-    "output_len",
-    "concurrency",
-    "request_rate",
-    "burstiness",
-    "output_tokens_per_s_per_device",
-    "tokens_per_s_per_user",
-    "steady_output_tokens_per_s",
-    "ttft_ms_p90",
-    "tpot_ms_p90",
-    "tpot_ms_p50",
-    "tpot_ms_p99",
-    "ttft_ms_p50",
-    "ttft_ms_p99",
-    "goodput_requests_per_s",
-    "prefix_cache_hit_rate",
-    "slo_tpot_ms",
-    "slo_ttft_ms",
-    "slo_percentile",
-    "slo_met",
-    "search_step",
-    "on_frontier",
-    "run_file",
+    "device_name", "engine", "model", "workload", "input_len", "output_len", "concurrency", "request_rate", "burstiness",
+    "output_tokens_per_s_per_device", "tokens_per_s_per_user", "steady_output_tokens_per_s", "ttft_ms_p90", "tpot_ms_p90",
+    "tpot_ms_p50", "tpot_ms_p99", "ttft_ms_p50", "ttft_ms_p99", "goodput_requests_per_s", "prefix_cache_hit_rate", "slo_tpot_ms",
+    "slo_ttft_ms", "slo_percentile", "slo_met", "search_step", "on_frontier", "run_file",
 ]
 
 
@@ -126,18 +103,8 @@ def readme_lines(serving: pd.DataFrame) -> list[str]:
         return lines + ["No serving runs yet (`fleetcal bench --mode serve`).", ""]
     front = serving[serving["on_frontier"]]
     cols = [
-        "device_name",
-        "model",
-        "workload",
-        "input_len",
-        "output_len",
-        "concurrency",
-        "request_rate",
-        "tokens_per_s_per_user",
-        "output_tokens_per_s_per_device",
-        "tpot_ms_p90",
-        "prefix_cache_hit_rate",
-        "run_file",
+        "device_name", "model", "workload", "input_len", "output_len", "concurrency", "request_rate", "tokens_per_s_per_user",
+        "output_tokens_per_s_per_device", "tpot_ms_p90", "prefix_cache_hit_rate", "run_file",
     ]
     lines += [
         "Points on the frontier (no other point of the same device, model, workload and input/output lengths is faster both per user and "
