@@ -37,7 +37,7 @@ from core.hardware import Peaks
 from core.models import ModelSpec, get_model
 from core.paths import cache_dir
 from core.schema import config_key, load_document
-from core.shapes import shapes_from_config
+from core.shapes import Shapes
 from core.work import request_work
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -58,13 +58,8 @@ def failed(base: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     return {**base, "status": "failed", "error": " ".join(msg)[:500]}
 
 
-def _run_ops(plan: BenchPlan, runfile: RunFile, done: set[tuple], quick: bool, progress: bool) -> None:
-    """Operator microbenchmarks at the model's shapes; each case one record, a failed case recorded and skipped."""
-    try:
-        shapes = shapes_from_config(plan.model_path, runfile.run["model"]["name"])
-    except (OSError, KeyError, ValueError) as exc:
-        runfile.add(failed({"mode": "ops", "operator": "plan", "input_len": None, "output_len": None, "num_prompts": None}, exc))
-        return
+def _run_ops(plan: BenchPlan, shapes: Shapes, runfile: RunFile, done: set[tuple], quick: bool, progress: bool) -> None:
+    """Operator microbenchmarks at the model's ``shapes``; each case one record, a failed case recorded and skipped."""
     dtypes = device_dtypes(plan.device, plan.dtype)
     cuda = runfile.run["device"]["kind"] == "cuda"
     datasheet = {d: p for d in dtypes if cuda and (p := datasheet_peaks(datasheet_peaks_record(runfile.run["device"], d)))}
@@ -116,7 +111,7 @@ def run_plan(plan: BenchPlan, progress: bool = True) -> RunFile:
             runfile.add(failed(base, exc))
 
     if "ops" in plan.modes or plan.microbench == "full":
-        _run_ops(plan, runfile, done, quick="ops" not in plan.modes or plan.microbench == "quick", progress=progress)
+        _run_ops(plan, spec.shapes, runfile, done, quick="ops" not in plan.modes or plan.microbench == "quick", progress=progress)
 
     ctx = MeasureContext(
         plan.seed, plan.budget_s, plan.device, datasheet_peaks(runfile.run["datasheet_peaks"]), measured_peaks(runfile), num_gpus

@@ -177,7 +177,7 @@ def flops_per_token_linear(spec: ModelSpec) -> float:
     Source: the 2N rule (Kaplan et al. 2020; PaLM appendix B); the embedding lookup is free,
     the output head is a matrix multiply and counts (once more where it shares the embedding's weights).
     """
-    return 2.0 * (spec.active_params - (0 if spec.tied_embeddings else spec.embedding_params))
+    return 2.0 * spec.matmul_params
 
 
 def flops_per_token_attention(spec: ModelSpec, context_len: float) -> float:

@@ -12,7 +12,6 @@ from core.deployments import Deployment, load_deployments
 from core.hardware import get_gpu
 from core.models import get_model
 from core.opcounts import mla_prefill_attention_flops
-from estimator.arch import load_arch
 from estimator.article import SECONDS_PER_DAY
 from estimator.fleet import SCENARIO_FUNCTIONS, Inputs, roofline_fleet
 from estimator.traffic import Traffic
@@ -33,11 +32,11 @@ def deepseek_mfu(d: Deployment) -> float:
     tokens, plus MLA attention (absorbed decode at the average KV length; prefill not absorbed, an uncached
     token attending its cached prefix and half its uncached part, of the token-weighted prompt length), over
     the average GPUs' FP8 peak. A figure derived from the published traffic, for comparison only."""
-    shapes = load_arch(d.model).shapes
-    t = Traffic.of_deployment(d)
+    spec = get_model(d.model)
+    shapes, t = spec.shapes, Traffic.of_deployment(d)
     out_s = d.output_tokens_per_day / SECONDS_PER_DAY
     unc_s = (d.input_tokens_per_day - d.cached_input_tokens_per_day) / SECONDS_PER_DAY
-    dense = 2 * get_model(d.model).matmul_params
+    dense = 2 * spec.matmul_params
     attn_decode = shapes.decode_attention_flops(d.average_kv_len) * shapes.num_layers
     attn_prefill = mla_prefill_attention_flops(shapes, t.prompt_len * (1 + t.cache_hit_rate) / 2) * shapes.num_layers
     flops = out_s * (dense + attn_decode) + unc_s * (dense + attn_prefill)

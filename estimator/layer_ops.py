@@ -13,6 +13,7 @@ apart, for serving.py to overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from core.dtypes import BYTES_PER_DTYPE
 from core.hardware import Device
@@ -61,20 +62,20 @@ class Batch:
     kv_dtype: str
     uncached_share: float  # prefill: share of each prompt not served from cache
 
-    @property
+    @cached_property
     def s(self) -> Shapes:
         return self.a.shapes
 
-    @property
+    @cached_property
     def gp(self) -> str:
         return gemm_precision(self.gpu, self.a.weight_dtype)
 
-    @property
+    @cached_property
     def ab(self) -> float:
         """Bytes per GEMM activation element: FP8 where the GEMMs run in FP8."""
         return 1.0 if self.gp == "fp8" else 2.0
 
-    @property
+    @cached_property
     def m(self) -> float:
         """Tokens through a TP group's GEMMs."""
         return self.tokens * self.layout.tp
@@ -131,7 +132,7 @@ def attention_costs(x: Batch) -> list[OpCost]:
                 )
             )
         return costs
-    kvh, flops = max(s.kv_heads / tp, 1), 4 * m * h_ * x.context * s.head_dim
+    kvh, flops = max(s.kv_heads / tp, 1), m * s.decode_attention_flops(x.context) / tp  # prefill too: one query attending context
     if x.phase == "decode":
         kv_b = x.seqs * tp * x.context * 2 * kvh * s.head_dim * kv_bytes
         return [*costs, OpCost("attention", flops, kv_b, "bf16", x.k.ops["attention_decode"], L)]
@@ -214,11 +215,10 @@ def communication(x: Batch) -> Comm:
     return comm
 
 
-def op_time(c: OpCost, gpu: Device) -> tuple[float, str]:
-    """(seconds in one layer, what bounds it: compute or memory)."""
-    peak = gpu.peak_flops_per_s("fp8") if c.precision == "fp8" and "fp8" in gpu.peak_tflops else gpu.peak_flops_per_s("bf16")
-    compute = c.flops / (c.eff.compute * peak) if c.flops else 0.0
-    memory = c.nbytes / (c.eff.memory * gpu.bandwidth_bytes_per_s) if c.nbytes else 0.0
+def op_time(c: OpCost, peaks: dict[str, float], bandwidth: float) -> tuple[float, str]:
+    """(seconds in one layer, what bounds it: compute or memory), at ``peaks`` FLOP/s by precision and ``bandwidth`` bytes/s."""
+    compute = c.flops / (c.eff.compute * peaks[c.precision]) if c.flops else 0.0
+    memory = c.nbytes / (c.eff.memory * bandwidth) if c.nbytes else 0.0
     return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
@@ -228,8 +228,10 @@ def summed(costs: list[OpCost], gpu: Device) -> tuple[dict[str, float], float, d
     by_bound: dict[str, dict[str, float]] = {}
     sources: dict[str, str] = {}
     flops = 0.0
+    bf16 = gpu.peak_flops_per_s("bf16")
+    peaks = {"bf16": bf16, "fp8": gpu.peak_flops_per_s("fp8") if "fp8" in gpu.peak_tflops else bf16}  # no FP8: it runs at BF16's
     for c in costs:
-        t, why = op_time(c, gpu)
+        t, why = op_time(c, peaks, gpu.bandwidth_bytes_per_s)
         seconds[c.name] = seconds.get(c.name, 0.0) + t * c.layers
         bound = by_bound.setdefault(c.name, {})
         bound[why] = bound.get(why, 0.0) + t * c.layers

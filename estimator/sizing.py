@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from core.deployments import reference_deployment
 from core.hardware import Device
 from estimator.arch import Arch, Layout, gemm_precision
 from estimator.kernels import Kernels, with_value
@@ -151,7 +152,8 @@ def _note(a: Arch, gpu: Device, dec_l: Layout, pre_l: Layout, p_tokens: int, p_l
 
 
 # Traffic field -> its range, the rest held at their central values; the kernels' ranges come from data/kernels.toml
-SERVICE_RANGES = {"tokens_per_s_per_user": (15.0, 30.0), "cache_hit_rate": (0.3, 0.7), "peak_to_average": (1.0, Traffic().peak_to_average)}
+SERVICE_RANGES = {"tokens_per_s_per_user": (15.0, 30.0), "cache_hit_rate": (0.3, 0.7),
+                  "peak_to_average": (1.0, reference_deployment().peak_to_average)}  # fmt: skip
 
 
 def sensitivity(a: Arch, gpu: Device, kernels: Kernels, traffic: Traffic) -> list[dict[str, Any]]:
