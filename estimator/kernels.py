@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.hardware import CatalogError, Device
+from core.hardware import CatalogError, Device, all_gpus
 from core.paths import DATA_DIR
 
 KERNELS_FILE = DATA_DIR / "kernels.toml"
+PUBLISHED_ON = "hopper"  # the architecture every published figure of kernels.toml was measured on (H800, H100 SXM5)
 OPERATOR_CLASSES = ("gemm", "gemm_bf16", "grouped_gemm", "attention_decode", "attention_prefill", "elementwise")
 # measured operator -> the class it can stand for (and the precision whose record counts)
 MEASURED_STANDS_FOR = {
@@ -33,7 +34,6 @@ MEASURED_STANDS_FOR = {
     ("attention_prefill", "bf16"): "attention_prefill",
     ("rmsnorm", "bf16"): "elementwise",
 }
-ARCHITECTURES = {"H100": "hopper", "H100-PCIe": "hopper", "H100-NVL": "hopper", "H800": "hopper", "H200": "hopper", "H20": "hopper"}
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,10 @@ def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
     """
     if ops is None or ops.empty:
         return {}
-    arch = ARCHITECTURES.get(gpu.name)
     same = ops[ops["catalog_name"] == gpu.name]
-    if same.empty and arch is not None:
-        same = ops[ops["catalog_name"].map(ARCHITECTURES.get) == arch]
+    if same.empty and gpu.architecture:
+        arch_of = {name: g.architecture for name, g in all_gpus().items()}  # each GPU file's architecture field
+        same = ops[ops["catalog_name"].map(arch_of.get) == gpu.architecture]
     out: dict[str, Eff] = {}
     for (op, dtype), cls in MEASURED_STANDS_FOR.items():
         g = same[(same["operator"] == op) & (same["dtype"] == dtype)]
@@ -179,10 +179,19 @@ def kernels_for(gpu: Device, ops: pd.DataFrame | None = None, fp8_block_scaled: 
     if fp8_block_scaled:
         measured.pop("gemm", None)
     if not measured:
-        return base, "published kernel figures (no GPU of this architecture measured)"
+        return base, published_source(gpu)
     merged = {**base.ops, **measured}
     devices = ", ".join(sorted({e.measured_on for e in measured.values()}))
-    return replace(base, ops=merged), f"measured {', '.join(sorted(measured))} ({devices}); published for the rest"
+    rest = "published" if gpu.architecture == PUBLISHED_ON else "published (measured on Hopper)"
+    return replace(base, ops=merged), f"measured {', '.join(sorted(measured))} ({devices}); {rest} for the rest"
+
+
+def published_source(gpu: Device) -> str:
+    """What the published figures are for ``gpu``: kernels.toml's figures are all Hopper benchmarks (H800, H100), so
+    on another architecture they are Hopper's figures, said so."""
+    if gpu.architecture == PUBLISHED_ON:
+        return "published kernel figures (no GPU of this architecture measured)"
+    return f"published kernel figures (measured on Hopper; none for {gpu.architecture or gpu.name})"
 
 
 def with_value(k: Kernels, name: str, value: float) -> Kernels:

@@ -152,7 +152,7 @@ BAD_ESTIMATE = [
     (["--tokens-per-s-per-user", "inf"], "tokens-per-s-per-user"),
     (["--utilization", "nan"], "utilization"),
     (["--kv-dtype", "fp4"], "kv-dtype must be one of bf16, fp8"),
-    (["--precision", "fp4"], "precision must be one of"),
+    (["--precision", "fp3"], "precision must be one of"),  # fp4 is a precision now (B200 has an FP4 peak)
     (["--gpu-hour-usd", "0"], "--gpu-hour-usd must be a price"),
     (["--gpu-hour-usd", "nan"], "--gpu-hour-usd must be a price"),
 ]

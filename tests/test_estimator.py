@@ -199,11 +199,12 @@ def test_direct_scenario_uses_measured_tokens_per_s():
 
 def test_a_fleet_costs_its_gpus_for_24_hours_at_the_dated_or_given_price(capsys):
     """The article's 16,177 H100 at the catalog's $3.00 (May 2026): 16,177 x 3.00 x 24 = $1,164,744 a day, and the
-    article's 1e12 output tokens a day (1e8 visits x 10 x 1,000) make that $1.164744 per million output tokens."""
+    article's 1e12 output tokens a day (1e8 visits x 10 x 1,000) make that $1.164744 per million output tokens; its
+    7,111 B200 at the catalog's $5.25 (March 2026): 7,111 x 5.25 x 24 = $895,986 a day."""
     (h100, b200) = project(gpu_names=("H100", "B200"), scenarios=("article",))
     assert h100["gpus"] == 16177 and h100["usd_per_gpu_hour"] == 3.0 and "2026-05" in h100["price_source"]
     assert h100["usd_per_day"] == pytest.approx(1_164_744) and h100["usd_per_million_output_tokens"] == pytest.approx(1.164744)
-    assert b200["usd_per_day"] is None and b200["usd_per_gpu_hour"] is None, "no price in the catalog: no cost"
+    assert b200["usd_per_gpu_hour"] == 5.25 and b200["usd_per_day"] == pytest.approx(7111 * 5.25 * 24)
     (given,) = project(gpu_names=("B200",), scenarios=("article",), gpu_hour_usd=5.0)
     assert given["usd_per_day"] == pytest.approx(7111 * 5.0 * 24) and given["price_source"] == "--gpu-hour-usd"
     assert main(["estimate", "--scenario", "article", "--gpu", "H800", "--gpu-hour-usd", "2", "--json"]) == 0
