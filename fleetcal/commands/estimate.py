@@ -13,7 +13,7 @@ import pandas as pd
 
 from core.args import add_results_args
 from core.errors import UsageError
-from core.hardware import get_gpu
+from core.hardware import add_gpu_file_arg, get_gpu, use_gpu_files
 from estimator.article import ArticleInputs, article_estimate
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, Traffic, price_notes, project
@@ -34,6 +34,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="deepseek-v3", help="catalogued model or config directory (roofline, active, direct)")
     p.add_argument("--config", type=Path, help="TOML or JSON file of traffic, SLO and article inputs (names as the flags, with _)")
     add_results_args(p)
+    add_gpu_file_arg(p)
     p.add_argument(
         "--run", type=Path, help="one results file whose measured utilization the 'measured' scenario uses (default: the best in --results)"
     )
@@ -100,6 +101,7 @@ def validate_args(args: argparse.Namespace) -> tuple[Traffic, ArticleInputs, tup
 
 
 def main(args: argparse.Namespace) -> int:
+    use_gpu_files(args.gpu_file)
     traffic, article, gpus, scenarios = validate_args(args)
     if args.run is not None and not args.run.is_file():
         raise UsageError(f"--run {args.run}: no such results file")

@@ -16,7 +16,7 @@ import pandas as pd
 from core.args import add_results_args
 from core.dtypes import SERVING_WEIGHT_DTYPES
 from core.errors import UsageError
-from core.hardware import get_gpu
+from core.hardware import add_gpu_file_arg, get_gpu, use_gpu_files
 from core.models import get_model
 from estimator.operators import load_ops
 from estimator.plan_search import MODES, Choice, cheapest_mix, frontier, interval, nearest_reason, search
@@ -56,6 +56,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         "--plot", type=Path, default=Path("plan_frontier.png"), help="PNG of the speed/throughput frontier (its data as CSV beside it)"
     )
     add_results_args(p, "results directory whose measured GPU kernels the model uses")
+    add_gpu_file_arg(p)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -236,6 +237,7 @@ def text(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    use_gpu_files(args.gpu_file)
     out = plan(args)
     frontier_plot(out["frontier"], out["rows"], out["workload"]["tpot_ms"], args.plot)
     if args.json:

@@ -12,7 +12,7 @@ from typing import Any
 from core.args import add_results_args
 from core.dtypes import SERVING_WEIGHT_DTYPES
 from core.errors import UsageError
-from core.hardware import Device, get_gpu
+from core.hardware import Device, add_gpu_file_arg, get_gpu, use_gpu_files
 from core.models import get_model
 from estimator.arch import Arch, Layout, load_arch
 from estimator.kernels import Kernels, kernels_for
@@ -76,6 +76,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mtp-tokens", type=int, default=0, help="tokens drafted per step by multi-token prediction")
     p.add_argument("--mtp-acceptance", type=float, help="acceptance of each drafted token (default: DeepSeek-V3's 0.85)")
     add_results_args(p)
+    add_gpu_file_arg(p)
 
 
 def _batch(text: str) -> float | str:
@@ -222,6 +223,7 @@ def predict(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    use_gpu_files(args.gpu_file)
     out = predict(args)
     if args.json:
         print(json.dumps(out, default=str))
