@@ -1,9 +1,10 @@
 """Model catalog and per-model formulas: parameters, FLOPs per token, weight and KV-cache bytes.
 
-Configs are the models' own ``config.json`` files kept in ``core/data/models/<name>/``;
-any other Hugging Face checkpoint directory works too. Parameters are counted by building
-the model on PyTorch's meta device with transformers (no memory, no weights), so the count
-is the architecture's, not a hand formula's.
+Configs are the models' own ``config.json`` files kept in ``core/data/models/<name>/``; any other checkpoint
+directory works too, and a Hugging Face id (org/name) has its config.json alone fetched (core/hub.py). The config is
+read as data (core/reader.py), never through transformers or remote code, into one architecture description
+(core/shapes.py); parameters are counted from it by formula (core/params.py), checked against transformers' own
+meta-device counts of every catalogued config (core/param_cache.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from core.dtypes import BYTES_PER_DTYPE
-from core.hardware import CatalogError
+from core.errors import CatalogError
+from core.hub import fetch_config
+from core.params import component_params, routed_expert_params, total_params
 from core.paths import DATA_DIR
+from core.quant import LINEAR, WEIGHT_FORMATS, Checkpoint
 from core.shapes import Shapes, shapes_from_dict
 
 MODEL_DIR = DATA_DIR / "models"
@@ -25,8 +29,8 @@ MODEL_DIR = DATA_DIR / "models"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One architecture: its parameter counts (counted on the meta device) and its shapes (core/shapes.py, the one
-    description of layers, heads, experts and KV cache). Counts are in parameters (not billions)."""
+    """One architecture: its parameter counts (core/params.py) and its shapes (core/shapes.py, the one description
+    of layers, heads, experts, attention kinds, KV cache and checkpoint formats). Counts are in parameters (not billions)."""
 
     name: str
     total_params: int
@@ -34,12 +38,12 @@ class ModelSpec:
     embedding_params: int  # input embedding (a lookup, no FLOPs)
     tied_embeddings: bool
     shapes: Shapes
-    weight_dtype: str = "bf16"
+    weight_dtype: str = "bf16"  # the format the linear layers' weights are served in
     expert_params: int = 0  # parameters of one routed expert
 
     def __post_init__(self) -> None:
-        if self.weight_dtype not in BYTES_PER_DTYPE:
-            raise CatalogError(f"{self.name}: unknown dtype {self.weight_dtype!r}; use one of {sorted(BYTES_PER_DTYPE)}")
+        if self.weight_dtype not in WEIGHT_FORMATS:
+            raise CatalogError(f"{self.name}: unknown weight format {self.weight_dtype!r}; use one of {', '.join(WEIGHT_FORMATS)}")
         if not 0 < self.active_params <= self.total_params:
             raise CatalogError(f"{self.name}: active parameters must be in (0, total]")
 
@@ -56,56 +60,35 @@ class ModelSpec:
         """Active parameters that multiply per token: the input embedding is a lookup, not a matrix product."""
         return self.active_params - (self.embedding_params if not self.tied_embeddings else 0)
 
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The checkpoint's own formats, per component (core/quant.py)."""
+        return self.shapes.checkpoint
 
-def _text_config(config: Any) -> Any:
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-    """A transformers config as the config.json it was read from (what core/shapes.py parses)."""
-    return _text_config(config).to_dict()
-
-
-def count_params_meta(config: Any, shapes: Shapes) -> tuple[int, int, int]:
-    """(total, input-embedding, one-routed-expert) parameter counts of ``config``, built on the meta device.
-
-    Multi-token-prediction modules that transformers does not build (DeepSeek-V3's MTP layer)
-    are not counted, matching the published 671B.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    total = sum(p.numel() for p in model.parameters())
-    embed = model.get_input_embeddings().weight.numel()
-    expert = 0
-    if shapes.num_experts and shapes.moe_layers:
-        routed = 0
-        for name, p in model.named_parameters():
-            if ".experts." in name or name.endswith(".experts.gate_up_proj") or name.endswith(".experts.down_proj"):
-                routed += p.numel()
-        expert = routed // (shapes.num_experts * shapes.moe_layers)
-    return int(total), int(embed), int(expert)
+    @property
+    def component_params(self) -> dict[str, int]:
+        """Parameters by component (embedding, attention, experts, ...), summing to ``total_params``."""
+        return component_params(self.shapes)
 
 
-def spec_from_config(config: Any, name: str, weight_dtype: str = "bf16") -> ModelSpec:
-    """Build a ``ModelSpec`` from a transformers config (MoE- and MLA-aware)."""
-    text = _text_config(config)
-    shapes = shapes_from_dict(_config_dict(config), name)
-    total, embed, expert = count_params_meta(config, shapes)
+def checkpoint_format(s: Shapes) -> str:
+    """The format most of a checkpoint's linear weights are stored in (gpt-oss: its MXFP4 experts; Kimi K2: FP8); an
+    unquantized checkpoint serves in bf16, as vLLM serves fp16 and fp32 checkpoints' 2-byte weights too."""
+    if not s.checkpoint.quantized:
+        return "bf16"
+    parts = component_params(s)
+    return s.checkpoint.format_of(max(LINEAR, key=lambda c: parts[c]))
+
+
+def spec_from_dict(cfg: dict[str, Any], name: str, weight_dtype: str | None = None) -> ModelSpec:
+    """A ``ModelSpec`` from a config.json's contents: read (core/reader.py), counted (core/params.py)."""
+    shapes = shapes_from_dict(cfg, name)
+    total, expert = total_params(shapes), routed_expert_params(shapes) if shapes.num_experts else 0
     idle_experts = shapes.num_experts - shapes.experts_per_token
     active = total - idle_experts * expert * shapes.moe_layers if shapes.num_experts else total
-    return ModelSpec(
-        name=name,
-        total_params=total,
-        active_params=int(active),
-        embedding_params=embed,
-        tied_embeddings=bool(getattr(text, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False)),
-        shapes=shapes,
-        weight_dtype=weight_dtype,
-        expert_params=expert,
-    )
+    return ModelSpec(name=name, total_params=total, active_params=active, embedding_params=shapes.vocab * shapes.hidden,
+                     tied_embeddings=shapes.tied_embeddings, shapes=shapes, weight_dtype=weight_dtype or checkpoint_format(shapes),
+                     expert_params=expert)  # fmt: skip
 
 
 @cache
@@ -127,45 +110,45 @@ def resolve_model_key(name: str) -> str | None:
     return None
 
 
-def load_config(name_or_path: str) -> tuple[Any, str]:
-    """Load a transformers config for a catalogued model or a local checkpoint directory.
+def read_config_file(path: Path, name: str) -> dict[str, Any]:
+    """A config.json's contents; malformed JSON or a non-object refused in one line saying where."""
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"model {name!r}: {path} is not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise CatalogError(f"model {name!r}: cannot read {path} ({exc.strerror})") from exc
+    if not isinstance(cfg, dict):
+        raise CatalogError(f"model {name!r}: {path} is not a JSON object")
+    return cfg
 
-    Returns the config and the name under which it is known.
-    """
-    from transformers import AutoConfig
 
+def load_config(name_or_path: str) -> tuple[dict[str, Any], str]:
+    """The config.json contents of a catalogued model, a checkpoint directory (or a config.json file), or a Hugging
+    Face id (org/name, its config.json alone fetched); and the name under which it is known."""
     key = resolve_model_key(name_or_path)
     path = MODEL_DIR / key if key is not None else Path(name_or_path).expanduser()
-    local = (path / "config.json").is_file()
+    if path.is_file() and path.suffix == ".json":
+        return read_config_file(path, name_or_path), name_or_path
+    if (path / "config.json").is_file():
+        return read_config_file(path / "config.json", name_or_path), key or name_or_path
     known = ", ".join(sorted(model_catalog()))
-    if not local and (key is not None or name_or_path.startswith(("/", ".", "~")) or path.exists()):
+    if key is not None or name_or_path.startswith(("/", ".", "~")) or path.exists():
         raise CatalogError(f"model {name_or_path!r}: no config.json there; give a checkpoint directory")
-    if not local and name_or_path.count("/") != 1:
+    if name_or_path.count("/") != 1:
         raise CatalogError(
             f"unknown model {name_or_path!r}: give a catalogued model ({known}), a directory with config.json, or a Hugging Face id "
             "(org/name)"
         )
-    try:
-        if local:
-            return AutoConfig.from_pretrained(str(path)), key or name_or_path
-        from huggingface_hub.utils import logging as hub_logging
-
-        hub_logging.set_verbosity_error()  # one line on failure, not a retry log
-        return AutoConfig.from_pretrained(name_or_path), name_or_path
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise CatalogError(
-            f"cannot read a config for model {name_or_path!r}: give a catalogued model ({known}), "
-            f"a directory with config.json, or a Hugging Face id reachable from here"
-        ) from exc
+    return fetch_config(name_or_path), name_or_path
 
 
 @cache
 def get_model(name_or_path: str, weight_dtype: str | None = None) -> ModelSpec:
-    """ModelSpec for a catalogued model (by key, alias or HF id) or a checkpoint directory."""
-    config, key = load_config(name_or_path)
+    """ModelSpec for a catalogued model (by key, alias or HF id), a checkpoint directory or a Hugging Face id."""
+    cfg, key = load_config(name_or_path)
     entry = model_catalog().get(key, {})
-    dtype = weight_dtype or entry.get("weight_dtype", "bf16")
-    return spec_from_config(config, key, dtype)
+    return spec_from_dict(cfg, key, weight_dtype or entry.get("weight_dtype"))
 
 
 # --- formulas -------------------------------------------------------------------------------
@@ -196,9 +179,27 @@ def kv_cache_bytes_per_token(spec: ModelSpec, dtype: str = "bf16") -> float:
     return spec.shapes.kv_bytes_per_token(dtype)
 
 
+def bytes_per_weight(dtype: str) -> float:
+    """Bytes one weight takes in format ``dtype`` (core/dtypes.py); one line where no size is known for the format."""
+    if dtype not in BYTES_PER_DTYPE:
+        raise CatalogError(f"no byte size is known for weight format {dtype!r}; known: {', '.join(BYTES_PER_DTYPE)}")
+    return BYTES_PER_DTYPE[dtype]
+
+
 def weight_bytes(spec: ModelSpec, dtype: str | None = None) -> float:
     """Bytes of all weights at ``dtype`` (default: the model's serving dtype)."""
-    return spec.total_params * BYTES_PER_DTYPE[dtype or spec.weight_dtype]
+    return spec.total_params * bytes_per_weight(dtype or spec.weight_dtype)
+
+
+def checkpoint_bytes(spec: ModelSpec, bytes_per_format: dict[str, float] | None = None) -> float:
+    """Bytes of the checkpoint's weights, each component in its own format (core/quant.py): e.g. gpt-oss's MXFP4
+    experts beside its bf16 attention and embeddings. ``bytes_per_format`` gives each format's bytes per weight,
+    scales included (default: core/dtypes.py's)."""
+    sizes = bytes_per_format or BYTES_PER_DTYPE
+    missing = {spec.checkpoint.format_of(c) for c, n in spec.component_params.items() if n} - set(sizes)
+    if missing:
+        raise CatalogError(f"{spec.name}: no byte size is known for weight format(s) {', '.join(sorted(missing))}")
+    return sum(n * sizes[spec.checkpoint.format_of(c)] for c, n in spec.component_params.items())
 
 
 def weight_bytes_read_per_step(spec: ModelSpec, batch_size: int, dtype: str | None = None) -> float:
@@ -208,7 +209,7 @@ def weight_bytes_read_per_step(spec: ModelSpec, batch_size: int, dtype: str | No
     MoE: shared weights plus the routed experts that at least one of the batch's tokens uses,
     expected value under uniform routing: E × (1 − (1 − k/E)^B) experts per MoE layer.
     """
-    b = BYTES_PER_DTYPE[dtype or spec.weight_dtype]
+    b = bytes_per_weight(dtype or spec.weight_dtype)
     streamed = spec.total_params - (0 if spec.tied_embeddings else spec.embedding_params)
     if not spec.is_moe:
         return streamed * b

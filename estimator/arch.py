@@ -28,10 +28,37 @@ class Arch:
         return self.mtp_modules if mtp_tokens else 0
 
 
+# What core reads of an architecture (core/shapes.py) that the serving model does not cost yet, by the name the
+# description gives it (an attention kind, a weight format, a feature). load_arch refuses a model that has any, rather
+# than answer as if it had none; an entry goes when layer_ops, memory and planning cost it.
+NOT_YET_COSTED = {
+    "sliding": "sliding-window attention",
+    "chunked": "chunked local attention",
+    "linear": "linear attention (gated DeltaNet)",
+    "mamba": "Mamba-2 layers",
+    "none": "blocks without attention",
+    "sinks": "attention sinks",
+    "mxfp4": "MXFP4 weights",
+    "nvfp4": "NVFP4 weights",
+    "int4": "INT4 weights",
+}
+
+
+def not_yet_costed(s: Shapes, weight_dtype: str) -> list[str]:
+    """The features of ``s`` served at ``weight_dtype`` that the serving model does not cost yet (NOT_YET_COSTED)."""
+    present = set(s.layer_kinds) | {weight_dtype} | ({"sinks"} if s.details.sinks else set())
+    return [what for feature, what in NOT_YET_COSTED.items() if feature in present]
+
+
 def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
-    """The architecture of a catalogued model or a config directory, served at ``weight_dtype`` (default: its own)."""
+    """The architecture of a catalogued model or a config directory, served at ``weight_dtype`` (default: its own);
+    one line naming what it has that the serving model does not cost yet (``not_yet_costed``), rather than an answer."""
     key, spec = resolve_model_key(model), get_model(model)
     dtype = weight_dtype or spec.weight_dtype
+    missing = not_yet_costed(spec.shapes, dtype)
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise CatalogError(f"{spec.name}: {', '.join(missing)} {verb} read but not yet modelled by the serving model")
     block = bool(key) and model_catalog()[key].get("fp8_scaling") == "block" and dtype == "fp8"
     return Arch(spec.shapes, dtype, block)
 
