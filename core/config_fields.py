@@ -15,6 +15,11 @@ from core.errors import CatalogError
 from core.families import Family, family_of
 from core.shapes import Details, Layer
 
+# The attention kinds each rule of families.toml can give a layer (core/shapes.py names them); `fleetcal models` prints
+# them and tests/test_model_reading.py checks every catalogued model's kinds are among its family's.
+RULE_KINDS = {"global": ("global",), "sliding_all": ("global", "sliding"), "qwen_window": ("global", "sliding"),
+              "layer_types": ("global", "sliding"), "chunked": ("global", "chunked"), "interval": ("global", "linear"),
+              "hybrid_pattern": ("global", "mamba", "none"), "mla": ("mla",)}  # fmt: skip
 KIND_OF_LAYER_TYPE = {"full_attention": "global", "sliding_attention": "sliding", "chunked_attention": "chunked",
                       "linear_attention": "linear"}  # fmt: skip
 

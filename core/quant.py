@@ -94,23 +94,32 @@ def base_dtype(cfg: dict[str, Any], name: str) -> str:
     return BASE_DTYPES[raw]
 
 
-def _int4_or_int8(qc: dict[str, Any], name: str) -> str:
+def _fp8(qc: dict[str, Any], name: str) -> dict[str, Any]:
+    return {"quantized": "fp8"}
+
+
+def _mxfp4(qc: dict[str, Any], name: str) -> dict[str, Any]:
+    return {"quantized": "mxfp4", "group_size": 32, "scope": ("routed_experts",)}  # 32 FP4 values per 8-bit scale (OCP MX)
+
+
+def _int_weights(qc: dict[str, Any], name: str) -> dict[str, Any]:
     bits = qc.get("bits", qc.get("w_bit", 4))
     if bits not in (4, 8):
         raise CatalogError(f"model {name!r}: quantization_config.bits {bits!r} is not read; fleetcal reads 4- and 8-bit weights")
-    return "int4" if bits == 4 else "int8"
+    return {"quantized": "int4" if bits == 4 else "int8"}
 
 
-def _modelopt(qc: dict[str, Any], name: str) -> tuple[str, int, list[Any]]:
+def _modelopt(qc: dict[str, Any], name: str) -> dict[str, Any]:
     inner = qc.get("quantization") if isinstance(qc.get("quantization"), dict) else qc
     algo = str(inner.get("quant_algo") or "")
     formats = {"NVFP4": "nvfp4", "FP8": "fp8", "W4A16_AWQ": "int4", "W4A8_AWQ": "int4", "MXFP4": "mxfp4"}
     if algo not in formats:
         raise CatalogError(f"model {name!r}: ModelOpt quant_algo {algo!r} is not read; fleetcal reads {', '.join(formats)}")
-    return formats[algo], int(inner.get("group_size") or (16 if algo == "NVFP4" else 0)), list(inner.get("exclude_modules") or [])
+    group = int(inner.get("group_size") or (16 if algo == "NVFP4" else 0))  # NVFP4: 16 FP4 values per FP8 scale
+    return {"quantized": formats[algo], "group_size": group, "ignore": list(inner.get("exclude_modules") or [])}
 
 
-def _compressed_tensors(qc: dict[str, Any], name: str) -> tuple[str, int]:
+def _compressed_tensors(qc: dict[str, Any], name: str) -> dict[str, Any]:
     """The one weight format of a compressed-tensors config's groups (float 8 bits: fp8, float 4: nvfp4, int 4/8)."""
     found = set()
     for group in (qc.get("config_groups") or {}).values():
@@ -122,7 +131,19 @@ def _compressed_tensors(qc: dict[str, Any], name: str) -> tuple[str, int]:
         raise CatalogError(
             f"model {name!r}: compressed-tensors weights {sorted(map(str, found))} are not read; one format of {sorted(names.values())}"
         )
-    return formats.pop()
+    fmt, group = formats.pop()
+    return {"quantized": fmt, "group_size": group}
+
+
+# quant_method -> (its reader, what it stores): the methods read; any other is refused by name. `fleetcal models` lists them.
+METHODS = {
+    "fp8": (_fp8, "FP8 E4M3 linear layers, per-tensor or in weight_block_size blocks (DeepSeek-V3, Kimi K2: 128 x 128)"),
+    "mxfp4": (_mxfp4, "MXFP4 routed experts, one 8-bit scale per 32 values; linear layers unquantized (gpt-oss)"),
+    "modelopt": (_modelopt, "NVIDIA ModelOpt: NVFP4 (16 values per FP8 scale), FP8, or INT4 AWQ; exclude_modules kept"),
+    "awq": (_int_weights, "AWQ weight-only INT4 (group_size); modules_to_not_convert kept"),
+    "gptq": (_int_weights, "GPTQ weight-only INT4 or INT8 (bits, group_size)"),
+    "compressed-tensors": (_compressed_tensors, "llm-compressor: FP8, NVFP4, INT4 or INT8 weights from config_groups; ignore kept"),
+}
 
 
 def read_checkpoint(cfg: dict[str, Any], name: str) -> Checkpoint:
@@ -134,24 +155,13 @@ def read_checkpoint(cfg: dict[str, Any], name: str) -> Checkpoint:
     if not isinstance(qc, dict):
         raise CatalogError(f"model {name!r}: quantization_config is not a table")
     method = str(qc.get("quant_method") or "")
+    if method not in METHODS:
+        raise CatalogError(f"model {name!r}: quantization_config.quant_method {method!r} is not read; fleetcal reads {', '.join(METHODS)}")
     ignore = qc.get("modules_to_not_convert") or qc.get("ignored_layers") or qc.get("ignore") or []
-    block, group, scope = tuple(qc.get("weight_block_size") or ()), int(qc.get("group_size") or 0), LINEAR
-    if method == "fp8":
-        fmt = "fp8"
-    elif method == "mxfp4":
-        fmt, group, scope = "mxfp4", 32, ("routed_experts",)  # 32 FP4 values per 8-bit scale (OCP MX spec)
-    elif method == "modelopt":
-        fmt, group, ignore = _modelopt(qc, name)
-    elif method in ("awq", "gptq"):
-        fmt = _int4_or_int8(qc, name)
-    elif method == "compressed-tensors":
-        fmt, group = _compressed_tensors(qc, name)
-    else:
-        raise CatalogError(
-            f"model {name!r}: quantization_config.quant_method {method!r} is not read; fleetcal reads fp8, mxfp4, modelopt, awq, "
-            "gptq and compressed-tensors"
-        )
+    got = {"scope": LINEAR, "group_size": int(qc.get("group_size") or 0), "ignore": ignore, **METHODS[method][0](qc, name)}
+    block = tuple(qc.get("weight_block_size") or ())
     if block and (len(block) != 2 or not all(isinstance(b, int) and b > 0 for b in block)):
         raise CatalogError(f"model {name!r}: quantization_config.weight_block_size {list(block)!r} is not two positive whole numbers")
-    kept = tuple(c for c in kept_components(list(ignore)) if c in scope)
-    return Checkpoint(base=base, method=method, quantized=fmt, scope=scope, kept=kept, block=block, group_size=group)
+    kept = tuple(c for c in kept_components(list(got["ignore"])) if c in got["scope"])
+    return Checkpoint(base=base, method=method, quantized=got["quantized"], scope=got["scope"], kept=kept, block=block,
+                      group_size=got["group_size"])  # fmt: skip

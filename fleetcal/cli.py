@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     ),
     "backtest": ("fleetcal.commands.backtest", "published deployments against each method's prediction"),
     "validate": ("fleetcal.commands.validate", "the serving model against published end-to-end throughput, row by row"),
+    "models": ("fleetcal.commands.models", "the architectures, attention kinds, MoE layers and weight formats read, which modelled"),
     "report": ("fleetcal.commands.report", "regenerate tables, plots and the generated sections of the README and docs/ from results/runs"),
 }
 

@@ -24,6 +24,7 @@ from estimator.operators import gemm_curve, load_ops, operator_table
 from estimator.runs import load_run_table
 from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, utilization_table
 from estimator.validation import load_rows, summary, validate
+from fleetcal.commands.models import MODELS_END, MODELS_START, docs_block
 from fleetcal.commands.plan import PLAN_END, PLAN_START, readme_block
 from fleetcal.report.cpu import cpu_step_tables
 from fleetcal.report.cpu import readme_lines as cpu_readme_lines
@@ -281,6 +282,7 @@ def run_report(results: Path, readme: Path | None, docs: Path | None = None) -> 
             (SERVE_CROSS_START, SERVE_CROSS_END): crosscheck_serve_block(results),
             (BACKTEST_START, BACKTEST_END): backtest_paragraph(r.tables["backtest"], r.tables["validation"]),
             (PLAN_START, PLAN_END): readme_block(results),
+            (MODELS_START, MODELS_END): docs_block(),
         }
         rewrite_pages(generated_pages(readme, docs), readme_section(r), key_table(r), blocks)
     return r
