@@ -65,6 +65,9 @@ def _from_layer_types(types: Any, cfg: dict[str, Any], name: str, fam: Family, n
     if unknown:
         raise CatalogError(f"model {name!r}: layer_types {unknown} are not read; fleetcal reads {', '.join(KIND_OF_LAYER_TYPE)}")
     kinds = [KIND_OF_LAYER_TYPE[t] for t in types]
+    foreign = sorted(set(kinds) - set(RULE_KINDS[fam.attention]))
+    if foreign:
+        raise CatalogError(f"model {name!r}: layer_types has {', '.join(foreign)} layers, which {fam.model_type} is not read with")
     windows = {k: _window(cfg, key, name, fam, context) for k, key in (("sliding", "sliding_window"), ("chunked", "attention_chunk_size"))
                if k in kinds}  # fmt: skip
     return [(k, windows[k]) if windows.get(k) else ("global" if k in windows else k, 0) for k in kinds]
@@ -82,7 +85,7 @@ def attention_kinds(cfg: dict[str, Any], fam: Family, n: int, context: int, name
         return [("sliding", w) if w else ("global", 0)] * n
     if rule == "qwen_window":
         w = _window(cfg, "sliding_window", name, fam, context) if cfg.get("use_sliding_window") and cfg.get("sliding_window") else 0
-        first = need_int(cfg, "max_window_layers", name, fam, 0)
+        first = need_int(cfg, "max_window_layers", name, fam) if w else 0
         return [("sliding", w) if w and i >= first else ("global", 0) for i in range(n)]
     if rule == "layer_types":
         every = need_int(cfg, "sliding_window_pattern", name, fam, fam.pattern)

@@ -130,6 +130,11 @@ def test_windows_that_never_drop_a_token_read_as_global_and_missing_windows_are_
         shapes_from_dict(oss, "x")
     with pytest.raises(CatalogError, match=r"layer_types \['banded'\] are not read"):
         shapes_from_dict({**cfg_of("gpt-oss-20b"), "layer_types": ["banded"] * 24}, "x")
+    with pytest.raises(CatalogError, match="layer_types has linear layers, which qwen3 is not read with"):
+        shapes_from_dict({**cfg_of("qwen3-8b"), "layer_types": ["linear_attention"] * 36}, "x")
+    with pytest.raises(CatalogError, match="has no 'max_window_layers'"):  # which layers slide is not guessed
+        qwen_no_first = {k: v for k, v in cfg_of("qwen2.5-7b").items() if k != "max_window_layers"}
+        shapes_from_dict({**qwen_no_first, "use_sliding_window": True, "sliding_window": 4096}, "x")
 
 
 def test_checkpoint_formats_per_component():
