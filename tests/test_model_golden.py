@@ -133,3 +133,18 @@ def test_fixed_state_of_linear_attention_and_mamba_layers():
     # Nemotron-H-8B, 24 Mamba-2 layers: 128 heads x 64 x state 128, conv (4 - 1) x (128 x 64 + 2 x 8 groups x 128)
     nem = get_model("nemotron-h-8b").shapes
     assert nem.state_values_per_sequence() == 24 * (128 * 64 * 128 + 3 * (128 * 64 + 2 * 8 * 128))
+
+
+def test_weights_per_gpu_of_the_serving_model_are_the_parameters_times_their_bytes():
+    """The issue: Qwen3-30B-A3B's experts sized at intermediate_size gave 467 GB of weights on one GPU. Now the serving
+    model's weights per GPU are its parameters x 2 bytes (bf16), less the RMS norms' weights it does not count:
+    48 layers x 2 x 2048 + 2048 final + 48 x 2 x 128 Q/K norms = 210,944 parameters."""
+    from estimator.arch import Layout, load_arch
+    from estimator.memory import weight_bytes_per_gpu
+
+    spec = get_model("qwen3-30b-a3b")
+    assert weight_bytes_per_gpu(load_arch("qwen3-30b-a3b"), Layout(1))["total"] == 2 * (spec.total_params - 210_944)
+    # Qwen3-235B-A22B over 8 GPUs (TP 8 for attention, EP 8 for the 128 experts): an eighth of 470 GB each
+    big = get_model("qwen3-235b-a22b")
+    per_gpu = weight_bytes_per_gpu(load_arch("qwen3-235b-a22b"), Layout(8, tp=8, ep=8))["total"]
+    assert per_gpu == pytest.approx(2 * big.total_params / 8, rel=1e-4)
