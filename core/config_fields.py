@@ -32,7 +32,7 @@ def need_int(cfg: dict[str, Any], key: str, name: str, fam: Family, default: int
             raise CatalogError(f"model {name!r}: config.json ({fam.model_type}) has no {key!r}, which the cost needs")
         return default
     if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v < 0:
-        raise CatalogError(f"model {name!r}: config.json field {key!r} is {v!r}, not a whole number")
+        raise CatalogError(f"model {name!r}: config.json field {key!r} is {v!r}, not a whole number of at least 0")
     return int(v)
 
 
@@ -122,6 +122,7 @@ def moe_mask(cfg: dict[str, Any], fam: Family, n: int, name: str) -> list[bool]:
 
 
 def read_details(cfg: dict[str, Any], fam: Family) -> Details:
+    """The family's biases, norms and extra tensors, with the flags it reads from the config (attention_bias, ...)."""
     return Details(qkv_bias=fam.flag(fam.qkv_bias, cfg), o_bias=fam.flag(fam.o_bias, cfg), mlp_bias=fam.flag(fam.mlp_bias, cfg),
                    qk_norm=fam.flag(fam.qk_norm, cfg), norms_per_layer=fam.norms, gated_ffn=fam.gated_ffn, sinks=fam.sinks,
                    expert_bias=fam.expert_bias, router_bias=fam.router_bias, shared_gate=fam.shared_gate)  # fmt: skip
@@ -134,6 +135,9 @@ def ffn_side(cfg: dict[str, Any], fam: Family, name: str, h: int, moe: list[bool
         return {"linears": {"gate_up": (h, (2 if fam.gated_ffn else 1) * inter), "down": (inter, h)}}
     n_exp, width = need_int(cfg, fam.experts, name, fam), need_int(cfg, fam.expert_width, name, fam)
     top_k = need_int(cfg, fam.top_k, name, fam)
+    if not (n_exp and width and 0 < top_k <= n_exp):
+        raise CatalogError(f"model {name!r}: {fam.experts} {n_exp}, {fam.expert_width} {width} and {fam.top_k} {top_k} are not "
+                           "a mixture of experts (each positive, top-k at most the experts)")  # fmt: skip
     linears: dict[str, tuple[int, int]] = {}
     if not all(moe):
         dense = need_int(cfg, fam.dense_width, name, fam)

@@ -165,8 +165,8 @@ def flops_per_token_linear(spec: ModelSpec) -> float:
 
 def flops_per_token_attention(spec: ModelSpec, context_len: float) -> float:
     """Attention-score FLOPs for one token attending to ``context_len`` earlier tokens, all layers, as decode runs
-    them (MLA absorbed): ``Shapes.decode_attention_flops`` times the layers."""
-    return spec.shapes.decode_attention_flops(context_len) * spec.shapes.num_layers
+    them (MLA absorbed): ``Shapes.decode_attention_flops`` over each layer's context (a sliding layer's at most its window)."""
+    return spec.shapes.decode_attention_flops_all_layers(context_len)
 
 
 def flops_per_token(spec: ModelSpec, context_len: float = 0.0) -> float:

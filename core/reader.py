@@ -24,6 +24,8 @@ def _attention(cfg: dict[str, Any], fam: Family, name: str, h: int, heads: int) 
     """(kv_heads, head_dim, linears) of grouped-query attention; Qwen3-Next's output gate doubles the query projection."""
     kv = need_int(cfg, "num_key_value_heads", name, fam, heads)
     d = need_int(cfg, "head_dim", name, fam, need_int(cfg, "attention_head_dim", name, fam, h // heads))
+    if not (kv and d) or heads % kv:
+        raise CatalogError(f"model {name!r}: {heads} attention heads cannot share {kv} key/value heads of width {d}")
     q = heads * (2 if fam.attn_gate else 1)
     return kv, d, {"qkv_proj": (h, (q + 2 * kv) * d), "o_proj": (heads * d, h)}
 

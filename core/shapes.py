@@ -151,6 +151,13 @@ class Shapes:
             return 2 * self.heads * context * (r + self.mla["rope"] + r)
         return 4 * self.heads * context * self.head_dim
 
+    def decode_attention_flops_all_layers(self, context: float) -> float:
+        """``decode_attention_flops`` summed over the layers that attend: a sliding or chunked layer over the tokens it
+        keeps (at most its window), a global or MLA layer over the whole context; linear-attention and Mamba layers
+        have no attention scores."""
+        by_window = Counter(layer.window for layer in self.layers if layer.mixer in KV_KINDS) if self.layers else {0: self.num_layers}
+        return sum(self.decode_attention_flops(min(context, w) if w else context) * n for w, n in by_window.items())
+
 
 def shapes_from_config(path: str | Path, name: str) -> Shapes:
     """Shapes of the architecture whose config.json is in ``path``."""

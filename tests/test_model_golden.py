@@ -148,3 +148,13 @@ def test_weights_per_gpu_of_the_serving_model_are_the_parameters_times_their_byt
     big = get_model("qwen3-235b-a22b")
     per_gpu = weight_bytes_per_gpu(load_arch("qwen3-235b-a22b"), Layout(8, tp=8, ep=8))["total"]
     assert per_gpu == pytest.approx(2 * big.total_params / 8, rel=1e-4)
+
+
+def test_attention_flops_count_each_layer_over_the_tokens_it_keeps():
+    from core.models import flops_per_token_attention
+
+    # Gemma 3 27B at 32K: 10 global layers over 32,768 tokens, 52 over their 1,024; 4 x 32 heads x 128 per token attended
+    gemma = get_model("gemma-3-27b")
+    assert flops_per_token_attention(gemma, 32768) == 4 * 32 * 128 * (10 * 32768 + 52 * 1024)
+    # Llama-3.1-8B, all global: 32 layers x 4 x 32 heads x 128 x context, as before
+    assert flops_per_token_attention(get_model("llama-3.1-8b"), 1000) == 32 * 4 * 32 * 128 * 1000

@@ -234,3 +234,12 @@ def test_an_unreachable_hub_is_one_line_within_seconds(monkeypatch, tmp_path, ca
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CatalogError, match="HF_HUB_OFFLINE"):
         get_model("nobody/else")
+
+
+@pytest.mark.parametrize(("change", "says"), [({"num_key_value_heads": 5}, "32 attention heads cannot share 5 key/value heads"),
+                                              ({"num_experts_per_tok": 200}, "are not a mixture of experts"),
+                                              ({"moe_intermediate_size": 0}, "are not a mixture of experts"),
+                                              ({"vocab_size": -1}, "not a whole number of at least 0")])  # fmt: skip
+def test_impossible_values_are_refused(change, says):
+    with pytest.raises(CatalogError, match=says):
+        shapes_from_dict({**cfg_of("qwen3-30b-a3b"), **change}, "x")
