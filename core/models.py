@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.dtypes import BYTES_PER_DTYPE
+from core.dtypes import WEIGHT_FORMATS as FORMATS
 from core.errors import CatalogError
 from core.hub import fetch_config
 from core.params import component_params, routed_expert_params, total_params
@@ -194,8 +195,8 @@ def weight_bytes(spec: ModelSpec, dtype: str | None = None) -> float:
 def checkpoint_bytes(spec: ModelSpec, bytes_per_format: dict[str, float] | None = None) -> float:
     """Bytes of the checkpoint's weights, each component in its own format (core/quant.py): e.g. gpt-oss's MXFP4
     experts beside its bf16 attention and embeddings. ``bytes_per_format`` gives each format's bytes per weight,
-    scales included (default: core/dtypes.py's)."""
-    sizes = bytes_per_format or BYTES_PER_DTYPE
+    scales included (default: core/dtypes.py's, e.g. MXFP4 4.25 bits)."""
+    sizes = bytes_per_format or {name: f.bytes_per_element for name, f in FORMATS.items()}
     missing = {spec.checkpoint.format_of(c) for c, n in spec.component_params.items() if n} - set(sizes)
     if missing:
         raise CatalogError(f"{spec.name}: no byte size is known for weight format(s) {', '.join(sorted(missing))}")

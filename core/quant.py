@@ -6,8 +6,8 @@ INT4), per component of the model: which components a method quantizes and which
 Which components a method quantizes follows vLLM's quantization configs (vllm/model_executor/layers/quantization/): the
 linear layers of the decoder and its experts; the embedding, the norms, the routers (built without a quantization
 config in vLLM's MoE models) and the LM head stay at the base precision; MXFP4 (``mxfp4.py``, gpt-oss) quantizes the
-routed experts only and leaves every linear layer unquantized. The byte size of each format is the GPU side's
-(core/dtypes.py); this module only names them.
+routed experts only and leaves every linear layer unquantized. Each format's size and compute precision are
+core/dtypes.py's; this module says which component is stored in which.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from core.dtypes import WEIGHT_FORMATS as FORMATS
 from core.errors import CatalogError
 
-WEIGHT_FORMATS = ("bf16", "fp16", "fp32", "fp8", "int8", "int4", "mxfp4", "nvfp4")  # names used for a checkpoint's formats
+WEIGHT_FORMATS = tuple(FORMATS)  # the names a checkpoint's formats take: core/dtypes.py's table (bytes, compute precision)
 BASE_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
 COMPONENTS = ("embedding", "attention", "mixer", "dense_ffn", "shared_experts", "router", "routed_experts", "norms", "lm_head")
 LINEAR = ("attention", "mixer", "dense_ffn", "shared_experts", "routed_experts")  # what vLLM's quantization methods quantize

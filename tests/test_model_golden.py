@@ -72,6 +72,7 @@ def test_gpt_oss_checkpoint_size_with_its_mxfp4_experts(key, gib):
     # (attention, router, embedding, unembedding, norms) in bf16. The card's checkpoint sizes: 60.8 and 12.8 GiB.
     sizes = {"mxfp4": 4.25 / 8, "bf16": 2.0}
     assert checkpoint_bytes(get_model(key), sizes) / 2**30 == pytest.approx(gib, rel=0.01)
+    assert checkpoint_bytes(get_model(key)) == checkpoint_bytes(get_model(key), sizes)  # core/dtypes.py's sizes are those
     # every weight at 2 bytes, as the experts were read before, is three times and more the checkpoint (the issue: 234 GB
     # for the 120b, a checkpoint of about 63 GB)
     assert weight_bytes(get_model(key), "bf16") / checkpoint_bytes(get_model(key), sizes) > 3.0
