@@ -26,6 +26,7 @@ from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, uti
 from estimator.validation import load_rows, summary, validate
 from fleetcal.commands.models import MODELS_END, MODELS_START, docs_block
 from fleetcal.commands.plan import PLAN_END, PLAN_START, readme_block
+from fleetcal.peers.side_by_side import PEER_END, PEER_START, peer_block
 from fleetcal.report.cpu import cpu_step_tables
 from fleetcal.report.cpu import readme_lines as cpu_readme_lines
 from fleetcal.report.crosscheck import CROSS_END, CROSS_START, SERVE_CROSS_END, SERVE_CROSS_START, crosscheck_block, crosscheck_serve_block
@@ -283,6 +284,7 @@ def run_report(results: Path, readme: Path | None, docs: Path | None = None) -> 
             (BACKTEST_START, BACKTEST_END): backtest_paragraph(r.tables["backtest"], r.tables["validation"]),
             (PLAN_START, PLAN_END): readme_block(results),
             (MODELS_START, MODELS_END): docs_block(),
+            (PEER_START, PEER_END): peer_block(r.tables["validation"], results / "peer"),
         }
         rewrite_pages(generated_pages(readme, docs), readme_section(r), key_table(r), blocks)
     return r
