@@ -35,6 +35,7 @@ from core.models import MODEL_DIR, model_catalog, resolve_model_key
 from core.paths import RESULTS_DIR, ROOT, portable
 from estimator.memory import PREFILL_TOKENS_PER_GPU
 from estimator.validation import Row
+from fleetcal.peers.aic_runner import SYSTEMS
 
 NAME = "aiconfigurator"
 RUNNER = Path(__file__).with_name("aic_runner.py")
@@ -42,9 +43,6 @@ PYTHON_ENV = "FLEETCAL_PEER_PYTHON"
 DEFAULT_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 PEER_DIR = RESULTS_DIR / "peer"
 RUN_TIMEOUT_S = 600  # the 57 rows it expresses took about 10 s on two cores
-
-# fleetcal's GPU name -> the peer's system (aiconfigurator_core/systems/<system>.yaml, the SXM boards the catalog describes)
-SYSTEMS = {"H100": "h100_sxm", "H200": "h200_sxm", "A100": "a100_sxm", "B200": "b200_sxm"}
 
 # The row's source -> the peer's database closest to the engine that produced the figure. "current" is the peer's
 # maintained version of that backend on the system (aiconfigurator_core/systems/query_versions.yaml: TensorRT-LLM 1.3.0rc20

@@ -28,6 +28,9 @@ from importlib import metadata
 from typing import Any
 
 DIGITS = 6  # significant digits kept of every latency and rate
+# fleetcal's GPU name -> the peer's system (aiconfigurator_core/systems/<system>.yaml, the SXM boards fleetcal's catalog
+# describes); fleetcal/peers/aic.py and scripts/peer_operators.py read it from here, this file importing nothing of fleetcal
+SYSTEMS = {"H100": "h100_sxm", "H200": "h200_sxm", "A100": "a100_sxm", "B200": "b200_sxm"}
 
 
 def _round(x: float) -> float:
