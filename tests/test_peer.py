@@ -200,3 +200,17 @@ def test_fleetcal_is_at_least_as_close_as_the_peer_over_the_rows_both_express(va
     s = shared_summary(side_by_side(validation, committed))
     assert s["rows"] >= 50, s
     assert s["fleetcal_median_abs_error_pct"] <= s["peer_median_abs_error_pct"], s
+
+
+@pytest.mark.skipif(not aic.DEFAULT_PYTHON.is_file(), reason="no AIConfigurator environment here (bash scripts/setup_peers.sh makes one)")
+def test_the_installed_peer_reproduces_the_committed_predictions(rows, committed):
+    """Where the peer is installed: one row of each kind the peer expresses, run again, gives the committed figure (the
+    runner and the peer's API have not drifted apart)."""
+    ids = ["trtllm-llama3.3-70b-h100-tp2-2048-2048", "trtllm061-llama-2-7b-a100-tp1-b52-2048-128",
+           "sglang-deepseek-prefill-ep32-4k-perfect-eplb", "sglang-deepseek-decode-ep72-b256-2k"]  # fmt: skip
+    again = {r["id"]: r for r in aic.run_peer([rows[i] for i in ids], aic.DEFAULT_PYTHON)["rows"]}
+    before = {r["id"]: r for r in committed["rows"]}
+    for i in ids:
+        assert again[i]["expressed"] == before[i]["expressed"], again[i]
+        if before[i]["expressed"]:
+            assert again[i]["predicted"] == pytest.approx(before[i]["predicted"], rel=1e-3)
