@@ -30,7 +30,9 @@ from typing import Any
 DIGITS = 6  # significant digits kept of every latency and rate
 # fleetcal's GPU name -> the peer's system (aiconfigurator_core/systems/<system>.yaml, the SXM boards fleetcal's catalog
 # describes); fleetcal/peers/aic.py and scripts/peer_operators.py read it from here, this file importing nothing of fleetcal
-SYSTEMS = {"H100": "h100_sxm", "H200": "h200_sxm", "A100": "a100_sxm", "B200": "b200_sxm"}
+# (those whose database 0.12.0 holds data: its h100_pcie system has none)
+SYSTEMS = {"H100": "h100_sxm", "H200": "h200_sxm", "A100": "a100_sxm", "B200": "b200_sxm", "B300": "b300_sxm", "GB200": "gb200",
+           "L40S": "l40s", "RTX-PRO-6000": "rtx_pro_6000_server"}
 
 
 def _round(x: float) -> float:
