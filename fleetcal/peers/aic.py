@@ -42,7 +42,7 @@ RUNNER = Path(__file__).with_name("aic_runner.py")
 PYTHON_ENV = "FLEETCAL_PEER_PYTHON"
 DEFAULT_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 PEER_DIR = RESULTS_DIR / "peer"
-RUN_TIMEOUT_S = 600  # the 57 rows it expresses took about 10 s on two cores
+RUN_TIMEOUT_S = 600  # `validate --peer` on the 121 rows of core/data/validation.toml took 33 s on two cores
 
 # The row's source -> the peer's database closest to the engine that produced the figure. "current" is the peer's
 # maintained version of that backend on the system (aiconfigurator_core/systems/query_versions.yaml: TensorRT-LLM 1.3.0rc20
