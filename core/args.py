@@ -1,12 +1,16 @@
-"""Shared command-line plumbing: one-line argument errors with exit status 2, list parsing.
+"""Shared command-line plumbing: one-line argument errors with exit status 2, flags named in full (a typo is named with
+a suggestion), list parsing.
 
 Part of ``core`` (imports nothing above it)."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -14,11 +18,48 @@ from core.paths import RESULTS_DIR
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with errors reduced to one line on stderr and exit status 2."""
+    """argparse with errors reduced to one line on stderr and exit status 2, flags only in full (``allow_abbrev=False``:
+    ``--tokens-per`` is not quietly taken for ``--tokens-per-gpu``), and an unknown flag named with the nearest one
+    before anything else is checked (argparse would first report a required flag as missing)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):  # noqa: ANN201
+        args = sys.argv[1:] if args is None else list(args)
+        subcommands = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        for token in args:
+            if token == "--":
+                break
+            if not token.startswith("-") or token == "-" or _NUMBER.match(token):
+                if subcommands is not None:  # the subcommand's own parser checks what follows it
+                    if token not in subcommands.choices:
+                        self.error(f"unknown subcommand {token}{_did_you_mean(token, list(subcommands.choices))}")
+                    break
+                continue
+            flag = token.split("=", 1)[0]
+            if flag not in self._option_string_actions:
+                self.error(f"unknown flag {flag}{_did_you_mean(flag, self.flags())}")
+        return super().parse_known_args(args, namespace)
+
+    def flags(self) -> list[str]:
+        """Every option string this parser takes, in the order they were added."""
+        return [s for a in self._actions for s in a.option_strings]
+
+
+_NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)  # a negative value (-4, -.5, -1e3, -inf), not a flag
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    """'; did you mean X?' for the known name that ``name`` abbreviates or most resembles, else a pointer to --help."""
+    prefixed = [k for k in known if k.startswith(name)]
+    close = prefixed[:1] if len(prefixed) == 1 else difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else "; see --help"
 
 
 READS_RUNS = "results directory (its runs/ is read; a runs directory or one run file also works)"

@@ -42,14 +42,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CLOSED_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE (`yes | head -1`): 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parse, run the subcommand; a UsageError is one line on stderr and exit status 2, a reader that closed stdout
+    early (``| head -1``) ends the command quietly with exit status 141, as a shell tool ended by SIGPIPE does."""
     try:
-        return int(_module(args.command).main(args) or 0)
-    except UsageError as exc:  # CatalogError and SchemaError are UsageErrors too
-        sys.stderr.write(f"fleetcal {args.command}: error: {str(exc).splitlines()[0]}\n")
-        return 2
+        args = build_parser().parse_args(argv)
+        try:
+            status = int(_module(args.command).main(args) or 0)
+        except UsageError as exc:  # CatalogError and SchemaError are UsageErrors too
+            sys.stderr.write(f"fleetcal {args.command}: error: {str(exc).splitlines()[0]}\n")
+            return 2
+        sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe is an "Exception ignored" message
+        return status
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return CLOSED_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not fail on the closed pipe a second time
+    (the recipe of Python's signal module documentation, "Note on SIGPIPE")."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout is no file descriptor (captured in a test): nothing flushes to the pipe
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def entry() -> None:
