@@ -7,7 +7,7 @@ drift of the machine's speed, or an advantage of going first, falls on both alik
 --engine transformers runs once, after the first round, for comparison. Each run is its own
 process, so no engine's memory or threads carry over. Prints each run and fleetcal's figure over
 vLLM's as the geometric mean of the per-round ratios with its 95% interval; writes them with their
-provenance to results/crosscheck.json, which `fleetcal report` puts into docs/crosscheck.md.
+provenance to results/crosscheck.json, which `fleetcal report --write-docs` puts into docs/crosscheck.md.
 
     .venv/bin/python scripts/crosscheck.py [--rounds 6 --num-prompts 64 --input-len 32 --output-len 128]
 """

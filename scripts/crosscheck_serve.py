@@ -5,7 +5,7 @@ Starts one vLLM server on the bundled model, then alternates, round after round,
 once, --ignore-eos) and fleetcal's client (bench.load.measure_serve, the same concurrency, lengths
 and sampling), so that the machine's drift falls on both alike. Prints output tokens/s, TPOT p50
 and TTFT p50 of each, and fleetcal's figures over vLLM's, per round, their geometric mean; writes them with
-their provenance to results/crosscheck_serve.json, which `fleetcal report` puts into docs/crosscheck.md.
+their provenance to results/crosscheck_serve.json, which `fleetcal report --write-docs` puts into docs/crosscheck.md.
 
     .venv/bin/python scripts/crosscheck_serve.py [--rounds 12 --concurrency 8 --num-prompts 48 --input-len 128 --output-len 64]
 """

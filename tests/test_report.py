@@ -71,7 +71,7 @@ def test_committed_tables_match_the_report(committed_report):
     assert made == committed
     for name in made:
         assert (tmp / "tables" / name).read_text() == _committed(f"results/tables/{name}"), (
-            f"results/tables/{name} is stale: run fleetcal report"
+            f"results/tables/{name} is stale: run fleetcal report --write-docs"
         )
 
 
@@ -79,7 +79,8 @@ def test_committed_tables_match_the_report(committed_report):
 def test_committed_plot_data_match_the_report(committed_report):
     tmp, _, _ = committed_report
     for csv in sorted((tmp / "plots").glob("*.csv")):
-        assert csv.read_text() == _committed(f"results/plots/{csv.name}"), f"results/plots/{csv.name} is stale: run fleetcal report"
+        stale = f"results/plots/{csv.name} is stale: run fleetcal report --write-docs"
+        assert csv.read_text() == _committed(f"results/plots/{csv.name}"), stale
     committed_png = {Path(p).name for p in _git("ls-files", "results/plots").splitlines() if p.endswith(".png")}
     assert committed_png == {p.name for p in (tmp / "plots").glob("*.png")}
 
@@ -91,7 +92,7 @@ def test_committed_readme_section_matches_the_report(committed_report, start, en
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     made = pattern.search(_pages(readme)).group(0)
     committed = pattern.search(_committed_pages()).group(0)
-    assert made == committed, "the README results section is stale: run fleetcal report"
+    assert made == committed, "the README results section is stale: run fleetcal report --write-docs"
     assert made.count("\n") > 3, "the section holds a table"
 
 
@@ -123,6 +124,22 @@ def test_the_readme_is_a_front_door():
     assert len(text.splitlines()) <= 200
     links = re.findall(r"\]\((docs/[\w.-]+\.md)", text)
     assert links and all((ROOT / link).is_file() for link in links)
+
+
+def test_report_writes_the_pages_only_when_asked(tmp_path, capsys):
+    """``fleetcal report --results X`` writes tables and plots under X and leaves the project's README and docs/ alone;
+    --write-docs (or naming a --readme / --docs) rewrites their generated blocks."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in pages}
+    (tmp_path / "runs").mkdir()
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    assert "--write-docs" in capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in pages} == before
+    assert (tmp_path / "tables" / "fleet.csv").is_file() and (tmp_path / "plots" / "plan_frontier.png").is_file()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\n{KEY_START}\n{KEY_END}\n")
+    assert main(["report", "--results", str(tmp_path), "--readme", str(readme)]) == 0
+    assert "| scenario" in readme.read_text() and START in readme.read_text()
 
 
 def test_report_on_no_runs(tmp_path):

@@ -20,8 +20,8 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         help="'bundled' (SmolLM2-135M-Instruct, offline), a checkpoint directory, a Hugging Face id, or a catalogued model name with "
              "--load-format dummy",
     )
-    p.add_argument("--engine", choices=("vllm", "transformers"), default="vllm")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--engine", choices=("vllm", "transformers"), default="vllm", help="vLLM, or transformers' generate (offline)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: a GPU where one is visible, else the CPU")
     p.add_argument("--mode", type=str_list, default=["throughput"], help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 8, 32], help="sequences submitted together (offline modes)")
     p.add_argument("--input-lens", type=int_list, default=[32], help="prompt tokens")
@@ -114,11 +114,11 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", type=Path, help="a results file of an interrupted run: measure only what it lacks")
     p.add_argument("--max-model-len", type=int, help="engine context length (default: the longest input + output of the sweep)")
     p.add_argument("--kv-cache-gb", type=float, help="vLLM KV-cache size in GiB (default: 2 on the CPU, vLLM's own on a GPU)")
-    p.add_argument("--tensor-parallel-size", type=int, default=1)
-    p.add_argument("--pipeline-parallel-size", type=int, default=1)
-    p.add_argument("--data-parallel-size", type=int, default=1)
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="passed to vLLM and recorded with the run")
+    p.add_argument("--pipeline-parallel-size", type=int, default=1, help="passed to vLLM and recorded with the run")
+    p.add_argument("--data-parallel-size", type=int, default=1, help="passed to vLLM and recorded with the run")
     p.add_argument("--distributed-executor-backend", choices=("mp", "ray"), help="vLLM executor; ray for more than one node")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompts, the arrivals and the engine's sampling")
     p.add_argument(
         "--temperature",
         type=float,
@@ -139,10 +139,10 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
              "transformers: static cache + torch.compile",
     )
     p.add_argument("--quantization", help="vLLM weight quantization, e.g. fp8")
-    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
+    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto", help="vLLM KV-cache precision (auto: the model's)")
     p.add_argument("--enable-prefix-caching", action="store_true", help="off by default: repeated prompts must not hit a cache")
-    p.add_argument("--enable-expert-parallel", action="store_true")
+    p.add_argument("--enable-expert-parallel", action="store_true", help="vLLM: experts of a MoE model spread over the GPUs")
     p.add_argument("--max-num-seqs", type=int, help="vLLM scheduler limit (default: the largest batch or concurrency)")
-    p.add_argument("--max-num-batched-tokens", type=int)
+    p.add_argument("--max-num-batched-tokens", type=int, help="vLLM scheduler limit on tokens per step (default: vLLM's own)")
     p.add_argument("--operators", type=str_list, default=list(OPERATORS), help=f"ops mode: which operators, of {', '.join(OPERATORS)}")
     p.add_argument("--gpu-hour-usd", type=float, help="price of one GPU-hour: records then carry dollars per million output tokens")

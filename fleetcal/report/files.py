@@ -1,4 +1,5 @@
-"""How the report writes its files: rounded, deterministic, and atomically (a reader never sees half a file).
+"""How the report writes its files: rounded, deterministic, and atomically (a reader never sees half a file); the
+generated blocks of the README and docs/ pages; whether the outputs can be written at all.
 
 Every table, plot, plot-data CSV and the README is written to a temporary file beside its target
 and renamed over it, so a concurrent reader sees the old file or the new one, never a partial one.
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from core.errors import UsageError
 
 
 def round_floats(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
@@ -72,3 +75,40 @@ def replace_block(text: str, start: str, end: str, block: str) -> tuple[str, boo
 def generated_pages(readme: Path, docs: Path | None) -> list[Path]:
     """The README, then every page of ``docs`` (where it exists): the files ``fleetcal report`` rewrites blocks of."""
     return [readme] + (sorted(docs.glob("*.md")) if docs is not None and docs.is_dir() else [])
+
+
+def rewrite_pages(pages: list[Path], blocks: dict[tuple[str, str], str | None], append: tuple[str, str] | None = None) -> None:
+    """Replace each generated block (results section, key table, cross-checks, ...) in whichever page holds its
+    markers; the ``append`` block goes at the end of the first page (the README) where no page has it."""
+    before = {page: page.read_text() if page.exists() else None for page in pages}
+    texts = {page: text or "" for page, text in before.items()}
+    for (start, end), block in blocks.items():
+        if block is None:
+            continue
+        found = False
+        for page, text in texts.items():
+            texts[page], hit = replace_block(text, start, end, block)
+            found = found or hit
+        if not found and (start, end) == append:
+            texts[pages[0]] = texts[pages[0]].rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
+    for page, text in texts.items():
+        if text != before[page]:  # each page read once; an unchanged page is not rewritten
+            write_text(page, text)
+
+
+def check_writable(results: Path, readme: Path | None) -> None:
+    """Before any work: the output directories and the README can be written, else one UsageError naming which."""
+    for sub in ("tables", "plots"):
+        d = results / sub
+        if d.exists() and not d.is_dir():
+            raise UsageError(f"--results {results}: {d} is not a directory")
+        target = d if d.exists() else results
+        if not os.access(target, os.W_OK):
+            raise UsageError(f"--results {results}: {target} is not writable")
+    if readme is not None:
+        if readme.is_dir():
+            raise UsageError(f"--readme {readme} is a directory; give the README file")
+        if not readme.parent.is_dir():
+            raise UsageError(f"--readme {readme}: its directory does not exist")
+        if not os.access(readme.parent, os.W_OK) or (readme.exists() and not os.access(readme, os.W_OK)):
+            raise UsageError(f"--readme {readme} is not writable")
