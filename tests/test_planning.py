@@ -1,5 +1,5 @@
 """Whole requests and `fleetcal plan`: formulas derived by hand, monotonicity in the limits and the traffic, the
-interval around the central value, the hourly fleet, spares, the cheapest mix and bad input."""
+interval around the central value, the hourly fleet, spares and the cheapest mix (bad input: tests/test_cli_contract.py)."""
 
 from __future__ import annotations
 
@@ -124,61 +124,6 @@ def test_plan_prints_the_table_interval_and_plot(tmp_path, capsys):
         assert r["gpus_with_spares"] >= r["gpus"]
     assert doc["workload"]["request_rate"] == pytest.approx(50 * 24 * 2 / 36)
     assert plot.is_file() and plot.with_suffix(".csv").is_file()
-
-
-@pytest.mark.parametrize(
-    "extra, says",
-    [
-        (["--request-rate", "-3"], "--request-rate must be a positive number"),
-        (["--request-rate", "5", "--ttft-ms", "1"], "no layout of llama-3.1-70b meets TTFT 1 ms"),
-        (["--request-rate", "5", "--gpu-failures-per-year", "1"], "together"),
-        (["--request-rate", "5", "--input-len", "200000"], "context of 131,072"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, extra, says):
-    plot = tmp_path / "f.png"
-    args = ["plan", "--model", "llama-3.1-70b", "--gpu", "H100", "--output-len", "1000", "--tpot-ms", "50",
-            "--plot", str(plot), "--samples", "0"] + extra  # fmt: skip
-    if "--input-len" not in extra:
-        args += ["--input-len", "1000"]
-    if "--ttft-ms" not in extra:
-        args += ["--ttft-ms", "2000"]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert says in err and len(err.splitlines()) == 1
-    assert not plot.exists()
-
-
-def test_a_model_that_fits_no_gpu_says_so(tmp_path, capsys):
-    # 70B in FP32 is 282 GB: 35.3 GB on each of 8 A100-40GB, leaving about 1 GB of 0.9 x 40 GiB beside the 2 GiB reserve;
-    # a 61,000-token request holds 61,000 x 327,680 B of BF16 KV = 20 GB, 2.5 GB per GPU of TP8
-    rc = main(
-        [
-            "plan",
-            "--model",
-            "llama-3.1-70b",
-            "--gpu",
-            "A100-40GB",
-            "--weight-dtype",
-            "fp32",
-            "--input-len",
-            "60000",
-            "--output-len",
-            "1000",
-            "--request-rate",
-            "1",
-            "--ttft-ms",
-            "5000",
-            "--tpot-ms",
-            "100",
-            "--plot",
-            str(tmp_path / "f.png"),
-            "--samples",
-            "0",
-        ]
-    )
-    assert rc == 2
-    assert "no KV room" in capsys.readouterr().err
 
 
 def test_disaggregated_whole_requests_by_hand():

@@ -1,6 +1,6 @@
 """The serving client against a server that fails on purpose (tests/fixtures/faulty_server.py): failed requests are
 counted, never raised; a server that dies leaves the run recorded; workloads from a dataset, a time budget, and the
-prefix-cache hit rate read from the server's counters. Bad dataset files are one line naming the file and the line."""
+prefix-cache hit rate read from the server's counters (bad dataset files: tests/test_cli_contract.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bench.workload import Workload
 from core.schema import load_document
@@ -126,20 +124,6 @@ def test_a_dataset_gives_prompts_and_output_lengths_and_the_budget_stops_sending
     assert budgeted["failed"] == 0
 
 
-@pytest.mark.parametrize(("text", "where"), [('{"prompt": "a b c"}\n{"prompt": \n', "line 2"),
-                                             ('{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
-                                             ('[{"conversations": [{"value": "q"}, {"value": "a"}]}, {"conversations": [{"from": '
-                                              '"human"}]}]', "entry 2")])  # fmt: skip
-def test_a_malformed_dataset_is_one_line_naming_the_file_and_line(tmp_path, capsys, text, where):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(text)
-    out = tmp_path / "runs"
-    assert main(["bench", "--mode", "serve", "--dataset", str(bad), "--out", str(out), "--microbench", "off"]) == 2
-    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
-    assert len(lines) == 1 and "bad.jsonl" in lines[0] and where in lines[0], lines
-    assert not out.exists()
-
-
 def test_random_lengths_and_a_shared_prefix_are_drawn_as_asked():
     w = Workload(range_ratio=0.5, prefix_fraction=0.25)
     reqs = w.requests(400, 64, 32, vocab_size=49152, seed=0, salt="c1")
@@ -157,9 +141,3 @@ def test_random_lengths_and_a_shared_prefix_are_drawn_as_asked():
     assert w.label() == "prefix 25%, range 0.5"
 
 
-def test_a_tokenizer_directory_without_a_tokenizer_is_one_line(tmp_path, capsys):
-    out = tmp_path / "runs"
-    assert main(["bench", "--mode", "serve", "--tokenizer", str(tmp_path), "--out", str(out), "--microbench", "off"]) == 2
-    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
-    assert len(lines) == 1 and "--tokenizer" in lines[0] and "no tokenizer there" in lines[0], lines
-    assert not out.exists()

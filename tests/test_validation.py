@@ -84,11 +84,3 @@ def test_validate_prints_every_row_and_the_summary(capsys):
     assert all(set(r) >= {"id", "published", "predicted", "error_pct", "source"} for r in out["rows"])
 
 
-def test_a_bad_validation_file_is_one_line_and_exit_2(tmp_path, capsys):
-    bad = tmp_path / "v.toml"
-    bad.write_text('[source.s]\nwhere = "x"\n[[row]]\nid = "r"\nsource = "s"\nmodel = "llama-3.1-8b"\ngpu = "H100"\nweight_dtype = "fp8"\n'
-                   'kv_dtype = "fp8"\nnum_gpus = 1\nkind = "sideways"\ncounts = "output"\nper = "gpu"\nvalue = 1.0\n')  # fmt: skip
-    assert main(["validate", "--file", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "row r" in err
-    assert main(["validate", "--file", str(tmp_path / "missing.toml")]) == 2
