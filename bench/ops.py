@@ -24,6 +24,7 @@ from typing import Any
 from bench import ops_vllm
 from bench.ops_vllm_cases import case_specs
 from core.dtypes import BYTES_PER_DTYPE
+from core.records import Operator
 from core.shapes import Shapes
 
 L2_BYTES = 256 * 2**20  # cycle weights over at least this many bytes (H100/H200 L2: 50 MB)
@@ -191,7 +192,7 @@ def _copy(nbytes: int, device: str) -> Callable[[], Callable[[], object]]:
     return build
 
 
-OPERATORS = ("gemm", "grouped_gemm", "attention_decode", "attention_prefill", "rmsnorm", "layer_elementwise", "sampling", "copy")
+OPERATORS = tuple(o.value for o in Operator)  # what records may name (core/records.py)
 
 
 def plan_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool, operators: tuple[str, ...] = OPERATORS) -> list[Case]:

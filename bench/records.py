@@ -1,8 +1,9 @@
 """Measurement records: one JSON document per ``fleetcal bench`` invocation, written atomically.
 
-The schema lives in ``core.schema``, read by every reader. The file is
-rewritten after every configuration through a temporary file and ``os.replace``, so a killed
-sweep leaves a valid document holding every configuration it finished.
+The schema lives in ``core.schema`` (typed models in ``core.records``), read by every reader; every record is
+checked against its model when it is added or changed, so a key a model does not know (or one it needs) fails the
+writer's tests instead of a later reader. The file is rewritten after every configuration through a
+temporary file and ``os.replace``, so a killed sweep leaves a valid document holding every configuration it finished.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.schema import SCHEMA_VERSION, config_key
+from core.schema import SCHEMA_VERSION, config_key, parse_record
 
 
 def safe_name(text: str) -> str:
@@ -45,10 +46,18 @@ class RunFile:
         os.replace(tmp, self.path)
 
     def add(self, record: dict[str, Any]) -> None:
-        """Append (or replace, by configuration) one record and save at once."""
+        """Append (or replace, by configuration) one record and save at once; a SchemaError where the record does not
+        follow its mode's model (core/records.py)."""
+        parse_record(record, f"{record.get('mode')} record")
         key = config_key(record)
         self.records = [r for r in self.records if config_key(r) != key]
         self.records.append(record)
+        self.save()
+
+    def update(self, record: dict[str, Any], **changes: Any) -> None:
+        """Add ``changes`` to a record already in the file (whether an SLO probe met the SLO), checked again, and save."""
+        record.update(changes)
+        parse_record(record, f"{record.get('mode')} record")
         self.save()
 
     def done_keys(self) -> set[tuple]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.records import MODELS, Mode
+from core.schema import role_fields
+
 # A measured peak below these is a failed measurement (a stalled or emulated kernel), not a device:
 # even a single core of the smallest CPU this runs on does more than 1 GFLOP/s and 1 GB/s.
 MIN_PLAUSIBLE_TFLOPS = 1e-3
 MIN_PLAUSIBLE_GB_PER_S = 1.0
-UTILIZATION_KEYS = ("mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak")
-DURATION_KEYS = ("elapsed_s", "decode_s", "prefill_s", "duration_s", "decode_step_ms", "time_to_first_token_ms")
+DURATION_KEYS = role_fields("duration")  # elapsed_s, decode_step_ms, time_to_first_token_ms, duration_s, ... (core/records.py)
 
 
 def microbench_problems(rec: dict[str, Any]) -> list[str]:
@@ -34,9 +36,9 @@ def record_problems(rec: dict[str, Any]) -> list[str]:
     if rec.get("mode") == "microbench":
         return microbench_problems(rec)
     out = []
-    # an operator at a small shape can beat the one-size microbenchmark (caches): only datasheet bounds hold for it
-    keys = ("mfu", "mbu") if rec.get("mode") == "ops" else UTILIZATION_KEYS
-    for key in keys:
+    # shares of a peak: an operator at a small shape can beat the one-size microbenchmark (caches), so for an operator
+    # case only the datasheet's bound holds (OpsRecord gives its measured-peak shares no role)
+    for key in role_fields("utilization", MODELS[Mode(rec["mode"])]):
         value = rec.get(key)
         if value is not None and value > 1.0:
             out.append(f"{key} {value:.1%} exceeds 100% of the peak it is measured against")

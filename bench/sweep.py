@@ -258,8 +258,7 @@ def _slo_search(runner: Runner, slo: Slo, input_len: int, output_len: int, ceili
         rec = kept or runner.measure(c, {"slo": slo.as_record(), "search_step": len(steps)})
         met = slo.met_by(rec)
         if kept is None:
-            rec["slo_met"] = met
-            runner.runfile.save()
+            runner.runfile.update(rec, slo_met=met)
         return met
 
     best, probes = search(probe, ceiling)

