@@ -23,7 +23,10 @@ SUBCOMMANDS = {
     "backtest": ("fleetcal.commands.backtest", "published deployments against each method's prediction"),
     "validate": ("fleetcal.commands.validate", "the serving model against published end-to-end throughput, row by row"),
     "models": ("fleetcal.commands.models", "the architectures, attention kinds, MoE layers and weight formats read, which modelled"),
-    "report": ("fleetcal.commands.report", "regenerate tables, plots and the generated sections of the README and docs/ from results/runs"),
+    "report": (
+        "fleetcal.commands.report",
+        "regenerate tables and plots from results/runs (--write-docs: the generated sections of the README and docs/ too)",
+    ),
 }
 
 

@@ -57,6 +57,8 @@ CONTRACT: dict[str, Contract] = {
     "backtest": Contract((), ("rows",)),
     "validate": Contract((), ("rows", "summary", "sources")),
     "report": Contract(None),  # writes tables, plots and (asked) pages; prints where
+    # design.md names no keys for models: those of its support matrix (docs/models.md)
+    "models": Contract((), ("families", "models", "refused", "quantization_methods", "weight_formats", "not_yet_costed")),
 }
 
 
@@ -191,7 +193,11 @@ def _validate(doc: dict[str, Any]) -> None:
     assert {"median_abs_error_pct", "rows"} <= set(doc["summary"]) and doc["rows"]
 
 
-CHECKS = {"estimate": _estimate, "backtest": _backtest, "predict": _predict, "plan": _plan, "validate": _validate}
+def _models(doc: dict[str, Any]) -> None:
+    assert doc["families"] and doc["models"] and all({"model", "serving_model"} <= set(m) for m in doc["models"])
+
+
+CHECKS = {"estimate": _estimate, "backtest": _backtest, "predict": _predict, "plan": _plan, "validate": _validate, "models": _models}
 
 
 @pytest.mark.parametrize(
@@ -349,6 +355,8 @@ BAD = [
     bad("report", "--results", "{tmp}/results", "--readme", "{tmp}/README.md", says=("bad.json", "no usable run file"),
         files={"results/runs/bad.json": "[]", "README.md": "kept\n"}),
     bad("report", "--results", "{tmp}/nothing", says="no runs/ directory inside"),
+    # models: it takes no input but --json
+    bad("models", "--jsn", says="unknown flag --jsn; did you mean --json?"),
 ]  # fmt: skip
 
 
