@@ -36,13 +36,21 @@ def _module(name: str):
     return importlib.import_module(SUBCOMMANDS[name][0])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, the flags of that subcommand alone (the others keep their names and help),
+    so that a call imports its own subcommand's modules and no other's (report's matplotlib, bench's engines)."""
     parser = Parser(prog="fleetcal", description="How many GPUs does serving this traffic take? Measured, not assumed.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (_, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _module(name).add_cli_args(p)
+        if only is None or name == only:
+            _module(name).add_cli_args(p)
     return parser
+
+
+def _invoked(argv: Sequence[str]) -> str | None:
+    """The subcommand a command line names first, if it names one (``fleetcal predict ...``); None otherwise."""
+    return argv[0] if argv and argv[0] in SUBCOMMANDS else None
 
 
 CLOSED_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE (`yes | head -1`): 141
@@ -52,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run the subcommand; a UsageError is one line on stderr and exit status 2, a reader that closed stdout
     early (``| head -1``) ends the command quietly with exit status 141, as a shell tool ended by SIGPIPE does."""
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(_invoked(argv)).parse_args(argv)
         try:
             status = int(_module(args.command).main(args) or 0)
         except UsageError as exc:  # CatalogError and SchemaError are UsageErrors too
