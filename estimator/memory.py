@@ -1,12 +1,13 @@
 """Memory of one GPU of a serving instance: weights, KV cache per token, activations, how engines size their KV
-cache (vLLM's and TensorRT-LLM's rules), and the largest decode batch that a per-user speed target and the KV room allow.
-Units: bytes; per GPU unless named otherwise."""
+cache (their rules in core/data/engines/, read by core.engines), and the largest decode batch that a per-user speed
+target and the KV room allow. Units: bytes; per GPU unless named otherwise."""
 
 from __future__ import annotations
 
 import math
 
 from core.dtypes import BYTES_PER_DTYPE
+from core.engines import DEFAULT_ENGINE, engine_rules
 from core.hardware import Device
 from core.opcounts import expert_params, mtp_module_params, replicated_params
 from estimator.arch import Arch, Layout, experts_per_gpu
@@ -28,13 +29,9 @@ def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, flo
     return {"non_routed": non_routed, "routed": routed, "total": non_routed + routed}
 
 
-PREFILL_TOKENS_PER_GPU = 8192  # vLLM 0.32 EngineArgs: default max_num_batched_tokens of its OpenAI server on GPUs of >= 70 GiB (not A100)
-# How engines size their KV cache, and their page (block) size in tokens:
-#   vllm:   gpu_memory_utilization x total memory - weights - the profiled activation peak - non-torch memory (CUDA graphs,
-#           NCCL); vLLM's docs: "the fraction of GPU memory to be used for the model executor", default 0.9; block_size 16
-#   trtllm: free_gpu_memory_fraction x the memory free after weights and activations; TensorRT-LLM's KV cache guide:
-#           "default 0.9, ... 90% of free GPU memory for KV cache" (its perf overview runs 0.95); tokens_per_block 32
-KV_RULES = {"vllm": 16, "trtllm": 32}
+def engine_step_tokens(gpu: Device, engine: str = DEFAULT_ENGINE) -> int:
+    """Tokens one engine (a TP group) carries per step by default: its max_num_batched_tokens on this GPU (core/data/engines/)."""
+    return engine_rules(engine).budget(gpu.name, gpu.memory_bytes).max_num_batched_tokens
 
 
 def activation_bytes(a: Arch, layout: Layout, step_tokens: float) -> float:
@@ -48,27 +45,26 @@ def activation_bytes(a: Arch, layout: Layout, step_tokens: float) -> float:
     return step_tokens * (max(widths, default=0) / tp + 4 * s.hidden) * 2.0
 
 
-def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float = 0.9, mtp: int = 0,
-                      rule: str = "vllm", step_tokens: float = 0) -> int:  # fmt: skip
-    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights, as the engine ``rule`` (KV_RULES)
-    sizes its cache with memory fraction ``headroom``, each sequence taking whole pages (MLA's latent is not split by TP);
-    ``mtp``: MTP modules served (their weights and KV take room too); ``step_tokens``: the forward pass the engine
-    profiles its activations at (default: the layout's prefill step, else vLLM's 8,192)."""
+def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float | None = None,
+                      mtp: int = 0, rule: str = DEFAULT_ENGINE, step_tokens: float = 0) -> int:  # fmt: skip
+    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights, as engine ``rule`` sizes its cache
+    (core/data/engines/: its memory fraction of total or of free memory, ``headroom`` where given, and its page size),
+    each sequence taking whole pages (MLA's latent is not split by TP); ``mtp``: MTP modules served (their weights and KV
+    take room too); ``step_tokens``: the forward pass the engine profiles its activations at (default: the layout's
+    prefill step, else the engine's token budget on this GPU)."""
+    rules = engine_rules(rule)
     weights = weight_bytes_per_gpu(a, layout, mtp)["total"]
-    taken = k.reserve_bytes + activation_bytes(a, layout, step_tokens or layout.step_tokens or PREFILL_TOKENS_PER_GPU)
-    if rule == "vllm":
-        room = headroom * gpu.memory_bytes - weights - taken
-    else:
-        room = headroom * (gpu.memory_bytes - weights - taken)
-    page = KV_RULES[rule]
+    taken = weights + k.reserve_bytes + activation_bytes(a, layout, step_tokens or layout.step_tokens or engine_step_tokens(gpu, rule))
+    room = rules.kv_room_bytes(gpu.memory_bytes, taken, headroom)
+    page = rules.page_tokens
     per_seq = a.shapes.kv_bytes_per_token(kv_dtype, mtp) * math.ceil(context / page) * page
     # a TP group holds tp × B sequences: GQA splits their KV heads over the group, MLA's latent is replicated
     shares = layout.tp if a.shapes.mla else 1
     return max(int(room // per_seq) // shares, 0)
 
 
-def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float,
-                  mtp_tokens: int = 0, kv_dtype: str = "bf16", limit: int = 4096, headroom: float = 0.9) -> tuple[int, str]:  # fmt: skip
+def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float, mtp_tokens: int = 0,
+                  kv_dtype: str = "bf16", limit: int = 4096, headroom: float | None = None) -> tuple[int, str]:  # fmt: skip
     """Largest sequences per GPU whose per-user speed is at least ``tokens_per_user`` and whose KV fits; why it stops there."""
     b_kv = min(kv_room_sequences(a, gpu, layout, k, context, kv_dtype, headroom, a.mtp_served(mtp_tokens)), limit)
 

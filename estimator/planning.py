@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from core.engines import DEFAULT_ENGINE, engine_rules
 from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels, with_value
@@ -31,18 +32,11 @@ from estimator.memory import kv_room_sequences
 from estimator.serving import step
 from estimator.sizing import UNREACHABLE, prefill_tokens_for_ttft
 
-GiB = 2**30
 
-
-def engine_budget(gpu: Device) -> tuple[int, int]:
-    """(max_num_batched_tokens, max_num_seqs) of vLLM's OpenAI server by default (vLLM 0.32, EngineArgs): 16,384 and 1,024
-    on GPUs of at least 160 GiB, 8,192 and 1,024 from 70 GiB (not the A100), else 2,048 and 256."""
-    mem = gpu.memory_bytes
-    if mem >= 160 * GiB:
-        return 16384, 1024
-    if mem >= 70 * GiB and "a100" not in gpu.name.lower():
-        return 8192, 1024
-    return 2048, 256
+def engine_budget(gpu: Device, engine: str = DEFAULT_ENGINE) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) of one engine by default on ``gpu`` (core/data/engines/)."""
+    tier = engine_rules(engine).budget(gpu.name, gpu.memory_bytes)
+    return tier.max_num_batched_tokens, tier.max_num_seqs
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from core.deployments import reference_deployment
 from core.hardware import Device
 from estimator.arch import Arch, Layout, gemm_precision
 from estimator.kernels import Kernels, with_value
-from estimator.memory import PREFILL_TOKENS_PER_GPU, largest_batch, weight_bytes_per_gpu
+from estimator.memory import engine_step_tokens, largest_batch, weight_bytes_per_gpu
 from estimator.serving import Step, step
 from estimator.traffic import Traffic
 
@@ -49,15 +49,16 @@ UNREACHABLE = "TTFT target unreachable"  # the smallest step (one prompt's uncac
 
 
 def prefill_tokens_for_ttft(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, prompt_len: float, cache_hit_rate: float, kv_dtype: str,
-                            ttft_ms: float, cap: int = PREFILL_TOKENS_PER_GPU) -> tuple[int, str]:  # fmt: skip
+                            ttft_ms: float, cap: int = 0) -> tuple[int, str]:  # fmt: skip
     """Largest prefill tokens per GPU per step, up to the layout's (else ``cap``), whose step meets the ``ttft_ms``
     target (0: none) for prompts of ``prompt_len`` tokens, ``cache_hit_rate`` of them cached; why it stops there.
+    ``cap`` 0: the engine's token budget on this GPU (core/data/engines/).
 
     A prompt's first token waits at least for the step that carries its uncached tokens (queueing and the KV
     transfer to decode are not counted), so a step carries at least one prompt's uncached tokens: spreading a
     prompt over more steps only adds time. A prompt longer than the cap takes ceil(uncached / cap) steps.
     """
-    cap = layout.step_tokens or cap
+    cap = layout.step_tokens or cap or engine_step_tokens(gpu)
     if not ttft_ms:
         return cap, "tokens per step"
     prompt = max(math.ceil(prompt_len * (1 - cache_hit_rate)), 1)

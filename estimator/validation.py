@@ -28,7 +28,7 @@ from core.hardware import CatalogError, get_gpu
 from core.paths import DATA_DIR
 from estimator.arch import Layout, load_arch
 from estimator.kernels import kernels_for
-from estimator.memory import PREFILL_TOKENS_PER_GPU, kv_room_sequences
+from estimator.memory import engine_step_tokens, kv_room_sequences
 from estimator.serving import step
 
 VALIDATION_FILE = DATA_DIR / "validation.toml"
@@ -116,7 +116,7 @@ def _whole_requests(row: Row, arch: Any, gpu: Any, lay: Layout, k: Any) -> tuple
         if b < 1:
             return 0.0, "no KV room for one request"
         why = "KV room" if room < row.max_batch / tp else "max batch"
-        chunk = min(PREFILL_TOKENS_PER_GPU / tp, b * row.input_len)
+        chunk = min(engine_step_tokens(gpu, row.kv_rule) / tp, b * row.input_len)
     else:
         b, why = row.batch / tp, "as run"
         chunk = b * row.input_len

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 
+from core.engines import engine_rules
+from core.errors import CatalogError
 from core.hardware import get_gpu
 from core.paths import RESULTS_DIR
 from estimator.kernels import kernels_for
@@ -44,11 +46,22 @@ def test_aggregated_whole_requests_from_a_known_decode_step_and_prefill_rate():
     assert aggregated_rates(0.020, 64, 64, 10_000, long, 8192, 20_000).ttft_ms == pytest.approx(3 * (20 + 812.8))
 
 
-def test_vllm_server_token_budget_follows_its_memory_rule():
-    # vLLM 0.32 EngineArgs: >= 160 GiB 16,384 / 1,024; >= 70 GiB and not A100 8,192 / 1,024; else 2,048 / 256
+def test_engine_rules_are_read_from_data_with_their_sources():
+    # vLLM 0.32 EngineArgs.get_batch_defaults (OpenAI server): >= 160 GiB 16,384 / 1,024; >= 70 GiB and not A100 8,192 / 1,024;
+    # else 2,048 / 256; CacheConfig: 0.92 of total memory, 16-token blocks. TensorRT-LLM: 8,192 / 2,048, 0.9 of free, 32 tokens
+    vllm, trt = engine_rules("vllm"), engine_rules("trtllm")
     assert engine_budget(get_gpu("B200")) == (16384, 1024)
     assert engine_budget(get_gpu("H100")) == (8192, 1024)
     assert engine_budget(get_gpu("A100-80GB")) == (2048, 256)
+    assert engine_budget(get_gpu("A100-80GB"), "trtllm") == (8192, 2048)
+    assert (vllm.memory_fraction, vllm.memory_fraction_of, vllm.page_tokens) == (0.92, "total", 16)
+    assert (trt.memory_fraction, trt.memory_fraction_of, trt.page_tokens) == (0.9, "free", 32)
+    assert vllm.captured("H100", 512) and not vllm.captured("H100", 513) and vllm.captured("B200", 1024)
+    assert "vllm/engine/arg_utils.py" in vllm.source and "llm_args.py" in trt.source
+    # of 80 GiB with 20 GiB taken: vLLM 0.92 x 80 - 20 = 53.6 GiB; TensorRT-LLM 0.9 x (80 - 20) = 54 GiB
+    assert vllm.kv_room_bytes(80, 20) == pytest.approx(53.6) and trt.kv_room_bytes(80, 20) == pytest.approx(54.0)
+    with pytest.raises(CatalogError, match="unknown engine 'sglang'; engines with rules: trtllm, vllm"):
+        engine_rules("sglang")
 
 
 def test_spares_by_hand():

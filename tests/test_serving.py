@@ -242,10 +242,12 @@ def test_kv_room_as_vllm_and_tensorrt_llm_size_their_caches():
     # a forward of 8,192 tokens: gate_up 2 x 28,672 / 2 plus 4 x 8,192 values per token, BF16
     assert activation_bytes(a, lay, 8192) == 8192 * (28_672 + 32_768) * 2 == 1_006_632_960
     assert a.shapes.kv_bytes_per_token("bf16") == 2 * 8 * 128 * 80 * 2 == 327_680  # K and V, 8 KV heads, 80 layers
-    taken = 70_552_387_584 + 1_006_632_960 + 2 * 2**30  # weights, activations, the 2 GiB reserve
-    # vLLM: 0.9 x total - taken = 3,602,907,136 bytes; a sequence takes 344 pages of 16 tokens: 1,803,550,720 bytes
-    assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16") == int((0.9 * 80 * 2**30 - taken) // (327_680 * 5504)) == 1
-    # TensorRT-LLM at its perf overview's 0.95 of what is free: 11,583,199,641.6 bytes over 172 pages of 32 tokens
+    # vLLM 0.32 profiles its A100 token budget, 2,048 tokens (core/data/engines/vllm-0.32.toml): 251,658,240 bytes
+    taken = 70_552_387_584 + 2048 * 61_440 * 2 + 2 * 2**30  # weights, activations, the 2 GiB reserve
+    # vLLM: 0.92 x total - taken = 6,075,868,774 bytes; a sequence takes 344 pages of 16 tokens: 1,803,550,720 bytes
+    assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16") == int((0.92 * 80 * 2**30 - taken) // (327_680 * 5504)) == 3
+    # TensorRT-LLM at its perf overview's 0.95 of what is free, after a profile of its 8,192-token budget: 172 pages of 32
+    taken = 70_552_387_584 + 1_006_632_960 + 2 * 2**30
     assert (
         kv_room_sequences(a, gpu, lay, k, 5500, "bf16", headroom=0.95, rule="trtllm")
         == int(0.95 * (80 * 2**30 - taken) // (327_680 * 5504))

@@ -20,7 +20,7 @@ from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_
 from estimator.operators import load_ops
 from estimator.planning import Workload, aggregated_point, disaggregated_point
 from estimator.serving import Step, step
-from estimator.sizing import PREFILL_TOKENS_PER_GPU, UNREACHABLE, default_layouts, prefill_tokens_for_ttft
+from estimator.sizing import UNREACHABLE, default_layouts, prefill_tokens_for_ttft
 from estimator.traffic import KV_DTYPES
 from fleetcal.commands.predict_cpu import KEYS, predict_cpu
 
@@ -63,7 +63,8 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokens-per-gpu",
         type=int,
-        help=f"prefill tokens per GPU per step (default: the layout's; DeepSeek-V3: its published 16,384; else {PREFILL_TOKENS_PER_GPU:,})",
+        help="prefill tokens per GPU per step (default: the layout's; DeepSeek-V3: its published 16,384; else the engine's token budget "
+             "on this GPU, core/data/engines/)",
     )
     p.add_argument(
         "--ttft-ms",
