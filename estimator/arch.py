@@ -91,3 +91,45 @@ def gemm_precision(gpu: Device, weight_dtype: str) -> str:
 
 def experts_per_gpu(s: Shapes, layout: Layout) -> int:
     return math.ceil((s.num_experts + layout.redundant_experts) / layout.ep) if s.num_experts else 0
+
+
+def layout_problem(a: Arch, layout: Layout) -> str | None:
+    """Why ``layout`` cannot serve ``a`` as vLLM 0.32 lays models out (None when it can):
+
+    - tensor parallelism stays inside one NVLink domain (a node of ``gpus_per_node`` GPUs);
+    - attention heads divide by TP (vllm/model_executor/models/llama.py: ``total_num_heads % tp_size == 0``); KV heads
+      divide by TP, or, where TP exceeds them, TP divides by them and each KV head is replicated on TP / KV heads GPUs
+      (the same file: "Number of KV heads is less than TP size, so we replicate"); MLA's latent is not split by heads;
+    - routed experts (and redundant ones) divide by EP, as vLLM's expert placement with redundant experts requires
+      (vllm/model_executor/layers/fused_moe/layer.py: "EPLB currently only supports even distribution of experts across
+      ranks"); EP past one node spans whole nodes (DeepEP's internode kernels); a dense model has EP 1.
+    """
+    s, tp, ep, node = a.shapes, layout.tp, layout.ep, layout.gpus_per_node
+    if tp > node:
+        return f"TP {tp} spans more than the {node} GPUs of one NVLink domain (a node); tensor parallelism stays within one"
+    if s.heads % tp:
+        return f"{s.name}'s {s.heads} attention heads do not divide by TP {tp}; use a TP that divides {s.heads}"
+    kv = s.kv_heads
+    if not s.mla and kv and ((kv >= tp and kv % tp) or (kv < tp and tp % kv)):
+        return f"{s.name}'s {kv} KV heads neither divide by TP {tp} nor divide it (to be replicated); use a TP that does"
+    if not s.num_experts:
+        return f"{s.name} has no routed experts to spread: EP must be 1, got {ep}" if ep > 1 else None
+    experts = s.num_experts + layout.redundant_experts
+    if experts % ep:
+        return f"{s.name}'s {s.num_experts} routed experts (+{layout.redundant_experts} redundant) do not divide by EP {ep}"
+    if ep > node and ep % node:
+        return f"EP {ep} spans {ep / node:.2f} nodes of {node} GPUs; expert parallelism past one node spans whole nodes"
+    return None
+
+
+def check_layout(a: Arch, layout: Layout) -> None:
+    """A CatalogError (one line, exit 2) where ``layout`` cannot serve ``a`` (layout_problem)."""
+    problem = layout_problem(a, layout)
+    if problem:
+        raise CatalogError(f"layout: {problem}")
+
+
+def check_mtp(a: Arch, mtp_tokens: int) -> None:
+    """Drafted tokens need the checkpoint's multi-token-prediction modules: a model without any is refused."""
+    if mtp_tokens and not a.mtp_modules:
+        raise CatalogError(f"--mtp-tokens {mtp_tokens}: {a.shapes.name} has no multi-token-prediction module to draft with; give 0")

@@ -12,9 +12,12 @@ from core.deployments import Deployment, load_deployments
 from core.hardware import get_gpu
 from core.models import get_model
 from core.opcounts import mla_prefill_attention_flops
+from estimator.arch import load_arch
 from estimator.article import SECONDS_PER_DAY
-from estimator.fleet import SCENARIO_FUNCTIONS, Inputs, roofline_fleet
-from estimator.traffic import Traffic
+from estimator.fleet import SCENARIO_FUNCTIONS, Inputs, article_inputs, roofline_fleet
+from estimator.planning import Rejection
+from estimator.sizing import note
+from estimator.traffic import Request
 
 RATE_COLUMNS = ("decode_batch_per_gpu", "decode_tokens_per_s_per_gpu", "prefill_uncached_tokens_per_s_per_gpu")
 
@@ -33,12 +36,12 @@ def deepseek_mfu(d: Deployment) -> float:
     token attending its cached prefix and half its uncached part, of the token-weighted prompt length), over
     the average GPUs' FP8 peak. A figure derived from the published traffic, for comparison only."""
     spec = get_model(d.model)
-    shapes, t = spec.shapes, Traffic.of_deployment(d)
+    shapes = spec.shapes
     out_s = d.output_tokens_per_day / SECONDS_PER_DAY
     unc_s = (d.input_tokens_per_day - d.cached_input_tokens_per_day) / SECONDS_PER_DAY
     dense = 2 * spec.matmul_params
     attn_decode = shapes.decode_attention_flops(d.average_kv_len) * shapes.num_layers
-    attn_prefill = mla_prefill_attention_flops(shapes, t.prompt_len * (1 + t.cache_hit_rate) / 2) * shapes.num_layers
+    attn_prefill = mla_prefill_attention_flops(shapes, d.input_len * (1 + d.cache_hit_rate) / 2) * shapes.num_layers
     flops = out_s * (dense + attn_decode) + unc_s * (dense + attn_prefill)
     return flops / (d.gpus_average * get_gpu(d.gpu).peak_flops_per_s("fp8"))
 
@@ -55,8 +58,10 @@ def backtest(measured: dict[str, Any] | None = None, ops: pd.DataFrame | None = 
     """
     rows = []
     for d in load_deployments():
-        gpu, spec, traffic = get_gpu(d.gpu), get_model(d.model), Traffic.of_deployment(d)
-        x = Inputs(d.model, spec, traffic, traffic.article_inputs(demand_significant_digits=None), measured=measured, ops=ops)
+        gpu, spec, request = get_gpu(d.gpu), get_model(d.model), Request.of_deployment(d)
+        article = article_inputs(d.model, daily_visits=d.output_tokens_per_day / 1000, questions_per_visit=1, tokens_per_reply=1000,
+                                 demand_significant_digits=None)  # fmt: skip
+        x = Inputs(d.model, spec, replace(request, peak_to_average=1.0), article, measured=measured, ops=ops)
         uncached = 1 - d.cache_hit_rate
         rates: dict[str, tuple[float | None, float | None, float | None]] = {
             "published per-node throughput": (
@@ -66,25 +71,26 @@ def backtest(measured: dict[str, Any] | None = None, ops: pd.DataFrame | None = 
             )
         }
         preds = {sc: _prediction(SCENARIO_FUNCTIONS[sc](x, gpu)) for sc in ("article", "active", "measured")}
-        implied = deepseek_mfu(d)
         for method, published_only in (("roofline", False), ("roofline (published kernels)", True)):
-            r, source = roofline_fleet(d.model, gpu, traffic, ops, peak=False, published_only=published_only)
-            rates[method] = (r.decode_batch_per_gpu, r.decode_tokens_per_s_per_gpu, r.prefill_tokens_per_s_per_gpu)
-            preds[method] = (
-                r.gpus,
-                f"{source}; decode {r.decode_gpus} ({r.decode_batch_per_gpu} seq/GPU, {r.decode_tokens_per_s_per_gpu:,.0f} tok/s/GPU, "
-                f"{r.tokens_per_s_per_user:.1f} tok/s/user) + prefill {r.prefill_gpus} ({r.prefill_tokens_per_s_per_gpu:,.0f} uncached "
-                "tok/s/GPU); "
-                f"implied MFU {r.mfu:.1%} vs DeepSeek's {implied:.1%}",
-            )
-        gpus, how = _prediction(
-            SCENARIO_FUNCTIONS["roofline"](replace(x, traffic=replace(traffic, peak_to_average=d.peak_to_average)), gpu)
-        )
+            rates[method], preds[method] = _serving_model(d, gpu, request, ops, published_only)
+        gpus, how = _prediction(SCENARIO_FUNCTIONS["roofline"](replace(x, request=request), gpu))
         preds["roofline peak"] = (gpus, f"{how}; {d.nodes_peak:g} nodes = {d.nodes_peak * d.gpus_per_node:g} GPUs published")
         nodes = nodes_from_per_node_throughput(d)
         preds["published per-node throughput"] = (nodes * d.gpus_per_node, f"{nodes:.1f} nodes (consistency check, not a prediction)")
         rows += [_row(d, gpu.name, method, gpus, how, rates.get(method, (None, None, None))) for method, (gpus, how) in preds.items()]
     return pd.DataFrame(rows)
+
+
+def _serving_model(d: Deployment, gpu: Any, request: Request, ops: pd.DataFrame | None,
+                   published_only: bool) -> tuple[tuple[float | None, float | None, float | None], tuple[float | None, str]]:  # fmt: skip
+    """The serving model's daily-mean fleet (whole GPUs) for a deployment: its rates and its prediction."""
+    r = roofline_fleet(d.model, gpu, request, ops, peak=False, published_only=published_only)
+    if isinstance(r, Rejection):
+        return (None, None, None), (None, f"no layout meets the limits ({r.text})")
+    rates = (r.option.point.batch_per_gpu, r.decode_tokens_per_s_per_gpu, r.prefill_tokens_per_s_per_gpu)
+    how = (f"{r.kernels_source}; decode {r.decode_gpus} + prefill {r.prefill_gpus} GPUs; "
+           f"{note(r, load_arch(d.model), gpu, request)}; implied MFU {r.mfu:.1%} vs DeepSeek's {deepseek_mfu(d):.1%}")  # fmt: skip
+    return rates, (r.gpus, how)
 
 
 def _prediction(row: dict[str, Any]) -> tuple[float | None, str]:

@@ -209,3 +209,29 @@ def with_value(k: Kernels, name: str, value: float) -> Kernels:
 
 def as_dict(k: Kernels) -> dict[str, Any]:
     return {name: {"compute": e.compute, "memory": e.memory, "source": e.source} for name, e in k.ops.items()}
+
+
+def sample_kernels(k: Kernels, rng: np.random.Generator) -> Kernels:
+    """Every assumption with a range drawn half below and half above its central value, uniformly in each half, so
+    each one's median is the central value (the figure the model runs on) and its 90% interval stays inside the range."""
+    for name, (lo, hi) in sorted(k.ranges.items()):
+        central = _central(k, name)
+        below, above = sorted((lo, central)), sorted((central, hi))  # a measured central may lie outside the published range
+        v = rng.uniform(*below) if rng.random() < 0.5 else rng.uniform(*above)
+        k = with_value(k, name, float(v))
+    return k
+
+
+def one_sided_ranges(k: Kernels) -> list[str]:
+    """Assumptions whose range ends at the central value the model runs on (overlap 1.0 of [0.5, 1.0]): drawn, they can
+    move a count only one way, which is what makes an interval end at the central count."""
+    return [name for name, (lo, hi) in sorted(k.ranges.items()) if lo != hi and any(math.isclose(_central(k, name), v) for v in (lo, hi))]
+
+
+def _central(k: Kernels, name: str) -> float:
+    if name == "low_latency_scale":  # a multiplier on DeepEP's table
+        return 1.0
+    if "." in name:
+        cls, part = name.split(".")
+        return float(getattr(k.ops[cls], part))
+    return float(getattr(k, name))

@@ -58,9 +58,10 @@ def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context:
     room = rules.kv_room_bytes(gpu.memory_bytes, taken, headroom)
     page = rules.page_tokens
     per_seq = a.shapes.kv_bytes_per_token(kv_dtype, mtp) * math.ceil(context / page) * page
-    # a TP group holds tp × B sequences: GQA splits their KV heads over the group, MLA's latent is replicated
-    shares = layout.tp if a.shapes.mla else 1
-    return max(int(room // per_seq) // shares, 0)
+    # a TP group holds tp × B sequences: GQA splits their KV heads over the group (each head on tp / kv_heads GPUs where TP
+    # exceeds them: vLLM replicates), MLA's latent is replicated on every GPU of the group
+    shares = layout.tp if a.shapes.mla else max(layout.tp / max(a.shapes.kv_heads, 1), 1)
+    return max(int(room // per_seq // shares), 0)
 
 
 def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float, mtp_tokens: int = 0,

@@ -1,6 +1,7 @@
-"""The search behind ``fleetcal plan``: for each GPU type, every candidate layout, weight precision and serving mode
-(estimator/planning.py), the option with the fewest GPUs; its GPU count over sampled assumptions (a central value and
-a 90% interval); the per-user speed against throughput frontier; and the cheapest mix of GPU types."""
+"""The search behind ``fleetcal plan`` (and the serving-model scenario of ``fleetcal estimate``): for each GPU type, every
+candidate layout, weight precision and serving mode (estimator/options.py), the option with the fewest GPUs; its GPU count
+over sampled assumptions (a central value and a 90% interval); the per-user speed against throughput frontier; and the
+cheapest mix of GPU types."""
 
 from __future__ import annotations
 
@@ -14,18 +15,10 @@ import pandas as pd
 from core.hardware import Device
 from core.models import get_model
 from estimator.arch import Arch, Layout, load_arch
-from estimator.kernels import Kernels, kernels_for
-from estimator.planning import (
-    Option,
-    Rejected,
-    Workload,
-    aggregated_option,
-    aggregated_point,
-    disaggregated_option,
-    gpus_at,
-    max_batch,
-    sample_kernels,
-)
+from estimator.kernels import Kernels, kernels_for, sample_kernels
+from estimator.options import Option, aggregated_option, disaggregated_option, gpus_at
+from estimator.planning import Limit, Rejection, aggregated_point, max_batch
+from estimator.traffic import Request
 
 MODES = ("aggregated", "disaggregated")
 
@@ -54,7 +47,7 @@ class Choice:
 
     option: Option
     kernels: Kernels
-    evaluate: Callable[[Kernels], Option | str]
+    evaluate: Callable[[Kernels], Option | Rejection]
     arch: Arch
     layouts: tuple[Layout, ...]
 
@@ -63,38 +56,38 @@ def _better(o: Option, best: Option | None) -> bool:
     return best is None or (o.gpus, -o.point.output_tokens_per_s_per_gpu) < (best.gpus, -best.point.output_tokens_per_s_per_gpu)
 
 
-def search(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, modes: tuple[str, ...] = MODES,
-           weight_dtype: str | None = None) -> tuple[Choice | None, list[str]]:  # fmt: skip
-    """The fewest-GPU option for ``gpu`` (ties: more output tokens/s per GPU), and why each rejected candidate failed."""
+def search(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, modes: tuple[str, ...] = MODES, weight_dtype: str | None = None,
+           whole_instances: bool = True) -> tuple[Choice | None, list[Rejection]]:  # fmt: skip
+    """The fewest-GPU option for ``gpu`` at the request's peak (ties: more output tokens/s per GPU), and why each rejected
+    candidate failed."""
     best: Choice | None = None
-    reasons: list[str] = []
+    reasons: list[Rejection] = []
     for dt in weight_dtypes(model, gpu, weight_dtype):
         a = load_arch(model, dt)
         k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
-        lays = [lay for lay in candidate_layouts(a) if max_batch(a, gpu, lay, k, w) >= 1]
+        lays = [lay for lay in candidate_layouts(a) if max_batch(a, gpu, lay, k, r)[0] >= 1]
         if not lays:
-            reasons.append(
-                f"{dt} weights leave no KV room for one {w.input_len + w.output_len}-token request on up to "
-                f"{candidate_layouts(a)[-1].num_gpus} GPUs"
-            )
+            reasons.append(Rejection(Limit.KV_ROOM, f"{dt} weights leave no KV room for one {r.full_len:,.0f}-token request on up to "
+                                                    f"{candidate_layouts(a)[-1].num_gpus} GPUs"))  # fmt: skip
             continue
-        tries: list[tuple[Callable[[Kernels], Option | str], tuple[Layout, ...]]] = []
+        tries: list[tuple[Callable[[Kernels], Option | Rejection], tuple[Layout, ...]]] = []
         if "aggregated" in modes:
-            tries += [((lambda kk, lay=lay, a=a: aggregated_option(a, gpu, lay, kk, w)), (lay,)) for lay in lays]
+            tries += [((lambda kk, lay=lay, a=a: aggregated_option(a, gpu, lay, kk, r, whole_instances)), (lay,)) for lay in lays]
         if "disaggregated" in modes:
-            tries += [((lambda kk, p=p, d=d, a=a: disaggregated_option(a, gpu, p, d, kk, w)), (p, d)) for p in lays for d in lays]
+            tries += [((lambda kk, p=p, d=d, a=a: disaggregated_option(a, gpu, p, d, kk, r, whole_instances)), (p, d))
+                      for p in lays for d in lays]  # fmt: skip
         for evaluate, layouts in tries:
             o = evaluate(k)
-            if isinstance(o, str):
-                reasons.append(Rejected(f"{dt} {'/'.join(str(x.num_gpus) for x in layouts)}-GPU: {o}", getattr(o, "score", math.inf)))
+            if isinstance(o, Rejection):
+                reasons.append(Rejection(o.limit, f"{dt} {'/'.join(str(x.num_gpus) for x in layouts)}-GPU: {o.text}", o.score))
             elif _better(o, best.option if best else None):
                 best = Choice(o, k, evaluate, a, layouts)
     return best, reasons
 
 
-def nearest_reason(reasons: list[str]) -> str:
+def nearest_reason(reasons: list[Rejection]) -> Rejection:
     """The rejection to show when nothing works: the layout whose batch of one came nearest the limits, else the first."""
-    return min(reasons, key=lambda r: getattr(r, "score", math.inf), default="no candidate layout")
+    return min(reasons, key=lambda r: r.score, default=Rejection(Limit.WEIGHTS, "no candidate layout"))
 
 
 def interval(choice: Choice, samples: int, seed: int) -> tuple[float, float, float]:
@@ -112,7 +105,7 @@ def interval(choice: Choice, samples: int, seed: int) -> tuple[float, float, flo
     return float(lo), float(hi), float(np.isnan(arr).mean())
 
 
-def frontier(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, weight_dtype: str | None = None) -> pd.DataFrame:
+def frontier(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, weight_dtype: str | None = None) -> pd.DataFrame:
     """Aggregated serving at batches from 1 to the KV room on every candidate layout and precision: the points no other
     point beats on both per-user speed and output tokens/s per GPU (the Pareto frontier), latency limits ignored."""
     rows = []
@@ -120,9 +113,9 @@ def frontier(model: str, gpu: Device, w: Workload, ops: pd.DataFrame | None, wei
         a = load_arch(model, dt)
         k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
         for lay in candidate_layouts(a):
-            top = max_batch(a, gpu, lay, k, w)
+            top = max_batch(a, gpu, lay, k, r)[0]
             for b in sorted({int(round(v)) for v in np.geomspace(1, max(top, 1), 24)}) if top >= 1 else []:
-                p = aggregated_point(a, gpu, lay, k, w, b)
+                p = aggregated_point(a, gpu, lay, k, r, b)
                 if p.fits:
                     rows.append(
                         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from estimator.planning import Option, gpus_at
+from estimator.options import Option, gpus_at
 
 
 def spare_gpus(o: Option, rate: float, failures_per_gpu_year: float, repair_hours: float) -> int:

@@ -169,7 +169,7 @@ def test_predict_on_the_cpu_uses_only_the_calibration_of_the_cpu_it_runs_on(monk
     assert out["step_ms"] == pytest.approx(sum(dec.values()))
     assert out["output_tokens_per_s_per_gpu"] > 0 and dev in out["device"]
     target = 0.8 * out["tokens_per_s_per_user"]  # a slower per-user target allows a larger batch
-    more = cli_predict.predict(_predict_args(phase="decode", tokens_per_user=target))
+    more = cli_predict.predict(_predict_args(phase="decode", tokens_per_s_per_user=target))
     assert more["batch_per_gpu"] > 16 and more["tokens_per_s_per_user"] >= target
     monkeypatch.setattr(predict_cpu, "describe_cpu", lambda: {"name": "another CPU", "id": "cpu-00000000", "flags": []})
     with pytest.raises(UsageError, match="has not been measured.*measure_cpu_steps"):

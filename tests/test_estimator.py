@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ from core.hardware import Peaks
 from core.models import flops_per_token, flops_per_token_attention, flops_per_token_linear, get_model
 from estimator.backtest import backtest, nodes_from_per_node_throughput
 from estimator.calibration import Point, calibrate, fit_efficiency, fit_phase, predict_point
-from estimator.fleet import direct_fleet, project
+from estimator.fleet import article_inputs, default_request, direct_fleet, project
 from estimator.runs import load_run_table, load_runs
-from estimator.traffic import Traffic
+from estimator.traffic import Request
 from estimator.utilization import measured_utilization
 from fleetcal.cli import main
 
@@ -63,14 +64,18 @@ def test_projection_scenarios_order_and_replacing_assumptions():
 
 
 def test_peak_traffic_and_speed_target_raise_the_roofline_fleet():
-    base = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), traffic=Traffic())}
-    peakier = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), traffic=Traffic(peak_to_average=2.0))}
+    ref = default_request("deepseek-v3", article_inputs())
+    base = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), request=ref)}
+    peakier = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), request=replace(ref, peak_to_average=2.0))}
     # while decode stays compute-bound a faster target only shrinks the batch (same tokens/s per GPU);
     # once it forces memory-bound batches, every GPU delivers fewer tokens/s and the fleet grows
-    faster = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), traffic=Traffic(tokens_per_s_per_user=60))}
-    fastest = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), traffic=Traffic(tokens_per_s_per_user=500))}
+    faster = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), request=replace(ref, tpot_ms=1000 / 60))}
+    fastest = {r["gpu"]: r["gpus"] for r in project(scenarios=("roofline",), request=replace(ref, tpot_ms=1000 / 80))}
     assert peakier["H100"] > base["H100"]
     assert base["H100"] <= faster["H100"] < fastest["H100"]
+    # a speed one sequence cannot reach is refused with the reason, not sized (it used to give a figure)
+    (out_of_reach,) = project(gpu_names=("H100",), scenarios=("roofline",), request=replace(ref, tpot_ms=1000 / 500))
+    assert out_of_reach["gpus"] is None and out_of_reach["feasible"] is False and "batch 1 decodes at" in out_of_reach["how"]
 
 
 def test_fit_recovers_known_efficiencies():
@@ -148,7 +153,7 @@ def test_predict_speaks_the_design_contract(capsys):
 def test_direct_scenario_uses_measured_tokens_per_s():
     df = load_runs(FIXTURE)
     spec = get_model("smollm2-135m")
-    slow = Traffic(daily_visits=1e4, tokens_per_s_per_user=20)
+    slow = Request("smollm2-135m", 4383, 1211, 1e4 * 10 * 1000 / 86_400 / 1211, 1.2, None, 50.0)  # 20 tok/s per user
     cpu = df["device_name"].iloc[0]  # CPUs are named with their identity, e.g. "AMD EPYC [cpu-…]"
     assert cpu.startswith("AMD EPYC [cpu-")
     d = direct_fleet(spec, cpu, slow, df)
@@ -157,7 +162,7 @@ def test_direct_scenario_uses_measured_tokens_per_s():
     assert d["tokens_per_s_per_gpu"] == pytest.approx(serve["output_tokens_per_s"].max())
     assert d["gpus"] == -(-slow.output_tokens_per_s * slow.peak_to_average // d["tokens_per_s_per_gpu"])
     # nobody got 200 tok/s per user on this CPU, no decode step took under 5 ms, and the fixture has no throughput run
-    assert direct_fleet(spec, cpu, Traffic(tokens_per_s_per_user=200), df) is None
+    assert direct_fleet(spec, cpu, replace(slow, tpot_ms=5.0), df) is None
     assert direct_fleet(spec, "H100", slow, df) is None
 
 
@@ -169,7 +174,7 @@ def test_a_fleet_costs_its_gpus_for_24_hours_at_the_dated_or_given_price(capsys)
     assert h100["gpus"] == 16177 and h100["usd_per_gpu_hour"] == 3.0 and "2026-05" in h100["price_source"]
     assert h100["usd_per_day"] == pytest.approx(1_164_744) and h100["usd_per_million_output_tokens"] == pytest.approx(1.164744)
     assert b200["usd_per_gpu_hour"] == 5.25 and b200["usd_per_day"] == pytest.approx(7111 * 5.25 * 24)
-    (given,) = project(gpu_names=("B200",), scenarios=("article",), gpu_hour_usd=5.0)
+    (given,) = project(gpu_names=("B200",), scenarios=("article",), prices={"*": 5.0})
     assert given["usd_per_day"] == pytest.approx(7111 * 5.0 * 24) and given["price_source"] == "--gpu-hour-usd"
     assert main(["estimate", "--scenario", "article", "--gpu", "H800", "--gpu-hour-usd", "2", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
@@ -192,10 +197,12 @@ def test_prompt_length_is_token_weighted_from_the_published_kv_length():
     prompts = [r * o for o in replies]
     kv = sum(p * o + o * (o - 1) / 2 for p, o in zip(prompts, replies)) / sum(replies)
     weighted = sum(p * p for p in prompts) / sum(prompts)
-    t = Traffic(input_tokens_per_output_token=r, decode_context_len=kv)
-    assert t.prompt_len == pytest.approx(weighted, rel=1e-3)
+    d = replace(load_deployments()[0], input_tokens_per_day=r, output_tokens_per_day=1.0, average_kv_len=kv)
+    assert d.input_len == pytest.approx(weighted, rel=1e-3)
     assert weighted > 2 * r * sum(replies) / len(replies)  # the mean prompt (r x 1,000) would be less than half of it
-    assert Traffic().prompt_len == pytest.approx(608 / 168 / (608 / 168 + 0.5) * 4989)  # DeepSeek day 6: 4,383 tokens
+    ds = Request.of_deployment(load_deployments()[0])
+    assert ds.input_len == pytest.approx(608 / 168 / (608 / 168 + 0.5) * 4989)  # DeepSeek day 6: 4,383 tokens
+    assert ds.mean_kv_len == pytest.approx(4989) and ds.input_len / ds.output_len == pytest.approx(608 / 168)
 
 
 def test_measured_utilization_is_the_formulas_count_from_the_most_relevant_run():

@@ -13,11 +13,13 @@ from core.engines import engine_rules
 from core.errors import CatalogError
 from core.hardware import get_gpu
 from core.paths import RESULTS_DIR
-from estimator.kernels import kernels_for
+from estimator.kernels import kernels_for, sample_kernels
 from estimator.operators import load_ops
+from estimator.options import Option, gpus_at
 from estimator.plan_search import cheapest_mix, interval, search
-from estimator.planning import Option, Point, Workload, aggregated_rates, engine_budget, gpus_at, sample_kernels
+from estimator.planning import Limit, Point, aggregated_rates, engine_budget
 from estimator.provisioning import hourly_fleet, spares
+from estimator.traffic import Request
 from fleetcal.cli import main
 
 MODEL = "llama-3.1-8b"
@@ -33,7 +35,7 @@ def test_aggregated_whole_requests_from_a_known_decode_step_and_prefill_rate():
     # 10,000 tokens/s, a budget of 8,192 tokens. To keep 64 sequences running a step carries 64 x 1000 / 500 = 128 prompt
     # tokens: 12.8 ms. Step 32.8 ms -> 64 / 0.0328 = 1,951.2 output tok/s per GPU, TPOT 32.8 ms, total tokens x 3;
     # a new prompt fits one step's room (8,192 - 64): TTFT = 20 ms + 1,000 / 10,000 s = 120 ms.
-    w = Workload(input_len=1000, output_len=500, request_rate=1, ttft_ms=1e9, tpot_ms=1e9)
+    w = Request(MODEL, input_len=1000, output_len=500, requests_per_s=1)
     p = aggregated_rates(0.020, 64, 64, 10_000, w, budget_per_gpu=8192, prompt_per_gpu=1000)
     assert p.output_tokens_per_s_per_gpu == pytest.approx(64 / 0.0328)
     assert p.total_tokens_per_s_per_gpu == pytest.approx(3 * 64 / 0.0328)
@@ -42,7 +44,7 @@ def test_aggregated_whole_requests_from_a_known_decode_step_and_prefill_rate():
     assert p.ttft_ms == pytest.approx(120.0)
     assert p.fits
     # a prompt longer than the room takes ceil(u / room) steps: 20,000 tokens over 8,128 -> 3 steps of 20 ms + 0.8128 s
-    long = Workload(input_len=20_000, output_len=500, request_rate=1, ttft_ms=1e9, tpot_ms=1e9)
+    long = Request(MODEL, input_len=20_000, output_len=500, requests_per_s=1)
     assert aggregated_rates(0.020, 64, 64, 10_000, long, 8192, 20_000).ttft_ms == pytest.approx(3 * (20 + 812.8))
 
 
@@ -73,8 +75,8 @@ def test_spares_by_hand():
 
 def test_whole_instances_and_the_cheapest_mix_by_hand():
     p = Point(1, 1, 1, 1, 1, 1, True)
-    a = Option("A", "aggregated", "bf16", "", 0, ((1.0, 8),), p, "")  # 1 request/s per 8-GPU instance at $1 per GPU-hour
-    b = Option("B", "aggregated", "bf16", "", 0, ((0.25, 1),), p, "")  # 0.25 requests/s per GPU at $3 per GPU-hour
+    a = Option("A", "aggregated", "bf16", "", 0, ((1.0, 8),), p, Limit.TPOT)  # 1 request/s per 8-GPU instance at $1 per GPU-hour
+    b = Option("B", "aggregated", "bf16", "", 0, ((0.25, 1),), p, Limit.TPOT)  # 0.25 requests/s per GPU at $3 per GPU-hour
     assert gpus_at(a.pools, 2.5) == 24  # 3 instances
     # 2.5 requests/s: A alone 24 GPU-h/h = $576 a day; 2 A instances + 0.5 on B (2 GPUs, $6/h): (16 + 6) x 24 = $528
     cost, split = cheapest_mix([(a, 1.0), (b, 3.0)], 2.5)
@@ -93,24 +95,24 @@ def test_hourly_fleet_peaks_at_the_peak_hour_and_a_scale_up_delay_only_adds():
 
 
 def _gpus(ops, **w):
-    base = dict(input_len=1000, output_len=500, request_rate=20, ttft_ms=2000, tpot_ms=40)
-    c, _ = search(MODEL, get_gpu("H100"), Workload(**(base | w)), ops)
+    base = dict(input_len=1000, output_len=500, requests_per_s=20, ttft_ms=2000, tpot_ms=40)
+    c, _ = search(MODEL, get_gpu("H100"), Request(MODEL, **(base | w)), ops)
     return c.option.gpus if c else math.inf
 
 
 def test_a_stricter_tpot_never_needs_fewer_gpus(ops):
-    counts = [_gpus(ops, tpot_ms=t, request_rate=200) for t in (80, 40, 20, 10)]
+    counts = [_gpus(ops, tpot_ms=t, requests_per_s=200) for t in (80, 40, 20, 10)]
     assert counts == sorted(counts) and counts[-1] > counts[0]
 
 
 def test_more_traffic_never_needs_fewer_gpus(ops):
-    counts = [_gpus(ops, request_rate=r) for r in (5, 20, 80, 320)]
+    counts = [_gpus(ops, requests_per_s=r) for r in (5, 20, 80, 320)]
     assert counts == sorted(counts) and counts[-1] > counts[0]
 
 
 def test_the_interval_holds_the_central_value_and_each_draw_has_its_median_at_the_central(ops):
     gpu = get_gpu("H100")
-    c, _ = search(MODEL, gpu, Workload(1000, 500, 40, 2000, 40), ops)
+    c, _ = search(MODEL, gpu, Request(MODEL, 1000, 500, 40, ttft_ms=2000, tpot_ms=40), ops)
     lo, hi, bad = interval(c, 100, seed=1)
     assert lo <= c.option.gpus <= hi and lo < hi and bad == 0.0
     k, _ = kernels_for(gpu, ops)
@@ -121,7 +123,7 @@ def test_the_interval_holds_the_central_value_and_each_draw_has_its_median_at_th
 
 
 def test_plan_prints_the_table_interval_and_plot(tmp_path, capsys):
-    plot = tmp_path / "f.png"
+    plot = tmp_path
     profile = tmp_path / "day.csv"
     profile.write_text("hour,share\n" + "\n".join(f"{h},{1 + (h >= 12)}" for h in range(24)))
     rc = main(["plan", "--model", "llama-3.1-70b", "--gpu", "H100", "--gpu", "A100-80GB", "--input-len", "1000", "--output-len", "1000",
@@ -135,8 +137,8 @@ def test_plan_prints_the_table_interval_and_plot(tmp_path, capsys):
         assert r["ttft_ms"] <= 2000 and r["tpot_ms"] <= 50
         assert max(r["hourly_gpus"]) == r["gpus"]  # the peak hour (shares 2 of 36 an hour -> 50 x 24 x 2 / 36 req/s)
         assert r["gpus_with_spares"] >= r["gpus"]
-    assert doc["workload"]["request_rate"] == pytest.approx(50 * 24 * 2 / 36)
-    assert plot.is_file() and plot.with_suffix(".csv").is_file()
+    assert doc["request"]["peak_requests_per_s"] == pytest.approx(50 * 24 * 2 / 36) and doc["request"]["requests_per_s"] == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day.csv", "plan_frontier.csv", "plan_frontier.png"]
 
 
 def test_disaggregated_whole_requests_by_hand():
@@ -146,7 +148,7 @@ def test_disaggregated_whole_requests_by_hand():
     # 4,096 tokens carries the prompt, plus 10 ms of KV transfer; TPOT is the bare decode step.
     from estimator.planning import disaggregated_rates
 
-    w = Workload(input_len=1000, output_len=500, request_rate=1, ttft_ms=1e9, tpot_ms=1e9)
+    w = Request(MODEL, input_len=1000, output_len=500, requests_per_s=1)
     p = disaggregated_rates(0.020, 64, 64, 10_000, 0.5, 4096, 1000, 0.010, w)
     assert p.output_tokens_per_s_per_gpu == pytest.approx(500 / 0.25625)
     assert p.ttft_ms == pytest.approx(510.0) and p.tpot_ms == pytest.approx(20.0)
@@ -166,8 +168,9 @@ def test_predict_request_is_whole_requests_on_a_gpu(capsys):
     out = json.loads(capsys.readouterr().out)
     a, gpu = load_arch(MODEL), get_gpu("H100")
     k, _ = kernels_for(gpu, load_ops(RESULTS_DIR, warn=False))
-    assert out["batch_per_gpu"] == kv_room_sequences(a, gpu, Layout(1), k, 1250, "bf16") and out["fits_in_memory"]
-    p = aggregated_point(a, gpu, Layout(1), k, Workload(1000, 500, 1, 1e9, 1e9), out["batch_per_gpu"])
+    # --batch-per-gpu max: what the KV room holds at a request's full length, 1,000 + 500 tokens, as plan sizes it
+    assert out["batch_per_gpu"] == kv_room_sequences(a, gpu, Layout(1), k, 1500, "bf16") == out["kv_room_sequences_per_gpu"]
+    p = aggregated_point(a, gpu, Layout(1), k, Request(MODEL, 1000, 500), out["batch_per_gpu"])
     assert out["mode"] == "aggregated" and out["output_tokens_per_s_per_gpu"] == pytest.approx(p.output_tokens_per_s_per_gpu)
     assert out["output_tokens_per_s_per_gpu"] < out["decode_tokens_per_s_per_gpu"]  # prefill takes its share of the steps
     assert main(["predict", "--model", MODEL, "--gpu", "H100", "--concurrency", "16", "--disaggregated", "--json"]) == 0

@@ -7,16 +7,20 @@ from dataclasses import replace
 
 import pytest
 
+from core.deployments import load_deployments
 from core.hardware import get_gpu
 from core.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_prefill_attention_flops
 from estimator.arch import Layout, load_arch
 from estimator.kernels import published_kernels, with_value
 from estimator.memory import largest_batch, weight_bytes_per_gpu
+from estimator.planning import UNREACHABLE, Rejection, prefill_tokens_for_ttft
 from estimator.serving import step
-from estimator.sizing import prefill_tokens_for_ttft, size_fleet
-from estimator.traffic import Traffic
+from estimator.sizing import deployment_layouts, size_on
+from estimator.traffic import Request
 
-TWO_MILLION = Traffic(daily_visits=2e6 * 86_400 / 1e4)  # 2M output tokens/s, DeepSeek day-6 ratios and targets
+# 2M output tokens/s at DeepSeek day 6's token-weighted lengths (4,383 in, 1,211 out), cache hits, 20 tok/s per user, MTP 1
+_D = load_deployments()[0]
+TWO_MILLION = Request("deepseek-v3", _D.input_len, _D.output_len, 2e6 / _D.output_len, 1.0, None, 50.0, _D.cache_hit_rate, "bf16", 1)
 
 # DeepSeek-V3 config.json: 61 layers (3 dense), hidden 7,168, 128 heads, q_lora_rank 1,536,
 # kv_lora_rank 512, qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128, dense FFN 18,432,
@@ -121,27 +125,25 @@ def test_step_is_a_sum_over_operators_at_their_own_precision():
 
 def test_a_stricter_ttft_never_raises_prefill_tokens_per_gpu():
     k, prefill = published_kernels(), Layout(32, ep=32, dp_attention=True, redundant_experts=32)
+    layouts = deployment_layouts("deepseek-v3")
     rates, fleets = [], []
-    for ttft in (0, 2000, 600, 400, 250):  # 0: no target
+    for ttft in (None, 2000, 600, 400, 250):  # None: no target
         service = replace(TWO_MILLION, ttft_ms=ttft)
-        tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, prompt_len=service.prompt_len, cache_hit_rate=service.cache_hit_rate,
-                                              kv_dtype="bf16", ttft_ms=ttft)  # fmt: skip
-        assert why != "TTFT target unreachable", ttft
-        st = step(
-            DS, H800, prefill, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.prompt_len, cached_fraction=service.cache_hit_rate
-        )
-        assert ttft == 0 or st.seconds * 1000 <= ttft
+        tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, service, ttft)
+        assert why != UNREACHABLE, ttft
+        st = step(DS, H800, prefill, k, "prefill", tokens_per_gpu=tokens, prompt_len=service.input_len,
+                  cached_fraction=service.cached_fraction)  # fmt: skip
+        assert ttft is None or st.seconds * 1000 <= ttft
         rates.append(st.tokens / st.seconds)
-        fleets.append(size_fleet(DS, H800, k, service).prefill_gpus)
+        fleets.append(size_on(DS, H800, k, service, layouts).prefill_gpus)
     assert all(a >= b for a, b in zip(rates, rates[1:])), rates
     assert all(a <= b for a, b in zip(fleets, fleets[1:])), fleets
     assert rates[-1] < rates[0]  # a step of one prompt's uncached tokens reads the weights for fewer tokens
     t = TWO_MILLION
-    tokens, why = prefill_tokens_for_ttft(
-        DS, H800, prefill, k, prompt_len=t.prompt_len, cache_hit_rate=t.cache_hit_rate, kv_dtype="bf16", ttft_ms=20
-    )
-    assert why == "TTFT target unreachable" and tokens == math.ceil(t.prompt_len * (1 - t.cache_hit_rate))  # one prompt
-    assert not size_fleet(DS, H800, k, replace(t, ttft_ms=20)).feasible
+    tokens, why = prefill_tokens_for_ttft(DS, H800, prefill, k, t, 20)
+    assert why == UNREACHABLE and tokens == math.ceil(t.input_len * (1 - t.cached_fraction))  # one prompt
+    refused = size_on(DS, H800, k, replace(t, ttft_ms=20), layouts)
+    assert isinstance(refused, Rejection) and "TTFT" in str(refused.limit), "an unreachable TTFT is a refusal, not a figure"
 
 
 def test_prefill_lends_24_of_132_sms_to_the_hidden_all_to_all_and_decode_none():
@@ -215,9 +217,10 @@ def test_deepseek_prefill_runs_its_published_16k_token_steps():
     from estimator.sizing import default_layouts
 
     # deepseek-ai/profile-data: prefill at EP32, TP1, 16K tokens per GPU, "in line with ... actual online deployment"
-    decode, prefill = default_layouts(DS, H800, published_kernels())
+    decode, prefill = default_layouts(DS, "deepseek-v3", H800, published_kernels())
     assert (prefill.num_gpus, prefill.ep, prefill.step_tokens) == (32, 32, 16384) and decode.step_tokens == 0
-    assert size_fleet(DS, H800, published_kernels(), TWO_MILLION).prefill_tokens_per_step == 16384
+    assert (decode.num_gpus, decode.ep, decode.redundant_experts, decode.dp_attention) == (144, 144, 32, True)  # day 6: EP144, DP144
+    assert size_on(DS, H800, published_kernels(), TWO_MILLION, (prefill, decode)).option.prefill_tokens_per_gpu == 16384
 
 
 def test_two_micro_batches_hide_communication_stage_by_stage_not_in_total():

@@ -5,34 +5,36 @@ from __future__ import annotations
 import argparse
 import json
 import tomllib
-from dataclasses import fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from core.args import add_results_args
+from core.deployments import reference_deployment
 from core.errors import UsageError
 from core.hardware import add_gpu_file_arg, get_gpu, use_gpu_files
-from estimator.article import ArticleInputs, article_estimate
+from estimator.article import ArticleInputs, article_estimate, tokens_per_s
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
-from estimator.fleet import SCENARIOS, Traffic, price_notes, project
+from estimator.fleet import SCENARIOS, article_inputs, default_request, price_notes, project
 from estimator.operators import load_ops
 from estimator.runs import load_runs
+from estimator.traffic import KV_DTYPES, MAX_TOKENS, Request, bounded
 from estimator.utilization import measured_utilization, utilization_table
+from fleetcal.commands.plan import add_price_arg
 
-ARTICLE_ONLY = ("params_per_token", "utilization", "precision")
-FLAG_NOTES = {
-    "ttft_ms": " (no target)",
-    "decode_context_len": "; prefill's prompts follow from it: r / (r + 0.5) of it, r the input tokens per output token",
-}
+ARTICLE_ONLY = ("daily_visits", "questions_per_visit", "tokens_per_reply", "params_per_token", "utilization", "precision")
+REQUEST_KEYS = ("input_len", "output_len", "cached_fraction", "peak_to_average", "tokens_per_s_per_user", "ttft_ms", "kv_dtype",
+                "mtp_tokens")  # fmt: skip
+_REF = reference_deployment()
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", action="append", choices=SCENARIOS, help="repeatable; default: all")
     p.add_argument("--gpu", action="append", help="catalogued GPU, repeatable; default: H100 and A100")
-    p.add_argument("--model", default="deepseek-v3", help="catalogued model or config directory (roofline, active, direct)")
-    p.add_argument("--config", type=Path, help="TOML or JSON file of traffic, SLO and article inputs (names as the flags, with _)")
+    p.add_argument("--model", default="deepseek-v3", help="catalogued model or config directory (every scenario)")
+    p.add_argument("--config", type=Path, help="TOML or JSON file of request, SLO and article inputs (names as the flags, with _)")
     add_results_args(p)
     add_gpu_file_arg(p)
     p.add_argument(
@@ -43,21 +45,24 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also print each run's MFU/MBU beside 50%%, the roofline fit, its residuals and held-out errors",
     )
-    p.add_argument(
-        "--gpu-hour-usd",
-        type=float,
-        default=None,
-        help="price of one GPU-hour for every GPU (default: the catalog's dated price, where it has one)",
-    )
-    g = p.add_argument_group("traffic and SLO (defaults: the article's traffic, DeepSeek's published ratios)")
-    for f in fields(Traffic):
-        if f.type in ("float", "int"):
-            g.add_argument(
-                "--" + f.name.replace("_", "-"), type=float, default=None, help=f"default {f.default:g}{FLAG_NOTES.get(f.name, '')}"
-            )
-    g.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default bf16)")
+    add_price_arg(p)
+    g = p.add_argument_group("the requests (defaults: the article's volume served as DeepSeek's day-6 requests were)")
+    g.add_argument("--daily-visits", type=float, help="visits a day (default 1e8, the article's)")
+    g.add_argument("--questions-per-visit", type=float, help="default 10, the article's")
+    g.add_argument("--tokens-per-reply", type=float, help="default 1,000, the article's: with the two above, the output tokens a day")
+    g.add_argument("--input-len", type=float, help=f"prompt tokens per request, token-weighted (default {_REF.input_len:,.0f}: DeepSeek's)")
+    g.add_argument("--output-len", type=float, help=f"reply tokens per request, token-weighted (default {_REF.output_len:,.0f}: DeepSeek)")
+    g.add_argument("--cached-fraction", "--cache-hit-rate", dest="cached_fraction", type=float,
+                   help=f"share of each prompt served from the prefix cache (default {_REF.cache_hit_rate:.4g}; --cache-hit-rate: "
+                        "the older name)")  # fmt: skip
+    g.add_argument("--peak-to-average", type=float, help=f"peak over daily-mean rate (default {_REF.peak_to_average:.4g})")
+    g.add_argument("--tokens-per-s-per-user", "--tokens-per-user", dest="tokens_per_s_per_user", type=float,
+                   help=f"per-user speed, 1000 / TPOT (default {_REF.tokens_per_s_per_user:g})")  # fmt: skip
+    g.add_argument("--ttft-ms", type=float, help="time-to-first-token limit, ms (default: none; 0: none)")
+    g.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache dtype (default bf16)")
+    g.add_argument("--mtp-tokens", type=int, help="tokens drafted per decode step (default: the model's MTP modules, DeepSeek-V3: 1)")
     a = p.add_argument_group("the article's own assumptions")
-    a.add_argument("--params-per-token", type=float, default=None, help="default 671e9 (total parameters)")
+    a.add_argument("--params-per-token", type=float, default=None, help="default: the model's published total (DeepSeek-V3: 671e9)")
     a.add_argument("--utilization", type=float, default=None, help="default 0.5")
     a.add_argument("--precision", default=None, help="default fp8 (A100: its INT8 peak)")
 
@@ -72,44 +77,55 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise UsageError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({exc})") from exc
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: must hold a table of settings")
-    known = {f.name for f in fields(Traffic)} | set(ARTICLE_ONLY)
+    known = set(REQUEST_KEYS) | set(ARTICLE_ONLY)
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"--config {path}: unknown settings {', '.join(unknown)}; use any of {', '.join(sorted(known))}")
     return data
 
 
-def validate_args(args: argparse.Namespace) -> tuple[Traffic, ArticleInputs, tuple[str, ...], tuple[str, ...]]:
+def _request(model: str, article: ArticleInputs, given: dict[str, Any]) -> Request:
+    """The request from the flags (and --config), the rest from the article's volume served as DeepSeek's day-6 requests."""
+    base = default_request(model, article)
+    out_len = float(given.get("output_len", base.output_len))
+    speed = given.get("tokens_per_s_per_user")
+    ttft = given.get("ttft_ms")
+    if ttft is not None and ttft < 0:
+        raise UsageError(f"--ttft-ms must be at least 0 (0: no limit), got {ttft:g}")
+    if speed is not None:
+        bounded("--tokens-per-s-per-user", speed, 0, 1e6, lo_open=True)
+    kw = {k: given[k] for k in ("input_len", "cached_fraction", "peak_to_average", "kv_dtype", "mtp_tokens") if k in given}
+    try:
+        return replace(base, output_len=bounded("--output-len", out_len, 1, MAX_TOKENS), requests_per_s=tokens_per_s(article) / out_len,
+                       tpot_ms=1000 / speed if speed else base.tpot_ms, ttft_ms=ttft or None, **kw)  # fmt: skip
+    except TypeError as exc:
+        raise UsageError(f"bad request setting: {exc}") from exc
+
+
+def validate_args(args: argparse.Namespace) -> tuple[Request, ArticleInputs, tuple[str, ...], tuple[str, ...]]:
+    """The request and the article's inputs from the flags and --config, the GPUs (resolved, one each) and the scenarios."""
     settings: dict[str, Any] = _read_config(args.config) if args.config else {}
-    for name in [f.name for f in fields(Traffic)] + list(ARTICLE_ONLY):
+    for name in (*REQUEST_KEYS, *ARTICLE_ONLY):
         value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
-    traffic_kw = {k: v for k, v in settings.items() if k not in ARTICLE_ONLY}
-    try:
-        traffic = Traffic(**traffic_kw)
-    except TypeError as exc:
-        raise UsageError(f"bad traffic setting: {exc}") from exc
-    article = traffic.article_inputs(**{k: settings[k] for k in ARTICLE_ONLY if k in settings})
+    article = article_inputs(args.model, **{k: settings[k] for k in ARTICLE_ONLY if k in settings})
+    request = _request(args.model, article, {k: settings[k] for k in REQUEST_KEYS if k in settings})
     gpus = tuple(dict.fromkeys(get_gpu(g).name for g in (args.gpu or ["H100", "A100"])))  # H100 and h100 are one GPU
-    if any(not get_gpu(g).peak_tflops for g in gpus):
-        raise UsageError("a GPU without peaks")
     scenarios = tuple(dict.fromkeys(args.scenario or SCENARIOS))
-    if args.gpu_hour_usd is not None and not 0 < args.gpu_hour_usd <= 1e4:  # nan fails both comparisons
-        raise UsageError(f"--gpu-hour-usd must be a price in dollars, above 0 and at most 10000; got {args.gpu_hour_usd}")
-    return traffic, article, gpus, scenarios
+    return request, article, gpus, scenarios
 
 
 def main(args: argparse.Namespace) -> int:
     use_gpu_files(args.gpu_file)
-    traffic, article, gpus, scenarios = validate_args(args)
+    request, article, gpus, scenarios = validate_args(args)
     if args.run is not None and not args.run.is_file():
         raise UsageError(f"--run {args.run}: no such results file")
     runs = load_runs(args.results)
     fits = calibrate(runs)
-    measured = measured_utilization(load_runs(args.run) if args.run else runs, traffic.tokens_per_s_per_user)
+    measured = measured_utilization(load_runs(args.run) if args.run else runs, request.tokens_per_s_per_user or 0.0)
     ops = load_ops(args.results if args.results.is_dir() else args.results.parent, warn=False)
-    rows = project(args.model, gpus, scenarios, traffic, article, runs=runs, measured=measured, ops=ops, gpu_hour_usd=args.gpu_hour_usd)
+    rows = project(args.model, gpus, scenarios, request, article, runs=runs, measured=measured, ops=ops, prices=args.gpu_hour_usd)
     art = article_estimate(article, gpus)
     by_scenario: dict[str, dict[str, int | None]] = {}
     for r in rows:
@@ -123,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
         "gpus_by_scenario": by_scenario,
         "rows": rows,
         "model": args.model,
-        "traffic": traffic.__dict__,
+        "request": request.as_dict(),
         "article_inputs": article.__dict__,
         "measured_utilization": measured,
     }
@@ -141,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_rows(rows: list[dict[str, Any]], gpu_hour_usd: float | None = None) -> str:
+def format_rows(rows: list[dict[str, Any]], prices: dict[str, float] | None = None) -> str:
     """Scenarios x GPUs as a table, with how each number came about."""
     df = pd.DataFrame(rows)
     wide = df.pivot(index="scenario", columns="gpu", values="gpus")
@@ -150,7 +166,7 @@ def format_rows(rows: list[dict[str, Any]], gpu_hour_usd: float | None = None) -
     cost = df.pivot(index="scenario", columns="gpu", values="usd_per_day").reindex(index=wide.index, columns=wide.columns)
     if cost.notna().any().any():
         lines += ["USD per day (those GPUs rented 24 h):", cost.to_string(na_rep="n/a", float_format=lambda v: f"{v:,.0f}"), ""]
-        lines += [f"  {note}" for note in price_notes(tuple(wide.columns), gpu_hour_usd)] + [""]
+        lines += [f"  {note}" for note in price_notes(tuple(wide.columns), prices)] + [""]
     for sc, group in df.groupby("scenario", sort=False):
         hows = list(dict.fromkeys(group["how"]))
         if len(hows) == 1:

@@ -1,13 +1,15 @@
 """``fleetcal plan``: the fewest GPUs of each kind, laid out how, that serve a request rate at given prompt and reply
-lengths within TTFT and TPOT limits; each count with a 90% interval over the model's assumptions, its cost, the
-hourly fleet of a demand curve, spares for failures, the cheapest mix of GPU types, and the frontier of per-user
-speed against throughput as a plot (estimator/planning.py, estimator/plan_search.py)."""
+lengths within TTFT and TPOT limits; each count with a 90% interval over the model's assumptions, its capacity beside
+the demand and what limited it, its cost, the hourly fleet of a demand curve, spares for failures, the cheapest mix of
+GPU types, and the frontier of per-user speed against throughput (estimator/plan_search.py; fleetcal/report/plan.py).
+Files are written only where asked: ``--plot DIR`` and ``--csv FILE``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +18,32 @@ import pandas as pd
 from core.args import add_results_args
 from core.dtypes import SERVING_WEIGHT_DTYPES
 from core.errors import UsageError
-from core.hardware import add_gpu_file_arg, get_gpu, use_gpu_files
+from core.hardware import Device, add_gpu_file_arg, get_gpu, use_gpu_files
 from core.models import get_model
+from estimator.article import SECONDS_PER_DAY
+from estimator.fleet import gpu_price, parse_gpu_prices
+from estimator.kernels import one_sided_ranges
 from estimator.operators import load_ops
 from estimator.plan_search import MODES, Choice, cheapest_mix, frontier, interval, nearest_reason, search
-from estimator.planning import Option, Workload
 from estimator.provisioning import hourly_fleet, spare_gpus
-from estimator.traffic import KV_DTYPES
-from fleetcal.report.files import save_plot
+from estimator.traffic import KV_DTYPES, Request, bounded
+from fleetcal.report.files import write_csv
+from fleetcal.report.plan import FRONTIER_PNG, frontier_plot, plan_row, text
 
-SECONDS_PER_DAY = 86400
+MAX_GPU_TYPES = 16
+
+
+def _prices(text: str) -> dict[str, float]:
+    try:
+        return parse_gpu_prices(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_price_arg(p: argparse.ArgumentParser) -> None:
+    """--gpu-hour-usd: one price for every GPU, or GPU=price pairs; the catalog's dated price elsewhere."""
+    p.add_argument("--gpu-hour-usd", type=_prices, help="dollars per GPU-hour: one price for every GPU (2.5) or per GPU type "
+                   "(H100=2.5,A100-80GB=1.2); default: the catalog's dated price, where it has one")  # fmt: skip
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
@@ -34,48 +52,49 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-len", type=int, required=True, help="prompt tokens per request")
     p.add_argument("--output-len", type=int, required=True, help="reply tokens per request")
     rate = p.add_mutually_exclusive_group(required=True)
-    rate.add_argument("--request-rate", type=float, help="requests per second (with --traffic-profile: the daily mean)")
+    rate.add_argument("--requests-per-s", "--request-rate", dest="requests_per_s", type=float,
+                      help="requests/s, the daily mean (the peak without --traffic-profile); --request-rate: the older name")  # fmt: skip
     rate.add_argument("--requests-per-day", type=float, help="requests per day (the mean rate, or spread by --traffic-profile)")
     p.add_argument("--ttft-ms", type=float, required=True, help="time-to-first-token limit, ms (queueing not counted)")
     speed = p.add_mutually_exclusive_group(required=True)
     speed.add_argument("--tpot-ms", type=float, help="time-per-output-token limit, ms")
-    speed.add_argument("--tokens-per-user", type=float, help="per-user speed limit, tokens/s (1000 / TPOT)")
+    speed.add_argument("--tokens-per-s-per-user", "--tokens-per-user", dest="tokens_per_s_per_user", type=float,
+                       help="per-user speed limit, tokens/s (1000 / TPOT)")  # fmt: skip
     p.add_argument("--mode", choices=(*MODES, "both"), default="both", help="aggregated, disaggregated, or the better of both (default)")
     p.add_argument(
         "--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES), help="default: the model's serving dtype, and FP8 where the GPU has it"
     )
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of each prompt served from the prefix cache")
+    p.add_argument("--mtp-tokens", type=int, help="tokens drafted per decode step (default: the model's MTP modules; none for most)")
     p.add_argument("--samples", type=int, default=200, help="draws of the assumptions for the 90%% interval (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of those draws")
     p.add_argument("--traffic-profile", type=Path, help="24 hourly shares of the day's requests (one per line, or hour,share CSV)")
     p.add_argument("--scale-up-hours", type=int, default=0, help="hours before added GPUs serve: each hour provisioned for the next ones")
     p.add_argument("--gpu-failures-per-year", type=float, help="failures per GPU per year (with --repair-hours: N+k spare instances)")
     p.add_argument("--repair-hours", type=float, help="hours a failed GPU keeps its instance down")
-    p.add_argument(
-        "--plot", type=Path, default=Path("plan_frontier.png"), help="PNG of the speed/throughput frontier (its data as CSV beside it)"
-    )
+    add_price_arg(p)
+    p.add_argument("--plot", type=Path, help=f"directory to write the speed/throughput frontier to ({FRONTIER_PNG} and its data as CSV)")
+    p.add_argument("--csv", type=Path, help="file to write the plan's rows to, as CSV")
     add_results_args(p, "results directory whose measured GPU kernels the model uses")
     add_gpu_file_arg(p)
 
 
-def _check(args: argparse.Namespace) -> None:
-    for name in ("input_len", "output_len", "request_rate", "requests_per_day", "ttft_ms", "tpot_ms", "tokens_per_user", "repair_hours"):
-        v = getattr(args, name)
-        if v is not None and not (0 < v < 1e12 and math.isfinite(v)):
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {v:g}")
-    if args.gpu_failures_per_year is not None and not 0 <= args.gpu_failures_per_year < 1e3:
-        raise UsageError("--gpu-failures-per-year must be 0 or more (e.g. 0.1: one failure per GPU every ten years)")
-    if (args.gpu_failures_per_year is None) != (args.repair_hours is None):
-        raise UsageError("give --gpu-failures-per-year and --repair-hours together")
-    if not 0 <= args.cached_fraction < 1:
-        raise UsageError("--cached-fraction must be in [0, 1)")
-    if not 0 <= args.samples <= 10000:
-        raise UsageError("--samples must be 0 to 10,000")
-    if not 0 <= args.scale_up_hours < 24:
-        raise UsageError("--scale-up-hours must be 0 to 23")
-    if args.plot.suffix.lower() != ".png" or not args.plot.parent.is_dir():
-        raise UsageError(f"--plot {args.plot}: give a .png path in an existing directory")
+@dataclass(frozen=True)
+class PlanInputs:
+    """What ``plan`` runs on, validated at the edge: the request, the GPU types (one each), the search and its extras."""
+
+    request: Request
+    gpus: tuple[Device, ...]
+    modes: tuple[str, ...]
+    weight_dtype: str | None
+    samples: int
+    seed: int
+    hourly: tuple[float, ...] | None  # requests/s hour by hour (with --traffic-profile)
+    scale_up_hours: int
+    failures: tuple[float, float] | None  # (failures per GPU-year, repair hours)
+    prices: dict[str, float] | None
+    results: Path
 
 
 def read_profile(path: Path) -> list[float]:
@@ -96,160 +115,105 @@ def read_profile(path: Path) -> list[float]:
     return [v / sum(values) for v in values]
 
 
-def _row(c: Choice, w: Workload, price: float | None, lo_hi: tuple[float, float, float] | None) -> dict[str, Any]:
-    o, p = c.option, c.option.point
-    usd_day = o.gpus * price * 24 if price else None
-    return {
-        "gpu": o.gpu,
-        "gpus": o.gpus,
-        "gpus_p5": lo_hi[0] if lo_hi else None,
-        "gpus_p95": lo_hi[1] if lo_hi else None,
-        "mode": o.mode,
-        "weight_dtype": o.weight_dtype,
-        "layout": o.layout,
-        "batch_per_gpu": p.batch_per_gpu,
-        "output_tokens_per_s_per_gpu": w.request_rate * w.output_len / o.gpus,
-        "capacity_output_tokens_per_s_per_gpu": p.output_tokens_per_s_per_gpu,
-        "tokens_per_s_per_user": p.tokens_per_s_per_user,
-        "ttft_ms": p.ttft_ms,
-        "tpot_ms": p.tpot_ms,
-        "limited_by": o.limited_by,
-        "usd_per_day": usd_day,
-        "usd_per_million_output_tokens": usd_day / (w.request_rate * w.output_len * SECONDS_PER_DAY / 1e6) if usd_day else None,
-        "infeasible_draws": lo_hi[2] if lo_hi else None,
-    }
+def _check_outputs(args: argparse.Namespace) -> None:
+    if args.plot is not None and not args.plot.is_dir():
+        raise UsageError(f"--plot {args.plot}: give an existing directory to write {FRONTIER_PNG} and its CSV to")
+    if args.csv is not None and (args.csv.suffix.lower() != ".csv" or not args.csv.parent.is_dir()):
+        raise UsageError(f"--csv {args.csv}: give a .csv path in an existing directory")
 
 
-def plan(args: argparse.Namespace) -> dict[str, Any]:
-    """Every GPU's best option, its interval and extras; raises UsageError when no GPU serves the workload."""
-    _check(args)
+def validate_args(args: argparse.Namespace) -> PlanInputs:
+    """The flags as a PlanInputs; one UsageError naming the flag and its bound otherwise."""
+    _check_outputs(args)
+    mean = args.requests_per_s if args.requests_per_s is not None else bounded("--requests-per-day", args.requests_per_day, 0, 1e14,
+                                                                               lo_open=True) / SECONDS_PER_DAY  # fmt: skip
+    bounded("--requests-per-s", mean, 0, 1e9, lo_open=True)
     shares = read_profile(args.traffic_profile) if args.traffic_profile else None
-    mean_rate = args.request_rate if args.request_rate is not None else args.requests_per_day / SECONDS_PER_DAY
-    hourly = [mean_rate * 24 * s for s in shares] if shares else None
-    peak = max(hourly) if hourly else mean_rate
-    tpot = args.tpot_ms or 1000 / args.tokens_per_user
-    w = Workload(args.input_len, args.output_len, peak, args.ttft_ms, tpot, args.cached_fraction, args.kv_dtype)
-    gpus = [get_gpu(g) for g in dict.fromkeys(args.gpu)]
+    if args.tokens_per_s_per_user is not None:
+        bounded("--tokens-per-s-per-user", args.tokens_per_s_per_user, 0, 1e6, lo_open=True)
+    bounded("--samples", args.samples, 0, 10_000)
+    bounded("--scale-up-hours", args.scale_up_hours, 0, 23)
+    if (args.gpu_failures_per_year is None) != (args.repair_hours is None):
+        raise UsageError("give --gpu-failures-per-year and --repair-hours together")
+    if args.gpu_failures_per_year is not None:
+        bounded("--gpu-failures-per-year", args.gpu_failures_per_year, 0, 1000)
+        bounded("--repair-hours", args.repair_hours, 0, 8760, lo_open=True)
     spec = get_model(args.model)
-    if spec.max_context and args.input_len + args.output_len > spec.max_context:
-        raise UsageError(
-            f"--input-len + --output-len = {args.input_len + args.output_len:,} exceeds {spec.name}'s context of {spec.max_context:,} "
-            "tokens"
-        )
-    ops = load_ops(args.results, warn=False)
+    tpot = args.tpot_ms if args.tpot_ms is not None else 1000 / args.tokens_per_s_per_user
+    mtp = spec.shapes.mtp_modules if args.mtp_tokens is None else args.mtp_tokens
+    request = Request(args.model, args.input_len, args.output_len, mean, max(shares) * 24 if shares else 1.0, args.ttft_ms, tpot,
+                      args.cached_fraction, args.kv_dtype, mtp)  # fmt: skip
+    if spec.max_context and request.full_len > spec.max_context:
+        raise UsageError(f"--input-len + --output-len = {request.full_len:,.0f} exceeds {spec.name}'s context of {spec.max_context:,} "
+                         "tokens")  # fmt: skip
+    if mtp and not spec.shapes.mtp_modules:
+        raise UsageError(f"--mtp-tokens {mtp}: {spec.name} has no multi-token-prediction module to draft with; give 0")
+    gpus = tuple({g.name: g for g in map(get_gpu, args.gpu)}.values())  # H100 and h100-sxm are one GPU
+    if len(gpus) > MAX_GPU_TYPES:
+        raise UsageError(f"--gpu: at most {MAX_GPU_TYPES} GPU types in one plan, got {len(gpus)}")
+    hourly = tuple(mean * 24 * s for s in shares) if shares else None
+    failures = (args.gpu_failures_per_year, args.repair_hours) if args.gpu_failures_per_year is not None else None
     modes = MODES if args.mode == "both" else (args.mode,)
+    return PlanInputs(request, gpus, modes, args.weight_dtype, args.samples, args.seed, hourly, args.scale_up_hours, failures,
+                      args.gpu_hour_usd, args.results)  # fmt: skip
+
+
+def _extras(row: dict[str, Any], c: Choice, x: PlanInputs, price: float | None) -> None:
+    """Spares and the hourly fleet beside a GPU's row."""
+    if x.failures is not None:
+        k = spare_gpus(c.option, x.request.peak_requests_per_s, *x.failures)
+        row["spare_gpus"], row["gpus_with_spares"] = k, row["gpus"] + k
+    if x.hourly:
+        fleet = hourly_fleet(c.option.pools, list(x.hourly), x.scale_up_hours)
+        row["hourly_gpus"], row["gpu_hours_per_day"] = fleet, sum(fleet)
+        row["usd_per_day_hourly"] = sum(fleet) * price if price is not None else None
+
+
+def plan(x: PlanInputs) -> dict[str, Any]:
+    """Every GPU's best option, its interval and extras; raises UsageError when no GPU serves the request."""
+    r, ops = x.request, load_ops(x.results, warn=False)
     rows, failed, fronts, priced = [], {}, [], []
-    for gpu in gpus:
-        choice, reasons = search(args.model, gpu, w, ops, modes, args.weight_dtype)
-        fronts.append(frontier(args.model, gpu, w, ops, args.weight_dtype))
+    for gpu in x.gpus:
+        choice, reasons = search(r.model, gpu, r, ops, x.modes, x.weight_dtype)
+        fronts.append(frontier(r.model, gpu, r, ops, x.weight_dtype))
         if choice is None:
-            failed[gpu.name] = nearest_reason(reasons)
+            failed[gpu.name] = nearest_reason(reasons).text
             continue
-        row = _row(choice, w, gpu.usd_per_gpu_hour, interval(choice, args.samples, args.seed) if args.samples else None)
-        _extras(row, choice.option, args, w, hourly, gpu.usd_per_gpu_hour)
+        price, _ = gpu_price(gpu, x.prices)
+        lo_hi = interval(choice, x.samples, x.seed) if x.samples else None
+        row = plan_row(choice, r, price, lo_hi, one_sided_ranges(choice.kernels) if lo_hi else [])
+        _extras(row, choice, x, price)
         rows.append(row)
-        if gpu.usd_per_gpu_hour:
-            priced.append((choice.option, gpu.usd_per_gpu_hour))
+        if price is not None:
+            priced.append((choice.option, price))
     if not rows:
-        what = "; ".join(f"{g}: {r}" for g, r in failed.items())
-        raise UsageError(f"no layout of {args.model} meets TTFT {args.ttft_ms:g} ms and TPOT {tpot:g} ms on {', '.join(failed)} ({what})")
-    mix = cheapest_mix(priced, peak) if len(priced) > 1 else None
-    return {"workload": w.__dict__ | {"mean_request_rate": mean_rate}, "rows": rows, "failed": failed,
+        what = "; ".join(f"{g}: {why}" for g, why in failed.items())
+        raise UsageError(f"no layout of {r.model} meets TTFT {r.ttft_ms:g} ms and TPOT {r.tpot_ms:g} ms on {', '.join(failed)} ({what})")
+    mix = cheapest_mix(priced, r.peak_requests_per_s) if len(priced) > 1 else None
+    return {"request": r.as_dict(), "rows": rows, "failed": failed,
             "cheapest_mix": {"usd_per_day": mix[0], "split": mix[1]} if mix else None,
             "frontier": pd.concat(fronts, ignore_index=True) if fronts else pd.DataFrame()}  # fmt: skip
 
 
-def _extras(row: dict[str, Any], o: Option, args: argparse.Namespace, w: Workload, hourly: list[float] | None, price: float | None) -> None:
-    """Spares and the hourly fleet beside a GPU's row."""
-    if args.gpu_failures_per_year is not None:
-        k = spare_gpus(o, w.request_rate, args.gpu_failures_per_year, args.repair_hours)
-        row["spare_gpus"], row["gpus_with_spares"] = k, row["gpus"] + k
-    if hourly:
-        fleet = hourly_fleet(o.pools, hourly, args.scale_up_hours)
-        row["hourly_gpus"], row["gpu_hours_per_day"] = fleet, sum(fleet)
-        row["usd_per_day_hourly"] = sum(fleet) * price if price else None
-
-
-def frontier_plot(front: pd.DataFrame, rows: list[dict[str, Any]], tpot_ms: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {gpu: f"C{i}" for i, gpu in enumerate(sorted({*front.get("gpu", []), *(r["gpu"] for r in rows)}))}
-    for gpu, g in front.groupby("gpu", sort=True):
-        g = g.sort_values("tokens_per_s_per_user")
-        ax.plot(
-            g["tokens_per_s_per_user"],
-            g["output_tokens_per_s_per_gpu"],
-            marker=".",
-            color=colors[gpu],
-            label=f"{gpu}: aggregated, frontier over layouts",
-        )
-    for r in rows:  # the chosen option; disaggregated: decode pool's output over both pools' GPUs at full load
-        ax.scatter(
-            [r["tokens_per_s_per_user"]], [r["capacity_output_tokens_per_s_per_gpu"]], marker="*", s=120, zorder=3, color=colors[r["gpu"]]
-        )
-        ax.annotate(
-            f" {r['gpu']}: {r['gpus']} GPUs, {r['mode']}",
-            (r["tokens_per_s_per_user"], r["capacity_output_tokens_per_s_per_gpu"]),
-            fontsize=7,
-        )
-    ax.axvline(1000 / tpot_ms, color="red", linestyle="--", label=f"TPOT limit: {1000 / tpot_ms:.0f} tok/s per user")
-    ax.set(
-        xlabel="output tokens/s per user",
-        ylabel="output tokens/s per GPU",
-        title="Speed per user against throughput per GPU (Pareto frontier)",
-    )
-    ax.legend(fontsize=7)
-    save_plot(fig, path, front)
-    plt.close(fig)
-
-
-TEXT_COLUMNS = ["gpu", "gpus", "interval", "mode", "weight_dtype", "layout", "batch_per_gpu", "output_tokens_per_s_per_gpu",
-                "tokens_per_s_per_user", "ttft_ms", "tpot_ms", "usd_per_day", "usd_per_million_output_tokens"]  # fmt: skip
-
-
-def text(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    """The plan as printed: the workload, one row per GPU type with its interval, failures, the cheapest mix."""
-    w = out["workload"]
-    lines = [
-        f"{args.model}: {w['input_len']} in / {w['output_len']} out, {w['request_rate']:g} requests/s at the peak, TTFT <= "
-        f"{w['ttft_ms']:g} ms, "
-        f"TPOT <= {w['tpot_ms']:g} ms; serving model (kernels.toml, measured kernels of results/); whole instances"
-    ]
-    df = pd.DataFrame(out["rows"])
-    df["interval"] = [f"{lo:.0f}-{hi:.0f}" if pd.notna(lo) else "" for lo, hi in zip(df["gpus_p5"], df["gpus_p95"])]
-    cols = TEXT_COLUMNS + [c for c in ("spare_gpus", "gpus_with_spares", "gpu_hours_per_day", "usd_per_day_hourly") if c in df]
-    with pd.option_context("display.width", 250, "display.max_colwidth", 70, "display.float_format", "{:,.1f}".format):
-        lines += df[cols].to_string(index=False).splitlines()
-    if args.samples:
-        lines.append(
-            f"interval: 5th-95th percentile of GPUs over {args.samples} draws of every ranged assumption (seed {args.seed}), layout and "
-            "mode kept"
-        )
-    lines += [f"{gpu}: no layout meets the limits ({why})" for gpu, why in out["failed"].items()]
-    if out["cheapest_mix"]:
-        m = out["cheapest_mix"]
-        lines.append("cheapest mix: " + " + ".join(f"{r:g} requests/s on {g}" for g, r in m["split"]) + f", ${m['usd_per_day']:,.0f} a day")
-    return lines
-
-
 def main(args: argparse.Namespace) -> int:
     use_gpu_files(args.gpu_file)
-    out = plan(args)
-    frontier_plot(out["frontier"], out["rows"], out["workload"]["tpot_ms"], args.plot)
+    x = validate_args(args)
+    out = plan(x)
+    if args.plot is not None:
+        frontier_plot(out["frontier"], out["rows"], x.request.tpot_ms, args.plot / FRONTIER_PNG)
+    if args.csv is not None:
+        write_csv(pd.DataFrame(out["rows"]), args.csv)
     if args.json:
-        print(json.dumps({**out, "frontier": out["frontier"].to_dict(orient="records"), "plot": str(args.plot)}, default=str))
+        print(json.dumps({**out, "frontier": out["frontier"].to_dict(orient="records")}, default=str))
         return 0
-    print("\n".join(text(out, args)))
-    print(f"plot: {args.plot} (data: {args.plot.with_suffix('.csv')})")
+    print("\n".join(text(out, x.samples, x.seed)))
+    if args.plot is not None:
+        print(f"plot: {args.plot / FRONTIER_PNG} (data: {(args.plot / FRONTIER_PNG).with_suffix('.csv')})")
     return 0
 
 
 EXAMPLE = ["--model", "llama-3.1-70b", "--gpu", "H100", "--gpu", "A100-80GB", "--input-len", "1000", "--output-len", "1000",
-           "--request-rate", "50", "--ttft-ms", "2000", "--tpot-ms", "50"]  # fmt: skip
+           "--requests-per-s", "50", "--ttft-ms", "2000", "--tpot-ms", "50"]  # fmt: skip
 PLAN_START, PLAN_END = "<!-- plan:start -->", "<!-- plan:end -->"
 
 
@@ -257,9 +221,8 @@ def readme_block(results: Path) -> str:
     """The README's worked planning example: the command, its output, and its plot in results/plots/."""
     parser = argparse.ArgumentParser()
     add_cli_args(parser)
-    plot = results / "plots" / "plan_frontier.png"
-    args = parser.parse_args([*EXAMPLE, "--plot", str(plot), "--results", str(results)])
-    out = plan(args)
-    frontier_plot(out["frontier"], out["rows"], out["workload"]["tpot_ms"], plot)
-    return "\n".join([PLAN_START, "```", "$ fleetcal plan " + " ".join(EXAMPLE), *text(out, args), "```", "",
-                      "![per-user speed against throughput](results/plots/plan_frontier.png)", PLAN_END])  # fmt: skip
+    x = validate_args(parser.parse_args([*EXAMPLE, "--results", str(results)]))
+    out = plan(x)
+    frontier_plot(out["frontier"], out["rows"], x.request.tpot_ms, results / "plots" / FRONTIER_PNG)
+    return "\n".join([PLAN_START, "```", "$ fleetcal plan " + " ".join(EXAMPLE), *text(out, x.samples, x.seed), "```", "",
+                      f"![per-user speed against throughput](results/plots/{FRONTIER_PNG})", PLAN_END])  # fmt: skip

@@ -15,7 +15,7 @@ It never runs inside fleetcal's environment: ``scripts/setup_peers.sh`` installs
   experts over ``moe_ep_size`` = the row's EP with ``moe_tp_size`` 1.
 - ``max_load``: the peer's aggregated (in-flight batching) estimate at the largest batch its own KV gate admits under the
   row's ``kv_fraction`` (TensorRT-LLM's free-memory fraction), capped at ``max_batch``, with fleetcal's token budget per
-  step (``PREFILL_TOKENS_PER_GPU`` per instance, TensorRT-LLM's default ``max_num_tokens`` too) as ``ctx_tokens``.
+  step (TensorRT-LLM's default ``max_num_tokens``, 8,192, core/data/engines/) as ``ctx_tokens``.
 - ``static_batch``: the peer's static estimate at the row's batch and lengths.
 - ``prefill_step`` / ``decode_step``: one context pass of ``tokens_per_gpu / input_len`` prompts per GPU, or one decode
   step at the row's batch per GPU and context length; experts balanced as the row says (``ROUTING``).
@@ -30,10 +30,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from core.engines import engine_rules
 from core.errors import UsageError
 from core.models import MODEL_DIR, model_catalog, resolve_model_key
 from core.paths import RESULTS_DIR, ROOT, portable
-from estimator.memory import PREFILL_TOKENS_PER_GPU
 from estimator.validation import Row
 from fleetcal.peers.aic_runner import SYSTEMS
 
@@ -91,7 +91,7 @@ def peer_request(row: Row) -> dict[str, Any] | str:
     req.update(ROUTING.get(row.id, {}))
     if row.kind == "max_load":
         req |= {"input_len": row.input_len, "output_len": row.output_len, "max_batch": row.max_batch, "kv_fraction": row.kv_fraction,
-                "ctx_tokens": PREFILL_TOKENS_PER_GPU}  # fmt: skip
+                "ctx_tokens": engine_rules("trtllm").budgets[0].max_num_batched_tokens}  # fmt: skip
     elif row.kind == "static_batch":
         req |= {"input_len": row.input_len, "output_len": row.output_len, "batch": row.batch}
     elif row.kind == "prefill_step":

@@ -11,26 +11,34 @@ import pandas as pd
 from core.deployments import load_deployments
 from core.hardware import get_gpu
 from estimator.arch import load_arch
-from estimator.fleet import roofline_fleet
+from estimator.fleet import article_inputs as article
+from estimator.fleet import default_request, roofline_fleet
 from estimator.kernels import kernels_for
-from estimator.sizing import sensitivity
-from estimator.traffic import Traffic
+from estimator.planning import Rejection
+from estimator.sizing import Sizing, deployment_layouts, sensitivity
+from estimator.traffic import Request
 from fleetcal.report.files import round_floats, save_plot
 
 BACKTEST_START, BACKTEST_END = "<!-- backtest:start -->", "<!-- backtest:end -->"
 
 
-def _deepseek() -> tuple[object, Traffic]:
+def _deepseek() -> tuple[object, Request]:
     d = load_deployments()[0]
-    return d, Traffic.of_deployment(d)
+    return d, Request.of_deployment(d)
+
+
+def _sized(s: Sizing | Rejection) -> Sizing:
+    if isinstance(s, Rejection):  # the report's own scenarios: a figure that cannot be sized is a bug, said in one line
+        raise ValueError(f"the report's serving-model fleet cannot be sized: {s.text}")
+    return s
 
 
 def step_breakdown(ops: pd.DataFrame) -> pd.DataFrame:
     """Milliseconds per operator of one decode and one prefill step of DeepSeek's deployment, as the model sizes it."""
-    d, traffic = _deepseek()
-    sizing, _ = roofline_fleet(d.model, get_gpu(d.gpu), traffic, ops, peak=False)
+    d, request = _deepseek()
+    sizing = _sized(roofline_fleet(d.model, get_gpu(d.gpu), request, ops, peak=False))
     rows = []
-    for phase, st in zip(("decode", "prefill"), sizing.steps or ()):
+    for phase, st in zip(("decode", "prefill"), sizing.steps):
         total = sum(st.breakdown_ms.values())
         rows += [{"phase": phase, "operator": k, "ms": v, "share": v / total if total else 0.0, "bound": st.op_bounds.get(k, ""),
                   "efficiency_source": st.op_sources.get(k, "")} for k, v in st.breakdown_ms.items()]  # fmt: skip
@@ -59,11 +67,13 @@ def operator_table_wide(breakdown: pd.DataFrame) -> pd.DataFrame:
 
 def sensitivity_table(ops: pd.DataFrame) -> pd.DataFrame:
     """The backtest's daily-mean fleet at each end of every assumption's range (the rest central)."""
-    d, traffic = _deepseek()
+    d, request = _deepseek()
     gpu = get_gpu(d.gpu)
     arch = load_arch(d.model)
     kernels, _ = kernels_for(gpu, ops, arch.fp8_block_scaled)
-    rows = sensitivity(arch, gpu, kernels, traffic)
+    layouts = deployment_layouts(d.model)
+    assert layouts is not None, "the reference deployment publishes its layouts (core/data/deployments.toml)"
+    rows = sensitivity(arch, gpu, kernels, request, layouts)
     return pd.DataFrame(rows)[["assumption", "low", "high", "gpus_at_low", "gpus_at_high", "central_gpus", "swing"]]
 
 
@@ -73,10 +83,11 @@ def kernels_before_after(ops: pd.DataFrame, gpus: tuple[str, ...]) -> pd.DataFra
     rows = []
     for name in gpus:
         gpu = get_gpu(name)
-        before, _ = roofline_fleet("deepseek-v3", gpu, Traffic(), ops, peak=True, published_only=True)
-        after, source = roofline_fleet("deepseek-v3", gpu, Traffic(), ops, peak=True)
+        request = default_request("deepseek-v3", article("deepseek-v3"))
+        before = _sized(roofline_fleet("deepseek-v3", gpu, request, ops, peak=True, published_only=True))
+        after = _sized(roofline_fleet("deepseek-v3", gpu, request, ops, peak=True))
         rows.append({"gpu": gpu.name, "published_kernels_gpus": before.gpus, "with_measured_kernels_gpus": after.gpus,
-                     "change_pct": (after.gpus / before.gpus - 1) * 100, "kernels": source})  # fmt: skip
+                     "change_pct": (after.gpus / before.gpus - 1) * 100, "kernels": after.kernels_source})  # fmt: skip
     return pd.DataFrame(rows)
 
 
