@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.engines import DEFAULT_ENGINE
 from core.hardware import CatalogError, Device, all_gpus
 from core.paths import DATA_DIR
 
@@ -69,10 +70,15 @@ class Kernels:
     overlap: float
     context_cv: float
     mtp_acceptance: float
-    step_overhead_s: float
+    graph_gap_s: float  # launch cost per kernel replayed from a captured CUDA graph
+    eager_launch_s: float  # launch cost per kernel launched one by one
+    allreduce_latency_s: float  # fixed latency of one tensor-parallel all-reduce
     reserve_bytes: float
     comm_source: str
+    launch_source: str
+    allreduce_source: str
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    engine: str = DEFAULT_ENGINE  # whose rules (core/data/engines/) a step follows: CUDA graphs, scheduler, extra kernels
 
     def low_latency_bytes_per_s(self, ep: int) -> float:
         """DeepEP low-latency bandwidth per GPU at expert-parallel degree ``ep`` (table interpolated in log EP)."""
@@ -108,7 +114,10 @@ def published_kernels() -> Kernels:
     ranges["overlap"] = tuple(s["overlap_range"])
     ranges["context_cv"] = tuple(s["context_cv_range"])
     ranges["mtp_acceptance"] = tuple(s["mtp_acceptance_range"])
-    ranges["step_overhead_s"] = tuple(v / 1000 for v in s["step_overhead_range_ms"])
+    launch, ar = d["launch"], d["allreduce"]
+    ranges["graph_gap_s"] = tuple(v / 1e6 for v in launch["graph_gap_range_us"])
+    ranges["eager_launch_s"] = tuple(v / 1e6 for v in launch["eager_launch_range_us"])
+    ranges["allreduce_latency_s"] = tuple(v / 1e6 for v in ar["latency_range_us"])
     return Kernels(
         ops=ops,
         normal_intranode_gb_per_s=float(c["normal_intranode_gb_per_s"]),
@@ -119,9 +128,13 @@ def published_kernels() -> Kernels:
         overlap=float(s["overlap"]),
         context_cv=float(s["context_cv"]),
         mtp_acceptance=float(s["mtp_acceptance"]),
-        step_overhead_s=float(s["step_overhead_ms"]) / 1000,
+        graph_gap_s=float(launch["graph_gap_us"]) / 1e6,
+        eager_launch_s=float(launch["eager_launch_us"]) / 1e6,
+        allreduce_latency_s=float(ar["latency_us"]) / 1e6,
         reserve_bytes=float(s["reserve_gb"]) * 2**30,
         comm_source=c["source"],
+        launch_source=launch["source"],
+        allreduce_source=f"{ar['source']}; latency: {ar['latency_source']}",
         ranges=ranges,
     )
 

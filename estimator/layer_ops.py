@@ -209,9 +209,10 @@ def communication(x: Batch) -> Comm:
         # the all-to-all waits for the GPU receiving the most tokens (the same Poisson routing as the experts)
         dispatch_b, combine_b = (x.tokens * imbalance(x.tokens * copies, 1.0, lay.ep) * b for b in ep_bytes_per_token(s, copies))
         comm.dispatch, comm.combine = dispatch_b / rate * s.moe_layers, combine_b / rate * s.moe_layers
-    if lay.tp > 1:  # two all-reduces per layer over NVLink
+    if lay.tp > 1:  # two all-reduces per layer over NVLink, each a fixed latency plus its bytes at the bus bandwidth
         bus = k.allreduce_nvlink_fraction * (x.gpu.nvlink_gb_per_s or 0) / 2 * 1e9
-        comm.allreduce = 2 * s.num_layers * 2 * (lay.tp - 1) / lay.tp * x.m * s.hidden * 2 / bus if bus else 0.0
+        transfer = 2 * (lay.tp - 1) / lay.tp * x.m * s.hidden * 2 / bus if bus else 0.0
+        comm.allreduce = 2 * s.num_layers * (k.allreduce_latency_s + transfer)
     return comm
 
 
@@ -222,8 +223,9 @@ def op_time(c: OpCost, peaks: dict[str, float], bandwidth: float) -> tuple[float
     return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
-def summed(costs: list[OpCost], gpu: Device) -> tuple[dict[str, float], float, dict[str, str], dict[str, str]]:
-    """(operator -> seconds over its layers, FLOPs, operator -> what bounds most of its time, operator -> efficiency source)."""
+def summed(costs: list[OpCost], gpu: Device) -> tuple[dict[str, float], float, dict[str, str], dict[str, str], float]:
+    """(operator -> seconds over its layers, FLOPs, operator -> what bounds most of its time, operator -> efficiency source,
+    kernels: one per cost and layer it runs in)."""
     seconds: dict[str, float] = {}
     by_bound: dict[str, dict[str, float]] = {}
     sources: dict[str, str] = {}
@@ -237,13 +239,15 @@ def summed(costs: list[OpCost], gpu: Device) -> tuple[dict[str, float], float, d
         bound[why] = bound.get(why, 0.0) + t * c.layers
         sources.setdefault(c.name, c.eff.source)
         flops += c.flops * c.layers
-    return seconds, flops, {n: max(b, key=b.get) for n, b in by_bound.items()}, sources
+    kernels = sum(c.layers for c in costs)
+    return seconds, flops, {n: max(b, key=b.get) for n, b in by_bound.items()}, sources, kernels
 
 
-def layer_ops(x: Batch) -> tuple[dict[str, float], float, Comm, dict[str, str], dict[str, str]]:
+def layer_ops(x: Batch) -> tuple[dict[str, float], float, Comm, dict[str, str], dict[str, str], float]:
     """(operator -> seconds for all layers of one micro-batch, FLOPs, communication, operator -> bound, operator ->
-    efficiency source) on one GPU. With data-parallel attention, decode waits for the GPU holding the most KV."""
-    seconds, flops, bounds, sources = summed(layer_costs(x), x.gpu)
+    efficiency source, kernels the costs launch) on one GPU. With data-parallel attention, decode waits for the GPU
+    holding the most KV."""
+    seconds, flops, bounds, sources, kernels = summed(layer_costs(x), x.gpu)
     if x.phase == "decode" and x.layout.dp_attention:
         seconds["attention"] *= imbalance(x.seqs, x.k.context_cv, x.layout.num_gpus)
-    return seconds, flops, communication(x), bounds, sources
+    return seconds, flops, communication(x), bounds, sources, kernels

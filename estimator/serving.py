@@ -2,7 +2,8 @@
 
 step = Σ over operators max(FLOPs / (compute eff × peak of the operator's precision),
                             bytes / (memory eff × bandwidth))
-       + expert-parallel communication not hidden behind computation + a fixed per-step overhead.
+       + expert-parallel communication not hidden behind computation + launching the step's kernels
+       + the scheduler's CPU time the GPU waits for (estimator/step_floor.py).
 
 Operators per layer: attention projections (FP8 GEMMs; the MLA absorption bmm in BF16), attention
 (MLA absorbed in decode, not absorbed in prefill; GQA for dense models; BF16 or FP8 KV), dense FFN or
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.engines import engine_rules
 from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels
 from estimator.layer_ops import Batch, layer_ops
+from estimator.step_floor import engine_tokens_per_step, exposed_scheduler_s, kernels_per_step, launch_overhead_s, scheduler_s
 
 
 @dataclass
@@ -87,7 +90,8 @@ def step(
         tokens, advanced = tokens_per_gpu, tokens_per_gpu
         ctx = prompt_len * cached_fraction + prompt_len * uncached / 2  # uncached tokens follow the cached prefix
     micro = 2 if layout.ep > 1 and k.overlap > 0 else 1  # two micro-batches hide communication
-    ops, flops, comm, bounds, sources = layer_ops(Batch(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q, kv_dtype, uncached))
+    ops, flops, comm, bounds, sources, cost_kernels = layer_ops(Batch(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q,
+                                                                     kv_dtype, uncached))  # fmt: skip
     if mtp_tokens and phase == "decode" and a.mtp_modules:  # each MTP module: about one more layer
         per_layer = {n: t / a.shapes.num_layers for n, t in ops.items() if n != "LM head and sampling"}
         ops["MTP module"] = sum(per_layer.values()) * mtp_tokens
@@ -107,13 +111,29 @@ def step(
     breakdown["communication (not hidden)"] = exposed
     # while hidden, prefill's normal all-to-all kernels hold a share of the SMs: computation runs that much slower meanwhile
     lent = k.normal_sm_share * (ep_comm - ep_exposed) if phase == "prefill" and micro == 2 else 0.0
-    breakdown["SMs lent to communication"] = lent
-    breakdown["fixed overhead"] = k.step_overhead_s
-    bounds.update({"communication (not hidden)": "communication", "SMs lent to communication": "communication", "fixed overhead": "fixed"})
-    sources.update({"communication (not hidden)": k.comm_source, "SMs lent to communication": k.comm_source,
-                    "fixed overhead": "kernels.toml [service] step_overhead_ms"})  # fmt: skip
-    total = compute + exposed + lent + k.step_overhead_s
+    breakdown["SMs lent to communication"], gpu_s = lent, compute + exposed + lent
+    mtp_kernels = ("MTP module" in ops) * mtp_tokens * cost_kernels / a.shapes.num_layers  # each module about a layer's
+    floor_s, floor_sources = _floor(a, gpu, layout, k, micro, cost_kernels + mtp_kernels, tokens, seqs, gpu_s)
+    breakdown.update(floor_s)
+    bounds.update({"communication (not hidden)": "communication", "SMs lent to communication": "communication",
+                   "kernel launches": "launch", "scheduler (CPU, not overlapped)": "CPU"})  # fmt: skip
+    sources.update({"communication (not hidden)": k.comm_source if layout.ep > 1 else k.allreduce_source,
+                    "SMs lent to communication": k.comm_source, **floor_sources})  # fmt: skip
     all_comm = ep_comm + comm.allreduce * micro
     bound = "communication" if exposed > 0 and all_comm > compute else max(ops, key=ops.get)
-    return Step(total, {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, all_comm, advanced, flops * micro, bound,
-                op_bounds=bounds, op_sources=sources)  # fmt: skip
+    return Step(gpu_s + sum(floor_s.values()), {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, all_comm, advanced,
+                flops * micro, bound, op_bounds=bounds, op_sources=sources)  # fmt: skip
+
+
+def _floor(a: Arch, gpu: Device, layout: Layout, k: Kernels, micro: int, cost_kernels: float, tokens: float, seqs: float,
+           gpu_s: float) -> tuple[dict[str, float], dict[str, str]]:  # fmt: skip
+    """The step's kernel launches and the scheduler time the GPU waits for (estimator/step_floor.py), in seconds, with sources."""
+    rules = engine_rules(k.engine)
+    kernels = micro * kernels_per_step(cost_kernels, a, layout, rules)
+    captured = rules.captured(gpu.name, engine_tokens_per_step(tokens, layout))
+    launches = launch_overhead_s(kernels, gpu_s, captured, k)
+    waits = exposed_scheduler_s(scheduler_s(seqs, layout, rules), gpu_s + launches, k)
+    engine = f"{rules.engine} {rules.version}"
+    return ({"kernel launches": launches, "scheduler (CPU, not overlapped)": waits},
+            {"kernel launches": f"{kernels:,.0f} kernels, {'CUDA graph' if captured else 'eager'} ({engine}): {k.launch_source}",
+             "scheduler (CPU, not overlapped)": f"{engine} scheduler, core/data/engines/"})  # fmt: skip

@@ -16,7 +16,7 @@ from core.paths import RESULTS_DIR
 from estimator.kernels import kernels_for, sample_kernels
 from estimator.operators import load_ops
 from estimator.options import Option, gpus_at
-from estimator.plan_search import cheapest_mix, interval, search
+from estimator.plan_search import cheapest_mix, frontier, interval, search
 from estimator.planning import Limit, Point, aggregated_rates, engine_budget
 from estimator.provisioning import hourly_fleet, spares
 from estimator.traffic import Request
@@ -176,3 +176,26 @@ def test_predict_request_is_whole_requests_on_a_gpu(capsys):
     assert main(["predict", "--model", MODEL, "--gpu", "H100", "--concurrency", "16", "--disaggregated", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["batch_per_gpu"] == 16 and out["mode"] == "disaggregated" and out["ttft_ms"] > 0
+
+
+def test_a_tpot_below_the_step_floor_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys):
+    # issue 36: "met" at TPOT 0.9 ms before the step had a floor; batch 1 of TP8 now takes 1.5 ms (kernel launches and
+    # 64 all-reduce latencies included), and no layout reaches 1 ms
+    argv = ["plan", "--model", MODEL, "--gpu", "H100", "--input-len", "1000", "--output-len", "300", "--request-rate", "5",
+            "--ttft-ms", "2000", "--tpot-ms", "1", "--samples", "0", "--plot", str(tmp_path), "--csv", str(tmp_path / "p.csv")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no layout of llama-3.1-8b meets TTFT 2000 ms and TPOT 1 ms" in err[0] and "decodes at" in err[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_no_frontier_point_beats_its_layouts_step_floor(ops):
+    # B200's frontier reached 2,788 tok/s per user without a floor. A decode step of Llama-3.1-8B at TP t lasts at least
+    # its kernels x 0.58 us and, under TP, 64 all-reduces x 7 us (kernels.toml); aggregated points also carry prompts
+    kernels = {t: 7 * 32 + 1 + 3 * 32 + 2 + (64 if t > 1 else 0) for t in (1, 2, 4, 8)}
+    floor_s = {t: kernels[t] * 0.58e-6 + (64 * 7e-6 if t > 1 else 0) for t in kernels}
+    r = Request(MODEL, 1000, 300, 5, ttft_ms=2000, tpot_ms=100)
+    front = frontier(MODEL, get_gpu("B200"), r, ops)
+    assert not front.empty and front["tokens_per_s_per_user"].max() < 2788
+    for _, p in front.iterrows():
+        assert p["tokens_per_s_per_user"] <= 1 / floor_s[p["layout"]], p.to_dict()

@@ -268,3 +268,40 @@ def test_the_ffn_activation_reads_gate_and_up_and_writes_the_down_input():
     # DeepSeek-V3 in FP8 on H800, EP32 prefill: per routed (token, expert) pair 2 x 2,048 BF16 read, 2,048 FP8 written
     pre = step(DS, H800, Layout(32, ep=32, dp_attention=True), k, "prefill", tokens_per_gpu=4096, prompt_len=4096)
     assert pre.breakdown_ms["FFN activation"] > 0
+
+
+def _llama_8b_kernels(tp: int) -> int:
+    # Llama-3.1-8B, 32 layers, one micro-batch: the cost list runs qkv_proj, o_proj, attention, gate_up, down, the
+    # activation and the norms in every layer (7) and the LM head once (225); vLLM's layer runs 3 more (the second norm,
+    # rotary, the KV-cache write) and its model 2 more (embedding, final norm): 98; TP adds two all-reduces a layer
+    return 7 * 32 + 1 + 3 * 32 + 2 + (2 * 32 if tp > 1 else 0)
+
+
+def test_a_step_has_a_floor_of_kernel_launches_and_all_reduce_latencies():
+    # kernels.toml: a captured graph's 0.58 us per kernel, 6.4 us per launch outside one; 7 us per all-reduce
+    k, a, gpu = published_kernels(), load_arch("llama-3.1-8b"), get_gpu("H100")
+    assert (k.graph_gap_s, k.eager_launch_s, k.allreduce_latency_s) == pytest.approx((0.58e-6, 6.4e-6, 7e-6))
+    assert "ocannl" in k.launch_source and "vllm-project/vllm#24111" in k.allreduce_source
+    st = step(a, gpu, Layout(8, tp=8), k, "decode", batch_per_gpu=1, context=1150)  # 8 tokens an engine step: captured
+    assert _llama_8b_kernels(8) == 387
+    assert st.breakdown_ms["kernel launches"] == pytest.approx(387 * 0.58e-3, abs=1e-4)  # breakdowns keep 4 decimals of a ms
+    assert st.breakdown_ms["communication (not hidden)"] >= 64 * 7e-3  # 64 all-reduces of 7 us before any byte moves
+    assert st.seconds * 1000 >= 387 * 0.58e-3 + 64 * 7e-3  # TPOT 0.67 ms at least: 1 ms was met at 0.9 before, 1.5 now
+    # past vLLM's largest captured step (512 tokens) kernels launch one by one, and the GPU waits only where launching
+    # 323 kernels (6.4 us each, 2.07 ms) outlasts running them: never at 600 sequences of an 8B model
+    captured = step(a, gpu, Layout(1), k, "decode", batch_per_gpu=512, context=1150)
+    eager = step(a, gpu, Layout(1), k, "decode", batch_per_gpu=600, context=1150)
+    assert captured.breakdown_ms["kernel launches"] == pytest.approx(_llama_8b_kernels(1) * 0.58e-3, abs=1e-4)
+    assert eager.breakdown_ms["kernel launches"] == 0.0 and sum(eager.breakdown_ms.values()) > _llama_8b_kernels(1) * 6.4e-3
+
+
+def test_the_scheduler_waits_only_where_it_outlasts_the_gpu():
+    from core.engines import engine_rules
+    from estimator.step_floor import exposed_scheduler_s, scheduler_s
+
+    k, vllm = published_kernels(), engine_rules("vllm")
+    # vLLM 0.32: 1.12 us per running sequence (vllm-project/vllm#46112); a TP4 engine of 256 sequences per GPU holds 1,024
+    assert scheduler_s(256, Layout(4, tp=4), vllm) == pytest.approx(1024 * 1.12e-6)
+    # asynchronous scheduling (vLLM 0.32's default): only what outlasts the GPU's step is waited for
+    assert exposed_scheduler_s(2e-3, 1.5e-3, k) == pytest.approx(0.5e-3) and exposed_scheduler_s(1e-3, 1.5e-3, k) == 0.0
+    assert engine_rules("trtllm").scheduler_us_per_sequence == 0.0  # no TensorRT-LLM figure looked up: none added
