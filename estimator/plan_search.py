@@ -14,7 +14,7 @@ import pandas as pd
 
 from core.hardware import Device
 from core.models import get_model
-from estimator.arch import Arch, Layout, load_arch
+from estimator.arch import Arch, Layout, layout_problem, load_arch
 from estimator.kernels import Kernels, kernels_for, sample_kernels
 from estimator.options import Option, aggregated_option, disaggregated_option, gpus_at
 from estimator.planning import Limit, Rejection, aggregated_point, max_batch
@@ -25,12 +25,16 @@ MODES = ("aggregated", "disaggregated")
 
 def candidate_layouts(a: Arch) -> list[Layout]:
     """Tensor parallelism within a node for a dense model; for an MoE model, TP8 x EP8 in a node and expert parallelism
-    with data-parallel attention over 8 to 144 GPUs (DeepSeek's own: EP32 prefill, EP144 decode, 32 redundant experts)."""
+    with data-parallel attention over 8 to 144 GPUs, from 32 GPUs with at least 32 redundant experts (DeepSeek's own:
+    EP32 prefill, EP144 decode, 32 redundant experts), as many as make the experts divide by EP; each a layout the model
+    can be laid out on (arch.layout_problem)."""
     if not a.shapes.num_experts:
-        return [Layout(t, tp=t) for t in (1, 2, 4, 8)]
-    return [Layout(8, tp=8, ep=8)] + [
-        Layout(n, ep=n, dp_attention=True, redundant_experts=32 if n >= 32 else 0) for n in (8, 16, 32, 64, 144)
-    ]
+        lays = [Layout(t, tp=t) for t in (1, 2, 4, 8)]
+    else:
+        e = a.shapes.num_experts
+        lays = [Layout(8, tp=8, ep=8)] + [Layout(n, ep=n, dp_attention=True, redundant_experts=-(-(e + 32) // n) * n - e if n >= 32 else 0)
+                                          for n in (8, 16, 32, 64, 144)]  # fmt: skip
+    return [lay for lay in lays if layout_problem(a, lay) is None]
 
 
 def weight_dtypes(model: str, gpu: Device, asked: str | None) -> list[str]:

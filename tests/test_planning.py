@@ -199,3 +199,28 @@ def test_no_frontier_point_beats_its_layouts_step_floor(ops):
     assert not front.empty and front["tokens_per_s_per_user"].max() < 2788
     for _, p in front.iterrows():
         assert p["tokens_per_s_per_user"] <= 1 / floor_s[p["layout"]], p.to_dict()
+
+
+def test_candidate_layouts_are_those_the_model_can_be_laid_out_on():
+    from dataclasses import replace
+
+    from estimator.arch import Layout, layout_problem, load_arch
+    from estimator.memory import kv_room_sequences
+    from estimator.plan_search import candidate_layouts
+
+    # Qwen2.5-7B: 28 heads divide by 1, 2, 4, not 8; DeepSeek-V3: 256 experts + 32 redundant = 288 divide by 32 and 144,
+    # EP64 takes 64 redundant (320 = 5 x 64)
+    assert [lay.tp for lay in candidate_layouts(load_arch("qwen2.5-7b"))] == [1, 2, 4]
+    ep = {lay.ep: lay.redundant_experts for lay in candidate_layouts(load_arch("deepseek-v3")) if lay.dp_attention}
+    assert ep == {8: 0, 16: 0, 32: 32, 64: 64, 144: 32}
+    # vLLM's rule for KV heads (llama.py): fewer KV heads than TP are replicated when TP divides by them
+    a = load_arch("llama-3.1-8b")
+    two = replace(a, shapes=replace(a.shapes, kv_heads=2))
+    three = replace(a, shapes=replace(a.shapes, kv_heads=3))
+    assert layout_problem(two, Layout(8, tp=8)) is None and "KV heads" in layout_problem(three, Layout(8, tp=8))
+    # replicated, each GPU holds one head of each of the group's 8 x B sequences, as with 8 heads split one a GPU: the same
+    # B, not 4 times it (a quarter of the KV per token, held in 4 copies)
+    gpu, k = get_gpu("H100"), kernels_for(get_gpu("H100"))[0]
+    one_copy = kv_room_sequences(two, gpu, Layout(8, tp=8), k, 1000, "bf16", rule="vllm")
+    whole = kv_room_sequences(replace(two, shapes=replace(two.shapes, kv_heads=8)), gpu, Layout(8, tp=8), k, 1000, "bf16")
+    assert one_copy == whole > 0
