@@ -224,3 +224,20 @@ def test_candidate_layouts_are_those_the_model_can_be_laid_out_on():
     one_copy = kv_room_sequences(two, gpu, Layout(8, tp=8), k, 1000, "bf16", rule="vllm")
     whole = kv_room_sequences(replace(two, shapes=replace(two.shapes, kv_heads=8)), gpu, Layout(8, tp=8), k, 1000, "bf16")
     assert one_copy == whole > 0
+
+
+def test_estimate_and_plan_size_the_same_requests_through_one_path(capsys):
+    # issue 36: estimate's serving model and plan gave 2,098 and 180 H100 for the same Llama-3.1-70B traffic (this
+    # checkout: 222 and 40), sizing KV, batches and token budgets apart. 50 requests/s of 1,000 + 1,000 tokens, 20 tok/s
+    # per user (TPOT 50 ms), TTFT 2 s, no cache, no peak: 4.32e6 one-question visits a day of 1,000-token replies
+    assert main(["estimate", "--model", "llama-3.1-70b", "--gpu", "H100", "--scenario", "roofline", "--daily-visits", "4.32e6",
+                 "--questions-per-visit", "1", "--tokens-per-reply", "1000", "--input-len", "1000", "--output-len", "1000",
+                 "--cached-fraction", "0", "--peak-to-average", "1", "--tokens-per-s-per-user", "20", "--ttft-ms", "2000",
+                 "--json"]) == 0  # fmt: skip
+    est = json.loads(capsys.readouterr().out)
+    assert est["request"]["requests_per_s"] == pytest.approx(50) and est["request"]["tpot_ms"] == pytest.approx(50)
+    assert main(["plan", "--model", "llama-3.1-70b", "--gpu", "H100", "--input-len", "1000", "--output-len", "1000",
+                 "--requests-per-s", "50", "--ttft-ms", "2000", "--tpot-ms", "50", "--samples", "0", "--json"]) == 0  # fmt: skip
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    (roof,) = est["rows"]
+    assert roof["gpus"] == row["gpus"] and f"{row['mode']}, {row['layout']}" in roof["how"]
