@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from core.deployments import load_deployments
 from core.hardware import CatalogError, Device
 from core.models import get_model, model_catalog, resolve_model_key
 from core.shapes import Shapes
@@ -133,3 +134,12 @@ def check_mtp(a: Arch, mtp_tokens: int) -> None:
     """Drafted tokens need the checkpoint's multi-token-prediction modules: a model without any is refused."""
     if mtp_tokens and not a.mtp_modules:
         raise CatalogError(f"--mtp-tokens {mtp_tokens}: {a.shapes.name} has no multi-token-prediction module to draft with; give 0")
+
+
+def deployment_layouts(model: str) -> tuple[Layout, Layout] | None:
+    """(prefill, decode) layouts of the first published deployment of ``model`` (core/data/deployments.toml), if any."""
+    key = resolve_model_key(model)
+    for d in load_deployments():
+        if key is not None and resolve_model_key(d.model) == key and d.prefill_layout and d.decode_layout:
+            return Layout(**d.prefill_layout), Layout(**d.decode_layout)
+    return None

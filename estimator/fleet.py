@@ -24,8 +24,9 @@ from core.errors import UsageError
 from core.hardware import CatalogError, Device, get_gpu
 from core.models import ModelSpec, get_model, model_catalog, resolve_model_key
 from estimator.arch import load_arch
-from estimator.article import SECONDS_PER_DAY, ArticleInputs, article_gpus, tokens_per_s
+from estimator.article import ArticleInputs, article_gpus, tokens_per_s
 from estimator.planning import Rejection
+from estimator.provisioning import usd_per_day, usd_per_million_output_tokens
 from estimator.sizing import Sizing, note, size_fleet
 from estimator.traffic import Request
 
@@ -231,16 +232,6 @@ def price_notes(gpu_names: tuple[str, ...], prices: Mapping[str, float] | None =
     priced = [(g.name, *gpu_price(g, prices)) for g in map(get_gpu, gpu_names)]
     return [f"{name}: ${price:.2f} per GPU-hour, {source}" if price is not None else f"{name}: no price (give --gpu-hour-usd {name}=...)"
             for name, price, source in priced]  # fmt: skip
-
-
-def usd_per_day(gpus: float, usd_per_gpu_hour: float) -> float:
-    """Dollars a day for ``gpus`` GPUs rented around the clock: GPUs x price per GPU-hour x 24."""
-    return gpus * usd_per_gpu_hour * 24
-
-
-def usd_per_million_output_tokens(usd_a_day: float, output_tokens_per_s: float) -> float:
-    """A day's dollars over the millions of output tokens a day at ``output_tokens_per_s`` (daily mean)."""
-    return usd_a_day / (output_tokens_per_s * SECONDS_PER_DAY / 1e6)
 
 
 def fleet_cost(gpus: float | None, gpu: Device, output_tokens_per_s: float, prices: Mapping[str, float] | None = None) -> dict[str, Any]:

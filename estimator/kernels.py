@@ -38,6 +38,25 @@ MEASURED_STANDS_FOR = {
 
 
 @dataclass(frozen=True)
+class Knob:
+    """A ranged assumption, by type: an operator class's ``compute`` or ``memory`` efficiency (``op_class`` given), the
+    multiplier on DeepEP's low-latency table (``low_latency_scale``), or a Kernels field. Shown as 'gemm.compute', 'overlap'."""
+
+    name: str  # the Kernels field, or the part ("compute", "memory") of an operator class
+    op_class: str = ""
+
+    def __post_init__(self) -> None:
+        if self.op_class and (self.op_class not in OPERATOR_CLASSES or self.name not in ("compute", "memory")):
+            raise CatalogError(f"no ranged efficiency {self}: operator classes are {', '.join(OPERATOR_CLASSES)}, parts compute and memory")
+
+    def __str__(self) -> str:
+        return f"{self.op_class}.{self.name}" if self.op_class else self.name
+
+
+LOW_LATENCY_SCALE = Knob("low_latency_scale")  # a multiplier on DeepEP's low-latency table, 1.0 at its centre
+
+
+@dataclass(frozen=True)
 class Eff:
     """Fractions of the datasheet peak (of the operator's precision) and bandwidth, and where they come from."""
 
@@ -77,7 +96,7 @@ class Kernels:
     comm_source: str
     launch_source: str
     allreduce_source: str
-    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ranges: dict[Knob, tuple[float, float]] = field(default_factory=dict)
     engine: str = DEFAULT_ENGINE  # whose rules (core/data/engines/) a step follows: CUDA graphs, scheduler, extra kernels
 
     def low_latency_bytes_per_s(self, ep: int) -> float:
@@ -102,22 +121,22 @@ def published_kernels() -> Kernels:
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{KERNELS_FILE.name} is malformed: {exc}") from exc
     ops = {k: Eff(float(d[k]["compute"]), float(d[k]["memory"]), "published: " + d[k]["source"]) for k in OPERATOR_CLASSES}
-    ranges: dict[str, tuple[float, float]] = {}
+    ranges: dict[Knob, tuple[float, float]] = {}
     for k in OPERATOR_CLASSES:
-        ranges[f"{k}.compute"] = tuple(d[k]["compute_range"])
-        ranges[f"{k}.memory"] = tuple(d[k]["memory_range"])
+        ranges[Knob("compute", k)] = tuple(d[k]["compute_range"])
+        ranges[Knob("memory", k)] = tuple(d[k]["memory_range"])
     c, s = d["dispatch_combine"], d["service"]
-    ranges["normal_internode_gb_per_s"] = tuple(c["normal_internode_range"])
-    ranges["low_latency_scale"] = tuple(c["low_latency_range"])
-    ranges["normal_sm_share"] = tuple(c["normal_sm_share_range"])
-    ranges["allreduce_nvlink_fraction"] = tuple(d["allreduce"]["nvlink_fraction_range"])
-    ranges["overlap"] = tuple(s["overlap_range"])
-    ranges["context_cv"] = tuple(s["context_cv_range"])
-    ranges["mtp_acceptance"] = tuple(s["mtp_acceptance_range"])
+    ranges[Knob("normal_internode_gb_per_s")] = tuple(c["normal_internode_range"])
+    ranges[LOW_LATENCY_SCALE] = tuple(c["low_latency_range"])
+    ranges[Knob("normal_sm_share")] = tuple(c["normal_sm_share_range"])
+    ranges[Knob("allreduce_nvlink_fraction")] = tuple(d["allreduce"]["nvlink_fraction_range"])
+    ranges[Knob("overlap")] = tuple(s["overlap_range"])
+    ranges[Knob("context_cv")] = tuple(s["context_cv_range"])
+    ranges[Knob("mtp_acceptance")] = tuple(s["mtp_acceptance_range"])
     launch, ar = d["launch"], d["allreduce"]
-    ranges["graph_gap_s"] = tuple(v / 1e6 for v in launch["graph_gap_range_us"])
-    ranges["eager_launch_s"] = tuple(v / 1e6 for v in launch["eager_launch_range_us"])
-    ranges["allreduce_latency_s"] = tuple(v / 1e6 for v in ar["latency_range_us"])
+    ranges[Knob("graph_gap_s")] = tuple(v / 1e6 for v in launch["graph_gap_range_us"])
+    ranges[Knob("eager_launch_s")] = tuple(v / 1e6 for v in launch["eager_launch_range_us"])
+    ranges[Knob("allreduce_latency_s")] = tuple(v / 1e6 for v in ar["latency_range_us"])
     return Kernels(
         ops=ops,
         normal_intranode_gb_per_s=float(c["normal_intranode_gb_per_s"]),
@@ -207,17 +226,28 @@ def published_source(gpu: Device) -> str:
     return f"published kernel figures (measured on Hopper; none for {gpu.architecture or gpu.name})"
 
 
-def with_value(k: Kernels, name: str, value: float) -> Kernels:
-    """``k`` with one named quantity changed (for the sensitivity table): 'gemm.compute', 'overlap', ..."""
-    if "." in name:  # a measured curve keeps its shape, scaled so that its best point takes the value
-        cls, part = name.split(".")
-        e, i = k.ops[cls], 1 if part == "compute" else 2
-        scale = value / getattr(e, part) if getattr(e, part) else 1.0
+def with_value(k: Kernels, knob: Knob, value: float) -> Kernels:
+    """``k`` with one ranged assumption set to ``value`` (for the sensitivity table and the interval's draws)."""
+    if knob.op_class:  # a measured curve keeps its shape, scaled so that its best point takes the value
+        e, i = k.ops[knob.op_class], 1 if knob.name == "compute" else 2
+        scale = value / getattr(e, knob.name) if getattr(e, knob.name) else 1.0
         curve = tuple(tuple(min(v * scale, 1.0) if j == i else v for j, v in enumerate(p)) for p in e.curve)
-        return replace(k, ops={**k.ops, cls: replace(e, **{part: value}, curve=curve)})
-    if name == "low_latency_scale":
+        return replace(k, ops={**k.ops, knob.op_class: replace(e, **{knob.name: value}, curve=curve)})
+    if knob == LOW_LATENCY_SCALE:
         return replace(k, low_latency_gb_per_s=tuple((e, b * value) for e, b in k.low_latency_gb_per_s))
-    return replace(k, **{name: value})
+    return replace(k, **{knob.name: value})
+
+
+def central(k: Kernels, knob: Knob) -> float:
+    """The value ``k`` runs ``knob`` at (1.0 for the low-latency table's multiplier)."""
+    if knob == LOW_LATENCY_SCALE:
+        return 1.0
+    return float(getattr(k.ops[knob.op_class], knob.name)) if knob.op_class else float(getattr(k, knob.name))
+
+
+def ranged(k: Kernels) -> list[tuple[Knob, tuple[float, float]]]:
+    """Every ranged assumption with its range, in the order of their names (the draws' order)."""
+    return sorted(k.ranges.items(), key=lambda item: str(item[0]))
 
 
 def as_dict(k: Kernels) -> dict[str, Any]:
@@ -227,24 +257,15 @@ def as_dict(k: Kernels) -> dict[str, Any]:
 def sample_kernels(k: Kernels, rng: np.random.Generator) -> Kernels:
     """Every assumption with a range drawn half below and half above its central value, uniformly in each half, so
     each one's median is the central value (the figure the model runs on) and its 90% interval stays inside the range."""
-    for name, (lo, hi) in sorted(k.ranges.items()):
-        central = _central(k, name)
-        below, above = sorted((lo, central)), sorted((central, hi))  # a measured central may lie outside the published range
+    for knob, (lo, hi) in ranged(k):
+        mid = central(k, knob)
+        below, above = sorted((lo, mid)), sorted((mid, hi))  # a measured central may lie outside the published range
         v = rng.uniform(*below) if rng.random() < 0.5 else rng.uniform(*above)
-        k = with_value(k, name, float(v))
+        k = with_value(k, knob, float(v))
     return k
 
 
 def one_sided_ranges(k: Kernels) -> list[str]:
     """Assumptions whose range ends at the central value the model runs on (overlap 1.0 of [0.5, 1.0]): drawn, they can
     move a count only one way, which is what makes an interval end at the central count."""
-    return [name for name, (lo, hi) in sorted(k.ranges.items()) if lo != hi and any(math.isclose(_central(k, name), v) for v in (lo, hi))]
-
-
-def _central(k: Kernels, name: str) -> float:
-    if name == "low_latency_scale":  # a multiplier on DeepEP's table
-        return 1.0
-    if "." in name:
-        cls, part = name.split(".")
-        return float(getattr(k.ops[cls], part))
-    return float(getattr(k, name))
+    return [str(knob) for knob, (lo, hi) in ranged(k) if lo != hi and any(math.isclose(central(k, knob), v) for v in (lo, hi))]

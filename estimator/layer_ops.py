@@ -13,6 +13,7 @@ apart, for serving.py to overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
 
 from core.dtypes import BYTES_PER_DTYPE
@@ -22,6 +23,26 @@ from core.shapes import Shapes
 from estimator.arch import Arch, Layout, experts_per_gpu, gemm_precision
 from estimator.kernels import Eff, Kernels
 
+
+class Op(StrEnum):
+    """The operators (and the rest of a step) a breakdown is keyed by: a renamed one fails where it is used, not zero."""
+
+    ATTENTION_PROJECTIONS = "attention projections"
+    ATTENTION = "attention"
+    DENSE_FFN = "dense FFN"
+    SHARED_EXPERTS = "shared experts"
+    ROUTER = "router"
+    ROUTED_EXPERTS = "routed experts"
+    FFN_ACTIVATION = "FFN activation"
+    NORMS = "norms and residuals"
+    LM_HEAD = "LM head and sampling"
+    MTP_MODULE = "MTP module"
+    COMMUNICATION = "communication (not hidden)"
+    SMS_LENT = "SMs lent to communication"
+    KERNEL_LAUNCHES = "kernel launches"
+    SCHEDULER = "scheduler (CPU, not overlapped)"
+
+
 ELEMENTWISE_VECTORS = 10  # per token per layer: 2 RMS norms (read + write), 2 residual adds (2 reads + write), rotary
 
 
@@ -29,7 +50,7 @@ ELEMENTWISE_VECTORS = 10  # per token per layer: 2 RMS norms (read + write), 2 r
 class OpCost:
     """One operator's work in one layer (once, for the LM head) and the layers that run it."""
 
-    name: str
+    name: Op
     flops: float
     nbytes: float
     precision: str  # whose peak bounds its compute: fp8 or bf16
@@ -81,7 +102,7 @@ class Batch:
         return self.tokens * self.layout.tp
 
     def gemm(
-        self, name: str, kk: int, nn: int, layers: float, mm: float | None = None, prec: str | None = None, split: int | None = None
+        self, name: Op, kk: int, nn: int, layers: float, mm: float | None = None, prec: str | None = None, split: int | None = None
     ) -> OpCost:
         """A (mm × kk) by (kk × nn) GEMM with its weight split ``split`` ways (default: over the TP group)."""
         mm, prec = self.m if mm is None else mm, prec or self.gp
@@ -93,22 +114,22 @@ class Batch:
     def swiglu(self, rows: float, width: float, layers: float) -> OpCost:
         """SwiGLU between an FFN's two GEMMs: reads the gate and up outputs (2 x width, BF16), writes width values in the
         down projection's input precision (FP8 fused into the same kernel, as serving engines fuse silu_and_mul and quant)."""
-        return OpCost("FFN activation", 0.0, rows * width * (2 * 2.0 + self.ab), "bf16", self.k.ops["elementwise"], layers)
+        return OpCost(Op.FFN_ACTIVATION, 0.0, rows * width * (2 * 2.0 + self.ab), "bf16", self.k.ops["elementwise"], layers)
 
 
 def attention_costs(x: Batch) -> list[OpCost]:
     """The attention projections and attention of every layer."""
     s, lin, tp, m, L = x.s, x.s.linears, x.layout.tp, x.m, x.s.num_layers
-    costs = [x.gemm("attention projections", *lin[n], L, split=1 if n in ("q_a_proj", "kv_a_proj") else None)
+    costs = [x.gemm(Op.ATTENTION_PROJECTIONS, *lin[n], L, split=1 if n in ("q_a_proj", "kv_a_proj") else None)
              for n in ("q_a_proj", "q_b_proj", "kv_a_proj", "qkv_proj") if n in lin]  # fmt: skip
-    costs.append(x.gemm("attention projections", *lin["o_proj"], L))
+    costs.append(x.gemm(Op.ATTENTION_PROJECTIONS, *lin["o_proj"], L))
     h_, kv_bytes = s.heads / tp, BYTES_PER_DTYPE[x.kv_dtype]
     if s.mla:
         r, rope, nope, v = s.mla["kv_lora_rank"], s.mla["rope"], s.mla["nope"], s.mla["v"]
         if x.phase == "decode":  # absorbed: per head, queries into the latent and the latent out to values (BF16 bmm)
             costs += [
                 OpCost(
-                    "attention projections",
+                    Op.ATTENTION_PROJECTIONS,
                     2 * m * h_ * kk * nn,
                     h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2,
                     "bf16",
@@ -118,12 +139,12 @@ def attention_costs(x: Batch) -> list[OpCost]:
                 for kk, nn in ((nope, r), (r, v))
             ]
             kv_b = x.seqs * tp * x.context * (r + rope) * kv_bytes
-            costs.append(OpCost("attention", m * s.decode_attention_flops(x.context) / tp, kv_b, "bf16", x.k.ops["attention_decode"], L))
+            costs.append(OpCost(Op.ATTENTION, m * s.decode_attention_flops(x.context) / tp, kv_b, "bf16", x.k.ops["attention_decode"], L))
         else:  # not absorbed: the latents of the whole context are up-projected, then 192/128-wide heads attend
-            costs.append(x.gemm("attention projections", r, s.heads * (nope + v), L, mm=m / max(x.uncached_share, 1e-9)))
+            costs.append(x.gemm(Op.ATTENTION_PROJECTIONS, r, s.heads * (nope + v), L, mm=m / max(x.uncached_share, 1e-9)))
             costs.append(
                 OpCost(
-                    "attention",
+                    Op.ATTENTION,
                     m * mla_prefill_attention_flops(s, x.context) / tp,
                     m * h_ * (2 * (nope + rope) + 2 * v) * 2,
                     "bf16",
@@ -135,14 +156,14 @@ def attention_costs(x: Batch) -> list[OpCost]:
     kvh, flops = max(s.kv_heads / tp, 1), m * s.decode_attention_flops(x.context) / tp  # prefill too: one query attending context
     if x.phase == "decode":
         kv_b = x.seqs * tp * x.context * 2 * kvh * s.head_dim * kv_bytes
-        return [*costs, OpCost("attention", flops, kv_b, "bf16", x.k.ops["attention_decode"], L)]
-    return [*costs, OpCost("attention", flops, m * (2 * h_ + 2 * kvh) * s.head_dim * 2, "bf16", x.k.ops["attention_prefill"], L)]
+        return [*costs, OpCost(Op.ATTENTION, flops, kv_b, "bf16", x.k.ops["attention_decode"], L)]
+    return [*costs, OpCost(Op.ATTENTION, flops, m * (2 * h_ + 2 * kvh) * s.head_dim * 2, "bf16", x.k.ops["attention_prefill"], L)]
 
 
 def dense_ffn_costs(x: Batch) -> list[OpCost]:
     """The dense FFN's GEMMs and activation, in the layers that have one."""
     s, lin = x.s, x.s.linears
-    costs = [x.gemm("dense FFN", *lin[n], s.dense_layers) for n in ("dense_gate_up", "dense_down", "gate_up", "down") if n in lin]
+    costs = [x.gemm(Op.DENSE_FFN, *lin[n], s.dense_layers) for n in ("dense_gate_up", "dense_down", "gate_up", "down") if n in lin]
     return costs + [x.swiglu(x.m, lin[n][1] / 2 / x.layout.tp, s.dense_layers) for n in ("dense_gate_up", "gate_up") if n in lin]
 
 
@@ -159,13 +180,13 @@ def moe_costs(x: Batch) -> list[OpCost]:
     s, lin, lay, m = x.s, x.s.linears, x.layout, x.m
     if not s.num_experts:
         return []
-    costs = [x.gemm("shared experts", *lin[n], s.moe_layers) for n in ("shared_gate_up", "shared_down") if n in lin]
-    costs.append(OpCost("router", 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * x.ab, "bf16",
+    costs = [x.gemm(Op.SHARED_EXPERTS, *lin[n], s.moe_layers) for n in ("shared_gate_up", "shared_down") if n in lin]
+    costs.append(OpCost(Op.ROUTER, 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * x.ab, "bf16",
                         x.k.ops["gemm_bf16"].at(m), s.moe_layers))  # fmt: skip
     e_g = experts_per_gpu(s, lay) if lay.ep > 1 else s.num_experts
     pairs, split, wb = routed_pairs(x), 1 if lay.ep > 1 else lay.tp, BYTES_PER_DTYPE[x.a.weight_dtype]
     nbytes = sum(e_g * kk * nn / split * wb + pairs * (kk * x.ab + nn / split * 2) for kk, nn in s.expert_k_n)
-    costs.append(OpCost("routed experts", expert_gemm_flops(s, pairs) / split, nbytes, x.gp, x.k.ops["grouped_gemm"], s.moe_layers))
+    costs.append(OpCost(Op.ROUTED_EXPERTS, expert_gemm_flops(s, pairs) / split, nbytes, x.gp, x.k.ops["grouped_gemm"], s.moe_layers))
     costs.append(x.swiglu(pairs, s.expert_k_n[0][1] / 2 / split, s.moe_layers))
     if "shared_gate_up" in lin:
         costs.append(x.swiglu(m, lin["shared_gate_up"][1] / 2 / lay.tp, s.moe_layers))
@@ -177,9 +198,9 @@ def tail_costs(x: Batch) -> list[OpCost]:
     s, tp = x.s, x.layout.tp
     head_tokens = x.seqs * x.q_per_seq if x.phase == "decode" else x.seqs  # prefill: the last position of each prompt
     return [
-        OpCost("norms and residuals", 0.0, ELEMENTWISE_VECTORS * x.m * s.hidden * 2, "bf16", x.k.ops["elementwise"], s.num_layers),
+        OpCost(Op.NORMS, 0.0, ELEMENTWISE_VECTORS * x.m * s.hidden * 2, "bf16", x.k.ops["elementwise"], s.num_layers),
         OpCost(
-            "LM head and sampling",
+            Op.LM_HEAD,
             2 * head_tokens * s.hidden * s.vocab / tp,
             s.hidden * s.vocab / tp * 2 + 3 * head_tokens * s.vocab * 4,
             "bf16",
@@ -223,12 +244,12 @@ def op_time(c: OpCost, peaks: dict[str, float], bandwidth: float) -> tuple[float
     return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
-def summed(costs: list[OpCost], gpu: Device) -> tuple[dict[str, float], float, dict[str, str], dict[str, str], float]:
+def summed(costs: list[OpCost], gpu: Device) -> tuple[dict[Op, float], float, dict[Op, str], dict[Op, str], float]:
     """(operator -> seconds over its layers, FLOPs, operator -> what bounds most of its time, operator -> efficiency source,
     kernels: one per cost and layer it runs in)."""
-    seconds: dict[str, float] = {}
-    by_bound: dict[str, dict[str, float]] = {}
-    sources: dict[str, str] = {}
+    seconds: dict[Op, float] = {}
+    by_bound: dict[Op, dict[str, float]] = {}
+    sources: dict[Op, str] = {}
     flops = 0.0
     bf16 = gpu.peak_flops_per_s("bf16")
     peaks = {"bf16": bf16, "fp8": gpu.peak_flops_per_s("fp8") if "fp8" in gpu.peak_tflops else bf16}  # no FP8: it runs at BF16's
@@ -243,11 +264,11 @@ def summed(costs: list[OpCost], gpu: Device) -> tuple[dict[str, float], float, d
     return seconds, flops, {n: max(b, key=b.get) for n, b in by_bound.items()}, sources, kernels
 
 
-def layer_ops(x: Batch) -> tuple[dict[str, float], float, Comm, dict[str, str], dict[str, str], float]:
+def layer_ops(x: Batch) -> tuple[dict[Op, float], float, Comm, dict[Op, str], dict[Op, str], float]:
     """(operator -> seconds for all layers of one micro-batch, FLOPs, communication, operator -> bound, operator ->
     efficiency source, kernels the costs launch) on one GPU. With data-parallel attention, decode waits for the GPU
     holding the most KV."""
     seconds, flops, bounds, sources, kernels = summed(layer_costs(x), x.gpu)
     if x.phase == "decode" and x.layout.dp_attention:
-        seconds["attention"] *= imbalance(x.seqs, x.k.context_cv, x.layout.num_gpus)
+        seconds[Op.ATTENTION] *= imbalance(x.seqs, x.k.context_cv, x.layout.num_gpus)
     return seconds, flops, communication(x), bounds, sources, kernels

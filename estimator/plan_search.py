@@ -14,26 +14,29 @@ import pandas as pd
 
 from core.hardware import Device
 from core.models import get_model
-from estimator.arch import Arch, Layout, layout_problem, load_arch
+from estimator.arch import Arch, Layout, deployment_layouts, layout_problem, load_arch
 from estimator.kernels import Kernels, kernels_for, sample_kernels
 from estimator.options import Option, aggregated_option, disaggregated_option, gpus_at
 from estimator.planning import Limit, Rejection, aggregated_point, max_batch
+from estimator.provisioning import usd_per_day
 from estimator.traffic import Request
 
 MODES = ("aggregated", "disaggregated")
 
 
-def candidate_layouts(a: Arch) -> list[Layout]:
+def candidate_layouts(a: Arch, model: str) -> list[Layout]:
     """Tensor parallelism within a node for a dense model; for an MoE model, TP8 x EP8 in a node and expert parallelism
-    with data-parallel attention over 8 to 144 GPUs, from 32 GPUs with at least 32 redundant experts (DeepSeek's own:
-    EP32 prefill, EP144 decode, 32 redundant experts), as many as make the experts divide by EP; each a layout the model
-    can be laid out on (arch.layout_problem)."""
+    with data-parallel attention over 8 to 64 GPUs and the sizes of its published deployment's layouts (DeepSeek-V3: EP32
+    and EP144, core/data/deployments.toml), from the smallest of those with at least its redundant experts (32), as many
+    as make the experts divide by EP; each a layout the model can be laid out on (arch.layout_problem)."""
     if not a.shapes.num_experts:
         lays = [Layout(t, tp=t) for t in (1, 2, 4, 8)]
     else:
-        e = a.shapes.num_experts
-        lays = [Layout(8, tp=8, ep=8)] + [Layout(n, ep=n, dp_attention=True, redundant_experts=-(-(e + 32) // n) * n - e if n >= 32 else 0)
-                                          for n in (8, 16, 32, 64, 144)]  # fmt: skip
+        e, published = a.shapes.num_experts, deployment_layouts(model) or ()
+        sizes = sorted({8, 16, 32, 64} | {lay.ep for lay in published})
+        spare, first = max((lay.redundant_experts for lay in published), default=0), min((lay.ep for lay in published), default=0)
+        lays = [Layout(8, tp=8, ep=8)] + [Layout(n, ep=n, dp_attention=True, redundant_experts=-(-(e + spare) // n) * n - e if spare and
+                                                 n >= first else 0) for n in sizes]  # fmt: skip
     return [lay for lay in lays if layout_problem(a, lay) is None]
 
 
@@ -69,10 +72,10 @@ def search(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, modes:
     for dt in weight_dtypes(model, gpu, weight_dtype):
         a = load_arch(model, dt)
         k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
-        lays = [lay for lay in candidate_layouts(a) if max_batch(a, gpu, lay, k, r)[0] >= 1]
+        lays = [lay for lay in candidate_layouts(a, model) if max_batch(a, gpu, lay, k, r)[0] >= 1]
         if not lays:
             reasons.append(Rejection(Limit.KV_ROOM, f"{dt} weights leave no KV room for one {r.full_len:,.0f}-token request on up to "
-                                                    f"{candidate_layouts(a)[-1].num_gpus} GPUs"))  # fmt: skip
+                                                    f"{candidate_layouts(a, model)[-1].num_gpus} GPUs"))  # fmt: skip
             continue
         tries: list[tuple[Callable[[Kernels], Option | Rejection], tuple[Layout, ...]]] = []
         if "aggregated" in modes:
@@ -116,7 +119,7 @@ def frontier(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, weig
     for dt in weight_dtypes(model, gpu, weight_dtype):
         a = load_arch(model, dt)
         k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
-        for lay in candidate_layouts(a):
+        for lay in candidate_layouts(a, model):
             top = max_batch(a, gpu, lay, k, r)[0]
             for b in sorted({int(round(v)) for v in np.geomspace(1, max(top, 1), 24)}) if top >= 1 else []:
                 p = aggregated_point(a, gpu, lay, k, r, b)
@@ -150,7 +153,7 @@ def cheapest_mix(options: list[tuple[Option, float]], rate: float, steps: int = 
     of the rate, each part in whole instances: (USD per day, [(GPU, requests/s)]); one type alone is the split 1 : 0."""
 
     def cost(o: Option, price: float, r: float) -> float:
-        return gpus_at(o.pools, r) * price * 24 if r > 0 else 0.0
+        return usd_per_day(gpus_at(o.pools, r), price) if r > 0 else 0.0
 
     best: tuple[float, list[tuple[str, float]]] = (math.inf, [])
     for i, (o, po) in enumerate(options):

@@ -1,9 +1,10 @@
-"""Provisioning a planned fleet: spare instances for GPU failures, and the GPUs in service hour by hour."""
+"""Provisioning a planned fleet: what it costs, spare instances for GPU failures, and the GPUs in service hour by hour."""
 
 from __future__ import annotations
 
 import math
 
+from estimator.article import SECONDS_PER_DAY
 from estimator.options import Option, gpus_at
 
 
@@ -31,3 +32,13 @@ def hourly_fleet(pools: tuple[tuple[float, int], ...], rates: list[float], scale
     n = len(rates)
     need = [max(rates[(h + j) % n] for j in range(scale_up_hours + 1)) for h in range(n)]
     return [gpus_at(pools, r) for r in need]
+
+
+def usd_per_day(gpus: float, usd_per_gpu_hour: float) -> float:
+    """Dollars a day for ``gpus`` GPUs rented around the clock: GPUs x price per GPU-hour x 24."""
+    return gpus * usd_per_gpu_hour * 24
+
+
+def usd_per_million_output_tokens(usd_a_day: float, output_tokens_per_s: float) -> float:
+    """A day's dollars over the millions of output tokens a day at ``output_tokens_per_s`` (daily mean)."""
+    return usd_a_day / (output_tokens_per_s * SECONDS_PER_DAY / 1e6)

@@ -21,12 +21,13 @@ The operators and their costs are layer_ops.py; the architecture and layout arch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from core.engines import engine_rules
 from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels
-from estimator.layer_ops import Batch, layer_ops
+from estimator.layer_ops import Batch, Op, layer_ops
 from estimator.step_floor import engine_tokens_per_step, exposed_scheduler_s, kernels_per_step, launch_overhead_s, scheduler_s
 
 
@@ -35,19 +36,36 @@ class Step:
     """One step's time on one GPU, by operator (ms), and what bounds it."""
 
     seconds: float
-    breakdown_ms: dict[str, float]
+    breakdown_ms: dict[Op, float]
     compute_s: float
     comm_s: float
     tokens: float  # tokens this GPU advances per step (decode: sequences × accepted tokens; prefill: prompt tokens)
     flops: float
     bound: str
     notes: list[str] = field(default_factory=list)
-    op_bounds: dict[str, str] = field(default_factory=dict)  # operator -> what bounds it: compute, memory, communication, fixed
-    op_sources: dict[str, str] = field(default_factory=dict)  # operator -> where its efficiency comes from
+    op_bounds: dict[Op, str] = field(default_factory=dict)  # operator -> what bounds it: compute, memory, communication, launch, CPU
+    op_sources: dict[Op, str] = field(default_factory=dict)  # operator -> where its efficiency comes from
 
 
-ATTENTION_SIDE = ("attention projections", "attention", "norms and residuals")  # a layer's computation before dispatch
-MOE_SIDE = ("shared experts", "router", "routed experts", "FFN activation")  # between dispatch and combine
+class Stage(StrEnum):
+    """Where an operator sits when two micro-batches overlap communication (exposed_per_moe_layer)."""
+
+    ATTENTION = "attention side"  # a layer's computation before dispatch
+    MOE = "MoE side"  # between dispatch and combine
+    UNPAIRED = "unpaired"  # dense layers, the LM head, MTP: paired with no communication
+
+
+STAGES = {Op.ATTENTION_PROJECTIONS: Stage.ATTENTION, Op.ATTENTION: Stage.ATTENTION, Op.NORMS: Stage.ATTENTION,
+          Op.SHARED_EXPERTS: Stage.MOE, Op.ROUTER: Stage.MOE, Op.ROUTED_EXPERTS: Stage.MOE, Op.FFN_ACTIVATION: Stage.MOE,
+          Op.DENSE_FFN: Stage.UNPAIRED, Op.LM_HEAD: Stage.UNPAIRED, Op.MTP_MODULE: Stage.UNPAIRED}  # fmt: skip
+
+
+def stage_seconds(ops: dict[Op, float], stage: Stage) -> float:
+    """Seconds of the operators of ``stage``, in the order Op declares them; an operator with no stage fails here."""
+    unstaged = [op for op in ops if op not in STAGES]
+    if unstaged:
+        raise KeyError(f"operators without an overlap stage: {unstaged}; add them to serving.STAGES")
+    return sum(ops.get(op, 0.0) for op in STAGES if STAGES[op] is stage)
 
 
 def exposed_per_moe_layer(attn_s: float, moe_s: float, dispatch_s: float, combine_s: float) -> float:
@@ -93,32 +111,31 @@ def step(
     ops, flops, comm, bounds, sources, cost_kernels = layer_ops(Batch(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q,
                                                                      kv_dtype, uncached))  # fmt: skip
     if mtp_tokens and phase == "decode" and a.mtp_modules:  # each MTP module: about one more layer
-        per_layer = {n: t / a.shapes.num_layers for n, t in ops.items() if n != "LM head and sampling"}
-        ops["MTP module"] = sum(per_layer.values()) * mtp_tokens
-        bounds["MTP module"], sources["MTP module"] = "as its layer's operators", "the layer's operators above"
+        per_layer = {n: t / a.shapes.num_layers for n, t in ops.items() if n is not Op.LM_HEAD}
+        ops[Op.MTP_MODULE] = sum(per_layer.values()) * mtp_tokens
+        bounds[Op.MTP_MODULE], sources[Op.MTP_MODULE] = "as its layer's operators", "the layer's operators above"
     breakdown = {n: t * micro for n, t in ops.items()}
     compute = sum(breakdown.values())
     ep_comm = (comm.dispatch + comm.combine) * micro
     if micro == 2:  # what the stage pairing leaves exposed; the rest hidden as far as `overlap` says
         s, moe = a.shapes, a.shapes.moe_layers
-        ca = sum(ops.get(n, 0.0) for n in ATTENTION_SIDE) / s.num_layers
-        cm = sum(ops.get(n, 0.0) for n in MOE_SIDE) / moe
+        ca = stage_seconds(ops, Stage.ATTENTION) / s.num_layers
+        cm = stage_seconds(ops, Stage.MOE) / moe
         paired = moe * exposed_per_moe_layer(ca, cm, comm.dispatch / moe, comm.combine / moe)
         ep_exposed = paired + (1.0 - k.overlap) * (ep_comm - paired)
     else:
         ep_exposed = ep_comm
     exposed = ep_exposed + comm.allreduce * micro  # tensor-parallel all-reduces sit between dependent GEMMs: never hidden
-    breakdown["communication (not hidden)"] = exposed
+    breakdown[Op.COMMUNICATION] = exposed
     # while hidden, prefill's normal all-to-all kernels hold a share of the SMs: computation runs that much slower meanwhile
     lent = k.normal_sm_share * (ep_comm - ep_exposed) if phase == "prefill" and micro == 2 else 0.0
-    breakdown["SMs lent to communication"], gpu_s = lent, compute + exposed + lent
-    mtp_kernels = ("MTP module" in ops) * mtp_tokens * cost_kernels / a.shapes.num_layers  # each module about a layer's
+    breakdown[Op.SMS_LENT], gpu_s = lent, compute + exposed + lent
+    mtp_kernels = (Op.MTP_MODULE in ops) * mtp_tokens * cost_kernels / a.shapes.num_layers  # each module about a layer's
     floor_s, floor_sources = _floor(a, gpu, layout, k, micro, cost_kernels + mtp_kernels, tokens, seqs, gpu_s)
     breakdown.update(floor_s)
-    bounds.update({"communication (not hidden)": "communication", "SMs lent to communication": "communication",
-                   "kernel launches": "launch", "scheduler (CPU, not overlapped)": "CPU"})  # fmt: skip
-    sources.update({"communication (not hidden)": k.comm_source if layout.ep > 1 else k.allreduce_source,
-                    "SMs lent to communication": k.comm_source, **floor_sources})  # fmt: skip
+    bounds.update({Op.COMMUNICATION: "communication", Op.SMS_LENT: "communication", Op.KERNEL_LAUNCHES: "launch", Op.SCHEDULER: "CPU"})
+    sources.update({Op.COMMUNICATION: k.comm_source if layout.ep > 1 else k.allreduce_source, Op.SMS_LENT: k.comm_source,
+                    **floor_sources})  # fmt: skip
     all_comm = ep_comm + comm.allreduce * micro
     bound = "communication" if exposed > 0 and all_comm > compute else max(ops, key=ops.get)
     return Step(gpu_s + sum(floor_s.values()), {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, all_comm, advanced,
@@ -126,7 +143,7 @@ def step(
 
 
 def _floor(a: Arch, gpu: Device, layout: Layout, k: Kernels, micro: int, cost_kernels: float, tokens: float, seqs: float,
-           gpu_s: float) -> tuple[dict[str, float], dict[str, str]]:  # fmt: skip
+           gpu_s: float) -> tuple[dict[Op, float], dict[Op, str]]:  # fmt: skip
     """The step's kernel launches and the scheduler time the GPU waits for (estimator/step_floor.py), in seconds, with sources."""
     rules = engine_rules(k.engine)
     kernels = micro * kernels_per_step(cost_kernels, a, layout, rules)
@@ -134,6 +151,6 @@ def _floor(a: Arch, gpu: Device, layout: Layout, k: Kernels, micro: int, cost_ke
     launches = launch_overhead_s(kernels, gpu_s, captured, k)
     waits = exposed_scheduler_s(scheduler_s(seqs, layout, rules), gpu_s + launches, k)
     engine = f"{rules.engine} {rules.version}"
-    return ({"kernel launches": launches, "scheduler (CPU, not overlapped)": waits},
-            {"kernel launches": f"{kernels:,.0f} kernels, {'CUDA graph' if captured else 'eager'} ({engine}): {k.launch_source}",
-             "scheduler (CPU, not overlapped)": f"{engine} scheduler, core/data/engines/"})  # fmt: skip
+    return ({Op.KERNEL_LAUNCHES: launches, Op.SCHEDULER: waits},
+            {Op.KERNEL_LAUNCHES: f"{kernels:,.0f} kernels, {'CUDA graph' if captured else 'eager'} ({engine}): {k.launch_source}",
+             Op.SCHEDULER: f"{engine} scheduler, core/data/engines/"})  # fmt: skip

@@ -14,26 +14,16 @@ from typing import Any
 
 import pandas as pd
 
-from core.deployments import load_deployments, reference_deployment
+from core.deployments import reference_deployment
 from core.hardware import Device
-from core.models import resolve_model_key
-from estimator.arch import Arch, Layout, gemm_precision, load_arch
-from estimator.kernels import Kernels, kernels_for, with_value
+from estimator.arch import Arch, Layout, deployment_layouts, gemm_precision, load_arch
+from estimator.kernels import Kernels, kernels_for, ranged, with_value
 from estimator.memory import weight_bytes_per_gpu
 from estimator.options import Option, disaggregated_option, gpus_at
 from estimator.plan_search import nearest_reason, search
 from estimator.planning import Rejection
 from estimator.serving import Step
 from estimator.traffic import Request
-
-
-def deployment_layouts(model: str) -> tuple[Layout, Layout] | None:
-    """(prefill, decode) layouts of the first published deployment of ``model`` (core/data/deployments.toml), if any."""
-    key = resolve_model_key(model)
-    for d in load_deployments():
-        if key is not None and resolve_model_key(d.model) == key and d.prefill_layout and d.decode_layout:
-            return Layout(**d.prefill_layout), Layout(**d.decode_layout)
-    return None
 
 
 def default_layouts(a: Arch, model: str, gpu: Device, kernels: Kernels) -> tuple[Layout, Layout]:
@@ -147,9 +137,9 @@ def sensitivity(a: Arch, gpu: Device, kernels: Kernels, r: Request, layouts: tup
 
     base = gpus(kernels, mean)
     rows = []
-    for name, (lo, hi) in sorted(kernels.ranges.items()):
-        ends = [gpus(with_value(kernels, name, v), mean) for v in (lo, hi)]
-        rows.append({"assumption": name, "low": lo, "high": hi, "gpus_at_low": ends[0], "gpus_at_high": ends[1], "central_gpus": base})
+    for knob, (lo, hi) in ranged(kernels):
+        ends = [gpus(with_value(kernels, knob, v), mean) for v in (lo, hi)]
+        rows.append({"assumption": str(knob), "low": lo, "high": hi, "gpus_at_low": ends[0], "gpus_at_high": ends[1], "central_gpus": base})
     for name, (lo, hi) in SERVICE_RANGES.items():
         ends = [gpus(kernels, _with_service(mean, name, v)) for v in (lo, hi)]
         rows.append({"assumption": name, "low": lo, "high": hi, "gpus_at_low": ends[0], "gpus_at_high": ends[1], "central_gpus": base})

@@ -13,7 +13,7 @@ from core.engines import engine_rules
 from core.errors import CatalogError
 from core.hardware import get_gpu
 from core.paths import RESULTS_DIR
-from estimator.kernels import kernels_for, sample_kernels
+from estimator.kernels import Knob, kernels_for, sample_kernels
 from estimator.operators import load_ops
 from estimator.options import Option, gpus_at
 from estimator.plan_search import cheapest_mix, frontier, interval, search
@@ -119,7 +119,8 @@ def test_the_interval_holds_the_central_value_and_each_draw_has_its_median_at_th
     rng = np.random.default_rng(0)
     draws = [sample_kernels(k, rng).allreduce_nvlink_fraction for _ in range(400)]
     assert abs(np.median(draws) - k.allreduce_nvlink_fraction) < 0.03
-    assert min(draws) >= k.ranges["allreduce_nvlink_fraction"][0] and max(draws) <= k.ranges["allreduce_nvlink_fraction"][1]
+    lo, hi = k.ranges[Knob("allreduce_nvlink_fraction")]
+    assert min(draws) >= lo and max(draws) <= hi
 
 
 def test_plan_prints_the_table_interval_and_plot(tmp_path, capsys):
@@ -210,8 +211,8 @@ def test_candidate_layouts_are_those_the_model_can_be_laid_out_on():
 
     # Qwen2.5-7B: 28 heads divide by 1, 2, 4, not 8; DeepSeek-V3: 256 experts + 32 redundant = 288 divide by 32 and 144,
     # EP64 takes 64 redundant (320 = 5 x 64)
-    assert [lay.tp for lay in candidate_layouts(load_arch("qwen2.5-7b"))] == [1, 2, 4]
-    ep = {lay.ep: lay.redundant_experts for lay in candidate_layouts(load_arch("deepseek-v3")) if lay.dp_attention}
+    assert [lay.tp for lay in candidate_layouts(load_arch("qwen2.5-7b"), "qwen2.5-7b")] == [1, 2, 4]
+    ep = {lay.ep: lay.redundant_experts for lay in candidate_layouts(load_arch("deepseek-v3"), "deepseek-v3") if lay.dp_attention}
     assert ep == {8: 0, 16: 0, 32: 32, 64: 64, 144: 32}
     # vLLM's rule for KV heads (llama.py): fewer KV heads than TP are replicated when TP divides by them
     a = load_arch("llama-3.1-8b")

@@ -11,7 +11,7 @@ from core.deployments import load_deployments
 from core.hardware import get_gpu
 from core.opcounts import ep_bytes_per_token, expert_gemm_flops, mla_prefill_attention_flops
 from estimator.arch import Layout, load_arch
-from estimator.kernels import published_kernels, with_value
+from estimator.kernels import Knob, published_kernels, with_value
 from estimator.memory import largest_batch, weight_bytes_per_gpu
 from estimator.planning import UNREACHABLE, Rejection, prefill_tokens_for_ttft
 from estimator.serving import step
@@ -68,7 +68,7 @@ def test_dispatch_bytes_per_token():
 
 
 def _decode(n: int, redundant: int, overlap: float, batch: int = 64):
-    k = with_value(published_kernels(), "overlap", overlap)
+    k = with_value(published_kernels(), Knob("overlap"), overlap)
     st = step(
         DS,
         H800,
@@ -116,7 +116,7 @@ def test_step_is_a_sum_over_operators_at_their_own_precision():
     k = published_kernels()
     st = step(DS, H800, DECODE, k, "decode", batch_per_gpu=64, context=4989, mtp_tokens=1)
     assert st.seconds * 1000 == pytest.approx(sum(st.breakdown_ms.values()), rel=1e-3)
-    slower_attention = with_value(k, "attention_decode.compute", k.ops["attention_decode"].compute / 2)
+    slower_attention = with_value(k, Knob("compute", "attention_decode"), k.ops["attention_decode"].compute / 2)
     slow = step(DS, H800, DECODE, slower_attention, "decode", batch_per_gpu=64, context=4989, mtp_tokens=1)
     # MLA decode attention (BF16, compute-bound with two query tokens) doubles; FP8 GEMMs do not move
     assert slow.breakdown_ms["attention"] == pytest.approx(2 * st.breakdown_ms["attention"], rel=1e-3)
@@ -155,9 +155,8 @@ def test_prefill_lends_24_of_132_sms_to_the_hidden_all_to_all_and_decode_none():
     hidden = st.comm_s - st.breakdown_ms["communication (not hidden)"] / 1000  # what the stage pairing hides
     assert 0 < hidden <= st.comm_s < st.compute_s
     assert st.breakdown_ms["SMs lent to communication"] == pytest.approx(k.normal_sm_share * hidden * 1000, rel=1e-3)
-    free = step(
-        DS, H800, prefill, with_value(k, "normal_sm_share", 0.0), "prefill", tokens_per_gpu=8192, prompt_len=4383, cached_fraction=0.5625
-    )
+    no_sms = with_value(k, Knob("normal_sm_share"), 0.0)
+    free = step(DS, H800, prefill, no_sms, "prefill", tokens_per_gpu=8192, prompt_len=4383, cached_fraction=0.5625)
     assert st.seconds - free.seconds == pytest.approx(k.normal_sm_share * hidden, rel=1e-3)
     dec = step(DS, H800, DECODE, k, "decode", batch_per_gpu=64, context=4989, mtp_tokens=1)
     assert dec.breakdown_ms["SMs lent to communication"] == 0
@@ -192,7 +191,7 @@ def test_a_measured_gemm_is_read_at_its_own_rows():
         > step(DS, H800, DECODE, best, "decode", batch_per_gpu=64, context=4989).breakdown_ms["attention projections"]
     )
     # the sensitivity table moves a curve by its best point, keeping its shape
-    half = with_value(k, "gemm.memory", 0.225).ops["gemm"]
+    half = with_value(k, Knob("memory", "gemm"), 0.225).ops["gemm"]
     assert half.memory == 0.225 and half.at(16).memory == pytest.approx(0.15) and half.at(16).compute == 0.70
 
 
@@ -305,3 +304,21 @@ def test_the_scheduler_waits_only_where_it_outlasts_the_gpu():
     # asynchronous scheduling (vLLM 0.32's default): only what outlasts the GPU's step is waited for
     assert exposed_scheduler_s(2e-3, 1.5e-3, k) == pytest.approx(0.5e-3) and exposed_scheduler_s(1e-3, 1.5e-3, k) == 0.0
     assert engine_rules("trtllm").scheduler_us_per_sequence == 0.0  # no TensorRT-LLM figure looked up: none added
+
+
+def test_operators_and_assumptions_are_typed_names_that_fail_loudly():
+    from core.errors import CatalogError
+    from estimator.layer_ops import Op
+    from estimator.serving import Stage, stage_seconds
+
+    # the stage sums read operators by enum; one without a stage is an error, not a silent zero in the overlap
+    assert stage_seconds({Op.ATTENTION: 1.0, Op.NORMS: 0.5, Op.ROUTED_EXPERTS: 2.0}, Stage.ATTENTION) == 1.5
+    with pytest.raises(KeyError, match="without an overlap stage"):
+        stage_seconds({Op.ATTENTION: 1.0, Op.KERNEL_LAUNCHES: 0.1}, Stage.ATTENTION)
+    with pytest.raises(ValueError):
+        Op("attention projection")  # a misspelt operator name is not an operator
+    # ranged assumptions are typed: an operator class's part, or a field; a misspelt class is refused, not left unchanged
+    k = published_kernels()
+    assert str(Knob("compute", "gemm")) == "gemm.compute" and Knob("compute", "gemm") in k.ranges
+    with pytest.raises(CatalogError, match="no ranged efficiency gemm_fp4.compute"):
+        Knob("compute", "gemm_fp4")

@@ -11,7 +11,7 @@ import estimator.validation as v
 from core.hardware import get_gpu
 from core.paths import RESULTS_DIR
 from estimator.arch import Layout, load_arch
-from estimator.kernels import kernels_for, with_value
+from estimator.kernels import Knob, kernels_for, with_value
 from estimator.operators import load_ops
 from estimator.serving import step
 from fleetcal.cli import main
@@ -49,7 +49,7 @@ def test_the_gate_fails_a_worse_model(table, monkeypatch):
         k, src = kernels_for(gpu, ops, fp8_block_scaled)
         for cls in ("gemm", "gemm_bf16", "grouped_gemm"):
             for part in ("compute", "memory"):
-                k = with_value(k, f"{cls}.{part}", getattr(k.ops[cls], part) * 0.7)
+                k = with_value(k, Knob(part, cls), getattr(k.ops[cls], part) * 0.7)
         return k, src
 
     monkeypatch.setattr(v, "kernels_for", slower)

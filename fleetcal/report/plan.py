@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from estimator.fleet import usd_per_day, usd_per_million_output_tokens
 from estimator.plan_search import Choice
+from estimator.provisioning import usd_per_day, usd_per_million_output_tokens
 from estimator.traffic import Request
 from fleetcal.report.files import save_plot
 
