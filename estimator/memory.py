@@ -64,21 +64,21 @@ def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context:
     return max(int(room // per_seq // shares), 0)
 
 
-def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_user: float, mtp_tokens: int = 0,
+def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_s_per_user: float, mtp_tokens: int = 0,
                   kv_dtype: str = "bf16", limit: int = 4096, headroom: float | None = None) -> tuple[int, str]:  # fmt: skip
-    """Largest sequences per GPU whose per-user speed is at least ``tokens_per_user`` and whose KV fits; why it stops there."""
+    """Largest sequences per GPU whose per-user speed is at least ``tokens_per_s_per_user`` and whose KV fits; why it stops there."""
     b_kv = min(kv_room_sequences(a, gpu, layout, k, context, kv_dtype, headroom, a.mtp_served(mtp_tokens)), limit)
 
     def speed(b: int) -> float:
         st = step(a, gpu, layout, k, "decode", batch_per_gpu=b, context=context, mtp_tokens=mtp_tokens, kv_dtype=kv_dtype)
         return st.tokens / b / st.seconds
 
-    if b_kv < 1 or speed(1) < tokens_per_user:
+    if b_kv < 1 or speed(1) < tokens_per_s_per_user:
         return 0, "speed target unreachable" if b_kv >= 1 else "no KV room"
-    if speed(b_kv) >= tokens_per_user:
+    if speed(b_kv) >= tokens_per_s_per_user:
         return b_kv, "KV memory"
     lo, hi = 1, b_kv
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if speed(mid) >= tokens_per_user else (lo, mid)
+        lo, hi = (mid, hi) if speed(mid) >= tokens_per_s_per_user else (lo, mid)
     return lo, "speed target"

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.deployments import reference_deployment
+
 ARTICLE_UTILIZATION = 0.5
 
 
@@ -59,12 +61,12 @@ def _formula_utilization(row: pd.Series) -> float | None:
     return float(2 * params * rate / (row["peak_tflops"] * 1e12 * gpus))
 
 
-def measured_utilization(df: pd.DataFrame, tokens_per_user: float = 20.0, prefer_kind: str = "cuda") -> dict[str, Any] | None:
+def measured_utilization(df: pd.DataFrame, tokens_per_s_per_user: float | None = None, prefer_kind: str = "cuda") -> dict[str, Any] | None:
     """What replaces the article's 50%: the most relevant measured utilization, counted as the formula counts.
 
-    Most relevant: a GPU run over a CPU run; then a run whose users got at least ``tokens_per_user`` (serving:
-    1000 / mean TPOT; decode: 1000 / step time) over one that did not or cannot say (offline throughput);
-    then the highest utilization. Throughput, serving and decode runs count; none above 100%.
+    Most relevant: a GPU run over a CPU run; then a run whose users got at least ``tokens_per_s_per_user`` (default:
+    the reference deployment's, DeepSeek's 20; serving: 1000 / mean TPOT; decode: 1000 / step time) over one that did
+    not or cannot say (offline throughput); then the highest utilization. Throughput, serving and decode runs count; none above 100%.
     """
     if df.empty:
         return None
@@ -81,7 +83,8 @@ def measured_utilization(df: pd.DataFrame, tokens_per_user: float = 20.0, prefer
         ok["mode"] == "serve", 1000 / ok["decode_step_ms"].where(ok["mode"] == "decode")
     )
     ok["gpu"] = ok["device_kind"] == prefer_kind
-    ok["meets"] = ok["per_user"] >= tokens_per_user
+    speed = reference_deployment().tokens_per_s_per_user if tokens_per_s_per_user is None else tokens_per_s_per_user
+    ok["meets"] = ok["per_user"] >= speed
     row = ok.sort_values(["gpu", "meets", "u", "run_file"], ascending=[False, False, False, True]).iloc[0]
     size = row["batch_size"] if not pd.isna(row["batch_size"]) else row["concurrency"]
     return {

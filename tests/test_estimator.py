@@ -237,11 +237,11 @@ def test_measured_utilization_is_the_formulas_count_from_the_most_relevant_run()
     gpu_fast_users = row("cuda", "decode", 0.1, 2690.0, 11.9)  # 84 tokens/s per user
     gpu_slow_users = row("cuda", "decode", 0.1, 5000.0, 58.0)  # 17 tokens/s per user: misses 20
     cpu = row("cpu", "throughput", 0.9, 900.0, None)  # 13% by the formula: higher, but a CPU
-    m = measured_utilization(pd.DataFrame([cpu, gpu_slow_users, gpu_fast_users]), tokens_per_user=20)
+    m = measured_utilization(pd.DataFrame([cpu, gpu_slow_users, gpu_fast_users]), tokens_per_s_per_user=20)
     # 2 x parameters x output tokens/s over the 1,000 TFLOP/s peak, not the record's own MFU (prompts and attention in it)
     assert m["device_kind"] == "cuda" and m["tokens_per_s_per_user"] == pytest.approx(84.0, abs=0.1)
     assert m["utilization"] == pytest.approx(2 * params * 2690 / 1e15) and m["against"] == "bfloat16 datasheet peak"
-    assert measured_utilization(pd.DataFrame([cpu, gpu_slow_users]), tokens_per_user=20)["utilization"] == pytest.approx(
+    assert measured_utilization(pd.DataFrame([cpu, gpu_slow_users]), tokens_per_s_per_user=20)["utilization"] == pytest.approx(
         2 * params * 5000 / 1e15
     )
     only_cpu = measured_utilization(pd.DataFrame([cpu]))

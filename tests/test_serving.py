@@ -98,7 +98,7 @@ def test_a_stricter_speed_target_never_raises_tokens_per_gpu():
     k = published_kernels()
     rates = []
     for target in (10, 15, 20, 25, 30):
-        b, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_user=target, mtp_tokens=1)
+        b, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_s_per_user=target, mtp_tokens=1)
         st = step(DS, H800, DECODE, k, "decode", batch_per_gpu=b, context=4989, mtp_tokens=1)
         rates.append(st.tokens / st.seconds)
     assert all(a >= b for a, b in zip(rates, rates[1:])), rates
@@ -107,8 +107,8 @@ def test_a_stricter_speed_target_never_raises_tokens_per_gpu():
 def test_fp8_kv_never_lowers_the_batch():
     k = published_kernels()
     for target in (10, 20, 40):
-        bf16, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_user=target, mtp_tokens=1, kv_dtype="bf16")
-        fp8, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_user=target, mtp_tokens=1, kv_dtype="fp8")
+        bf16, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_s_per_user=target, mtp_tokens=1, kv_dtype="bf16")
+        fp8, _ = largest_batch(DS, H800, DECODE, k, context=4989, tokens_per_s_per_user=target, mtp_tokens=1, kv_dtype="fp8")
         assert fp8 >= bf16
 
 

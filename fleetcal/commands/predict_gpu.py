@@ -73,7 +73,7 @@ def _decode_batch(x: PredictInputs, a: Arch, gpu: Device, k: Kernels, lay: Layou
     """Sequences per GPU and why: the largest meeting the TPOT asked for, the KV room (max), or as asked, within the room."""
     r, (how, n) = x.request, x.batch
     if how == "speed":
-        b, why = largest_batch(a, gpu, lay, k, context=x.mean_kv_len, tokens_per_user=r.tokens_per_s_per_user or 0.0,
+        b, why = largest_batch(a, gpu, lay, k, context=x.mean_kv_len, tokens_per_s_per_user=r.tokens_per_s_per_user or 0.0,
                                mtp_tokens=r.mtp_tokens, kv_dtype=r.kv_dtype, limit=room)  # fmt: skip
         if room < 1:
             raise UsageError(f"no KV room for one {r.full_len:,.0f}-token request beside the weights on this layout: use more GPUs "
