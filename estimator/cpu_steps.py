@@ -34,6 +34,7 @@ import pandas as pd
 
 from core.models import MODEL_DIR, resolve_model_key
 from core.shapes import Shapes, shapes_from_config
+from estimator.traffic import mean_kv_len
 
 CHUNK_TOKENS = 4096  # vLLM's max_num_batched_tokens on a CPU
 FIT_MAX_BATCH = 32  # decode configurations of the reference model up to this batch (at its shortest prompt) are fitted
@@ -198,5 +199,5 @@ def fit_overhead(phase: str, points: list[tuple[int, int, float, float]]) -> Ove
 def step_ops(c: OperatorCurves, mode: str, batch: int, input_len: int, output_len: int) -> tuple[dict[str, float], int]:
     """(seconds by operator, engine steps) of one measured configuration: a decode step, or a prefill to the first token."""
     if mode == "decode":
-        return decode_ops(c, batch, input_len + output_len / 2), 1
+        return decode_ops(c, batch, mean_kv_len(input_len, output_len)), 1
     return prefill_ops(c, batch, input_len)

@@ -30,6 +30,7 @@ from estimator.arch import Layout, load_arch
 from estimator.kernels import kernels_for
 from estimator.memory import engine_step_tokens, kv_room_sequences
 from estimator.serving import step
+from estimator.traffic import mean_kv_len
 
 VALIDATION_FILE = DATA_DIR / "validation.toml"
 KINDS = ("max_load", "static_batch", "prefill_step", "decode_step")
@@ -122,7 +123,7 @@ def _whole_requests(row: Row, arch: Any, gpu: Any, lay: Layout, k: Any) -> tuple
         chunk = b * row.input_len
     pre = step(arch, gpu, lay, k, "prefill", tokens_per_gpu=chunk, prompt_len=row.input_len, kv_dtype=row.kv_dtype)
     prefill_s = b * row.input_len / (pre.tokens / pre.seconds)
-    dec = step(arch, gpu, lay, k, "decode", batch_per_gpu=b, context=row.input_len + row.output_len / 2, kv_dtype=row.kv_dtype)
+    dec = step(arch, gpu, lay, k, "decode", batch_per_gpu=b, context=mean_kv_len(row.input_len, row.output_len), kv_dtype=row.kv_dtype)
     steps = row.output_len if row.kind == "max_load" else max(row.output_len - 1, 0)
     total_s = prefill_s + steps * dec.seconds
     return (

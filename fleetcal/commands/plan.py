@@ -132,6 +132,7 @@ def validate_args(args: argparse.Namespace) -> PlanInputs:
     if args.tokens_per_s_per_user is not None:
         bounded("--tokens-per-s-per-user", args.tokens_per_s_per_user, 0, 1e6, lo_open=True)
     bounded("--samples", args.samples, 0, 10_000)
+    bounded("--seed", args.seed, 0, 2**32 - 1)
     bounded("--scale-up-hours", args.scale_up_hours, 0, 23)
     if (args.gpu_failures_per_year is None) != (args.repair_hours is None):
         raise UsageError("give --gpu-failures-per-year and --repair-hours together")
