@@ -1,8 +1,8 @@
 """What a serving step costs beyond its operators' own time: launching its kernels and the engine's scheduler.
 
-No step is faster than launching its kernels: replayed from a captured CUDA graph each dependent kernel waits a gap
-(kernels.toml [launch] graph_gap_us), launched one by one (past the engine's largest captured batch, or eager) each
-costs a launch the GPU waits for wherever kernels are shorter than launches. The kernels are one per operator cost and
+No step is faster than launching its kernels: each dependent kernel waits a gap for its launch (kernels.toml [launch]
+graph_gap_us, what a captured CUDA graph's nodes cost), and launched one by one (past the engine's largest captured
+batch, or eager) the host's launches (eager_launch_us) bind where they outlast the kernels they launch. The kernels are one per operator cost and
 layer (estimator/layer_ops.py), the engine's own beyond them (core/data/engines/: vLLM's Llama layer runs 10 kernels
 where the cost list has 7) and the tensor-parallel all-reduces. The engine's scheduler spends CPU time per running
 sequence each step; with asynchronous scheduling (vLLM 0.32's default) it overlaps the GPU's step, so only what outlasts
@@ -26,11 +26,11 @@ def kernels_per_step(cost_kernels: float, a: Arch, layout: Layout, rules: Engine
 
 
 def launch_overhead_s(kernels: float, kernel_seconds: float, captured: bool, k: Kernels) -> float:
-    """Seconds launching adds to ``kernels`` kernels that run ``kernel_seconds`` in all: a graph's gap per kernel when
-    ``captured``, else only what launching them one by one outlasts their run (launches overlap running kernels)."""
-    if captured:
-        return kernels * k.graph_gap_s
-    return max(0.0, kernels * k.eager_launch_s - kernel_seconds)
+    """Seconds launching adds to ``kernels`` kernels that run ``kernel_seconds`` in all: the gap each dependent kernel
+    waits for its launch (a graph's, the least any launch costs), and, launched one by one, whatever launching them
+    outlasts their run where it is longer (the host enqueues ahead while kernels run)."""
+    gaps = kernels * k.graph_gap_s
+    return gaps if captured else max(gaps, kernels * k.eager_launch_s - kernel_seconds)
 
 
 def engine_tokens_per_step(tokens_per_gpu: float, layout: Layout) -> float:

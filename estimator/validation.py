@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ def load_rows(path: Path = VALIDATION_FILE) -> tuple[list[Row], dict[str, dict[s
 def predict_row(row: Row, ops: pd.DataFrame | None = None) -> tuple[float, str]:
     """(tokens/s counted and scoped as the row counts them, how the prediction was made)."""
     arch, gpu = load_arch(row.model, row.weight_dtype), get_gpu(row.gpu)
-    k, _ = kernels_for(gpu, ops, arch.fp8_block_scaled)
+    k = replace(kernels_for(gpu, ops, arch.fp8_block_scaled)[0], engine=row.kv_rule)  # the engine the row ran (core/data/engines/)
     lay = Layout(row.num_gpus, tp=row.tp, ep=row.ep, dp_attention=row.dp_attention, redundant_experts=row.redundant_experts)
     if row.kind == "prefill_step":
         st = step(arch, gpu, lay, k, "prefill", tokens_per_gpu=row.tokens_per_gpu, prompt_len=row.input_len, kv_dtype=row.kv_dtype)
