@@ -2,11 +2,11 @@
 
 No step is faster than launching its kernels: each dependent kernel waits a gap for its launch (kernels.toml [launch]
 graph_gap_us, what a captured CUDA graph's nodes cost), and launched one by one (past the engine's largest captured
-batch, or eager) the host's launches (eager_launch_us) bind where they outlast the kernels they launch. The kernels are one per operator cost and
-layer (estimator/layer_ops.py), the engine's own beyond them (core/data/engines/: vLLM's Llama layer runs 10 kernels
-where the cost list has 7) and the tensor-parallel all-reduces. The engine's scheduler spends CPU time per running
-sequence each step; with asynchronous scheduling (vLLM 0.32's default) it overlaps the GPU's step, so only what outlasts
-the GPU is added. Units: seconds, per micro-batch and GPU unless named.
+batch, or eager) the host's launches (eager_launch_us) bind where they outlast the kernels they launch. The kernels
+are one per operator cost and layer (estimator/layer_ops.py), the engine's own beyond them (core/data/engines/:
+vLLM's Llama layer runs 10 kernels where the cost list has 7) and the tensor-parallel all-reduces. The engine's
+scheduler spends CPU time per running sequence each step; with asynchronous scheduling (vLLM 0.32's default) it
+overlaps the GPU's step, so only what outlasts the GPU is added. Units: seconds, per micro-batch and GPU unless named.
 """
 
 from __future__ import annotations

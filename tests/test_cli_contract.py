@@ -27,8 +27,6 @@ import pytest
 from fleetcal.cli import SUBCOMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
-ISSUE_LAYOUT = "issue 36 item 4 (no impossible answers): layouts validated, MTP only where the model has it, bounds on every flag"
-ISSUE_OUTPUTS = "issue 36 item 5 (outputs a planner reads): plan writes files only when asked, GPUs de-duplicated"
 
 
 # --- the table -------------------------------------------------------------------------------------------------------
@@ -41,7 +39,6 @@ class Contract:
 
     example: tuple[str, ...] | None
     json_keys: tuple[str, ...] = ()
-    writes_nothing: bool = True  # a --json run writes no file it was not asked for
 
 
 PREDICT_KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user",
@@ -53,7 +50,7 @@ CONTRACT: dict[str, Contract] = {
     "bench": Contract(None),  # measures; its record is the results file (core/schema.py), its stdout a summary
     "estimate": Contract(("--scenario", "article"), ("demand_ops_per_s", "gpus")),
     "predict": Contract(("--model", "llama-3.1-70b", "--gpu", "H100", "--phase", "decode", "--batch-per-gpu", "1"), PREDICT_KEYS),
-    "plan": Contract(PLAN, ("workload", "rows", "failed", "cheapest_mix"), writes_nothing=False),
+    "plan": Contract(PLAN, ("request", "rows", "failed", "cheapest_mix")),
     "backtest": Contract((), ("rows",)),
     "validate": Contract((), ("rows", "summary", "sources")),
     "report": Contract(None),  # writes tables, plots and (asked) pages; prints where
@@ -120,12 +117,7 @@ def test_negative_values_are_values_not_flags(capsys):
     assert "daily-visits must be positive" in _one_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize(
-    "sub",
-    [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="issue 36 item 1 (one request type; names agree between flags, JSON keys "
-                                                                  "and docs): --input-len, --output-len, --kv-dtype say nothing"))
-     if s in ("predict", "plan") else s for s in SUBCOMMANDS],
-)  # fmt: skip
+@pytest.mark.parametrize("sub", list(SUBCOMMANDS))
 def test_every_flag_says_what_it_sets(sub):
     """docs/commands.md is generated from the help texts: a flag without one is a row that says nothing."""
     assert [a.option_strings[0] for a in _subparsers()[sub]._actions if a.option_strings and not a.help] == []
@@ -200,16 +192,7 @@ def _models(doc: dict[str, Any]) -> None:
 CHECKS = {"estimate": _estimate, "backtest": _backtest, "predict": _predict, "plan": _plan, "validate": _validate, "models": _models}
 
 
-@pytest.mark.parametrize(
-    "sub",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=f"{ISSUE_OUTPUTS}: plan_frontier.png lands in the working directory"))
-        if not c.writes_nothing
-        else s
-        for s, c in CONTRACT.items()
-        if c.example is not None
-    ],
-)
+@pytest.mark.parametrize("sub", [s for s, c in CONTRACT.items() if c.example is not None])
 def test_a_json_run_writes_nothing_it_was_not_asked_for(sub, tmp_path, monkeypatch, capsys):
     (tmp_path / "cwd").mkdir()
     before = _snapshot(tmp_path)
@@ -222,7 +205,6 @@ def test_one_gpu_named_twice_is_one_column(capsys):
     assert list(json.loads(capsys.readouterr().out)["gpus"]) == ["H100"]
 
 
-@pytest.mark.xfail(strict=True, reason=f"{ISSUE_OUTPUTS}: --gpu H100 --gpu h100-sxm gives the row twice")
 def test_one_gpu_named_twice_is_one_plan_row(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["plan", *PLAN, "--gpu", "h100-sxm", "--json"]) == 0
@@ -301,15 +283,15 @@ BAD = [
     bad("estimate", "--daily-visits", "1e300", says="at most 1e+15"),
     bad("estimate", "--daily-visits", "-1", says="daily-visits must be positive"),
     bad("estimate", "--params-per-token", "inf", says="params-per-token must be a finite number"),
-    bad("estimate", "--peak-to-average", "nan", says="peak-to-average must be a finite number"),
-    bad("estimate", "--input-tokens-per-output-token", "nan", says="input-tokens-per-output-token"),
+    bad("estimate", "--peak-to-average", "nan", says="--peak-to-average must be at least 1 and at most 1,000, got nan"),
+    bad("estimate", "--input-len", "nan", says="--input-len must be at least 1"),
     bad("estimate", "--tokens-per-s-per-user", "inf", says="tokens-per-s-per-user"),
     bad("estimate", "--utilization", "nan", says="utilization"),
     bad("estimate", "--utilization", "0", says="utilization must be in (0, 1]"),
     bad("estimate", "--utilization", "1.01", says="utilization must be in (0, 1]"),
-    bad("estimate", "--cache-hit-rate", "1.5", says="cache-hit-rate"),
-    bad("estimate", "--ttft-ms", "-5", says="ttft-ms must be >= 0"),
-    bad("estimate", "--kv-dtype", "fp4", says="kv-dtype must be one of bf16, fp8"),
+    bad("estimate", "--cache-hit-rate", "1.5", says="--cached-fraction must be at least 0 and below 1, got 1.5"),  # the older name
+    bad("estimate", "--ttft-ms", "-5", says="--ttft-ms must be at least 0 (0: no limit), got -5"),
+    bad("estimate", "--kv-dtype", "fp4", says="invalid choice: 'fp4'"),
     bad("estimate", "--precision", "fp3", says="precision must be one of"),  # fp4 is a precision (B200 has an FP4 peak)
     bad("estimate", "--gpu-hour-usd", "0", says="--gpu-hour-usd must be a price"),
     bad("estimate", "--gpu-hour-usd", "nan", says="--gpu-hour-usd must be a price"),
@@ -328,14 +310,14 @@ BAD = [
         says="raise --ttft-ms"),
     bad(*P8, "--input-len", "200000", says="exceeds llama-3.1-8b's context of 131072"),
     bad("predict", "--model", "smollm2-135m", "--device", "cpu", "--results", "{tmp}/missing", says="no such directory"),
-    bad(*P8, "--num-gpus", "3", "--tp", "3", says="--tp", xfail=f"{ISSUE_LAYOUT}: 32 heads do not divide by TP 3"),
-    bad(*P8, "--num-gpus", "16", "--tp", "16", says="--tp", xfail=f"{ISSUE_LAYOUT}: TP 16 spans two 8-GPU nodes"),
-    bad(*P8, "--mtp-tokens", "2", says="--mtp-tokens", xfail=f"{ISSUE_LAYOUT}: llama-3.1-8b has no MTP module"),
-    bad(*P8, "--batch-per-gpu", "1e8", says="--batch-per-gpu", xfail=f"{ISSUE_LAYOUT}: 1e8 sequences per GPU"),
-    bad("predict", "--model", "llama-3.1-70b", "--gpu", "H100", "--num-gpus", "1", "--tp", "1", says="fit",
-        xfail=f"{ISSUE_LAYOUT}: 141 GB of BF16 weights on one 80 GB H100"),
+    # issue 36 item 4 (no impossible answers): layouts validated, MTP only where the model has it, bounds on every flag
+    bad(*P8, "--num-gpus", "3", "--tp", "3", says="32 attention heads do not divide by TP 3"),
+    bad(*P8, "--num-gpus", "16", "--tp", "16", says="TP 16 spans more than the 8 GPUs of one NVLink domain"),
+    bad(*P8, "--mtp-tokens", "2", says="--mtp-tokens 2: llama-3.1-8b has no multi-token-prediction module"),
+    bad(*P8, "--batch-per-gpu", "1e8", says="--batch-per-gpu must be at least 1 and at most 65,536"),
+    bad("predict", "--model", "llama-3.1-70b", "--gpu", "H100", "--num-gpus", "1", "--tp", "1", says="weights take 141.1 GB per GPU"),
     # plan
-    bad(*PLAN_70B, "--input-len", "1000", "--ttft-ms", "2000", "--request-rate", "-3", says="--request-rate must be a positive number"),
+    bad(*PLAN_70B, "--input-len", "1000", "--ttft-ms", "2000", "--request-rate", "-3", says="--requests-per-s must be above 0"),
     bad(*PLAN_70B, "--input-len", "1000", "--request-rate", "5", "--ttft-ms", "1", says="no layout of llama-3.1-70b meets TTFT 1 ms"),
     bad(*PLAN_70B, "--input-len", "1000", "--ttft-ms", "2000", "--request-rate", "5", "--gpu-failures-per-year", "1", says="together"),
     bad(*PLAN_70B, "--ttft-ms", "2000", "--request-rate", "5", "--input-len", "200000", says="context of 131,072"),
@@ -343,7 +325,7 @@ BAD = [
     # a 61,000-token request holds 61,000 x 327,680 B of BF16 KV = 20 GB, 2.5 GB per GPU of TP8
     bad("plan", "--model", "llama-3.1-70b", "--gpu", "A100-40GB", "--weight-dtype", "fp32", "--input-len", "60000", "--output-len",
         "1000", "--request-rate", "1", "--ttft-ms", "5000", "--tpot-ms", "100", "--samples", "0", says="no KV room"),
-    bad("plan", *PLAN, "--tpot-ms", "1", says="--tpot-ms", xfail=f"{ISSUE_LAYOUT}: TPOT 1 ms is under any step's latency floor"),
+    bad("plan", *PLAN, "--tpot-ms", "1", says="meets TTFT 2000 ms and TPOT 1 ms"),  # under every layout's step floor
     # backtest, validate
     bad("backtest", "--results", "{tmp}/missing", says="no such directory"),
     bad("validate", "--file", "{tmp}/v.toml", says="row r", files={"v.toml": BAD_VALIDATION_ROW}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from estimator.kernels import one_sided_ranges, published_kernels
 from fleetcal.cli import main
 from fleetcal.report.plan import text
 
+ROOT = Path(__file__).resolve().parent.parent
 PLAN = ["plan", "--model", "llama-3.1-8b", "--input-len", "1000", "--output-len", "300", "--requests-per-s", "20", "--ttft-ms",
         "2000", "--tpot-ms", "40", "--samples", "0"]  # fmt: skip
 
@@ -47,15 +49,21 @@ def test_the_table_shows_capacity_beside_demand_and_what_limited_it(capsys):
     assert "capacity_output_tokens_per_s_per_gpu" in printed and "limited_by" in printed and r["limited_by"] in printed
 
 
-def test_prices_per_gpu_type_override_the_catalog_and_a_missing_price_says_so(capsys):
-    doc = json.loads(_run([*PLAN, "--gpu", "H100", "--gpu", "B200", "--gpu-hour-usd", "H100=2.5", "--json"], capsys))
+def test_prices_per_gpu_type_override_the_catalog_and_a_missing_price_says_so(tmp_path, capsys):
+    # every catalogued GPU has a dated price: an H100 of the user's own, its file without one, has none
+    h100 = (ROOT / "core" / "data" / "gpus" / "h100-sxm.toml").read_text()
+    own = tmp_path / "lab-h100.toml"
+    own.write_text(h100[: h100.index("[price]")].replace('name = "H100"', 'name = "LAB-H100"')
+                   .replace('full_name = "NVIDIA H100 SXM5 80GB"', 'full_name = "a lab H100"').replace('["H100-SXM", "H100 SXM5"]', "[]"))
+    gpus = ["--gpu", "H100", "--gpu", "LAB-H100", "--gpu-file", str(own)]
+    doc = json.loads(_run([*PLAN, *gpus, "--gpu-hour-usd", "H100=2.5", "--json"], capsys))
     by = {r["gpu"]: r for r in doc["rows"]}
     assert by["H100"]["usd_per_gpu_hour"] == 2.5 and by["H100"]["usd_per_day"] == pytest.approx(by["H100"]["gpus"] * 2.5 * 24)
-    assert by["B200"]["usd_per_gpu_hour"] is None and by["B200"]["usd_per_day"] is None  # the catalog has no B200 price
-    printed = _run([*PLAN, "--gpu", "H100", "--gpu", "B200"], capsys)
+    assert by["LAB-H100"]["usd_per_gpu_hour"] is None and by["LAB-H100"]["usd_per_day"] is None
+    printed = _run([*PLAN, *gpus], capsys)
     assert "no price" in printed and "NaN" not in printed and "None" not in printed
     one = json.loads(_run([*PLAN, "--gpu", "B200", "--gpu-hour-usd", "4", "--json"], capsys))["rows"][0]
-    assert one["usd_per_gpu_hour"] == 4.0
+    assert one["usd_per_gpu_hour"] == 4.0 and one["gpu"] == "B200"  # one price for every GPU overrides the catalog's
 
 
 def test_one_gpu_named_twice_is_one_row(capsys):

@@ -59,7 +59,8 @@ def test_a_max_load_row_is_the_peers_aggregated_run_under_the_rows_kv_fraction_a
     assert req["system"] == "h100_sxm" and req["backend"] == "trtllm" and req["version"] == "current"
     assert (req["kind"], req["tp"], req["attention_dp"], req["moe_ep"]) == ("max_load", 2, 1, None)
     assert (req["gemm_quant"], req["kv_quant"], req["kv_fraction"], req["max_batch"]) == ("fp8", "fp8", 0.95, 2048)
-    assert req["ctx_tokens"] == aic.PREFILL_TOKENS_PER_GPU and req["model_dir"] == "core/data/models/llama-3.1-70b"
+    # TensorRT-LLM's default max_num_tokens (BaseLlmArgs, core/data/engines/tensorrt-llm-1.0.toml): 8,192
+    assert req["ctx_tokens"] == 8192 and req["model_dir"] == "core/data/models/llama-3.1-70b"
 
 
 def test_a100_fp16_rows_are_the_peers_16_bit_gemms_and_h100_static_rows_keep_their_batch(rows):

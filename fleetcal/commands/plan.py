@@ -64,7 +64,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES), help="default: the model's serving dtype, and FP8 where the GPU has it"
     )
-    p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16", help="KV-cache precision")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of each prompt served from the prefix cache")
     p.add_argument("--mtp-tokens", type=int, help="tokens drafted per decode step (default: the model's MTP modules; none for most)")
     p.add_argument("--samples", type=int, default=200, help="draws of the assumptions for the 90%% interval (0: none)")

@@ -45,15 +45,15 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                       help="per-user speed (1000 / TPOT, tokens/s); the largest batch meeting it is used")  # fmt: skip
     size.add_argument("--batch-size", type=int, help="sequences per instance (the older form)")
     p.add_argument("--context-len", type=float, help="KV length during decode (default: input + output / 2)")
-    p.add_argument("--input-len", type=int, default=128)
-    p.add_argument("--output-len", type=int, default=128)
+    p.add_argument("--input-len", type=int, default=128, help="prompt tokens per request")
+    p.add_argument("--output-len", type=int, default=128, help="reply tokens per request")
     p.add_argument("--tokens-per-gpu", type=int,
                    help="prefill tokens per GPU per step (default: the layout's; DeepSeek-V3: its published 16,384; else the engine's "
                         "token budget on this GPU over TP, core/data/engines/)")  # fmt: skip
     p.add_argument("--ttft-ms", type=float, help="time-to-first-token target: the largest prefill tokens per GPU per step meeting it")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of the prompt served from the prefix cache")
     p.add_argument("--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES), help="default: the model's serving dtype (catalog)")
-    p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16", help="KV-cache precision")
     p.add_argument("--mtp-tokens", type=int, default=0, help="tokens drafted per step by multi-token prediction (models with MTP modules)")
     p.add_argument("--mtp-acceptance", type=float, help="acceptance of each drafted token (default: DeepSeek-V3's 0.85)")
     add_results_args(p)

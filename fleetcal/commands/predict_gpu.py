@@ -49,13 +49,14 @@ class PredictInputs:
         return self.context_len or self.request.mean_kv_len
 
 
-def _layout(x: PredictInputs, default: Layout) -> Layout:
+def _layout(x: PredictInputs, default: Layout, gpu: Device) -> Layout:
+    """The layout asked for, the default's where not: TP within a node, or the GPU's scale-up domain where larger (NVL72)."""
     n = x.num_gpus or default.num_gpus
     tp = x.tp or (default.tp if n == default.num_gpus else 1)
     ep = x.ep or (min(default.ep, n) if default.ep > 1 else 1)
     dp = default.dp_attention if x.dp_attention is None else x.dp_attention
     return Layout(n, tp=tp, ep=ep, dp_attention=dp and tp == 1, redundant_experts=default.redundant_experts if ep == default.ep else 0,
-                  step_tokens=default.step_tokens)  # fmt: skip
+                  gpus_per_node=max(gpu.scaleup_domain_gpus, default.gpus_per_node), step_tokens=default.step_tokens)  # fmt: skip
 
 
 def _fits_weights(a: Arch, gpu: Device, lay: Layout, k: Kernels, mtp: int) -> float:
@@ -139,12 +140,12 @@ def predict_gpu(x: PredictInputs) -> dict[str, Any]:
     dec_default, pre_default = default_layouts(arch, r.model, gpu, kernels)
     out: dict[str, Any] = {k: None for k in KEYS}
     out.update(model=arch.shapes.name, device=gpu.name, efficiency_source=source, breakdown_ms={}, request=r.as_dict())
-    dec = _layout(x, dec_default)
+    dec = _layout(x, dec_default, gpu)
     if x.phase in ("decode", "request"):
         check_layout(arch, dec)
         out.update(_decode(x, arch, gpu, kernels, dec))
     if x.phase in ("prefill", "request"):
-        lay = _layout(x, pre_default) if x.phase == "prefill" else pre_default
+        lay = _layout(x, pre_default, gpu) if x.phase == "prefill" else pre_default
         lay = replace(lay, step_tokens=x.tokens_per_gpu or lay.step_tokens)
         check_layout(arch, lay)
         st, tokens, why = _prefill(x, arch, gpu, kernels, lay)

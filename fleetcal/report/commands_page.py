@@ -39,12 +39,13 @@ def _default(action: argparse.Action) -> str:
 
 def _invocation(action: argparse.Action) -> str:
     """The flag as typed: its names and what follows them (the choices, or a placeholder for the value)."""
-    names = ", ".join(action.option_strings)
+    *aliases, names = action.option_strings  # each name its own code span: an older name kept as an alias is findable too
+    before = "".join(f"`{a}`, " for a in aliases)
     if action.nargs == 0:
-        return f"`{names}`"
+        return f"{before}`{names}`"
     if action.choices is not None:
-        return f"`{names} {{{','.join(str(c) for c in action.choices)}}}`"
-    return f"`{names} {action.metavar or action.dest.upper()}`"
+        return f"{before}`{names} {{{','.join(str(c) for c in action.choices)}}}`"
+    return f"{before}`{names} {action.metavar or action.dest.upper()}`"
 
 
 def _help(action: argparse.Action, prog: str) -> str:
