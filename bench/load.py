@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from bench.metrics import RequestTimeline, serving_metrics
 from bench.workload import Request, Workload
+from core.bench_serve import arrival_offsets
 
 OPEN_LOOP_REQUESTS = 20  # requests of one request-rate configuration, at least
 SERVED_MODEL = "bench"  # the name our own server serves the model under
@@ -86,16 +84,6 @@ async def _cache_counters(session: Any, base_url: str) -> tuple[float, float] | 
     if set(totals) != set(CACHE_COUNTERS):
         return None
     return totals[CACHE_COUNTERS[0]], totals[CACHE_COUNTERS[1]]
-
-
-def arrival_offsets(n: int, rate: float | None, burstiness: float, seed: int) -> list[float]:
-    """Send times (s from the start) of ``n`` requests: gamma inter-arrivals of mean 1/``rate`` and shape ``burstiness``
-    (vLLM's bench serve: shape 1 is a Poisson process); all at 0 for no rate or an infinite one. Seeded, isolated RNG."""
-    if rate is None or not math.isfinite(rate):
-        return [0.0] * n
-    gaps = np.random.default_rng(seed).gamma(shape=burstiness, scale=1.0 / (rate * burstiness), size=n)
-    gaps[0] = 0.0  # the first request goes at once
-    return [float(x) for x in np.cumsum(gaps)]
 
 
 @dataclass

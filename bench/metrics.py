@@ -1,4 +1,5 @@
-"""Serving metrics from request timelines, by the definitions of vLLM's ``bench serve``.
+"""Serving metrics from request timelines, by the definitions of vLLM's ``bench serve`` (TPOT and the percentile
+statistics are core/bench_serve.py's, shared with the simulator).
 
 - TTFT: request sent -> first streamed chunk with content (queueing and prefill included).
 - ITL: gaps between consecutive content chunks, pooled over all requests.
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from core.bench_serve import stats_ms, tpot_s
 
 
 @dataclass
@@ -50,16 +53,7 @@ class RequestTimeline:
     def tpot_s(self) -> float | None:
         if self.output_tokens <= 1:
             return None
-        return (self.e2el_s - self.ttft_s) / (self.output_tokens - 1)
-
-
-def stats_ms(values_s: list[float]) -> dict[str, float | None]:
-    """Mean, p50, p90, p99 in milliseconds (numpy's linear percentile, as vLLM uses)."""
-    if not values_s:
-        return {"mean": None, "p50": None, "p90": None, "p99": None}
-    arr = np.asarray(values_s, dtype=float) * 1000.0
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"mean": round(float(arr.mean()), 4), "p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4)}
+        return float(tpot_s(self.e2el_s, self.ttft_s, self.output_tokens))
 
 
 def steady_window(timelines: list[RequestTimeline]) -> dict[str, float | None]:
