@@ -20,6 +20,7 @@ SUBCOMMANDS = {
         "fleetcal.commands.plan",
         "the fewest GPUs of each kind for a request rate within TTFT and TPOT limits, with intervals and cost",
     ),
+    "simulate": ("fleetcal.commands.simulate", "latency percentiles of serving instances under a traffic or a trace, step by step"),
     "backtest": ("fleetcal.commands.backtest", "published deployments against each method's prediction"),
     "validate": ("fleetcal.commands.validate", "the serving model against published end-to-end throughput, row by row"),
     "models": ("fleetcal.commands.models", "the architectures, attention kinds, MoE layers and weight formats read, which modelled"),

@@ -1,0 +1,76 @@
+"""What a simulated run reports, by the definitions of vLLM's ``bench serve`` (core/bench_serve.py): TTFT, TPOT, ITL and
+end-to-end latency (mean, p50, p90, p99), goodput, output and total throughput kept apart, the instances' busy share,
+and the queue and KV use over time; and whether the rate was past capacity (``saturated``).
+
+Duration is vLLM's: from the first request sent to the last token received. A run is saturated when the requests in the
+system keep growing while requests arrive: between the middle and the end of the arrivals (the mean over the samples of
+40-50% and of 90-100% of the arrival span) they grew by more than 5% of the requests that arrived in between (and by more
+than 2). Below capacity the count in system is stationary and its growth is noise; past capacity it grows by the
+arrivals the instances cannot serve, (rate - capacity) / rate of them. A saturated run's percentiles grow with the run's
+length, so they are not reported as figures of the rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from core.bench_serve import stats_ms, tpot_s
+from estimator.sim.fleet import SimRun
+
+GROWTH_SHARE = 0.05  # of the arrivals between the two windows
+GROWTH_MIN = 2.0
+
+
+def saturation(run: SimRun) -> dict[str, Any]:
+    """Growth of the requests in system over the second half of the arrivals, against the requests that arrived then."""
+    s, last = run.series, run.last_arrival_s
+    t = np.asarray(s.get("t_s", []))
+    n = np.asarray(s.get("waiting", [])) + np.asarray(s.get("running", []))
+    mid, end = (t >= 0.4 * last) & (t <= 0.5 * last), t >= 0.9 * last
+    if last <= 0 or not mid.any() or not end.any():
+        return {"saturated": False, "in_system_growth": None, "arrivals_between": None}
+    growth = float(n[end].mean() - n[mid].mean())
+    arrivals = np.asarray([q.arrival_s for q in run.requests])
+    between = int(((arrivals >= 0.45 * last) & (arrivals < 0.95 * last)).sum())
+    return {"saturated": bool(growth > max(GROWTH_SHARE * between, GROWTH_MIN)), "in_system_growth": round(growth, 2),
+            "arrivals_between": between}  # fmt: skip
+
+
+def summarize(run: SimRun, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict[str, Any]:
+    """One run's figures, as ``fleetcal bench --mode serve`` records them for a real server, plus the simulator's own."""
+    qs = run.requests
+    arrival = np.array([q.arrival_s for q in qs])
+    first, finish = np.array([q.first_s for q in qs]), np.array([q.finish_s for q in qs])
+    prompt, output = np.array([q.prompt for q in qs]), np.array([q.output for q in qs])
+    ttft, e2el = first - arrival, finish - arrival
+    tpot = tpot_s(e2el, ttft, output)
+    duration = float(finish.max() - arrival.min()) if qs else 0.0
+    sat = saturation(run)
+    ok = np.ones(len(qs), dtype=bool)
+    if slo_ttft_ms is not None:
+        ok &= ttft * 1000 <= slo_ttft_ms
+    if slo_tpot_ms is not None:
+        ok &= np.nan_to_num(tpot, nan=np.inf) * 1000 <= slo_tpot_ms
+    latency = {"ttft_ms": stats_ms(ttft), "tpot_ms": stats_ms(tpot[~np.isnan(tpot)]), "itl_ms": run.itl.stats_ms(),
+               "e2el_ms": stats_ms(e2el)}  # fmt: skip
+    if sat["saturated"]:
+        latency = {k: {s: None for s in v} for k, v in latency.items()}
+    per_s = (lambda x: round(float(x) / duration, 4)) if duration > 0 else (lambda x: None)
+    return {
+        "completed": len(qs),
+        "duration_s": round(duration, 4),
+        **sat,
+        **latency,
+        "request_throughput_per_s": per_s(len(qs)),
+        "output_tokens_per_s": per_s(output.sum()),
+        "total_tokens_per_s": per_s(output.sum() + prompt.sum()),
+        "goodput_per_s": per_s(ok.sum()) if (slo_ttft_ms is not None or slo_tpot_ms is not None) else None,
+        "mean_prompt_tokens": round(float(prompt.mean()), 2) if qs else None,
+        "mean_output_tokens": round(float(output.mean()), 2) if qs else None,
+        "prefix_cache_hit_share": round(float(sum(max(q.cached, 0) for q in qs) / prompt.sum()), 4) if qs else None,
+        "preemptions": int(sum(q.preemptions for q in qs)),
+        "gpu_busy_share": round(run.busy_s / (run.instances * duration), 4) if duration > 0 else None,
+        "series": {k: [round(float(x), 4) for x in v] for k, v in run.series.items()},
+    }
