@@ -65,6 +65,7 @@ class SimRun:
     last_arrival_s: float
     series: dict[str, list[float]] = field(default_factory=dict)
     trace: dict[int, list[float]] | None = None
+    pages_held_at_end: int = 0  # KV pages still held by requests once all finished: 0 unless pages leak
 
 
 class _Router:
@@ -91,7 +92,8 @@ class _Loop:
         self.front = _Router(fleet.prefill or fleet.pool, "prefill" if fleet.prefill else "both", unit_tokens, self.itl, self.trace)
         self.back = _Router(fleet.pool, "decode", unit_tokens, self.itl, self.trace) if fleet.prefill else None
         self.kv_s = fleet.kv_transfer_s_per_token
-        self.events: list[tuple[float, int, int, object]] = []  # (time, order, kind, payload): 0 step end, 1 arrival, 2 KV ready
+        self.events: list[tuple[float, int, int, object]] = []  # (time, order, kind, payload): 0 step end, 1 arrival, 2 KV ready,
+        # 3 an idle instance schedules
         self.order, self.finished = 0, []
         self.series: dict[str, list[float]] = {"t_s": [], "waiting": [], "running": [], "kv_used_share": []}
 
@@ -103,7 +105,19 @@ class _Loop:
         inst = router.pick()
         q.state = WAITING
         inst.waiting.append(q)
-        end = inst.plan(t) if inst.pending is None else inst.truncate(t)
+        if inst.pending is None:  # idle: it schedules once every request arriving at this instant is in (kind 3)
+            if not inst.waking:
+                inst.waking = True
+                self.push(t, 3, inst)
+            return
+        end = inst.truncate(t)
+        if end is not None:
+            inst.version += 1
+            self.push(end, 0, (inst, inst.version))
+
+    def wake(self, inst: Instance, t: float) -> None:
+        inst.waking = False
+        end = inst.plan(t) if inst.pending is None else None
         if end is not None:
             inst.version += 1
             self.push(end, 0, (inst, inst.version))
@@ -147,12 +161,14 @@ def simulate(fleet: Fleet, requests: list[Req], unit_tokens: int = 0, trace: boo
         while tick <= t and tick <= last:
             loop.sample(tick)
             tick += every
-        if t_ev <= t_arr:
+        if t_ev < t_arr:  # on a tie the arrival first: it is in the queue when the instance schedules at that instant
             _, _, kind, payload = heapq.heappop(loop.events)
             if kind == 0:
                 inst, version = payload
                 if version == inst.version:
                     loop.step_end(inst, t)
+            elif kind == 3:
+                loop.wake(payload, t)
             elif kind == 1:
                 loop.add(loop.front, payload, t)
             else:
@@ -162,4 +178,5 @@ def simulate(fleet: Fleet, requests: list[Req], unit_tokens: int = 0, trace: boo
             loop.add(loop.front, requests[i], t)
             i += 1
     insts = loop.front.instances + (loop.back.instances if loop.back else [])
-    return SimRun(loop.finished, loop.itl, sum(x.busy_s for x in insts), len(insts), last, loop.series, loop.trace)
+    return SimRun(loop.finished, loop.itl, sum(x.busy_s for x in insts), len(insts), last, loop.series, loop.trace,
+                  sum(x.pool.held for x in insts))

@@ -68,7 +68,7 @@ class Instance:
         self.n_dec = self.kv_sum = self.G = self.galloc = self.steps = 0
         self.heap: list[tuple[int, int, int, Req]] = []  # (decode step count it finishes at, rid, epoch, request)
         self.pending: Pending | None = None
-        self.version, self.busy_s, self.index = 0, 0.0, 0
+        self.version, self.busy_s, self.index, self.waking = 0, 0.0, 0, False
         self.done: list[Req] = []  # requests finished (or handed over, for a prefill pool) at the last commit
 
     # -- decoding sequences as counts ---------------------------------------------------------------------------------
