@@ -8,7 +8,7 @@ decode step); a step with no decoding sequence is a prefill step of its c tokens
 ones enters the prefill step as a prompt of p + c tokens with p of them cached (its tokens attend p + c/2 on average);
 several prompts' chunks with a mean attended length x under c/2 as prompts of 2x tokens.
 
-The table: decode steps on a grid of batch (every batch to 16, then 15% apart) and mean KV (doubling), prefill steps
+The table: decode steps on a grid of batch (every batch to 16, then 8% apart, and every power of two) and mean KV (doubling), prefill steps
 on a grid of chunk tokens (25% apart) and context (doubling), read by linear interpolation between grid points
 (tests/test_sim_steps.py compares it with the model on sampled points).
 """
@@ -56,7 +56,8 @@ class GpuSteps:
                  mtp_tokens: int = 0, kv_dtype: str = "bf16") -> None:  # fmt: skip
         self.a, self.gpu, self.layout, self.k = a, gpu, layout, k
         self.budget, self.mtp, self.kv_dtype, self.tp = budget, mtp_tokens, kv_dtype, layout.tp
-        self.bs, self.ctxs = _grid(1, max_seqs, 1.15, 16), _grid(1, max_context, 2.0)
+        pow2 = [float(2**i) for i in range(4, 20) if 2**i < max_seqs]  # measured GEMM curves bend at their points, powers of two
+        self.bs, self.ctxs = sorted(set(_grid(1, max_seqs, 1.08, 16) + pow2)), _grid(1, max_context, 2.0)
         self.cs, self.xs = _grid(1, budget, 1.25, 8), _grid(0.5, max_context, 2.0)
         self.decode = [[self.decode_exact(b, x) for x in self.ctxs] for b in self.bs]
         self.prefill = [[self.prefill_exact(c, x) for x in self.xs] for c in self.cs]
