@@ -105,6 +105,7 @@ class Instance:
     def _preempt_tail(self, t: float) -> Req:
         _, q = self.running.popitem()
         if q.state == DECODE:
+            q.last_s = t  # its last token came at the end of the step before (a request recomputing keeps its own)
             self._leave(q)
         else:
             self.prefilling.remove(q)
@@ -112,7 +113,6 @@ class Instance:
         q.state, q.computed, q.private, q.units, q.registered, q.ext = WAITING, 0, 0, [], 0, 0
         q.epoch += 1
         q.preemptions += 1
-        q.last_s = t if q.emitted else q.last_s  # its last token came at the end of the step before
         self.waiting.appendleft(q)
         return q
 
