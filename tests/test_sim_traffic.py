@@ -79,15 +79,17 @@ def test_a_replayed_trace_is_time_scaled_to_the_rate_asked():
 
 
 def test_a_session_turn_follows_the_reply_and_hits_its_history_in_the_cache():
-    """Two turns: the second is sent 1 s after the first's last token, its prompt the first prompt, the reply and its own
-    new tokens, whose history (whole 16-token units) the prefix cache holds."""
+    """Two turns: the second is sent after the first's last token and a think time, its prompt the first prompt, the reply
+    and its own new tokens, whose history (whole 16-token units) the prefix cache holds."""
     first = generated(2, 1.0, 1.0, Lengths("fixed", 64, 32), turns=2, think_s=1.0, seed=0)  # 2 requests: one session
     second = first[0].follow
-    assert second.prompt == 64 + 32 + 64 and list(second.ids[:4]) == list(first[0].ids)
+    assert second.prompt == 64 + 32 + 64 and list(second.ids[:6]) == list(first[0].ids)
     run = simulate(Fleet(Pool(EngineRules(8192, 8, 16, 100), STEP)), first, unit_tokens=16)
     q = {r.rid: r for r in run.requests}
     assert q[1].arrival_s > q[0].finish_s  # after the reply and a think time drawn from the exponential
-    assert q[1].cached == 64, "the first prompt's 4 units (the reply's were not cached: only prompt units are)"
+    # the first turn computed its 64 prompt tokens and 31 of its 32 reply tokens (the last is sampled, never fed back):
+    # 5 whole units of 16 are cached, and the second turn finds them
+    assert q[1].cached == 80
     # turns of 64 + 32, 160 + 32, 256 + 32 tokens in a context of 150: the session ends after its first turn
     kept, dropped = admissible(generated(3, 1.0, 1.0, Lengths("fixed", 64, 32), turns=3, seed=0), 150)
     assert dropped == 2 and len(kept) == 1 and kept[0].follow is None

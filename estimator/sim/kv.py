@@ -2,12 +2,13 @@
 vllm/v1/core/kv_cache_manager.py and block_pool.py).
 
 Pages of ``block_size`` tokens are taken when a step needs slots for its tokens and returned when a request finishes or
-is preempted. With prefix caching, a request's prompt is hashed in units (the Mooncake trace's ``hash_ids``: one id per
-512 tokens; a unit is ``unit_blocks`` pages): a unit whose tokens have been computed is kept under its id, shared by every
-request whose prompt starts with the same ids, and when no request holds it any more it stays cached (its pages
-evictable) until pages are needed. Only whole units are cached, as vLLM caches only full blocks. Pages are taken from the
-never-cached ones first, then by evicting cached units least recently released first (vLLM's free queue puts a request's
-pages back tail first, so the tail of a prompt is evicted before its head: ``release`` does the same).
+is preempted. With prefix caching, a request's tokens are hashed in units (the Mooncake trace's ``hash_ids``: one id per
+512 prompt tokens; a session's history in page-sized units): a unit whose tokens have been computed (a prompt's as its
+chunks run, a reply's when the request finishes) is kept under its id, shared by every request whose prompt starts with
+the same ids, and when no request holds it any more it stays cached (its pages evictable) until pages are needed. Only
+whole units are cached, as vLLM caches only full blocks. Pages are taken from the never-cached ones first, then by
+evicting cached units least recently released first (vLLM's free queue puts a request's pages back tail first, so the
+tail of a prompt is evicted before its head: ``release`` does the same).
 """
 
 from __future__ import annotations

@@ -36,9 +36,9 @@ def commit(inst: Instance) -> float:
     return end
 
 
-def _register_units(inst: Instance, q: Req) -> None:
-    """Whole prompt units just computed become cached under their ids (a unit cached already stays private)."""
-    full = min(min(q.computed, q.prompt) // inst.unit, len(q.ids))
+def _register_units(inst: Instance, q: Req, computed: int) -> None:
+    """Whole units just computed become cached under their ids (a unit cached already stays private)."""
+    full = min(computed // inst.unit, len(q.ids))
     for u in range(q.registered, full):
         if inst.pool.register(q.ids[u]):
             q.units.append(q.ids[u])
@@ -49,7 +49,7 @@ def _register_units(inst: Instance, q: Req) -> None:
 def _chunk_done(inst: Instance, q: Req, n: int, end: float, grow: int) -> None:
     q.computed += n
     if inst.unit and q.ids is not None:
-        _register_units(inst, q)
+        _register_units(inst, q, q.computed)
     if q.computed < q.tokens:
         return
     inst.prefilling.remove(q)
@@ -76,6 +76,8 @@ def _finishes(inst: Instance, end: float) -> None:
         _, _, epoch, q = heapq.heappop(inst.heap)
         if epoch != q.epoch or q.state != DECODE:
             continue  # preempted since it was pushed
+        if inst.unit and q.ids is not None:  # whole units of its reply are cached too (a session's next turn starts with them)
+            _register_units(inst, q, q.c0 + inst.G - q.g0)
         inst._leave(q)
         del inst.running[q.rid]
         q.state, q.finish_s = DONE, end

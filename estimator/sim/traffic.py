@@ -77,7 +77,7 @@ def generated(n: int, rate: float, burstiness: float, lengths: Lengths, seed: in
         for j in range(min(turns, n - s * turns)):
             i = s * turns + j
             prompt = history + int(new_in[i])
-            ids = range(s * SESSION_ID_STRIDE, s * SESSION_ID_STRIDE + prompt // unit_tokens) if turns > 1 else None
+            ids = range(s * SESSION_ID_STRIDE, s * SESSION_ID_STRIDE + (prompt + int(outs[i])) // unit_tokens) if turns > 1 else None
             q = Req(rid, starts[s] if prev is None else -1.0, prompt, int(outs[i]), ids, think_s=float(thinks[i]))
             rid += 1
             if prev is None:
