@@ -72,5 +72,7 @@ def summarize(run: SimRun, slo_ttft_ms: float | None = None, slo_tpot_ms: float 
         "prefix_cache_hit_share": round(float(sum(max(q.cached, 0) for q in qs) / prompt.sum()), 4) if qs else None,
         "preemptions": int(sum(q.preemptions for q in qs)),
         "gpu_busy_share": round(run.busy_s / (run.instances * duration), 4) if duration > 0 else None,
+        "max_waiting": int(max(run.series.get("waiting") or [0])),
+        "peak_kv_used_share": round(float(max(run.series.get("kv_used_share") or [0.0])), 4),
         "series": {k: [round(float(x), 4) for x in v] for k, v in run.series.items()},
     }

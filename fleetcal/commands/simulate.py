@@ -135,7 +135,7 @@ def _text(doc: dict[str, Any]) -> str:
         return "-" if d[k] is None else f"{d[k]:,.1f}"
 
     head = f"{'rate/s':>8} {'done':>7} {'TTFT p50/p90/p99 ms':>24} {'TPOT p50/p99 ms':>16} {'ITL p99':>8} {'E2E p50/p99 ms':>20} " \
-           f"{'out tok/s':>10} {'goodput/s':>9} {'busy':>5} {'preempt':>7}"  # fmt: skip
+           f"{'out tok/s':>10} {'goodput/s':>9} {'busy':>5} {'queue':>6} {'KV':>4} {'preempt':>7}"  # fmt: skip
     lines.append(head)
     for r in doc["rates"]:
         rate = "recorded" if r["request_rate_per_s"] is None else f"{r['request_rate_per_s']:g}"
@@ -147,7 +147,9 @@ def _text(doc: dict[str, Any]) -> str:
                    f"{pct(i, 'p99'):>8} {pct(e, 'p50') + '/' + pct(e, 'p99'):>20}")  # fmt: skip
         good = "-" if r["goodput_per_s"] is None else f"{r['goodput_per_s']:.2f}"
         lines.append(f"{rate:>8} {r['completed']:>7} {lat} {r['output_tokens_per_s']:>10,.0f} {good:>9} {r['gpu_busy_share']:>5.0%} "
-                     f"{r['preemptions']:>7}")  # fmt: skip
+                     f"{r['max_waiting']:>6} {r['peak_kv_used_share']:>4.0%} {r['preemptions']:>7}")  # fmt: skip
+    lines.append("  queue: most requests waiting at once (summed over instances); KV: peak share of the KV pages held; "
+                 "busy: share of time in steps")
     return "\n".join(lines)
 
 
