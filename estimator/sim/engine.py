@@ -71,6 +71,15 @@ def gpu_engine_rules(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, kv_dty
                        "KV room of the serving model")  # fmt: skip
 
 
+def run_engine_settings(engine: dict) -> dict:
+    """What a measured vLLM run's record says its engine ran with (``run.engine``; None where it left vLLM its default):
+    the keyword arguments of ``cpu_engine_rules``."""
+    if engine.get("name") != "vllm":
+        raise UsageError(f"the run's engine is {engine.get('name')!r}, not vLLM: its scheduler is not the one simulated")
+    return {"budget": engine.get("max_num_batched_tokens"), "max_seqs": engine.get("max_num_seqs"),
+            "kv_cache_gb": engine.get("kv_cache_gb"), "prefix_caching": bool(engine.get("prefix_caching"))}  # fmt: skip
+
+
 def cpu_engine_rules(kv_bytes_per_token: float, kv_cache_gb: float, *, budget: int | None = None, max_seqs: int | None = None,
                      block_size: int | None = None, prefix_caching: bool = False) -> EngineRules:  # fmt: skip
     """A vLLM server on a CPU: its KV cache of ``kv_cache_gb`` GiB in pages of ``block_size`` tokens, its defaults elsewhere."""

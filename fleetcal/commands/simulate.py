@@ -52,6 +52,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--max-num-seqs", type=int)
     e.add_argument("--block-size", type=int)
     e.add_argument("--kv-cache-gb", type=float, default=2.0, help="--device cpu: KV cache size in GiB (fleetcal bench's default)")
+    e.add_argument("--engine-from", type=Path, help="--device cpu: the engine settings a measured vLLM run (its run file) ran with")
     e.add_argument("--no-prefix-caching", action="store_true", help="turn the prefix cache off (vLLM has it on by default)")
     e.add_argument("--mtp-tokens", type=int, default=0, help="tokens drafted per step by multi-token prediction")
     e.add_argument("--mtp-acceptance", type=float, help="acceptance of each drafted token (default: DeepSeek-V3's 0.85)")
@@ -85,6 +86,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("--request-rates must be finite for a simulation (inf would send every request at once: give a large rate)")
     if args.plot is not None and not args.plot.parent.is_dir():
         raise UsageError(f"--plot {args.plot}: no directory {args.plot.parent} to write it in")
+    if args.engine_from is not None and not args.device:
+        raise UsageError("--engine-from reads a measured CPU run's engine settings: use it with --device cpu")
     if args.prefill_instances and args.device:
         raise UsageError("disaggregated prefill and decode pools are simulated on a --gpu")
 

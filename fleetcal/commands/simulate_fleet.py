@@ -10,12 +10,13 @@ from typing import Any
 from core.errors import UsageError
 from core.hardware import get_gpu
 from core.models import get_model
+from core.schema import load_document
 from estimator.arch import Layout, load_arch
 from estimator.kernels import kernels_for
 from estimator.operators import load_ops
 from estimator.planning import Workload, kv_transfer_s
 from estimator.sim.cpu import CpuSteps
-from estimator.sim.engine import EngineRules, cpu_engine_rules, gpu_engine_rules
+from estimator.sim.engine import EngineRules, cpu_engine_rules, gpu_engine_rules, run_engine_settings
 from estimator.sim.fleet import Fleet, Pool
 from estimator.sim.gpu import GpuSteps
 from estimator.sizing import default_layouts
@@ -34,8 +35,13 @@ def _cpu(args: argparse.Namespace) -> tuple[Fleet, dict[str, Any], int]:
         raise UsageError("--mtp-tokens and --tp apply to a --gpu")
     spec = get_model(args.model, args.weight_dtype)
     curves, over, source = _cpu_steps(args)
-    rules = cpu_engine_rules(curves.shapes.kv_bytes_per_token(curves.dtype), args.kv_cache_gb, budget=args.max_num_batched_tokens,
-                             max_seqs=args.max_num_seqs, block_size=args.block_size, prefix_caching=not args.no_prefix_caching)  # fmt: skip
+    ran = run_engine_settings(load_document(args.engine_from)["run"]["engine"]) if args.engine_from else {}
+    rules = cpu_engine_rules(curves.shapes.kv_bytes_per_token(curves.dtype), ran.get("kv_cache_gb") or args.kv_cache_gb,
+                             budget=args.max_num_batched_tokens or ran.get("budget"), max_seqs=args.max_num_seqs or ran.get("max_seqs"),
+                             block_size=args.block_size,
+                             prefix_caching=ran.get("prefix_caching", True) and not args.no_prefix_caching)  # fmt: skip
+    if args.engine_from:
+        rules = replace(rules, source=f"{rules.source}; the engine settings of {args.engine_from.name}")
     steps = CpuSteps(curves, over, rules.max_num_batched_tokens + rules.max_num_seqs)
     fleet = Fleet(Pool(rules, steps, args.instances, args.router))
     max_len = min(spec.max_context or math.inf, rules.kv_tokens)
