@@ -3,11 +3,12 @@ end-to-end latency (mean, p50, p90, p99), goodput, output and total throughput k
 and the queue and KV use over time; and whether the rate was past capacity (``saturated``).
 
 Duration is vLLM's: from the first request sent to the last token received. A run is saturated when the requests in the
-system keep growing while requests arrive: between the middle and the end of the arrivals (the mean over the samples of
-40-50% and of 90-100% of the arrival span) they grew by more than 5% of the requests that arrived in between (and by more
-than 2). Below capacity the count in system is stationary and its growth is noise; past capacity it grows by the
-arrivals the instances cannot serve, (rate - capacity) / rate of them. A saturated run's percentiles grow with the run's
-length, so they are not reported as figures of the rate.
+system keep growing while requests arrive: the least-squares trend of their sampled count over the arrivals (after the
+first 10%, which fill an empty system) grows by more than 5% of the requests that arrived meanwhile, more than twice the
+count's own fluctuation around the trend, and more than 2. Below capacity the count is stationary (a bursty trace's
+swings are fluctuation, not trend); past capacity it grows by the arrivals the instances cannot serve, (rate - capacity)
+/ rate of them. A saturated run's percentiles grow with the run's length, so they are not reported as figures of the
+rate.
 """
 
 from __future__ import annotations
@@ -19,23 +20,27 @@ import numpy as np
 from core.bench_serve import stats_ms, tpot_s
 from estimator.sim.fleet import SimRun
 
-GROWTH_SHARE = 0.05  # of the arrivals between the two windows
+GROWTH_SHARE = 0.05  # of the arrivals over the window
+NOISE_TIMES = 2.0  # the trend must stand this far above the count's own fluctuation around it
 GROWTH_MIN = 2.0
+WARMUP_SHARE = 0.1  # the first tenth of the arrivals fills an empty system: left out
 
 
 def saturation(run: SimRun) -> dict[str, Any]:
-    """Growth of the requests in system over the second half of the arrivals, against the requests that arrived then."""
+    """The trend of the requests in system over the arrivals (after the first 10%), against its own noise and the arrivals."""
     s, last = run.series, run.last_arrival_s
     t = np.asarray(s.get("t_s", []))
     n = np.asarray(s.get("waiting", [])) + np.asarray(s.get("running", []))
-    mid, end = (t >= 0.4 * last) & (t <= 0.5 * last), t >= 0.9 * last
-    if last <= 0 or not mid.any() or not end.any():
-        return {"saturated": False, "in_system_growth": None, "arrivals_between": None}
-    growth = float(n[end].mean() - n[mid].mean())
+    window = t >= WARMUP_SHARE * last
+    if last <= 0 or window.sum() < 10:
+        return {"saturated": False, "in_system_growth": None, "in_system_noise": None, "arrivals_between": None}
+    tw, nw = t[window], n[window]
+    slope, icpt = np.polyfit(tw, nw, 1)
+    growth, noise = float(slope * (tw[-1] - tw[0])), float(np.std(nw - (slope * tw + icpt)))
     arrivals = np.asarray([q.arrival_s for q in run.requests])
-    between = int(((arrivals >= 0.45 * last) & (arrivals < 0.95 * last)).sum())
-    return {"saturated": bool(growth > max(GROWTH_SHARE * between, GROWTH_MIN)), "in_system_growth": round(growth, 2),
-            "arrivals_between": between}  # fmt: skip
+    between = int((arrivals >= tw[0]).sum() - (arrivals > tw[-1]).sum())
+    return {"saturated": bool(growth > max(GROWTH_SHARE * between, NOISE_TIMES * noise, GROWTH_MIN)),
+            "in_system_growth": round(growth, 2), "in_system_noise": round(noise, 2), "arrivals_between": between}  # fmt: skip
 
 
 def summarize(run: SimRun, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict[str, Any]:
