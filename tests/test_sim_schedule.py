@@ -80,7 +80,7 @@ def test_one_at_a_time_is_an_md1_queue():
 
 def test_past_capacity_the_queue_grows_and_is_called_saturated():
     """The same engine serves 10 requests/s: at 20/s the queue grows by about half the arrivals, no percentile is a figure
-    of the rate; at 8/s (utilisation 0.8) it is stationary."""
+    of the rate; at 8/s (utilisation 0.8) it is stationary, and so is a bursty 5/s."""
     rules, lengths = EngineRules(64, 1, 16, 100), Lengths("fixed", 16, 10)
     over = summarize(_run(generated(4000, 20.0, 1.0, lengths, seed=2), rules)[0])
     under = summarize(_run(generated(4000, 8.0, 1.0, lengths, seed=2), rules)[0])
@@ -88,6 +88,9 @@ def test_past_capacity_the_queue_grows_and_is_called_saturated():
     assert over["in_system_growth"] == pytest.approx(0.5 * over["arrivals_between"], rel=0.2)
     assert over["request_throughput_per_s"] == pytest.approx(10, rel=0.05), "at saturation it serves its capacity"
     assert not under["saturated"] and under["ttft_ms"]["p99"] is not None
+    # bursts (gamma gaps of shape 0.1: squared CV 10) swing the queue without a trend: still not saturated at 5/s
+    bursty = summarize(_run(generated(4000, 5.0, 0.1, lengths, seed=2), rules)[0])
+    assert not bursty["saturated"] and bursty["in_system_noise"] > 2 * under["in_system_noise"]
 
 
 def test_at_a_low_rate_ttft_is_one_prefill_step_and_tpot_one_decode_step():

@@ -19,7 +19,8 @@ def latency_vs_load(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [{"request_rate_per_s": r["request_rate_per_s"], "saturated": r["saturated"],
+    recorded = doc["traffic"].get("recorded_rate_per_s")  # a trace replayed as recorded sits at its own rate
+    rows = [{"request_rate_per_s": r["request_rate_per_s"] or recorded, "saturated": r["saturated"],
              **{f"{m}_{s}": r[m][s] for m, _ in METRICS for s in ("p50", "p90", "p99")}} for r in doc["rates"]]  # fmt: skip
     data = pd.DataFrame(rows)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
