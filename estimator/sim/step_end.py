@@ -59,8 +59,8 @@ def _chunk_done(inst: Instance, q: Req, n: int, end: float, grow: int) -> None:
     elif q.last_s >= 0:  # the first token after recomputing a preempted request: its gap since the last one
         inst.itl.add(end - q.last_s, 1)
         q.last_s = -1.0
-    if inst.trace is not None:
-        inst.trace.setdefault(q.rid, []).append(end)
+    if inst.trace is not None and (inst.role != "prefill" or q.emitted >= q.output):  # a prefill pool's token is streamed only
+        inst.trace.setdefault(q.rid, []).append(end)  # when it is the last: otherwise the decode pool streams the first
     if q.emitted >= q.output or inst.role == "prefill":
         del inst.running[q.rid]
         inst.pool.release(q.units, q.private)

@@ -52,8 +52,8 @@ class Lengths:
             return np.full(n, self.input_len), np.full(n, self.output_len)
         if self.kind == "uniform":
             r = self.range_ratio
-            return (rng.integers(int(self.input_len * (1 - r)), int(self.input_len * (1 + r)) + 1, n),
-                    rng.integers(int(self.output_len * (1 - r)), int(self.output_len * (1 + r)) + 1, n))  # fmt: skip
+            return (rng.integers(max(int(self.input_len * (1 - r)), 1), int(self.input_len * (1 + r)) + 1, n),
+                    rng.integers(max(int(self.output_len * (1 - r)), 1), int(self.output_len * (1 + r)) + 1, n))  # fmt: skip
         mu = -(self.sigma**2) / 2  # lognormal of mean 1: exp(mu + sigma^2 / 2) = 1
         return (np.maximum(np.rint(self.input_len * rng.lognormal(mu, self.sigma, n)), 1).astype(np.int64),
                 np.maximum(np.rint(self.output_len * rng.lognormal(mu, self.sigma, n)), 1).astype(np.int64))  # fmt: skip
