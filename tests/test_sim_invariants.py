@@ -1,5 +1,6 @@
 """Invariants over many random small engines and traffics (sessions, shared prefixes, MTP, disaggregation, tight KV):
-every request finishes with all its tokens streamed one chunk a step, in time order, and every KV page comes back."""
+every request finishes with all its tokens streamed one chunk a step, in time order, the pooled inter-token gaps are
+exactly those of the streamed chunks, and every KV page comes back."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def test_every_request_finishes_and_every_page_comes_back(seed):
     run = simulate(fleet, kept, unit, trace=True)
     assert run.pages_held_at_end == 0
     assert len(run.requests) == total  # (a draw whose every request is longer than the KV room has none)
+    gaps = [b - a for q in run.requests for a, b in zip(run.trace[q.rid], run.trace[q.rid][1:])]
+    assert run.itl.n == len(gaps) and run.itl.total_s == pytest.approx(sum(gaps)), "the pooled ITL holds every gap once"
     for q in run.requests:
         times = run.trace[q.rid]
         assert q.emitted == q.output and q.arrival_s <= q.first_s <= q.finish_s
