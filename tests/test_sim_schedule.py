@@ -37,14 +37,14 @@ def test_a_token_budget_forces_chunked_prefill():
 
 
 def test_a_kv_room_that_runs_out_preempts_the_last_admitted_and_recomputes_it():
-    """6 pages of 4 tokens; A and B (8-token prompts, 8 output tokens) arrive at 0.
+    """6 pages of 4 tokens (7 blocks, one of them vLLM's null block); A and B (8-token prompts, 8 output tokens) arrive at 0.
     step 1 (to 0.01): both prompts, 2 pages each (2 left); first tokens at 0.01.
     step 2: token 9 of each needs a third page: the last 2 taken. Steps 3-5: tokens 10-12 fit in the third pages.
     step 6 (from 0.05): token 13 needs a fourth page each, none is free: A (admitted first) asks, B (the last admitted) is
     preempted, its 3 pages freed, A takes one. B waits, its 13 tokens (prompt and 5 outputs) to recompute: 4 pages, 2 free.
     A's tokens 6-8 at 0.06-0.08, it finishes and frees 4 pages; step 9 recomputes B's 13 tokens and samples its 6th
     token (0.09, 40 ms after its 5th); tokens 7 and 8 at 0.10 and 0.11."""
-    run, q = _run([Req(0, 0.0, 8, 8), Req(1, 0.0, 8, 8)], EngineRules(64, 4, 4, 6))
+    run, q = _run([Req(0, 0.0, 8, 8), Req(1, 0.0, 8, 8)], EngineRules(64, 4, 4, 7))
     assert _times(run, 0) == [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]
     assert _times(run, 1) == [0.01, 0.02, 0.03, 0.04, 0.05, 0.09, 0.10, 0.11]
     assert (q[0].preemptions, q[1].preemptions) == (0, 1)

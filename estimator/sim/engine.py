@@ -30,16 +30,16 @@ class EngineRules:
     max_num_batched_tokens: int
     max_num_seqs: int
     block_size: int
-    kv_blocks: int
+    kv_blocks: int  # the engine's KV blocks (vLLM's num_gpu_blocks), one of them its null block
     prefix_caching: bool = True
     mtp_tokens: int = 0  # tokens drafted per step by multi-token prediction
     mtp_acceptance: float = 0.0  # acceptance of each drafted token
     source: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("max_num_batched_tokens", "max_num_seqs", "block_size", "kv_blocks"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"engine rules: {name} must be at least 1, got {getattr(self, name)}")
+        for name, least in (("max_num_batched_tokens", 1), ("max_num_seqs", 1), ("block_size", 1), ("kv_blocks", 2)):
+            if getattr(self, name) < least:
+                raise UsageError(f"engine rules: {name} must be at least {least}, got {getattr(self, name)}")
         if not 0 <= self.mtp_tokens <= 4 or not 0 <= self.mtp_acceptance <= 1:
             raise UsageError("engine rules: --mtp-tokens must be 0 to 4 and --mtp-acceptance in [0, 1]")
         if self.max_num_batched_tokens < self.max_num_seqs * (1 + self.mtp_tokens):
@@ -52,8 +52,13 @@ class EngineRules:
         return 1.0 + self.mtp_tokens * self.mtp_acceptance
 
     @property
+    def usable_blocks(self) -> int:
+        """Pages requests can hold: vLLM's block pool keeps its first block as the null block (vllm/v1/core/block_pool.py)."""
+        return self.kv_blocks - 1
+
+    @property
     def kv_tokens(self) -> int:
-        return self.kv_blocks * self.block_size
+        return self.usable_blocks * self.block_size
 
 
 def gpu_engine_rules(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, kv_dtype: str = "bf16", mtp_tokens: int = 0,
@@ -85,5 +90,5 @@ def cpu_engine_rules(kv_bytes_per_token: float, kv_cache_gb: float, *, budget: i
     """A vLLM server on a CPU: its KV cache of ``kv_cache_gb`` GiB in pages of ``block_size`` tokens, its defaults elsewhere."""
     page = block_size or CPU_BLOCK_SIZE
     pages = math.floor(kv_cache_gb * 2**30 / (kv_bytes_per_token * page))
-    return EngineRules(budget or CPU_SERVER_BUDGET, max_seqs or CPU_SERVER_MAX_SEQS, page, max(pages, 0) or 1, prefix_caching,
+    return EngineRules(budget or CPU_SERVER_BUDGET, max_seqs or CPU_SERVER_MAX_SEQS, page, max(pages, 2), prefix_caching,
                        source=f"vLLM 0.32 server on a CPU: {kv_cache_gb:g} GiB of KV in {page}-token pages")  # fmt: skip

@@ -65,7 +65,7 @@ class SimRun:
     last_arrival_s: float
     series: dict[str, list[float]] = field(default_factory=dict)
     trace: dict[int, list[float]] | None = None
-    pages_held_at_end: int = 0  # KV pages still held by requests once all finished: 0 unless pages leak
+    pages_held_at_end: int = 0  # KV pages not back in the free queues once all finished: 0 unless the bookkeeping is wrong
 
 
 class _Router:
@@ -179,4 +179,4 @@ def simulate(fleet: Fleet, requests: list[Req], unit_tokens: int = 0, trace: boo
             i += 1
     insts = loop.front.instances + (loop.back.instances if loop.back else [])
     return SimRun(loop.finished, loop.itl, sum(x.busy_s for x in insts), len(insts), last, loop.series, loop.trace,
-                  sum(x.pool.held for x in insts))
+                  sum(x.pool.total - x.pool.queued for x in insts))

@@ -60,7 +60,7 @@ class Instance:
         self.r, self.f, self.role, self.itl, self.trace = rules, step_time, role, itl or LogHistogram(), trace
         caching = rules.prefix_caching and unit_tokens and unit_tokens % rules.block_size == 0
         self.unit = unit_tokens if caching else 0
-        self.pool = KVPool(rules.kv_blocks, unit_tokens // rules.block_size if caching else 0)
+        self.pool = KVPool(rules.usable_blocks, unit_tokens // rules.block_size if caching else 0)
         self.waiting: deque[Req] = deque()
         self.running: dict[int, Req] = {}  # admission order: the last one is preempted first
         self.prefilling: list[Req] = []
@@ -98,7 +98,23 @@ class Instance:
         self.n_dec -= 1
         self.kv_sum -= q.c0 + self.G - q.g0
         q.emitted = min(q.e0 + self.G - q.g0, q.output)
-        self.pool.release(q.units, self._pages(q, self.galloc) - len(q.units) * self.pool.unit_blocks)
+        self._release(q, self._pages(q, self.galloc) - len(q.units) * self.pool.unit_blocks, q.c0 + self.G - q.g0)
+
+    def _release(self, q: Req, private: int, computed: int) -> None:
+        """``q``'s pages back to the pool: of its private ones, those filled with computed tokens are whole (hashed) blocks."""
+        self.pool.release(q.units, private, computed // self.r.block_size - len(q.units) * self.pool.unit_blocks)
+
+    def _register(self, q: Req, computed: int) -> None:
+        """Whole units of ``q`` up to ``computed`` tokens become cached under their ids (as copies of their own). As
+        vLLM's ``allocate_slots`` caches the full blocks a step will compute when it schedules them, a request admitted
+        later in the same step can hit them."""
+        if not self.unit or q.ids is None:
+            return
+        full = min(computed // self.unit, len(q.ids))
+        for u in range(q.registered, full):
+            q.units.append(self.pool.register(q.ids[u]))
+            q.private -= self.pool.unit_blocks
+        q.registered = max(q.registered, full)
 
     # -- scheduling ---------------------------------------------------------------------------------------------------
 
@@ -106,10 +122,11 @@ class Instance:
         _, q = self.running.popitem()
         if q.state == DECODE:
             q.last_s = t  # its last token came at the end of the step before (a request recomputing keeps its own)
+            self._register(q, q.c0 + self.G - q.g0)  # its reply's whole blocks are cached (vLLM hashes them as they fill)
             self._leave(q)
         else:
             self.prefilling.remove(q)
-            self.pool.release(q.units, q.private)
+            self._release(q, q.private, q.computed)
         q.state, q.computed, q.private, q.units, q.registered, q.ext = WAITING, 0, 0, [], 0, 0
         q.epoch += 1
         q.preemptions += 1
@@ -146,6 +163,7 @@ class Instance:
                 return budget, True
             self.pool.take(need)
             q.private += need
+            self._register(q, q.computed + c)
             chunks.append((q, c))
             budget -= c
         return budget, False
@@ -163,15 +181,17 @@ class Instance:
                 computed = hits * self.unit
             c = min(q.tokens - computed, budget)
             need = -(-(computed + c) // bs) - hits * ub
-            if need + idle * ub > pool.available:
+            # vLLM 0.32 admits a request only if its whole input fits (scheduler_reserve_full_isl, on by default)
+            if -(-q.tokens // bs) - hits * ub + idle * ub > pool.available:
                 break
             self.waiting.popleft()
-            pool.hold(q.ids[:hits] if hits else ())
+            held = pool.hold(q.ids[:hits]) if hits else []
             pool.take(need)
-            q.state, q.computed, q.private, q.units, q.registered = PREFILL, computed, need, list(q.ids[:hits]) if hits else [], hits
+            q.state, q.computed, q.private, q.units, q.registered = PREFILL, computed, need, held, hits
             q.cached = computed if q.cached < 0 else q.cached
             self.running[q.rid] = q
             self.prefilling.append(q)
+            self._register(q, computed + c)
             chunks.append((q, c))
             budget -= c
 

@@ -36,20 +36,8 @@ def commit(inst: Instance) -> float:
     return end
 
 
-def _register_units(inst: Instance, q: Req, computed: int) -> None:
-    """Whole units just computed become cached under their ids (a unit cached already stays private)."""
-    full = min(computed // inst.unit, len(q.ids))
-    for u in range(q.registered, full):
-        if inst.pool.register(q.ids[u]):
-            q.units.append(q.ids[u])
-            q.private -= inst.pool.unit_blocks
-    q.registered = max(q.registered, full)
-
-
 def _chunk_done(inst: Instance, q: Req, n: int, end: float, grow: int) -> None:
     q.computed += n
-    if inst.unit and q.ids is not None:
-        _register_units(inst, q, q.computed)
     if q.computed < q.tokens:
         return
     inst.prefilling.remove(q)
@@ -63,7 +51,7 @@ def _chunk_done(inst: Instance, q: Req, n: int, end: float, grow: int) -> None:
         inst.trace.setdefault(q.rid, []).append(end)  # when it is the last: otherwise the decode pool streams the first
     if q.emitted >= q.output or inst.role == "prefill":
         del inst.running[q.rid]
-        inst.pool.release(q.units, q.private)
+        inst._release(q, q.private, q.computed)
         q.state = DONE
         q.finish_s = end if q.emitted >= q.output else -1.0
         inst.done.append(q)
@@ -76,8 +64,7 @@ def _finishes(inst: Instance, end: float) -> None:
         _, _, epoch, q = heapq.heappop(inst.heap)
         if epoch != q.epoch or q.state != DECODE:
             continue  # preempted since it was pushed
-        if inst.unit and q.ids is not None:  # whole units of its reply are cached too (a session's next turn starts with them)
-            _register_units(inst, q, q.c0 + inst.G - q.g0)
+        inst._register(q, q.c0 + inst.G - q.g0)  # whole units of its reply are cached too (a session's next turn starts with them)
         inst._leave(q)
         del inst.running[q.rid]
         q.state, q.finish_s = DONE, end
