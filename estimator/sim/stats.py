@@ -18,32 +18,43 @@ BINS = int(math.log(HIGH_S / LOW_S) / WIDTH) + 1
 
 
 class LogHistogram:
-    """Weighted values in seconds between ``LOW_S`` and ``HIGH_S`` (clipped), binned on a log scale."""
+    """Weighted values in seconds between ``LOW_S`` and ``HIGH_S`` (clipped), binned on a log scale. Additions are queued
+    as runs (t0, dt, k, weight) and binned in bulk: a step's bookkeeping stays a few list appends."""
+
+    FLUSH = 1 << 16  # runs queued before they are binned, or values: what a flush expands stays a few tens of MB
 
     def __init__(self) -> None:
-        self.counts = np.zeros(BINS, dtype=np.int64)  # bulk additions
-        self.single = [0] * BINS  # one at a time: a list's item is cheaper to bump than an array's
+        self.counts = np.zeros(BINS, dtype=np.int64)
         self.n = 0
         self.total_s = 0.0
+        self.runs: tuple[list[float], list[float], list[int], list[int]] = ([], [], [], [])
+        self.queued = 0
 
     def add(self, v: float, weight: int = 1) -> None:
-        i = int(math.log(v / LOW_S) / WIDTH) if v > LOW_S else 0
-        self.single[i if i < BINS else BINS - 1] += weight
-        self.n += weight
-        self.total_s += v * weight
+        self.add_linear(v, 0.0, 1, weight)
 
     def add_linear(self, t0: float, dt: float, k: int, weight: int) -> None:
         """``k`` values t0, t0 + dt, ..., each ``weight`` times (a stretch of ``k`` steps of ``weight`` sequences)."""
-        if k < 32:  # one at a time is cheaper than numpy's call overhead
-            for j in range(k):
-                self.add(t0 + j * dt, weight)
-            return
-        vals = np.maximum(t0 + dt * np.arange(k), LOW_S)
-        idx = np.minimum(np.maximum((np.log(vals / LOW_S) / WIDTH).astype(np.int64), 0), BINS - 1)
-        np.add.at(self.counts, idx, weight)
+        t0s, dts, ks, ws = self.runs
+        t0s.append(t0)
+        dts.append(dt)
+        ks.append(k)
+        ws.append(weight)
         self.n += k * weight
         self.total_s += weight * (k * t0 + dt * k * (k - 1) / 2)
+        self.queued += k
+        if len(ks) >= self.FLUSH or self.queued >= 16 * self.FLUSH:
+            self._flush()
 
+    def _flush(self) -> None:
+        t0s, dts, ks, ws = (np.asarray(x) for x in self.runs)
+        if ks.size:
+            run = np.repeat(np.arange(ks.size), ks)
+            j = np.arange(run.size) - np.repeat(np.cumsum(ks) - ks, ks)
+            vals = np.maximum(t0s[run] + dts[run] * j, LOW_S)
+            idx = np.minimum((np.log(vals / LOW_S) / WIDTH).astype(np.int64), BINS - 1)
+            self.counts += np.rint(np.bincount(idx, weights=ws[run], minlength=BINS)).astype(np.int64)
+        self.runs, self.queued = ([], [], [], []), 0
     def _value(self, cum: np.ndarray, i: int) -> float:
         """The ``i``-th smallest value (0-based), as its bin's centre."""
         b = int(np.searchsorted(cum, i, side="right"))
@@ -53,7 +64,8 @@ class LogHistogram:
         """Mean, p50, p90, p99 in milliseconds: numpy's linear percentile over the pooled values, as core.bench_serve.stats_ms."""
         if self.n == 0:
             return {"mean": None, "p50": None, "p90": None, "p99": None}
-        cum = np.cumsum(self.counts + np.asarray(self.single, dtype=np.int64))
+        self._flush()
+        cum = np.cumsum(self.counts)
         out = {"mean": round(self.total_s / self.n * 1000, 4)}
         for q in (50, 90, 99):
             h = (self.n - 1) * q / 100
