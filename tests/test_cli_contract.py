@@ -56,6 +56,9 @@ CONTRACT: dict[str, Contract] = {
     "report": Contract(None),  # writes tables, plots and (asked) pages; prints where
     # design.md names no keys for models: those of its support matrix (docs/models.md)
     "models": Contract((), ("families", "models", "refused", "quantization_methods", "weight_formats", "not_yet_costed")),
+    # design.md names no keys for simulate: those its page documents (docs/methods.md), per rate vLLM bench serve's
+    "simulate": Contract(("--model", "llama-3.1-8b", "--gpu", "H100", "--request-rates", "2", "--num-requests", "50"),
+                         ("model", "device", "layout", "engine_rules", "step_model", "traffic", "rates")),
 }
 
 
@@ -189,7 +192,15 @@ def _models(doc: dict[str, Any]) -> None:
     assert doc["families"] and doc["models"] and all({"model", "serving_model"} <= set(m) for m in doc["models"])
 
 
-CHECKS = {"estimate": _estimate, "backtest": _backtest, "predict": _predict, "plan": _plan, "validate": _validate, "models": _models}
+def _simulate(doc: dict[str, Any]) -> None:
+    keys = {"request_rate_per_s", "saturated", "ttft_ms", "tpot_ms", "itl_ms", "e2el_ms", "output_tokens_per_s", "total_tokens_per_s",
+            "goodput_per_s", "gpu_busy_share", "series"}  # fmt: skip
+    assert [r["request_rate_per_s"] for r in doc["rates"]] == [2.0] and keys <= set(doc["rates"][0])
+    assert set(doc["rates"][0]["ttft_ms"]) == {"mean", "p50", "p90", "p99"}
+
+
+CHECKS = {"simulate": _simulate, "estimate": _estimate, "backtest": _backtest, "predict": _predict, "plan": _plan, "validate": _validate,
+          "models": _models}
 
 
 @pytest.mark.parametrize("sub", [s for s, c in CONTRACT.items() if c.example is not None])
@@ -339,6 +350,10 @@ BAD = [
     bad("report", "--results", "{tmp}/nothing", says="no runs/ directory inside"),
     # models: it takes no input but --json
     bad("models", "--jsn", says="unknown flag --jsn; did you mean --json?"),
+    # simulate (more in tests/test_sim_cli.py)
+    bad("simulate", "--model", "llama-3.1-8b", "--gpu", "H100", says="needs --request-rates"),
+    bad("simulate", "--model", "llama-3.1-8b", "--gpu", "H100", "--traffic", "{tmp}/t.csv", says="go back in time",
+        files={"t.csv": "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:47.0,3,4\n2023-11-16 18:15:46.0,3,4\n"}),
 ]  # fmt: skip
 
 

@@ -1,8 +1,8 @@
 """The rules of one serving engine that the simulator schedules by, stated as a frozen value the caller fills.
 
-For a GPU they are read from the project's one statement of vLLM's defaults (``gpu_engine_rules``); for a measured CPU
-run from the run's own engine settings (``cpu_engine_rules``). Both are the place to switch to the engine-rules data
-(core/data/engines/) once it is there.
+For a GPU they are read from the engine-rules data (core/data/engines/, through planning.engine_budget and
+memory.kv_room_sequences: vLLM 0.32's token budget, sequences, page size and memory fraction); for a measured CPU run
+from the run's own engine settings (``run_engine_settings``), else vLLM's CPU server defaults stated below.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from core.engines import engine_rules
 from core.errors import UsageError
 from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels
-from estimator.memory import KV_RULES, kv_room_sequences
+from estimator.memory import kv_room_sequences
 from estimator.planning import engine_budget
 
 # vLLM 0.32's server defaults on a CPU (vllm/engine/arg_utils.py, EngineArgs._set_default_max_num_seqs_and_batched_tokens_args:
@@ -64,16 +65,18 @@ class EngineRules:
 def gpu_engine_rules(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, kv_dtype: str = "bf16", mtp_tokens: int = 0,
                      prefix_caching: bool = True, budget: int | None = None, max_seqs: int | None = None,
                      block_size: int | None = None) -> EngineRules:  # fmt: skip
-    """vLLM's server defaults on ``gpu`` (token budget and sequences: planning.engine_budget; page: memory.KV_RULES) and the
-    KV pages one engine of ``layout`` holds beside its weights (memory.kv_room_sequences at one page, times the TP group)."""
+    """vLLM's server defaults on ``gpu`` (token budget and sequences: planning.engine_budget; page size: the engine rules)
+    and the KV pages one engine of ``layout`` holds beside its weights (memory.kv_room_sequences at one page, times the TP
+    group)."""
     default_budget, default_seqs = engine_budget(gpu)
-    budget, seqs, page = budget or default_budget, max_seqs or default_seqs, block_size or KV_RULES["vllm"]
+    vllm = engine_rules("vllm")
+    budget, seqs, page = budget or default_budget, max_seqs or default_seqs, block_size or vllm.page_tokens
     pages = kv_room_sequences(a, gpu, layout, k, page, kv_dtype, mtp=a.mtp_served(mtp_tokens), step_tokens=budget) * layout.tp
     if pages < 1:
         raise UsageError(f"{a.shapes.name} leaves no KV room on {layout.num_gpus} {gpu.name}: use more GPUs per instance (--tp)")
     return EngineRules(budget, seqs, page, pages, prefix_caching, mtp_tokens, k.mtp_acceptance if mtp_tokens else 0.0,
-                       f"vLLM 0.32 server defaults on {gpu.name} (token budget, sequences), {page}-token pages, "
-                       "KV room of the serving model")  # fmt: skip
+                       f"vLLM {vllm.version} server defaults on {gpu.name} (core/data/engines/: token budget, sequences, "
+                       f"{vllm.memory_fraction:g} of memory), {page}-token pages, KV room of the serving model")  # fmt: skip
 
 
 def run_engine_settings(engine: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 from core.errors import UsageError
@@ -14,12 +15,13 @@ from core.schema import load_document
 from estimator.arch import Layout, load_arch
 from estimator.kernels import kernels_for
 from estimator.operators import load_ops
-from estimator.planning import Workload, kv_transfer_s
+from estimator.planning import kv_transfer_s
 from estimator.sim.cpu import CpuSteps
 from estimator.sim.engine import EngineRules, cpu_engine_rules, gpu_engine_rules, run_engine_settings
 from estimator.sim.fleet import Fleet, Pool
 from estimator.sim.gpu import GpuSteps
 from estimator.sizing import default_layouts
+from estimator.traffic import Request
 
 
 def _rules_dict(r: EngineRules) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def _cpu(args: argparse.Namespace) -> tuple[Fleet, dict[str, Any], int]:
     if args.mtp_tokens or args.tp:
         raise UsageError("--mtp-tokens and --tp apply to a --gpu")
     spec = get_model(args.model, args.weight_dtype)
-    curves, over, source = _cpu_steps(args)
+    curves, over, source = _cpu_steps(SimpleNamespace(results=args.results, request=SimpleNamespace(model=args.model)))
     ran = run_engine_settings(load_document(args.engine_from)["run"]["engine"]) if args.engine_from else {}
     rules = cpu_engine_rules(curves.shapes.kv_bytes_per_token(curves.dtype), ran.get("kv_cache_gb") or args.kv_cache_gb,
                              budget=args.max_num_batched_tokens or ran.get("budget"), max_seqs=args.max_num_seqs or ran.get("max_seqs"),
@@ -59,7 +61,7 @@ def _gpu(args: argparse.Namespace) -> tuple[Fleet, dict[str, Any], int]:
     kernels, source = kernels_for(gpu, load_ops(args.results), arch.fp8_block_scaled)
     if args.mtp_acceptance is not None:
         kernels = replace(kernels, mtp_acceptance=args.mtp_acceptance)
-    dec_default, pre_default = default_layouts(arch, gpu, kernels)
+    dec_default, pre_default = default_layouts(arch, args.model, gpu, kernels)
     dec, pre = (_layout(args, d, bool(arch.shapes.num_experts)) for d in (dec_default, pre_default))
 
     def pool(layout: Layout, n: int, mtp: int) -> Pool:
@@ -73,7 +75,7 @@ def _gpu(args: argparse.Namespace) -> tuple[Fleet, dict[str, Any], int]:
 
     decode = pool(dec, args.instances, args.mtp_tokens)
     prefill = pool(pre, args.prefill_instances, 0) if args.prefill_instances else None
-    per_token = kv_transfer_s(arch, pre, kernels, Workload(1, 1, 1.0, 1.0, 1.0, kv_dtype=args.kv_dtype)) if prefill else 0.0
+    per_token = kv_transfer_s(arch, pre, kernels, Request(args.model, 1, 1, kv_dtype=args.kv_dtype)) if prefill else 0.0
     fleet = Fleet(decode, prefill, per_token)
     lay = f"{dec.num_gpus} GPU(s) per instance, TP{dec.tp}" + (f", EP{dec.ep}" if dec.ep > 1 else "") + (
         ", data-parallel attention: each GPU its own engine" if dec.dp_attention else "")
