@@ -35,15 +35,15 @@ import filecmp
 import gzip
 import hashlib
 import io
-import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # fleetcal.peers.aic_runner imports the standard library only
+sys.path.insert(0, str(ROOT))  # fleetcal.peers.aic_runner: the standard library only; estimator.kernel_db: pandas too
 
+from estimator.kernel_db import closest_version, version_key  # noqa: E402  (the lookup's own version order)
 from fleetcal.peers.aic_runner import SYSTEMS  # noqa: E402
 
 OUT = ROOT / "core" / "data" / "kernels"
@@ -105,29 +105,12 @@ TABLES = (
 )  # fmt: skip
 
 
-def version_key(v: str) -> tuple:
-    """Order of engine versions: numeric parts, then a pre-release (rc, dev) below its release and a post-release above."""
-    m = re.match(r"^(\d+(?:\.\d+)*)(?:\.?(rc|dev|post)(\d+))?", v)
-    if not m:
-        return ((0,), 0, 0)
-    nums = tuple(int(x) for x in m.group(1).split("."))
-    nums = nums + (0,) * (4 - len(nums))
-    rank = {"dev": -2, "rc": -1, None: 0, "post": 1}[m.group(2)]
-    return (nums, rank, int(m.group(3) or 0))
-
-
-def closest(versions: list[str], target: str) -> str:
-    """The version nearest ``target``: the oldest at or after it, else the newest before it."""
-    after = [v for v in versions if version_key(v) >= version_key(target)]
-    return min(after, key=version_key) if after else max(versions, key=version_key)
-
-
 def kept_versions(backend: str, versions: list[str], current: str | None) -> list[str]:
     """Of the versions holding rows: the newest, the peer's maintained one (``current``, what its estimates read) and the
     one closest to each validation source's engine of this backend."""
     if not versions:
         return []
-    keep = {max(versions, key=version_key)} | {closest(versions, t) for t in SOURCE_ENGINES.get(backend, ())}
+    keep = {closest_version(versions, None)} | {closest_version(versions, t) for t in SOURCE_ENGINES.get(backend, ())}
     return sorted(keep | ({current} & set(versions)), key=version_key)
 
 
