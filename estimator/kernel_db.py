@@ -208,11 +208,22 @@ def implied_eff(m: Measured, flops: float, nbytes: float, gpu: Device, precision
     """The efficiency a measured latency implies, in the form the serving model reads (estimator.kernels.Eff): achieved
     FLOP/s over the datasheet peak of ``precision`` (BF16's where the GPU has no FP8, as estimator/layer_ops.py reads it) and
     bytes over the datasheet bandwidth. With both, the operator's time max(FLOPs / (compute x peak), bytes / (memory x
-    bandwidth)) is the measured latency again. None when nothing was measured."""
+    bandwidth)) is the measured latency again. None when nothing was measured, or when the latency is shorter than the
+    datasheet allows for the work counted (a fraction above 1: the kernel did not do that work, e.g. A100's TensorRT-LLM 1.0.0
+    decode attention at 32 query and 8 KV heads, 1.6 x the HBM bandwidth for the KV bytes of its shape)."""
+    fractions = implied_fractions(m, flops, nbytes, gpu, precision)
+    if fractions is None or max(fractions) > 1.0:  # faster than the datasheet allows for this work: not this work
+        return None
+    return Eff(*fractions, f"{m.source}, {m.note}")
+
+
+def implied_fractions(m: Measured, flops: float, nbytes: float, gpu: Device, precision: str) -> tuple[float, float] | None:
+    """(FLOP/s over the datasheet peak of ``precision``, bytes/s over the datasheet bandwidth) at the measured latency, as
+    they are: above 1 where the kernel did less work than counted (implied_eff refuses those)."""
     if m.ms is None or m.ms <= 0:
         return None
     s, p = m.ms / 1e3, precision if precision in gpu.peak_tflops else "bf16"
-    return Eff(flops / s / gpu.peak_flops_per_s(p), nbytes / s / gpu.bandwidth_bytes_per_s, f"{m.source}, {m.note}")
+    return flops / s / gpu.peak_flops_per_s(p), nbytes / s / gpu.bandwidth_bytes_per_s
 
 
 def gemm_eff(

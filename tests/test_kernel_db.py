@@ -174,3 +174,17 @@ def test_the_raw_rows_are_the_peers_parquet_rows_rounded():
     out = subprocess.run([str(PEER_PYTHON), "-c", code], capture_output=True, text=True, timeout=300, check=True).stdout.split()
     for m, peer in zip((1, 97, 4096), map(float, out)):
         assert raw("h200_sxm", "gemm", "m", m, **H200_FP8, n="4096", k="8192") == pytest.approx(peer, rel=5e-4)  # 4 significant digits
+
+
+def test_a_latency_faster_than_the_datasheet_allows_for_the_work_is_refused():
+    """A100's TensorRT-LLM 1.0.0 decode attention at 32 query and 8 KV heads of 128 (BF16 KV), 64 sequences over 4,095
+    cached tokens: reading their KV (64 x 4,095 x 2 x 8 x 128 x 2 bytes) in the time measured would take more than the
+    A100's 2,039 GB/s, so the row did not read that KV; its efficiency is refused, not passed on above 1."""
+    gpu = get_gpu("A100")
+    cols = {"backend": "trtllm", "version": "1.0.0", "kernel_source": "torch_flow", "batch_size": "64", "num_heads": "32",
+            "num_key_value_heads": "8", "head_dim": "128", "kv_cache_dtype": "bfloat16"}  # fmt: skip
+    kv_bytes = 64 * 4095 * 2 * 8 * 128 * 2
+    assert kv_bytes / (raw("a100_sxm", "decode_attention", "step", 4095, **cols) / 1e3) > gpu.bandwidth_bytes_per_s
+    got, eff = kdb.decode_attention_eff(gpu, "trtllm", 64, 4095, 32, 8, 128, "bf16")
+    assert got.ms is not None and eff is None
+    assert kdb.implied_fractions(got, 64 * 4 * 32 * 4095 * 128, kv_bytes, gpu, "bf16")[1] > 1.0
