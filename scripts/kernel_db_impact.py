@@ -174,11 +174,13 @@ def predict(rows: list, ops: pd.DataFrame, families: set[str]) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def medians(df: pd.DataFrame, peer: dict | None) -> dict:
-    """Median |error| and signed error over the gated rows, and over the rows the peer shares (with the peer's)."""
-    g = summary(df)
+def medians(df: pd.DataFrame, peer: dict | None, heavy: set[str]) -> dict:
+    """Median |error| and signed error over the gated rows, over the gated decode-heavy rows (``heavy``), and over the rows
+    the peer shares (with the peer's)."""
+    g, h = summary(df), df[df["gate"] & df["id"].isin(heavy)]["error_pct"]
     out = {"gated rows": g["rows"], "gated median |err| %": g["median_abs_error_pct"],
-           "gated median signed %": g["median_signed_error_pct"]}  # fmt: skip
+           "gated median signed %": g["median_signed_error_pct"], "decode-heavy rows": len(h),
+           "decode-heavy median signed %": round(statistics.median(h), 1) if len(h) else float("nan")}  # fmt: skip
     if peer is not None:
         s = shared_summary(side_by_side(df, peer))
         out |= {"shared rows": s["rows"], "shared median |err| %": s["fleetcal_median_abs_error_pct"],
@@ -205,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     STATE["newest"] = a.newest
     rows, ops, peer = load_rows()[0], load_ops(RESULTS_DIR, warn=False), load_peer()
+    heavy = {r.id for r in rows if r.output_len >= 4 * max(r.input_len, 1)}  # requests dominated by decode
     variants = {"today": set(), **{f: {f} for f in FAMILIES}, "decode attention edge": {"decode attention edge"},
                 "all": set(FAMILIES), "all, decode attention edge": {*FAMILIES, "decode attention edge"},
                 "all, L40S all-reduce kept": {*FAMILIES, "all-reduce kept"}}  # fmt: skip
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fams in variants.items():
         STATE["log"] = Counter()
         frames[name] = predict(rows, ops, fams)
-        table.append({"variant": name, **medians(frames[name], peer)})
+        table.append({"variant": name, **medians(frames[name], peer, heavy)})
         if name == "all":
             log = STATE["log"]
     print(pd.DataFrame(table).to_markdown(index=False))
