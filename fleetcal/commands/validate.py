@@ -1,5 +1,6 @@
 """``fleetcal validate``: the serving model against published end-to-end throughput (core/data/validation.toml),
-the error per row, the median and the worst; with ``--peer aiconfigurator``, NVIDIA's AIConfigurator beside it on every row
+the error per row, the median and the worst (with ``--run``, against a measured run instead: validate_run.py); with
+``--peer aiconfigurator``, NVIDIA's AIConfigurator beside it on every row
 it can express (run in its own environment, fleetcal/peers/aic.py), and with ``--write`` its predictions committed
 as data (results/peer/) and docs/peer.md regenerated."""
 
@@ -17,6 +18,7 @@ from core.errors import UsageError
 from core.paths import RESULTS_DIR, portable
 from estimator.operators import load_ops
 from estimator.validation import VALIDATION_FILE, load_rows, summary, validate
+from fleetcal.commands.validate_run import run_main
 from fleetcal.peers import aic
 from fleetcal.peers.side_by_side import COLUMNS as PEER_COLUMNS
 from fleetcal.peers.side_by_side import PEER_PAGE, not_expressed, shared_summary, side_by_side, summary_line, write_peer, write_peer_page
@@ -33,9 +35,17 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                    help=f"the peer environment's Python (default: ${aic.PYTHON_ENV}, else .venv-peers/bin/python, which "
                         "scripts/setup_peers.sh makes)")  # fmt: skip
     p.add_argument("--write", action="store_true", help="with --peer: commit its predictions to results/peer/ and regenerate docs/peer.md")
+    p.add_argument("--run", type=Path, action="append", metavar="RUN_FILE_OR_DIR",
+                   help="instead of the published rows: a measured run (a results file, or a directory of one session's files; "
+                        "repeatable), each configuration predicted from the operators measured with it, beside what was "
+                        "measured")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.run:
+        if args.peer or args.write:
+            raise UsageError("--run predicts a measured run; --peer and --write compare published rows: give one or the other")
+        return run_main(args)
     if not args.file.is_file():
         raise UsageError(f"no validation table at {args.file}; pass --file with a TOML file of [[row]] tables")
     if args.write and not args.peer:

@@ -1,0 +1,131 @@
+"""A measured run predicted from the operators measured with it (estimator/run_prediction.py, `fleetcal validate --run`),
+on committed sessions: the H200 session of scripts/gpu_run.sh and a CPU session of scripts/measure_cpu_steps.sh."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.errors import UsageError
+from core.hardware import get_gpu
+from estimator.cpu_validation import validate
+from estimator.kernels import kernels_for
+from estimator.run_prediction import configurations, load_session, predict_run, summary, wave_output_tokens_per_s
+from fleetcal.cli import main
+
+RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
+H200 = sorted(RUNS.glob("20261128T18*-cuda-2403e867-*.json")) + sorted(RUNS.glob("20261128T19*-cuda-2403e867-*.json"))
+CPU_SESSION = sorted(RUNS.glob("20261129T10*-cpu-b1a70681-*.json")) + sorted(RUNS.glob("20261129T110*-cpu-b1a70681-*.json"))
+
+
+def _configs(rows: pd.DataFrame) -> set[tuple]:
+    return {(r.model, r.engine, r.mode, r.batch_size, r.input_len, r.output_len, r.run_file) for r in rows.itertuples()}
+
+
+def test_every_configuration_of_the_h200_session_is_predicted_or_named():
+    """gpu_run.sh's H200 session (operators of two models, transformers decode and prefill, eager and compiled): each
+    successful configuration gets a row, held out (nothing is fitted on a GPU); the failed one is named, not dropped."""
+    assert len(H200) == 9
+    pred = predict_run(H200)
+    runs, _, _ = load_session(H200)
+    measured = configurations(runs)
+    assert len(measured) == 14 and len(pred.rows) == 14  # 8 eager decode + 4 prefill + 2 compiled decode, one metric each
+    assert _configs(pred.rows) == _configs(measured)
+    assert set(pred.rows["role"]) == {"held out"}
+    assert list(pred.unpredicted["why"].str.startswith("not measured (failed: RuntimeError")) == [True]
+    (how,) = pred.methods.values()
+    assert "measured attention_prefill, elementwise, gemm, gemm_bf16 (H200 [cuda-2403e867])" in how and "eager engine" in how
+
+
+def test_a_decode_step_on_the_h200_by_hand():
+    """Llama-3.1-8B at batch 1 reads every linear layer's bf16 weights once a step; at M = 1 the session's own GEMM
+    curve gives the bandwidth share (kernels_for on the session's operator records), so the step is those bytes over
+    that share of the H200's 4.8 TB/s (datasheet), the rest (attention over 144 tokens, norms) well under 1%.
+    Shapes from core/data/models/llama-3.1-8b/config.json: hidden 4,096, 32 query and 8 KV heads of 128, intermediate
+    14,336, vocabulary 128,256, 32 layers."""
+    pred = predict_run(H200)
+    row = pred.rows[(pred.rows["mode"] == "decode") & (pred.rows["batch_size"] == 1) & (pred.rows["engine"] == "transformers compiled")]
+    _, ops, _ = load_session(H200)
+    eff = kernels_for(get_gpu("H200"), ops)[0].ops["gemm_bf16"]
+    assert eff.source.startswith("measured: gemm bf16 on H200 [cuda-2403e867]")
+    per_layer = 4096 * (4096 + 2 * 1024) + 4096 * 4096 + 4096 * 2 * 14336 + 14336 * 4096
+    weight_bytes = 2 * (32 * per_layer + 4096 * 128256)
+    by_hand_ms = weight_bytes / (eff.at(1).memory * 4.8e12) * 1e3
+    assert row["predicted"].item() == pytest.approx(by_hand_ms, rel=0.01)
+    assert row["measured"].item() == pytest.approx(9.2649)  # the record's decode_step_ms
+    assert row["error"].item() == pytest.approx(row["predicted"].item() / 9.2649 - 1)
+
+
+def test_the_cpu_session_is_cpu_validations_own_steps_fitted_and_held_out():
+    """measure_cpu_steps.sh's session of 2026-11-29 10:10 (curves, decode and prefill of two models): the prediction is
+    cpu_validation's, not a second one: the same predicted step per configuration, the same fitted rows (the bundled
+    model's decode at batches up to 32 at its 128-token prompts), every other configuration held out."""
+    pred = predict_run(CPU_SESSION)
+    runs, ops, _ = load_session(CPU_SESSION)
+    assert len(pred.rows) == len(configurations(runs)) == 30 and pred.unpredicted.empty
+    fitted = pred.rows[pred.rows["role"] == "fitted"]
+    assert sorted(fitted["batch_size"]) == [1, 2, 4, 8, 16, 32]
+    assert set(fitted["model"]) == {"SmolLM2-135M-Instruct"} and set(fitted["input_len"]) == {128} and set(fitted["mode"]) == {"decode"}
+    device = pred.rows["device_name"].iloc[0]
+    steps = validate(runs, ops, device).steps.set_index(["model", "phase", "batch", "input_len", "run_file"])
+    for r in pred.rows.itertuples():
+        assert r.predicted == pytest.approx(steps.loc[(r.model, r.mode, r.batch_size, r.input_len, r.run_file), "predicted_ms"])
+    s = summary(pred.rows)
+    assert s["fitted"] == 6 and s["held_out"] == 24 and s["article_utilization"] == 0.5
+
+
+def test_offline_waves_are_one_prefill_and_output_len_minus_one_steps():
+    # 8 prompts prefilled in 0.5 s, then 63 steps of 0.1 s: 8 x 64 tokens in 6.8 s
+    assert wave_output_tokens_per_s(0.5, 0.1, 8, 64) == pytest.approx(8 * 64 / 6.8)
+
+
+def test_a_run_of_operators_only_is_refused_in_one_line(capsys):
+    ops_only = RUNS / "20261128T184640Z-cuda-2403e867-transformers-llama-3.1-8b.json"
+    with pytest.raises(UsageError, match="operator records only: nothing measured end to end"):
+        predict_run([ops_only])
+    assert main(["validate", "--run", str(ops_only)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--mode ops" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["validate", "--run", "no/such/run.json"], "--run no/such/run.json: no such run file or directory"),
+        (["validate", "--run", str(RUNS), "--peer", "aiconfigurator"], "--run predicts a measured run"),
+    ],
+)
+def test_bad_run_arguments_are_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_validate_run_json(capsys):
+    """The document: a row per configuration and metric, the summary (median |error| beside measured MFU/MBU and the
+    article's 50%), how each session was predicted, and what was not predicted with why."""
+    args = ["validate", "--json"] + [a for f in H200 for a in ("--run", str(f))]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"rows", "summary", "sessions", "unpredicted"}
+    assert len(doc["rows"]) == 14
+    row = doc["rows"][0]
+    for key in ("session", "mode", "metric", "role", "measured", "predicted", "error", "mfu", "mbu", "peak", "run_file"):
+        assert key in row
+    assert row["error"] == pytest.approx(row["predicted"] / row["measured"] - 1)
+    s = doc["summary"]
+    assert s["held_out"] == 14 and s["article_utilization"] == 0.5 and 0 < s["mfu_max"] <= 1
+    assert s["held_out_median_abs_error"] == pytest.approx(pd.Series([abs(r["error"]) for r in doc["rows"]]).median())
+    (session,) = doc["sessions"]
+    assert session == "H200 [cuda-2403e867] 20261128T184529Z" and "serving model" in doc["sessions"][session]["method"]
+    assert [u["configuration"].split(" (")[0] for u in doc["unpredicted"]] == ["decode b=1 in=128 out=32"]
+
+
+def test_validate_run_prints_the_table(capsys):
+    assert main(["validate", "--run", str(CPU_SESSION[0].parent), "--run", str(H200[0])]) == 0  # a directory and a file
+    out = capsys.readouterr().out
+    assert "== H200 [cuda-2403e867] 20261128T184529Z" in out and "median |error|" in out and "the article assumed 50%" in out
+    assert "fitted" in out and "held out" in out and "not predicted" in out
