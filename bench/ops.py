@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import ops_vllm
+from bench import ops_reach, ops_vllm
 from bench.ops_vllm_cases import case_specs
 from core.dtypes import BYTES_PER_DTYPE
 from core.records import Operator
@@ -195,15 +195,18 @@ def _copy(nbytes: int, device: str) -> Callable[[], Callable[[], object]]:
 OPERATORS = tuple(o.value for o in Operator)  # what records may name (core/records.py)
 
 
-def plan_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool, operators: tuple[str, ...] = OPERATORS) -> list[Case]:
+def plan_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool, operators: tuple[str, ...] = OPERATORS,
+               limits: dict[str, int] | None = None) -> list[Case]:  # fmt: skip
     """The cases of a sweep over ``operators``, in order; ``quick`` is the small subset run with every bench invocation.
 
     A full sweep on a CPU where vLLM runs adds vLLM's own kernels in the run's precision (``bench.ops_vllm``).
+    ``limits`` (``bench.ops_reach.reach``): only the cases a plan's configurations reach (``bench.ops_reach.within``).
     """
     cases = _all_cases(s, device, dtypes, quick)
     if not quick and ops_vllm.available(device):
         cases += [Case(**spec) for spec in case_specs(s, dtypes[0], _copies)]
-    return [c for c in cases if c.operator in operators]
+    cases = [c for c in cases if c.operator in operators]
+    return cases if limits is None else ops_reach.within(cases, limits)
 
 
 def _all_cases(s: Shapes, device: str, dtypes: tuple[str, ...], quick: bool) -> list[Case]:

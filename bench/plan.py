@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from bench import ops_reach
 from bench.engines import EngineConfig
 from bench.ops import OPERATORS
 from bench.workload import Workload, load_dataset
@@ -74,6 +75,7 @@ class BenchPlan:
     max_num_batched_tokens: int | None = None
     gpu_hour_usd: float | None = None
     operators: tuple[str, ...] = OPERATORS
+    ops_range: str = "full"  # full: every case of the model's shapes; sweep: those this plan's configurations reach (bench/ops_reach.py)
     request_rates: tuple[float, ...] = ()  # serve: Poisson (gamma) arrivals at these requests/s, beside the concurrencies
     burstiness: float = 1.0  # gamma shape of the inter-arrival times (1: Poisson; lower: burstier), vLLM's convention
     slo_tpot_ms: float | None = None  # serve: with a TTFT or TPOT bound, search the highest concurrency meeting it
@@ -133,6 +135,8 @@ class BenchPlan:
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.ops_range not in ("full", "sweep"):
+            raise UsageError(f"--ops-range {self.ops_range}: use full or sweep")
         bad_ops = [o for o in self.operators if o not in OPERATORS]
         if bad_ops:
             raise UsageError(f"--operators {','.join(bad_ops)}: unknown; use any of {', '.join(OPERATORS)}")
@@ -181,6 +185,12 @@ class BenchPlan:
         if ds is not None:
             return [(round(ds.mean_prompt_len), round(ds.mean_output_len))]
         return [(i, o) for i in self.input_lens for o in self.output_lens]
+
+    def ops_limits(self) -> dict[str, int] | None:
+        """How far the operator cases go: None for the full sweep, else what the configurations reach (``ops_reach.reach``)."""
+        if self.ops_range == "full":
+            return None
+        return ops_reach.reach(max([*self.batch_sizes, *self.concurrencies]), max(self.input_lens), max(self.output_lens))
 
     def tokenizer_path(self) -> str:
         """Where the tokenizer of serve prompts is: ``--tokenizer``, else the model's directory."""

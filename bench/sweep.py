@@ -64,7 +64,7 @@ def _run_ops(plan: BenchPlan, shapes: Shapes, runfile: RunFile, done: set[tuple]
     cuda = runfile.run["device"]["kind"] == "cuda"
     datasheet = {d: p for d in dtypes if cuda and (p := datasheet_peaks(datasheet_peaks_record(runfile.run["device"], d)))}
     measured = {d: p for d in dtypes if (p := measured_peaks(runfile, d))}
-    cases = plan_cases(shapes, plan.device, dtypes, quick, plan.operators)
+    cases = plan_cases(shapes, plan.device, dtypes, quick, plan.operators, None if quick else plan.ops_limits())
     gc.freeze()  # each case ends in gc.collect(); without this it walks every object of torch and transformers (0.25 s a case)
     try:
         for c in tqdm(cases, desc="ops", unit="case", disable=not progress, file=sys.stderr):

@@ -36,7 +36,7 @@ SAME_AS_FLAG = (
     "distributed_executor_backend", "seed", "temperature", "microbench", "budget_s", "quantization", "kv_cache_dtype",
     "enable_prefix_caching", "enable_expert_parallel", "max_num_seqs", "max_num_batched_tokens", "gpu_hour_usd", "burstiness",
     "slo_tpot_ms", "slo_ttft_ms", "slo_percentile", "slo_max_concurrency", "base_url", "repeats", "range_ratio", "prefix_fraction",
-    "serve_budget_s",
+    "serve_budget_s", "ops_range",
 )
 LISTS_AS_FLAG = ("batch_sizes", "input_lens", "output_lens", "concurrencies", "operators", "request_rates")
 

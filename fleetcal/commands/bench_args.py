@@ -145,4 +145,11 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-num-seqs", type=int, help="vLLM scheduler limit (default: the largest batch or concurrency)")
     p.add_argument("--max-num-batched-tokens", type=int, help="vLLM scheduler limit on tokens per step (default: vLLM's own)")
     p.add_argument("--operators", type=str_list, default=list(OPERATORS), help=f"ops mode: which operators, of {', '.join(OPERATORS)}")
+    p.add_argument(
+        "--ops-range",
+        choices=("full", "sweep"),
+        default="full",
+        help="ops mode: full, every case of the model's shapes; sweep, only the cases this invocation's batch sizes, concurrencies and "
+             "lengths reach (one grid point beyond), vLLM's own kernels only where they run on the CPU",
+    )
     p.add_argument("--gpu-hour-usd", type=float, help="price of one GPU-hour: records then carry dollars per million output tokens")
