@@ -7,7 +7,9 @@
 #      peak microbenchmarks;
 #   2. transformers decode (batch 1..128) and prefill (2k-token prompts) for Llama-3.1-8B with
 #      dummy weights, eager;
-#   3. the same decode compiled (static KV cache, torch.compile with CUDA graphs), beside eager.
+#   3. the same decode compiled (static KV cache, torch.compile with CUDA graphs), beside eager;
+#   4. every configuration steps 2 and 3 measured, predicted from the operators of step 1 alone (`fleetcal validate --run`
+#      on this script's files: the serving model on the kernels measured here) and printed beside what was measured.
 # Energy per token comes from NVML's energy counter in every step. One results file per step.
 #
 #   scripts/gpu_run.sh [OUT_DIR]            # on a CUDA machine; records go to OUT_DIR (default results/runs)
@@ -28,9 +30,15 @@ else
 fi
 echo "gpu_run: $DEVICE, ops for $OPS_MODELS, transformers decode/prefill for $E2E, records to $OUT"
 status=0
+files=()  # --run FILE for each results file a step wrote (a step cut short by its limit keeps what it finished), for step 4
 step() {  # a step that fails or runs out of time is reported; the finished configurations stay in its file
-  local limit=$1; shift
+  local limit=$1 before f; shift
+  before="$(ls "$OUT"/*.json 2>/dev/null || true)"
   timeout "$limit" "$PY" -m fleetcal.cli bench --device "$DEVICE" --load-format dummy --out "$OUT" "$@" || { echo "gpu_run: step failed or timed out: $*" >&2; status=1; }
+  for f in "$OUT"/*.json; do
+    [ -f "$f" ] && ! grep -qxF "$f" <<<"$before" && files+=(--run "$f")
+  done
+  return 0
 }
 for model in $OPS_MODELS; do
   step "$LIMIT" --mode ops --model "$model" --engine transformers --microbench "$OPS_MB"
@@ -42,4 +50,10 @@ step "$LIMIT" --mode prefill --model "$E2E" --engine transformers --microbench o
 step "$COMPILE_LIMIT" --mode decode --model "$E2E" --engine transformers --microbench off --enforce-eager false --budget-s "$BUDGET" \
     --batch-sizes "$COMPILED" --input-lens "$DEC_IN" --output-lens "$DEC_OUT"
 ls -l "$OUT"
+echo "gpu_run: the configurations measured, predicted from the operators measured above"
+if [ ${#files[@]} -eq 0 ]; then
+  echo "gpu_run: no results file was written: nothing to predict" >&2; status=1
+else
+  timeout 120 "$PY" -m fleetcal.cli validate "${files[@]}" || { echo "gpu_run: the prediction failed" >&2; status=1; }
+fi
 exit $status

@@ -137,3 +137,11 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     modes = [{r["mode"] for r in d["records"]} for d in docs]
     assert modes == [{"microbench", "ops"}, {"decode"}, {"prefill"}, {"decode"}]
     assert [d["run"]["engine"]["enforce_eager"] for d in docs] == [True, True, True, False]
+    # step 4: every configuration it measured, predicted from its operators or named with why (on the CPU the step model
+    # is vLLM's, so each transformers configuration is named); on a GPU the serving model predicts each (test_run_prediction)
+    out = proc.stdout[proc.stdout.index("predicted from the operators measured above") :]
+    measured = [(r["mode"], r["batch_size"]) for d in docs[1:] for r in d["records"]]
+    assert len(measured) == 4  # eager decode at batches 1 and 2, prefill at 1, compiled decode at 1
+    for mode, batch in measured:
+        assert f"{mode} b={batch} in=" in out, out
+    assert out.count("  - ") == len(measured) and "the CPU step model is vLLM's" in out
