@@ -18,6 +18,7 @@ from fleetcal.cli import main
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 H200 = sorted(RUNS.glob("20261128T18*-cuda-2403e867-*.json")) + sorted(RUNS.glob("20261128T19*-cuda-2403e867-*.json"))
+GPU_LOOP = Path(__file__).resolve().parent.parent / "results" / "gpu" / "20261204-h200"  # scripts/gpu_run.sh with its step 4
 CPU_SESSION = sorted(RUNS.glob("20261129T10*-cpu-b1a70681-*.json")) + sorted(RUNS.glob("20261129T110*-cpu-b1a70681-*.json"))
 
 
@@ -38,6 +39,18 @@ def test_every_configuration_of_the_h200_session_is_predicted_or_named():
     assert list(pred.unpredicted["why"].str.startswith("not measured (failed: RuntimeError")) == [True]
     (how,) = pred.methods.values()
     assert "measured attention_prefill, elementwise, gemm, gemm_bf16 (H200 [cuda-2403e867])" in how and "eager engine" in how
+
+
+def test_the_rented_gpu_loop_predicts_every_configuration_it_measured():
+    """gpu_run.sh's own run on an H200 with step 4 (2026-12-04, its log beside the directory): every configuration it
+    measured has its prediction, and nothing measured is left unpredicted."""
+    pred = predict_run([GPU_LOOP])
+    runs, _, _ = load_session([GPU_LOOP])
+    assert len(configurations(runs)) == len(pred.rows) == 8 and pred.unpredicted.empty
+    kinds = sorted(pred.rows["mode"] + " " + pred.rows["engine"])
+    assert kinds == ["decode transformers"] * 4 + ["decode transformers compiled"] * 2 + ["prefill transformers"] * 2
+    log = (GPU_LOOP.parent / "20261204-h200-gpu_run.log").read_text()
+    assert "predicted from the operators measured above" in log and log.count(" held out ") == 8
 
 
 def test_a_decode_step_on_the_h200_by_hand():
