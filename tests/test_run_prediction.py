@@ -11,14 +11,17 @@ import pytest
 
 from core.errors import UsageError
 from core.hardware import get_gpu
+from estimator.cpu_steps import build_curves
 from estimator.cpu_validation import validate
 from estimator.kernels import kernels_for
 from estimator.run_prediction import configurations, load_session, predict_run, summary, wave_output_tokens_per_s
+from estimator.run_prediction_cpu import prefill_s
 from fleetcal.cli import main
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 H200 = sorted(RUNS.glob("20261128T18*-cuda-2403e867-*.json")) + sorted(RUNS.glob("20261128T19*-cuda-2403e867-*.json"))
 GPU_LOOP = Path(__file__).resolve().parent.parent / "results" / "gpu" / "20261204-h200"  # scripts/gpu_run.sh with its step 4
+QUICK_START = Path(__file__).resolve().parent / "fixtures" / "loop"  # scripts/main.sh on a 2-core EPYC, one run file
 CPU_SESSION = sorted(RUNS.glob("20261129T10*-cpu-b1a70681-*.json")) + sorted(RUNS.glob("20261129T110*-cpu-b1a70681-*.json"))
 
 
@@ -88,6 +91,27 @@ def test_the_cpu_session_is_cpu_validations_own_steps_fitted_and_held_out():
         assert r.predicted == pytest.approx(steps.loc[(r.model, r.mode, r.batch_size, r.input_len, r.run_file), "predicted_ms"])
     s = summary(pred.rows)
     assert s["fitted"] == 6 and s["held_out"] == 24 and s["article_utilization"] == 0.5
+
+
+def test_the_quick_start_run_predicts_its_throughput_from_its_own_decode_fit():
+    """scripts/main.sh's CPU run (2026-12-04: 46 operator cases of --ops-range sweep, bench's default throughput and decode
+    in one file): the decode steps at batches 1, 8 and 32 are fitted, the throughput configurations held out. By hand:
+    a throughput wave of B prompts is one prefill of B x 32 tokens plus 63 decode steps at context 32 + 64 / 2 = 64, the
+    context of the decode rows, so each throughput row is 64 B / (prefill + 63 x that decode row's predicted step)."""
+    pred = predict_run([QUICK_START])
+    rows = pred.rows.set_index(["mode", "batch_size"])
+    assert len(pred.rows) == 6 and pred.unpredicted.empty
+    assert list(pred.rows.loc[pred.rows["role"] == "fitted", "mode"]) == ["decode"] * 3
+    assert set(pred.rows.loc[pred.rows["role"] == "held out", "mode"]) == {"throughput"}
+    runs, ops, _ = load_session([QUICK_START])
+    device, model = pred.rows["device_name"].iloc[0], pred.rows["model"].iloc[0]
+    v = validate(runs, ops, device)
+    curves, over = build_curves(ops, device, model, "bf16"), v.latest_overhead
+    for b in (1, 8, 32):
+        step_s = rows.loc[("decode", b), "predicted"] / 1e3
+        by_hand = 64 * b / (prefill_s(curves, over, b, 32) + 63 * step_s)
+        assert rows.loc[("throughput", b), "predicted"] == pytest.approx(by_hand, rel=1e-9)
+        assert rows.loc[("throughput", b), "peak"] == "measured"  # a CPU: MFU against the run's own microbenchmark peak
 
 
 def test_offline_waves_are_one_prefill_and_output_len_minus_one_steps():
