@@ -37,14 +37,20 @@ CURVE_OPERATORS = "gemm,attention_decode,attention_prefill,layer_elementwise,sam
 def predict_cpu_device(cfgs: pd.DataFrame, runs: pd.DataFrame, ops: pd.DataFrame, engines: dict[str, Any]) -> tuple[list, list, str]:
     """(rows, what could not be predicted and why, how) for one CPU's measuring session."""
     device = cfgs["device_name"].iloc[0]
+    other = cfgs[cfgs["engine"] != "vllm"]
+    unpredicted = [(label(c), f"the CPU step model is vLLM's (curves of vLLM's CPU kernels, overheads of its eager engine), not "
+                              f"{c.engine}'s") for c in other.itertuples()]  # fmt: skip
+    cfgs = cfgs[cfgs["engine"] == "vllm"]
     try:
+        if cfgs.empty:
+            raise UndeterminedError("no vLLM configuration measured")
         if not ops["impl"].fillna("").str.startswith("vllm").any():
             raise UndeterminedError(f"no operator records of vLLM's CPU kernels in this session, which the step model's curves are "
                                     f"read from: measure them with `fleetcal bench --mode ops --operators {CURVE_OPERATORS}`")  # fmt: skip
         v = validate(runs, ops, device)
     except UndeterminedError as exc:
-        return [], [(label(c), str(exc)) for c in cfgs.itertuples()], f"CPU step model: cannot be built ({exc})"
-    rows, unpredicted = [], []
+        return [], unpredicted + [(label(c), str(exc)) for c in cfgs.itertuples()], f"CPU step model: not used ({exc})"
+    rows = []
     for c in cfgs.itertuples():
         try:
             rows += _predict(c, v, ops, device)
@@ -60,8 +66,6 @@ def predict_cpu_device(cfgs: pd.DataFrame, runs: pd.DataFrame, ops: pd.DataFrame
 
 
 def _predict(c: Any, v: StepValidation, ops: pd.DataFrame, device: str) -> list[dict[str, Any]]:
-    if c.engine != "vllm":
-        raise Unpredictable(f"the CPU step model is vLLM's (curves of vLLM's CPU kernels, overheads of its eager engine), not {c.engine}'s")
     if c.mode in ("decode", "prefill"):
         return _step_rows(c, v)
     if pd.notna(c.request_rate):
