@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared GPU measurement (6 min 15 s on one H200 on its first run, 2 min of it in a compiled
-# step that failed and was fixed; each step has its own limit, the whole fits in 8). Needs only python3 with torch, transformers, pandas, tqdm, nvidia-ml-py and
+# step that failed and was fixed; 2 min 49 s on 2026-12-04 with step 4; each step has its own limit, the whole fits in 8). Needs only python3 with torch, transformers, pandas, tqdm, nvidia-ml-py and
 # py-cpuinfo: nothing is installed and nothing is fetched; vLLM is used where it imports.
 #   1. operator microbenchmarks (bf16 and fp8 GEMMs, grouped expert GEMMs, decode and prefill
 #      attention, norms, sampling, copy) at DeepSeek-V3 and Llama-3.1-8B shapes, with the device
