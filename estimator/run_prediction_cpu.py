@@ -126,13 +126,16 @@ def prefill_s(curves: OperatorCurves, over: Overhead, batch: int, prompt: int) -
 
 def serve_latency_ms(curves: OperatorCurves, over: Overhead, c: Any, budget: int) -> dict[str, float]:
     """TTFT and TPOT (ms) at a closed-loop concurrency: planning.aggregated_rates with the CPU step model's decode step at
-    that batch and its prefill rate (operators only: the step's overheads are in the decode step) over a budget's prompts."""
+    that batch and its prefill rate (operators only: the step's overheads are in the decode step) over a budget's prompts.
+    With prefix-cache hits, a prompt's uncached tokens are prefilled as a prompt of their own length (their attention
+    to the cached prefix, which the prefill-attention curve does not cover, left out)."""
     n, i = int(c.concurrency), int(c.mean_prompt_tokens if pd.notna(c.mean_prompt_tokens) else c.input_len)
     o = max(int(c.mean_output_tokens if pd.notna(c.mean_output_tokens) else c.output_len), 1)
     cached = float(c.prefix_cache_hit_rate) if pd.notna(c.prefix_cache_hit_rate) else 0.0
     w = Workload(i, o, 1.0, math.inf, math.inf, cached)
-    prompts = max(1, budget // max(i, 1))
-    parts, _ = prefill_ops(curves, prompts, i)
-    rate = prompts * w.uncached_len / sum(parts.values())
+    u = max(round(w.uncached_len), 1)
+    prompts = max(1, budget // u)
+    parts, _ = prefill_ops(curves, prompts, u)
+    rate = prompts * u / sum(parts.values())
     pt = aggregated_rates(decode_s(curves, over, n, w.context), n, n, rate, w, budget, w.uncached_len)
     return {"ttft_ms_p50": pt.ttft_ms, "tpot_ms_p50": pt.tpot_ms}

@@ -114,6 +114,19 @@ def test_the_quick_start_run_predicts_its_throughput_from_its_own_decode_fit():
         assert rows.loc[("throughput", b), "peak"] == "measured"  # a CPU: MFU against the run's own microbenchmark peak
 
 
+def test_served_configurations_get_ttft_and_tpot_at_each_concurrency():
+    """The CPU session of 2026-11-29 02:39 (curves, decode steps, and the server at concurrencies 1, 4 and 8 with 1,024-token
+    prompts sharing 0%, 50% and 87.5% of them through the prefix cache): each closed-loop configuration gets TTFT and TPOT
+    p50, held out, and a prompt served more from the cache is predicted to reach its first token sooner."""
+    files = sorted(RUNS.glob("20261129T02[34]*-cpu-b1a70681-*.json")) + sorted(RUNS.glob("20261129T03*-cpu-b1a70681-*.json"))
+    pred = predict_run(files + sorted(RUNS.glob("20261129T04*-cpu-b1a70681-*.json")))
+    serve = pred.rows[pred.rows["mode"] == "serve"]
+    assert len(serve) == 3 * 3 * 2 and set(serve["role"]) == {"held out"}
+    assert (serve.groupby(["run_file", "concurrency"])["metric"].apply(sorted) == [["tpot_ms_p50", "ttft_ms_p50"]] * 9).all()
+    ttft = serve[(serve["metric"] == "ttft_ms_p50") & (serve["concurrency"] == 1)].sort_values("run_file")["predicted"]
+    assert list(ttft) == sorted(ttft, reverse=True) and ttft.iloc[0] > 1.5 * ttft.iloc[1]  # hit rates 0, 0.5, 0.875 in file order
+
+
 def test_offline_waves_are_one_prefill_and_output_len_minus_one_steps():
     # 8 prompts prefilled in 0.5 s, then 63 steps of 0.1 s: 8 x 64 tokens in 6.8 s
     assert wave_output_tokens_per_s(0.5, 0.1, 8, 64) == pytest.approx(8 * 64 / 6.8)
