@@ -4,6 +4,7 @@ on committed sessions: the H200 session of scripts/gpu_run.sh and a CPU session 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -11,11 +12,14 @@ import pytest
 
 from core.errors import UsageError
 from core.hardware import get_gpu
+from estimator.arch import Layout, load_arch
 from estimator.cpu_steps import build_curves
 from estimator.cpu_validation import validate
 from estimator.kernels import kernels_for
+from estimator.planning import Workload, aggregated_point
 from estimator.run_prediction import configurations, load_session, predict_run, summary, wave_output_tokens_per_s
 from estimator.run_prediction_cpu import prefill_s
+from estimator.run_prediction_gpu import predict_gpu_device
 from fleetcal.cli import main
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
@@ -125,6 +129,23 @@ def test_served_configurations_get_ttft_and_tpot_at_each_concurrency():
     assert (serve.groupby(["run_file", "concurrency"])["metric"].apply(sorted) == [["tpot_ms_p50", "ttft_ms_p50"]] * 9).all()
     ttft = serve[(serve["metric"] == "ttft_ms_p50") & (serve["concurrency"] == 1)].sort_values("run_file")["predicted"]
     assert list(ttft) == sorted(ttft, reverse=True) and ttft.iloc[0] > 1.5 * ttft.iloc[1]  # hit rates 0, 0.5, 0.875 in file order
+
+
+def test_a_served_configuration_on_a_gpu_is_the_whole_request_model_at_its_concurrency():
+    """No committed GPU run has served under load yet: a closed-loop configuration at concurrency 16 (and an open-loop one)
+    is set into the H200 session. Its TTFT and TPOT are planning.aggregated_point at 16 sequences on one GPU with the
+    session's kernels; the open-loop one is named with why."""
+    runs, ops, engines = load_session(H200)
+    base = configurations(runs).iloc[0]
+    serve = {**base, "mode": "serve", "engine": "vllm compiled", "batch_size": float("nan"), "input_len": 1000, "output_len": 200,
+             "ttft_ms_p50": 100.0, "tpot_ms_p50": 10.0}  # fmt: skip
+    served = pd.DataFrame([{**serve, "concurrency": 16.0}, {**serve, "concurrency": float("nan"), "request_rate": 4.0}])
+    rows, unpredicted, _ = predict_gpu_device(served, runs, ops, engines)
+    gpu = get_gpu("H200")
+    point = aggregated_point(load_arch("llama-3.1-8b", "bf16"), gpu, Layout(1), kernels_for(gpu, ops)[0],
+                             Workload(1000, 200, 1.0, math.inf, math.inf), 16)  # fmt: skip
+    assert {r["metric"]: r["predicted"] for r in rows} == {"ttft_ms_p50": point.ttft_ms, "tpot_ms_p50": point.tpot_ms}
+    assert [why for _, why in unpredicted] == [unpredicted[0][1]] and "open-loop arrivals" in unpredicted[0][1]
 
 
 def test_offline_waves_are_one_prefill_and_output_len_minus_one_steps():
