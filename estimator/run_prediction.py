@@ -73,8 +73,8 @@ def run_files(paths: Iterable[Path]) -> list[Path]:
     for p in paths:
         if not Path(p).exists():
             raise UsageError(f"--run {p}: no such run file or directory")
-        for path, _ in read_runs(Path(p), warn=True)[0]:
-            out.setdefault(path.name, path)
+        for doc in read_runs(Path(p), warn=True)[0]:
+            out.setdefault(doc.path.name, doc.path)
     return [out[name] for name in sorted(out)]
 
 
@@ -85,7 +85,7 @@ def load_session(paths: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dic
         raise UsageError("--run: no valid run file there; give a results file of `fleetcal bench` or a directory of them")
     runs = pd.concat([load_run_table(f, warn=False)[0] for f in files], ignore_index=True)
     ops = pd.concat([load_ops(f, warn=False) for f in files], ignore_index=True)
-    engines = {f.name: doc["run"]["engine"] for f in files for _, doc in read_runs(f, warn=False)[0]}
+    engines = {f.name: doc.run["engine"] for f in files for doc in read_runs(f, warn=False)[0]}
     return runs, ops, engines
 
 

@@ -8,7 +8,6 @@ prefill plus output_len - 1 decode steps; serving at a concurrency is the whole-
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -25,8 +24,9 @@ from estimator.cpu_steps import (
     prefill_ops,
 )
 from estimator.cpu_validation import REFERENCE_MODEL, StepValidation, validate
-from estimator.planning import Workload, aggregated_rates
+from estimator.planning import aggregated_rates
 from estimator.run_prediction import Unpredictable, label, metric_rows, wave_output_tokens_per_s
+from estimator.traffic import Request, mean_kv_len
 
 # vLLM 0.32's OpenAI server on a CPU schedules at most 2,048 tokens a step (x the world size): EngineArgs's CPU defaults,
 # vllm/engine/arg_utils.py (the offline LLM class gets 4,096, cpu_steps.CHUNK_TOKENS)
@@ -79,7 +79,7 @@ def _predict(c: Any, v: StepValidation, ops: pd.DataFrame, device: str) -> list[
     over = v.overheads[session]
     if c.mode == "throughput":
         b, i, o = int(c.batch_size), int(c.input_len), int(c.output_len)
-        out = wave_output_tokens_per_s(prefill_s(curves, over, b, i), decode_s(curves, over, b, i + o / 2), b, o)
+        out = wave_output_tokens_per_s(prefill_s(curves, over, b, i), decode_s(curves, over, b, mean_kv_len(i, o)), b, o)
         return metric_rows(c, {"output_tokens_per_s": out}, "held out")
     return metric_rows(c, serve_latency_ms(curves, over, c, budget=_budget(c, SERVER_TOKEN_BUDGET)), "held out")
 
@@ -132,10 +132,10 @@ def serve_latency_ms(curves: OperatorCurves, over: Overhead, c: Any, budget: int
     n, i = int(c.concurrency), int(c.mean_prompt_tokens if pd.notna(c.mean_prompt_tokens) else c.input_len)
     o = max(int(c.mean_output_tokens if pd.notna(c.mean_output_tokens) else c.output_len), 1)
     cached = float(c.prefix_cache_hit_rate) if pd.notna(c.prefix_cache_hit_rate) else 0.0
-    w = Workload(i, o, 1.0, math.inf, math.inf, cached)
-    u = max(round(w.uncached_len), 1)
+    r = Request(c.model, i, o, cached_fraction=cached)
+    u = max(round(r.uncached_len), 1)
     prompts = max(1, budget // u)
     parts, _ = prefill_ops(curves, prompts, u)
     rate = prompts * u / sum(parts.values())
-    pt = aggregated_rates(decode_s(curves, over, n, w.context), n, n, rate, w, budget, w.uncached_len)
+    pt = aggregated_rates(decode_s(curves, over, n, r.mean_kv_len), n, n, rate, r, budget, r.uncached_len)
     return {"ttft_ms_p50": pt.ttft_ms, "tpot_ms_p50": pt.tpot_ms}

@@ -19,9 +19,10 @@ from core.errors import CatalogError
 from core.hardware import Device, get_gpu
 from estimator.arch import Arch, Layout, load_arch
 from estimator.kernels import Kernels, kernels_for
-from estimator.planning import Workload, aggregated_point
+from estimator.planning import aggregated_point
 from estimator.run_prediction import Unpredictable, label, metric_rows, wave_output_tokens_per_s
 from estimator.serving import step
+from estimator.traffic import Request, mean_kv_len
 
 GiB = 2**30
 
@@ -51,7 +52,7 @@ def predict_gpu_device(cfgs: pd.DataFrame, runs: pd.DataFrame, ops: pd.DataFrame
     how = f"serving model (estimator/serving.py) on {gpu.name}'s datasheet; kernels: {'; '.join(sorted(sources)) or 'none used'}"
     if any(not str(e).endswith("compiled") for e in cfgs["engine"]):
         how += (". An eager engine launches every kernel from Python, a time the serving model does not hold (it prices the "
-                "operators and kernels.toml's fixed step overhead of a graph-captured engine)")  # fmt: skip
+                "operators and the launches of vLLM's CUDA-graph step, estimator/step_floor.py)")  # fmt: skip
     return rows, unpredicted, how
 
 
@@ -95,7 +96,7 @@ def _predict(c: Any, gpu: Device, ops: pd.DataFrame, engine: dict[str, Any]) -> 
     budget = b * i if transformers else int(c.max_num_batched_tokens) if pd.notna(c.max_num_batched_tokens) else offline_token_budget(gpu)
     if c.mode == "prefill":
         return metric_rows(c, {"time_to_first_token_ms": prefill_s(arch, gpu, lay, k, b, i, budget, kv) * 1e3}, "held out"), source
-    dec = decode_s(arch, gpu, lay, k, b, i + o / 2, kv)
+    dec = decode_s(arch, gpu, lay, k, b, mean_kv_len(i, o), kv)
     if c.mode == "decode":
         return metric_rows(c, {"decode_step_ms": dec * 1e3}, "held out"), source
     out = wave_output_tokens_per_s(prefill_s(arch, gpu, lay, k, b, i, budget, kv), dec, b, o)
@@ -122,5 +123,6 @@ def serve_latency_ms(arch: Arch, gpu: Device, lay: Layout, k: Kernels, c: Any, k
     i = int(c.mean_prompt_tokens if pd.notna(c.mean_prompt_tokens) else c.input_len)
     o = max(int(c.mean_output_tokens if pd.notna(c.mean_output_tokens) else c.output_len), 1)
     cached = float(c.prefix_cache_hit_rate) if pd.notna(c.prefix_cache_hit_rate) else 0.0
-    pt = aggregated_point(arch, gpu, lay, k, Workload(i, o, 1.0, math.inf, math.inf, cached, kv), int(c.concurrency) / lay.num_gpus)
+    pt = aggregated_point(arch, gpu, lay, k, Request(str(c.model_key), i, o, cached_fraction=cached, kv_dtype=kv),
+                          int(c.concurrency) / lay.num_gpus)
     return {"ttft_ms_p50": pt.ttft_ms, "tpot_ms_p50": pt.tpot_ms}

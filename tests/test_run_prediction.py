@@ -4,7 +4,6 @@ on committed sessions: the H200 session of scripts/gpu_run.sh and a CPU session 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -16,10 +15,11 @@ from estimator.arch import Layout, load_arch
 from estimator.cpu_steps import build_curves
 from estimator.cpu_validation import validate
 from estimator.kernels import kernels_for
-from estimator.planning import Workload, aggregated_point
+from estimator.planning import aggregated_point
 from estimator.run_prediction import configurations, load_session, predict_run, summary, wave_output_tokens_per_s
 from estimator.run_prediction_cpu import prefill_s
 from estimator.run_prediction_gpu import predict_gpu_device
+from estimator.traffic import Request
 from fleetcal.cli import main
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
@@ -62,18 +62,21 @@ def test_the_rented_gpu_loop_predicts_every_configuration_it_measured():
 
 def test_a_decode_step_on_the_h200_by_hand():
     """Llama-3.1-8B at batch 1 reads every linear layer's bf16 weights once a step; at M = 1 the session's own GEMM
-    curve gives the bandwidth share (kernels_for on the session's operator records), so the step is those bytes over
-    that share of the H200's 4.8 TB/s (datasheet), the rest (attention over 144 tokens, norms) well under 1%.
-    Shapes from core/data/models/llama-3.1-8b/config.json: hidden 4,096, 32 query and 8 KV heads of 128, intermediate
-    14,336, vocabulary 128,256, 32 layers."""
+    curve gives the bandwidth share (kernels_for on the session's operator records), so the operators take those bytes
+    over that share of the H200's 4.8 TB/s (datasheet), the rest (attention over 144 tokens, norms) well under 1%. The
+    step then launches its kernels from a CUDA graph: 32 layers of 10 (vLLM's Llama decoder layer,
+    core/data/engines/vllm-0.32.toml), the embedding and the final norm, and the LM head: 323, each the graph's gap
+    (kernels.toml [launch]). Shapes from core/data/models/llama-3.1-8b/config.json: hidden 4,096, 32 query and 8 KV heads
+    of 128, intermediate 14,336, vocabulary 128,256, 32 layers."""
     pred = predict_run(H200)
     row = pred.rows[(pred.rows["mode"] == "decode") & (pred.rows["batch_size"] == 1) & (pred.rows["engine"] == "transformers compiled")]
     _, ops, _ = load_session(H200)
-    eff = kernels_for(get_gpu("H200"), ops)[0].ops["gemm_bf16"]
+    k = kernels_for(get_gpu("H200"), ops)[0]
+    eff = k.ops["gemm_bf16"]
     assert eff.source.startswith("measured: gemm bf16 on H200 [cuda-2403e867]")
     per_layer = 4096 * (4096 + 2 * 1024) + 4096 * 4096 + 4096 * 2 * 14336 + 14336 * 4096
     weight_bytes = 2 * (32 * per_layer + 4096 * 128256)
-    by_hand_ms = weight_bytes / (eff.at(1).memory * 4.8e12) * 1e3
+    by_hand_ms = (weight_bytes / (eff.at(1).memory * 4.8e12) + (32 * 10 + 2 + 1) * k.graph_gap_s) * 1e3
     assert row["predicted"].item() == pytest.approx(by_hand_ms, rel=0.01)
     assert row["measured"].item() == pytest.approx(9.2649)  # the record's decode_step_ms
     assert row["error"].item() == pytest.approx(row["predicted"].item() / 9.2649 - 1)
@@ -143,7 +146,7 @@ def test_a_served_configuration_on_a_gpu_is_the_whole_request_model_at_its_concu
     rows, unpredicted, _ = predict_gpu_device(served, runs, ops, engines)
     gpu = get_gpu("H200")
     point = aggregated_point(load_arch("llama-3.1-8b", "bf16"), gpu, Layout(1), kernels_for(gpu, ops)[0],
-                             Workload(1000, 200, 1.0, math.inf, math.inf), 16)  # fmt: skip
+                             Request("llama-3.1-8b", 1000, 200), 16)  # fmt: skip
     assert {r["metric"]: r["predicted"] for r in rows} == {"ttft_ms_p50": point.ttft_ms, "tpot_ms_p50": point.tpot_ms}
     assert [why for _, why in unpredicted] == [unpredicted[0][1]] and "open-loop arrivals" in unpredicted[0][1]
 
