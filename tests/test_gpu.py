@@ -59,3 +59,27 @@ def test_fp8_gemm_matches_bf16_and_stays_below_the_datasheet():
     peaks = {"fp8": Peaks(gpu.name, gpu.peak_flops_per_s("fp8"), gpu.bandwidth_bytes_per_s)}
     rec = run_case(case, "cuda", peaks, {})
     assert 0.05 < rec["mfu"] <= 1.05, rec
+
+
+def test_gemm_kernel_script_rehearses_on_the_cpu(tmp_path):
+    """scripts/gpu_gemm_kernels.py --cpu-test runs the same loop on the CPU (BF16, tiny shapes): every case a record with a
+    time, the rows it ran and FLOP/s that follow from its shape and time; and the committed H200 run is what the script
+    writes (every case of every kernel, none failed, rates below the datasheet)."""
+    import csv
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "scripts/gpu_gemm_kernels.py", str(tmp_path), "--cpu-test"], cwd=root, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    recs = json.loads((tmp_path / "gemm_kernels.json").read_text())["records"]
+    assert len(recs) == 8 and all("error" not in r for r in recs)
+    for r in recs:
+        assert r["us"] > 0 and abs(r["tflops"] - 2 * r["m_run"] * r["k"] * r["n"] / (r["us"] * 1e-6) / 1e12) < 0.01 + 0.01 * r["tflops"]
+    with open(root / "results/gpu/20261204-h200-gemm/gemm_kernels.csv") as f:
+        h200 = list(csv.DictReader(f))
+    assert len(h200) == 3 * 12 * 12 and not any(r["error"] for r in h200)  # 3 kernels x 12 linear maps x 12 rows
+    assert all(0 < float(r["mbu"]) <= 1 and 0 < float(r["mfu"]) <= 1 for r in h200)
