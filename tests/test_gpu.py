@@ -83,3 +83,23 @@ def test_gemm_kernel_script_rehearses_on_the_cpu(tmp_path):
         h200 = list(csv.DictReader(f))
     assert len(h200) == 3 * 12 * 12 and not any(r["error"] for r in h200)  # 3 kernels x 12 linear maps x 12 rows
     assert all(0 < float(r["mbu"]) <= 1 and 0 < float(r["mfu"]) <= 1 for r in h200)
+
+
+def test_decode_attention_script_rehearses_on_the_cpu(tmp_path):
+    """scripts/gpu_decode_attention.py --cpu-test runs its loop on the CPU; the committed H200 run holds every case, none
+    failed, each below the datasheet bandwidth, the bytes it counts consistent with its rate and time."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "scripts/gpu_decode_attention.py", str(tmp_path), "--cpu-test"], cwd=root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads((tmp_path / "decode_attention.json").read_text())["records"]) == 2
+    h200 = json.loads((root / "results/gpu/20261204-h200-attention/decode_attention.json").read_text())["records"]
+    assert len(h200) == 4 * 4 * 3 and not any("error" in r for r in h200)  # head counts x batches x contexts
+    for r in h200:
+        kv = 2 * r["batch"] * r["context"] * r["kv_heads"] * r["head_dim"] * 2 + 2 * r["batch"] * r["q_heads"] * r["head_dim"] * 2
+        assert 0 < r["mbu"] <= 1 and abs(kv / (r["us"] * 1e-6) / 1e9 - r["gb_per_s"]) <= 0.1 + 0.001 * r["gb_per_s"]
