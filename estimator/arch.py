@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from core.deployments import load_deployments
 from core.hardware import CatalogError, Device
-from core.models import get_model, model_catalog, resolve_model_key
+from core.models import get_model, resolve_model_key
 from core.shapes import Shapes
 
 
@@ -54,14 +54,14 @@ def not_yet_costed(s: Shapes, weight_dtype: str) -> list[str]:
 def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
     """The architecture of a catalogued model or a config directory, served at ``weight_dtype`` (default: its own);
     one line naming what it has that the serving model does not cost yet (``not_yet_costed``), rather than an answer."""
-    key, spec = resolve_model_key(model), get_model(model)
+    spec = get_model(model)
     dtype = weight_dtype or spec.weight_dtype
     missing = not_yet_costed(spec.shapes, dtype)
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         raise CatalogError(f"{spec.name}: {', '.join(missing)} {verb} read but not yet modelled by the serving model")
-    block = bool(key) and model_catalog()[key].get("fp8_scaling") == "block" and dtype == "fp8"
-    return Arch(spec.shapes, dtype, block)
+    # block-scaled FP8 is the checkpoint's own (quantization_config.weight_block_size), catalogued or not
+    return Arch(spec.shapes, dtype, dtype == "fp8" and spec.checkpoint.fp8_block_scaled)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, flo
     """Weight memory of one GPU: replicated (DP attention) or TP-split non-routed part, and its routed experts;
     with ``mtp`` multi-token-prediction modules served, each adds one MoE layer and its projection."""
     s, wb = a.shapes, BYTES_PER_DTYPE[a.weight_dtype]
-    embed_head = 2 * s.vocab * s.hidden
-    non_routed = (replicated_params(s) - embed_head + mtp * mtp_module_params(s)) * wb + embed_head * 2.0  # embedding and head kept in BF16
+    embed_head = (1 if s.tied_embeddings else 2) * s.vocab * s.hidden  # a tied LM head is the embedding's matrix, held once
+    linear = replicated_params(s) - 2 * s.vocab * s.hidden + mtp * mtp_module_params(s)  # replicated_params counts embedding and head
+    non_routed = linear * wb + embed_head * 2.0  # embedding and head kept in BF16
     non_routed /= layout.tp  # TP 1 with data-parallel attention: replicated
     moe_layers = s.moe_layers + (mtp if s.num_experts else 0)
     routed = experts_per_gpu(s, layout) * moe_layers * expert_params(s) * wb

@@ -32,7 +32,7 @@ from typing import Any
 
 from core.engines import engine_rules
 from core.errors import UsageError
-from core.models import MODEL_DIR, model_catalog, resolve_model_key
+from core.models import MODEL_DIR, get_model, resolve_model_key
 from core.paths import RESULTS_DIR, ROOT, portable
 from estimator.validation import Row
 from fleetcal.peers.aic_runner import SYSTEMS
@@ -68,7 +68,8 @@ ROUTING: dict[str, dict[str, Any]] = {
 
 def _quant(row: Row, moe: bool) -> dict[str, str | None]:
     """The peer's GEMM, MoE and KV quantization modes for the row's weight and KV precisions (module docstring)."""
-    block = model_catalog().get(resolve_model_key(row.model) or "", {}).get("fp8_scaling") == "block"
+    key = resolve_model_key(row.model)
+    block = key is not None and get_model(key).checkpoint.fp8_block_scaled  # its config.json's weight_block_size
     gemm = ("fp8_block" if block else "fp8") if row.weight_dtype == "fp8" else "bfloat16"
     return {"gemm_quant": gemm, "moe_quant": gemm if moe else None, "kv_quant": "fp8" if row.kv_dtype == "fp8" else "bfloat16"}
 
