@@ -1,4 +1,5 @@
-"""What is served and how it is laid out: an architecture at its serving precision, and one instance's GPUs."""
+"""What is served and how it is laid out: an architecture with the format each of its components is served in, and one
+instance's GPUs (tensor, expert and pipeline parallelism), refused in one line where vLLM could not lay it out."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import math
 from dataclasses import dataclass
 
 from core.deployments import load_deployments
+from core.dtypes import WEIGHT_FORMATS, compute_precision
 from core.hardware import CatalogError, Device
 from core.models import get_model, resolve_model_key
+from core.quant import LINEAR
 from core.shapes import Shapes
+
+UNQUANTIZED = ("embedding", "lm_head", "norms", "router")  # kept at 2 bytes whatever the linear layers' format (core/quant.py)
 
 
 @dataclass(frozen=True)
@@ -16,8 +21,9 @@ class Arch:
     """An architecture's shapes plus what the serving model needs beyond them."""
 
     shapes: Shapes
-    weight_dtype: str  # of the linear layers' weights as served (DeepSeek-V3: fp8)
+    weight_dtype: str  # the format most linear weights are served in (DeepSeek-V3: fp8; gpt-oss: its MXFP4 experts)
     fp8_block_scaled: bool = False  # FP8 weights in scaled blocks (DeepSeek-V3: 128 x 128), served by block-scaled GEMM kernels
+    formats: tuple[tuple[str, str], ...] = ()  # linear component -> format where it differs from weight_dtype (gpt-oss)
 
     @property
     def mtp_modules(self) -> int:
@@ -28,11 +34,19 @@ class Arch:
         """MTP modules held on the GPUs when ``mtp_tokens`` extra tokens are drafted per step: all of the checkpoint's, or none."""
         return self.mtp_modules if mtp_tokens else 0
 
+    def format_of(self, component: str) -> str:
+        """The format ``component``'s weights are served in: the embedding, LM head, norms and routers at 2 bytes (bf16),
+        each linear component in its own format (core/quant.py's components)."""
+        if component in UNQUANTIZED:
+            return "bf16"
+        return dict(self.formats).get(component, self.weight_dtype)
 
-# What core reads of an architecture (core/shapes.py) that the serving model does not cost yet, by the name the
-# description gives it (an attention kind, a weight format, a feature). load_arch refuses a model that has any, rather
-# than answer as if it had none; an entry goes when layer_ops, memory and planning cost it.
-NOT_YET_COSTED = {
+
+# What core reads of an architecture (core/shapes.py) that the serving model does not cost, by the name the description
+# gives it (an attention kind, a weight format, a feature). load_arch refuses a model that has any, rather than answer as
+# if it had none. Every kind and format core reads is costed now (layer_ops.py, mixer_ops.py, memory.py, kv_cache.py);
+# a feature core learns to read before the serving model costs it goes here.
+NOT_YET_COSTED: dict[str, str] = {
     "sliding": "sliding-window attention",
     "chunked": "chunked local attention",
     "linear": "linear attention (gated DeltaNet)",
@@ -46,22 +60,35 @@ NOT_YET_COSTED = {
 
 
 def not_yet_costed(s: Shapes, weight_dtype: str) -> list[str]:
-    """The features of ``s`` served at ``weight_dtype`` that the serving model does not cost yet (NOT_YET_COSTED)."""
+    """The features of ``s`` served at ``weight_dtype`` that the serving model does not cost (NOT_YET_COSTED)."""
     present = set(s.layer_kinds) | {weight_dtype} | ({"sinks"} if s.details.sinks else set())
     return [what for feature, what in NOT_YET_COSTED.items() if feature in present]
 
 
+def served_formats(s: Shapes, asked: str, own: str) -> tuple[tuple[str, str], ...]:
+    """The linear components whose format differs from ``asked``: the checkpoint's own per component when ``asked`` is
+    its own format (gpt-oss: MXFP4 experts, bf16 attention, served as stored), none when a format is asked for (every
+    linear component in it, as a quantization tool that converts the whole model would)."""
+    if asked != own or not s.checkpoint.quantized:
+        return ()
+    served = {c: s.checkpoint.format_of(c) for c in LINEAR}
+    return tuple((c, "bf16" if f in ("fp16", "fp32") else f) for c, f in served.items() if f != asked)
+
+
 def load_arch(model: str, weight_dtype: str | None = None) -> Arch:
-    """The architecture of a catalogued model or a config directory, served at ``weight_dtype`` (default: its own);
-    one line naming what it has that the serving model does not cost yet (``not_yet_costed``), rather than an answer."""
+    """The architecture of a catalogued model or a config directory, served at ``weight_dtype`` (default: its own, each
+    component in its checkpoint's format); one line naming what it has that the serving model does not cost, if any."""
     spec = get_model(model)
     dtype = weight_dtype or spec.weight_dtype
+    if dtype not in WEIGHT_FORMATS:
+        raise CatalogError(f"unknown weight format {dtype!r}; use one of {', '.join(WEIGHT_FORMATS)}")
     missing = not_yet_costed(spec.shapes, dtype)
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         raise CatalogError(f"{spec.name}: {', '.join(missing)} {verb} read but not yet modelled by the serving model")
     # block-scaled FP8 is the checkpoint's own (quantization_config.weight_block_size), catalogued or not
-    return Arch(spec.shapes, dtype, dtype == "fp8" and spec.checkpoint.fp8_block_scaled)
+    formats = served_formats(spec.shapes, dtype, spec.weight_dtype)
+    return Arch(spec.shapes, dtype, dtype == "fp8" and spec.checkpoint.fp8_block_scaled, formats)
 
 
 @dataclass(frozen=True)
@@ -69,28 +96,34 @@ class Layout:
     """How one serving instance spreads the model over its GPUs."""
 
     num_gpus: int
-    tp: int = 1  # tensor parallelism of attention, dense FFN and shared experts
+    tp: int = 1  # tensor parallelism of attention, dense FFN and shared experts (and of the experts where ep is 1)
     ep: int = 1  # expert parallelism: routed experts spread over this many GPUs
     dp_attention: bool = False  # each GPU attends its own sequences; non-routed weights replicated
     redundant_experts: int = 0
-    gpus_per_node: int = 8
+    gpus_per_node: int = 8  # GPUs of one scale-up (NVLink) domain: the GPU's scaleup_domain_gpus (72 on a GB200 NVL72)
     step_tokens: int = 0  # prefill tokens per GPU per step this layout is run at; 0: the service's
+    pp: int = 1  # pipeline stages, each holding a contiguous share of the layers on tp GPUs
 
     def __post_init__(self) -> None:
-        if self.num_gpus < 1 or self.tp < 1 or self.ep < 1 or self.num_gpus % self.tp or self.ep > self.num_gpus:
+        if self.num_gpus < 1 or self.tp < 1 or self.ep < 1 or self.pp < 1 or self.num_gpus % (self.tp * self.pp) or self.ep > self.num_gpus:
             raise CatalogError(
-                f"layout: {self.num_gpus} GPUs cannot hold TP {self.tp} and EP {self.ep}; TP must divide the GPU count, EP at most it"
+                f"layout: {self.num_gpus} GPUs cannot hold TP {self.tp}, PP {self.pp} and EP {self.ep}; TP x PP must divide the GPU "
+                "count, EP at most it"
             )
         if self.dp_attention and self.tp != 1:
             raise CatalogError("layout: data-parallel attention runs with TP 1")
+        if self.pp > 1 and (self.dp_attention or self.ep > 1):
+            raise CatalogError("layout: pipeline parallelism is modelled with tensor parallelism only (no EP, no DP attention)")
 
 
 def gemm_precision(gpu: Device, weight_dtype: str) -> str:
-    """GEMMs compute in FP8 where weights are FP8 and the GPU has FP8; elsewhere in BF16 (weights read as stored)."""
-    return "fp8" if weight_dtype == "fp8" and "fp8" in gpu.peak_tflops else "bf16"
+    """The precision whose peak bounds the GEMMs of ``weight_dtype`` weights on ``gpu`` (core/dtypes.compute_precision):
+    FP8 or FP4 where the GPU computes the format natively, else BF16 with the weights read at their stored size."""
+    return compute_precision(weight_dtype, gpu)
 
 
 def experts_per_gpu(s: Shapes, layout: Layout) -> int:
+    """Routed experts (with their redundant copies) on each GPU of the EP group."""
     return math.ceil((s.num_experts + layout.redundant_experts) / layout.ep) if s.num_experts else 0
 
 

@@ -1,13 +1,10 @@
 """The operators of one serving step on one GPU, as a list of costs, and their sum.
 
-Each operator is a cost: FLOPs and bytes per layer, the precision whose peak bounds its compute, the efficiency it
-runs at (kernels.py) and the layers that run it. Its time is the larger of FLOPs / (compute efficiency × peak) and
-bytes / (memory efficiency × bandwidth); the step's operators are the sum of those times. Per layer: the attention
-projections (MLA absorbed in decode, not absorbed in prefill; GQA for dense models), attention, the dense FFN or the
-shared experts, the router, the routed experts (a grouped GEMM at tokens per expert = tokens × top-k ÷ experts on the
-GPU, times a load-imbalance factor), the SwiGLU activation between each FFN's two GEMMs, norms and residuals; then the
-LM head and sampling. Communication (expert-parallel dispatch and combine, tensor-parallel all-reduces) is counted
-apart, for serving.py to overlap.
+Each operator is a cost: FLOPs and bytes per layer, the precision whose peak bounds its compute, the efficiency it runs at (kernels.py)
+and the layers that run it; its time is the larger of FLOPs / (compute efficiency × peak) and bytes / (memory efficiency × bandwidth).
+Per layer: attention projections (MLA absorbed in decode, not in prefill), attention, the dense FFN or shared experts, the router, the
+routed experts (a grouped GEMM, times a load-imbalance factor), each FFN's SwiGLU, norms and residuals; then the LM head and sampling.
+Communication (expert-parallel dispatch and combine, tensor-parallel all-reduces) is counted apart, for serving.py to overlap.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 
-from core.dtypes import BYTES_PER_DTYPE
+from core.dtypes import BYTES_PER_DTYPE, WEIGHT_FORMATS
 from core.hardware import Device
 from core.opcounts import ep_bytes_per_token, expert_gemm_flops, imbalance, mla_prefill_attention_flops
 from core.shapes import Shapes
@@ -89,32 +86,39 @@ class Batch:
 
     @cached_property
     def gp(self) -> str:
+        """The GEMM precision of the weights' headline format (what the router reads its input at)."""
         return gemm_precision(self.gpu, self.a.weight_dtype)
-
-    @cached_property
-    def ab(self) -> float:
-        """Bytes per GEMM activation element: FP8 where the GEMMs run in FP8."""
-        return 1.0 if self.gp == "fp8" else 2.0
 
     @cached_property
     def m(self) -> float:
         """Tokens through a TP group's GEMMs."""
         return self.tokens * self.layout.tp
 
-    def gemm(
-        self, name: Op, kk: int, nn: int, layers: float, mm: float | None = None, prec: str | None = None, split: int | None = None
-    ) -> OpCost:
-        """A (mm × kk) by (kk × nn) GEMM with its weight split ``split`` ways (default: over the TP group)."""
-        mm, prec = self.m if mm is None else mm, prec or self.gp
-        n_ = nn / (self.layout.tp if split is None else split)
-        wb = BYTES_PER_DTYPE[self.a.weight_dtype] if prec == self.gp else 2.0
-        eff = self.k.ops["gemm" if prec == "fp8" else "gemm_bf16"].at(mm)
-        return OpCost(name, 2 * mm * kk * n_, kk * n_ * wb + mm * kk * self.ab + mm * n_ * 2, prec, eff, layers)
+    def fmt(self, component: str) -> tuple[str, float, str]:
+        """(format, bytes per weight, GEMM precision) of a linear component as served on this GPU."""
+        fmt = self.a.format_of(component)
+        return fmt, WEIGHT_FORMATS[fmt].bytes_per_element, gemm_precision(self.gpu, fmt)
 
-    def swiglu(self, rows: float, width: float, layers: float) -> OpCost:
+    def gemm(self, name: Op, kk: int, nn: int, layers: float, mm: float | None = None, component: str = "attention",
+             split: int | None = None) -> OpCost:  # fmt: skip
+        """A (mm × kk) by (kk × nn) GEMM of ``component``'s weights, split ``split`` ways (default: over the TP group),
+        read at their format's bytes and computed at its precision on this GPU."""
+        mm = self.m if mm is None else mm
+        _, wb, prec = self.fmt(component)
+        n_ = nn / (self.layout.tp if split is None else split)
+        eff = self.k.ops["gemm" if prec == "fp8" else "gemm_bf16"].at(mm)
+        return OpCost(name, 2 * mm * kk * n_, kk * n_ * wb + mm * kk * activation_bytes(prec) + mm * n_ * 2, prec, eff, layers)
+
+    def swiglu(self, rows: float, width: float, layers: float, component: str) -> OpCost:
         """SwiGLU between an FFN's two GEMMs: reads the gate and up outputs (2 x width, BF16), writes width values in the
         down projection's input precision (FP8 fused into the same kernel, as serving engines fuse silu_and_mul and quant)."""
-        return OpCost(Op.FFN_ACTIVATION, 0.0, rows * width * (2 * 2.0 + self.ab), "bf16", self.k.ops["elementwise"], layers)
+        ab = activation_bytes(self.fmt(component)[2])
+        return OpCost(Op.FFN_ACTIVATION, 0.0, rows * width * (2 * 2.0 + ab), "bf16", self.k.ops["elementwise"], layers)
+
+
+def activation_bytes(precision: str) -> float:
+    """Bytes per GEMM activation element: FP8 where the GEMMs run in FP8, else BF16."""
+    return 1.0 if precision == "fp8" else 2.0
 
 
 def attention_costs(x: Batch) -> list[OpCost]:
@@ -161,10 +165,15 @@ def attention_costs(x: Batch) -> list[OpCost]:
 
 
 def dense_ffn_costs(x: Batch) -> list[OpCost]:
-    """The dense FFN's GEMMs and activation, in the layers that have one."""
-    s, lin = x.s, x.s.linears
-    costs = [x.gemm(Op.DENSE_FFN, *lin[n], s.dense_layers) for n in ("dense_gate_up", "dense_down", "gate_up", "down") if n in lin]
-    return costs + [x.swiglu(x.m, lin[n][1] / 2 / x.layout.tp, s.dense_layers) for n in ("dense_gate_up", "gate_up") if n in lin]
+    """The dense FFN's GEMMs and activation, in the layers that have one (Nemotron-H's squared ReLU: up and down only)."""
+    s, lin, tp = x.s, x.s.linears, x.layout.tp
+    names = ("dense_gate_up", "dense_down", "gate_up", "down", "up")
+    costs = [x.gemm(Op.DENSE_FFN, *lin[n], s.dense_layers, component="dense_ffn") for n in names if n in lin]
+    gated = [x.swiglu(x.m, lin[n][1] / 2 / tp, s.dense_layers, "dense_ffn") for n in ("dense_gate_up", "gate_up") if n in lin]
+    if "up" in lin:  # squared ReLU: reads the up projection's output once, writes it once
+        ab = activation_bytes(x.fmt("dense_ffn")[2])
+        gated.append(OpCost(Op.FFN_ACTIVATION, 0.0, x.m * lin["up"][1] / tp * (2.0 + ab), "bf16", x.k.ops["elementwise"], s.dense_layers))
+    return costs + gated
 
 
 def routed_pairs(x: Batch) -> float:
@@ -175,21 +184,38 @@ def routed_pairs(x: Batch) -> float:
     return pairs * imbalance(pairs, 1.0, lay.ep)
 
 
+def touched_experts(x: Batch) -> float:
+    """Routed experts on one GPU whose weights one MoE layer reads: those at least one of the step's tokens is routed to.
+    Under uniform routing each of T tokens picks a given expert with probability k / E, so E_gpu (1 - (1 - k/E)^T) of
+    the E_gpu experts a GPU holds are touched. T: the tokens entering the layer across the expert-parallel group (with
+    EP 1, the TP group's tokens; every expert is split over the group and touched there alike); E counts the redundant
+    copies. A decode step at small batch reads only these (Mixtral at batch 1: 2 of 8); prefill and large batches all."""
+    s, lay = x.s, x.layout
+    if lay.ep > 1:
+        held, total, tokens = experts_per_gpu(s, lay), s.num_experts + lay.redundant_experts, x.tokens * lay.num_gpus
+    else:
+        held, total, tokens = s.num_experts, s.num_experts, x.m
+    return held * (1.0 - (1.0 - s.experts_per_token / total) ** tokens)
+
+
 def moe_costs(x: Batch) -> list[OpCost]:
-    """Every MoE layer's shared experts, router, routed experts and their activations."""
+    """Every MoE layer's shared experts, router, routed experts (the experts the batch touches, touched_experts) and
+    their activations."""
     s, lin, lay, m = x.s, x.s.linears, x.layout, x.m
     if not s.num_experts:
         return []
-    costs = [x.gemm(Op.SHARED_EXPERTS, *lin[n], s.moe_layers) for n in ("shared_gate_up", "shared_down") if n in lin]
-    costs.append(OpCost(Op.ROUTER, 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * x.ab, "bf16",
-                        x.k.ops["gemm_bf16"].at(m), s.moe_layers))  # fmt: skip
-    e_g = experts_per_gpu(s, lay) if lay.ep > 1 else s.num_experts
-    pairs, split, wb = routed_pairs(x), 1 if lay.ep > 1 else lay.tp, BYTES_PER_DTYPE[x.a.weight_dtype]
-    nbytes = sum(e_g * kk * nn / split * wb + pairs * (kk * x.ab + nn / split * 2) for kk, nn in s.expert_k_n)
-    costs.append(OpCost(Op.ROUTED_EXPERTS, expert_gemm_flops(s, pairs) / split, nbytes, x.gp, x.k.ops["grouped_gemm"], s.moe_layers))
-    costs.append(x.swiglu(pairs, s.expert_k_n[0][1] / 2 / split, s.moe_layers))
+    costs = [x.gemm(Op.SHARED_EXPERTS, *lin[n], s.moe_layers, component="shared_experts") for n in ("shared_gate_up", "shared_down")
+             if n in lin]  # fmt: skip
+    costs.append(OpCost(Op.ROUTER, 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * activation_bytes(x.gp),
+                        "bf16", x.k.ops["gemm_bf16"].at(m), s.moe_layers))  # fmt: skip
+    pairs, split = routed_pairs(x), 1 if lay.ep > 1 else lay.tp
+    _, wb, prec = x.fmt("routed_experts")
+    ab, touched = activation_bytes(prec), touched_experts(x)
+    nbytes = sum(touched * kk * nn / split * wb + pairs * (kk * ab + nn / split * 2) for kk, nn in s.expert_k_n)
+    costs.append(OpCost(Op.ROUTED_EXPERTS, expert_gemm_flops(s, pairs) / split, nbytes, prec, x.k.ops["grouped_gemm"], s.moe_layers))
+    costs.append(x.swiglu(pairs, s.expert_k_n[0][1] / 2 / split, s.moe_layers, "routed_experts"))
     if "shared_gate_up" in lin:
-        costs.append(x.swiglu(m, lin["shared_gate_up"][1] / 2 / lay.tp, s.moe_layers))
+        costs.append(x.swiglu(m, lin["shared_gate_up"][1] / 2 / lay.tp, s.moe_layers, "shared_experts"))
     return costs
 
 

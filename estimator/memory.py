@@ -6,27 +6,49 @@ from __future__ import annotations
 
 import math
 
-from core.dtypes import BYTES_PER_DTYPE
+from core.dtypes import WEIGHT_FORMATS
 from core.engines import DEFAULT_ENGINE, engine_rules
 from core.hardware import Device
-from core.opcounts import expert_params, mtp_module_params, replicated_params
+from core.opcounts import attention_params, moe_shared_params
+from core.params import component_params, routed_expert_params
 from estimator.arch import Arch, Layout, experts_per_gpu
 from estimator.kernels import Kernels
 from estimator.serving import step
 
 
+def _bytes(a: Arch, component: str) -> float:
+    return WEIGHT_FORMATS[a.format_of(component)].bytes_per_element
+
+
+def mtp_module_bytes(a: Arch) -> float:
+    """Bytes of one multi-token-prediction module outside its routed experts (core/opcounts.mtp_module_params): its
+    attention and the projection of [hidden; embedding] in the attention's format, its shared experts in theirs, its
+    router at 2 bytes."""
+    s = a.shapes
+    router, shared = s.hidden * s.num_experts, moe_shared_params(s) - s.hidden * s.num_experts
+    return (attention_params(s) + 2 * s.hidden * s.hidden) * _bytes(a, "attention") + shared * _bytes(a, "shared_experts") + router * 2.0
+
+
 def weight_bytes_per_gpu(a: Arch, layout: Layout, mtp: int = 0) -> dict[str, float]:
-    """Weight memory of one GPU: replicated (DP attention) or TP-split non-routed part, and its routed experts;
-    with ``mtp`` multi-token-prediction modules served, each adds one MoE layer and its projection."""
-    s, wb = a.shapes, BYTES_PER_DTYPE[a.weight_dtype]
-    embed_head = (1 if s.tied_embeddings else 2) * s.vocab * s.hidden  # a tied LM head is the embedding's matrix, held once
-    linear = replicated_params(s) - 2 * s.vocab * s.hidden + mtp * mtp_module_params(s)  # replicated_params counts embedding and head
-    non_routed = linear * wb + embed_head * 2.0  # embedding and head kept in BF16
-    non_routed /= layout.tp  # TP 1 with data-parallel attention: replicated
+    """Weight memory of the busiest GPU: every component's parameters (core/params.component_params) at the bytes of
+    the format it is served in (Arch.format_of: the linear layers in theirs, block scales included; embedding, LM head,
+    norms and routers at 2 bytes). TP splits the attention, mixers, dense FFN, shared experts, embedding and LM head
+    (vLLM's vocabulary-parallel embedding and head); routers and norms are replicated on every GPU (ReplicatedLinear,
+    RMSNorm). Routed experts: ceil(E / EP) whole experts per GPU, or with EP 1 every expert split over the TP group.
+    PP: each stage holds its share of the layers and the first the embedding, the last the LM head (a tied one as a
+    copy): the busiest stage is the layers' share plus the larger of the two. ``mtp``: MTP modules served (each one more
+    MoE layer and its projection)."""
+    s, parts, pp = a.shapes, component_params(a.shapes), layout.pp
+    mb = {c: n * _bytes(a, c) for c, n in parts.items()}
+    replicated = mb["router"] + mb["norms"]
+    ends = (mb["embedding"], mb["lm_head"] or mb["embedding"]) if pp > 1 else (mb["embedding"] + mb["lm_head"], 0.0)
+    apart = ("router", "norms", "embedding", "lm_head", "routed_experts")
+    layers = sum(v for c, v in mb.items() if c not in apart) + mtp * mtp_module_bytes(a)
+    non_routed = (layers / pp + max(ends)) / layout.tp + replicated / pp
     moe_layers = s.moe_layers + (mtp if s.num_experts else 0)
-    routed = experts_per_gpu(s, layout) * moe_layers * expert_params(s) * wb
-    if s.num_experts and layout.ep == 1:
-        routed = s.num_experts * moe_layers * expert_params(s) * wb / layout.tp
+    expert = routed_expert_params(s) * _bytes(a, "routed_experts") if s.num_experts else 0.0
+    per_gpu_experts = experts_per_gpu(s, layout) if layout.ep > 1 else s.num_experts / layout.tp
+    routed = per_gpu_experts * moe_layers * expert / pp
     return {"non_routed": non_routed, "routed": routed, "total": non_routed + routed}
 
 

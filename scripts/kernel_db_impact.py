@@ -81,13 +81,17 @@ def _edge(x: lo.Batch, heads: int, kvh: int, seqs: float, backend: str, version:
     return got, 1.0
 
 
-def gemm(self, name, kk, nn, layers, mm=None, prec=None, split=None):
-    """Batch.gemm with the efficiency the database's GEMM at (M, N, K) implies."""
-    c = ORIGINAL["gemm"](self, name, kk, nn, layers, mm, prec, split)
+def gemm(self, name, kk, nn, layers, mm=None, component="attention", split=None):
+    """Batch.gemm with the efficiency the database's GEMM at (M, N, K) of the component's weight format implies (a format
+    the database holds no GEMM table of, MXFP4, keeps the model's figure)."""
+    c = ORIGINAL["gemm"](self, name, kk, nn, layers, mm, component, split)
     if "gemm" not in STATE["families"]:
         return c
     m, n = self.m if mm is None else mm, nn / (self.layout.tp if split is None else split)
-    fmt = self.a.weight_dtype if c.precision == self.gp else "bf16"
+    fmt = self.fmt(component)[0]
+    if fmt not in kdb.DTYPE:
+        STATE["log"]["gemm", f"no {fmt} table"] += 1
+        return c
     dtype = "fp8_block" if fmt == "fp8" and self.a.fp8_block_scaled else fmt
     backend, version = _engine_version()
     eff = _eff("gemm", kdb.gemm(self.gpu.name, backend, dtype, m, n, kk, version), c.flops, c.nbytes, self.gpu, c.precision)
@@ -124,7 +128,11 @@ def moe_costs(x: lo.Batch) -> list[lo.OpCost]:
         return costs
     s, lay, (backend, version) = x.s, x.layout, _engine_version()
     group = x.tokens * lay.ep if lay.ep > 1 else x.m  # tokens entering the expert-parallel group's MoE layer
-    dtype = "fp8_block" if x.a.fp8_block_scaled else kdb.DTYPE[x.a.weight_dtype]
+    fmt = x.fmt("routed_experts")[0]
+    if fmt not in kdb.DTYPE:
+        STATE["log"]["moe", f"no {fmt} table"] += 1
+        return costs
+    dtype = "fp8_block" if fmt == "fp8" and x.a.fp8_block_scaled else kdb.DTYPE[fmt]
     shape = {"moe_dtype": dtype, "hidden_size": s.hidden, "inter_size": s.expert_k_n[1][0], "topk": s.experts_per_token,
              "num_experts": s.num_experts, "moe_tp_size": 1 if lay.ep > 1 else lay.tp, "moe_ep_size": lay.ep}  # fmt: skip
     if backend == "sglang":

@@ -49,17 +49,21 @@ def test_expert_gemm_flops():
 
 
 def test_replicated_weight_bytes_under_data_parallel_attention():
-    # per layer attention: q_a 7168x1536 + q_b 1536x24576 + kv_a 7168x576 + kv_b 512x(128x256) + o 16384x7168 = 187,105,280
-    # x 61 = 11,413,422,080; dense FFN 3 x 396,361,728; shared experts 58 x 44,040,192; routers 58 x 7168 x 256;
-    # embedding + head 2 x 129,280 x 7,168 = 1,853,358,080 (kept in BF16): 17,116,626,944 parameters in all
-    attn = 7168 * 1536 + 1536 * 24576 + 7168 * 576 + 512 * 128 * 256 + 16384 * 7168
-    params = 61 * attn + 3 * 3 * 7168 * 18432 + 58 * 3 * 7168 * 2048 + 58 * 7168 * 256 + 2 * 129280 * 7168
-    assert params == 17_116_626_944
-    fp8_bytes = (params - 2 * 129280 * 7168) * 1 + 2 * 129280 * 7168 * 2
+    # per layer attention: q_a 7168x1536 + q_b 1536x24576 + kv_a 7168x576 + kv_b 512x(128x256) + o 16384x7168
+    # + the query and KV latents' norms 1,536 + 512 = 187,107,328, x 61; dense FFN 3 x 396,361,728; shared experts
+    # 58 x 44,040,192: all in FP8 (the checkpoint's quantization_config covers the linear layers), 15,156,963,328 bytes.
+    # In BF16 (vLLM builds them unquantized): routers 58 x 7168 x 256, the layers' norms 61 x 2 x 7,168 + 7,168 final,
+    # embedding + head 2 x 129,280 x 7,168.
+    attn = 7168 * 1536 + 1536 * 24576 + 7168 * 576 + 512 * 128 * 256 + 16384 * 7168 + 1536 + 512
+    fp8_part = 61 * attn + 3 * 3 * 7168 * 18432 + 58 * 3 * 7168 * 2048
+    assert fp8_part == 15_156_963_328
+    bf16_part = 58 * 7168 * 256 + 61 * 2 * 7168 + 7168 + 2 * 129280 * 7168
     w = weight_bytes_per_gpu(DS, DECODE)
-    assert w["non_routed"] == fp8_bytes == 18_969_985_024  # replicated on every GPU, not divided by 144
+    assert w["non_routed"] == fp8_part * 1 + bf16_part * 2 == 19_078_303_744  # replicated on every GPU, not divided by 144
     assert w["routed"] == 2 * 58 * 88_080_384 / 2  # 288 experts over 144 GPUs: 2 each, 44,040,192 bytes each in FP8
-    assert weight_bytes_per_gpu(DS, Layout(8, tp=8))["non_routed"] == pytest.approx(fp8_bytes / 8)
+    # TP 8 splits all but the routers and norms, which vLLM replicates (ReplicatedLinear, RMSNorm)
+    tp8 = weight_bytes_per_gpu(DS, Layout(8, tp=8))["non_routed"]
+    assert tp8 == pytest.approx((fp8_part + 2 * 2 * 129280 * 7168) / 8 + (58 * 7168 * 256 + 61 * 2 * 7168 + 7168) * 2)
 
 
 def test_dispatch_bytes_per_token():
@@ -205,7 +209,8 @@ def test_a_served_mtp_module_takes_weight_and_kv_room():
     checkpoint = 671_026_404_352 + 335_740_928 + 256 * expert_params(DS.shapes) + 2 * 129_280 * 7_168
     assert checkpoint == pytest.approx(685e9, rel=1e-3)
     w0, w1 = weight_bytes_per_gpu(DS, DECODE), weight_bytes_per_gpu(DS, DECODE, mtp=1)
-    assert w1["non_routed"] - w0["non_routed"] == 335_740_928  # FP8, replicated under DP attention
+    # FP8 but for its router (BF16, as vLLM builds routers unquantized), replicated under DP attention
+    assert w1["non_routed"] - w0["non_routed"] == 335_740_928 - 1_835_008 + 2 * 1_835_008
     assert w1["routed"] - w0["routed"] == 2 * 44_040_192  # 288 experts over 144 GPUs: 2 each
     assert DS.shapes.kv_bytes_per_token("bf16", extra_layers=1) == 62 * 576 * 2  # the module's own latent cache
     k = published_kernels()
@@ -236,20 +241,22 @@ def test_two_micro_batches_hide_communication_stage_by_stage_not_in_total():
 
 
 def test_kv_room_as_vllm_and_tensorrt_llm_size_their_caches():
-    # Llama-3.1-70B in FP16 on two A100-80GB (TP2) at 5,500 tokens: weights 70,552,387,584 bytes per GPU; 80 GiB of memory
+    # Llama-3.1-70B in FP16 on two A100-80GB (TP2) at 5,500 tokens: weights 70,552,387,584 bytes per GPU split by TP, and
+    # the norms, 80 x 2 x 8,192 + 8,192 in BF16, on each: 70,555,025,408 bytes; 80 GiB of memory
     from estimator.memory import activation_bytes, kv_room_sequences
 
     a, lay, gpu, k = load_arch("llama-3.1-70b", "fp16"), Layout(2, tp=2), get_gpu("A100-80GB"), published_kernels()
-    assert gpu.memory_bytes == 80 * 2**30 and weight_bytes_per_gpu(a, lay)["total"] == 70_552_387_584
+    assert gpu.memory_bytes == 80 * 2**30
+    assert weight_bytes_per_gpu(a, lay)["total"] == 70_552_387_584 + (80 * 2 * 8192 + 8192) * 2 == 70_555_025_408
     # a forward of 8,192 tokens: gate_up 2 x 28,672 / 2 plus 4 x 8,192 values per token, BF16
     assert activation_bytes(a, lay, 8192) == 8192 * (28_672 + 32_768) * 2 == 1_006_632_960
     assert a.shapes.kv_bytes_per_token("bf16") == 2 * 8 * 128 * 80 * 2 == 327_680  # K and V, 8 KV heads, 80 layers
     # vLLM 0.32 profiles its A100 token budget, 2,048 tokens (core/data/engines/vllm-0.32.toml): 251,658,240 bytes
-    taken = 70_552_387_584 + 2048 * 61_440 * 2 + 2 * 2**30  # weights, activations, the 2 GiB reserve
-    # vLLM: 0.92 x total - taken = 6,075,868,774 bytes; a sequence takes 344 pages of 16 tokens: 1,803,550,720 bytes
+    taken = 70_555_025_408 + 2048 * 61_440 * 2 + 2 * 2**30  # weights, activations, the 2 GiB reserve
+    # vLLM: 0.92 x total - taken = 6,073,230,950 bytes; a sequence takes 344 pages of 16 tokens: 1,803,550,720 bytes
     assert kv_room_sequences(a, gpu, lay, k, 5500, "bf16") == int((0.92 * 80 * 2**30 - taken) // (327_680 * 5504)) == 3
     # TensorRT-LLM at its perf overview's 0.95 of what is free, after a profile of its 8,192-token budget: 172 pages of 32
-    taken = 70_552_387_584 + 1_006_632_960 + 2 * 2**30
+    taken = 70_555_025_408 + 1_006_632_960 + 2 * 2**30
     assert (
         kv_room_sequences(a, gpu, lay, k, 5500, "bf16", headroom=0.95, rule="trtllm")
         == int(0.95 * (80 * 2**30 - taken) // (327_680 * 5504))
