@@ -1,58 +1,31 @@
 """The operators of one serving step on one GPU, as a list of costs, and their sum.
 
-Each operator is a cost: FLOPs and bytes per layer, the precision whose peak bounds its compute, the efficiency it runs at (kernels.py)
-and the layers that run it; its time is the larger of FLOPs / (compute efficiency × peak) and bytes / (memory efficiency × bandwidth).
-Per layer: attention projections (MLA absorbed in decode, not in prefill), attention, the dense FFN or shared experts, the router, the
-routed experts (a grouped GEMM, times a load-imbalance factor), each FFN's SwiGLU, norms and residuals; then the LM head and sampling.
-Communication (expert-parallel dispatch and combine, tensor-parallel all-reduces) is counted apart, for serving.py to overlap.
+Each operator is a cost (batch.OpCost): FLOPs and bytes per layer, the precision whose peak bounds its compute, the
+efficiency it runs at (kernels.py) and the layers that run it. Its time is the larger of FLOPs / (compute efficiency ×
+peak) and bytes / (memory efficiency × bandwidth); the step's operators are the sum of those times. Per layer: the
+attention projections and attention of the layers that attend, each over the tokens its kind keeps (attention_ops.py:
+global, sliding-window, chunked local, MLA), the dense FFN or the shared experts, the router, the routed experts (a
+grouped GEMM at tokens per expert = tokens × top-k ÷ experts on the GPU, times a load-imbalance factor, reading the
+experts the batch touches), the activation between each FFN's two GEMMs, norms and residuals; then the LM head and
+sampling. Communication (expert-parallel dispatch and combine, tensor-parallel all-reduces) is counted apart, for
+serving.py to overlap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from functools import cached_property
 
-from core.dtypes import BYTES_PER_DTYPE, WEIGHT_FORMATS
 from core.hardware import Device
-from core.opcounts import ep_bytes_per_token, expert_gemm_flops, imbalance, mla_prefill_attention_flops
+from core.opcounts import ep_bytes_per_token, expert_gemm_flops, imbalance
 from core.shapes import Shapes
-from estimator.arch import Arch, Layout, experts_per_gpu, gemm_precision
-from estimator.kernels import Eff, Kernels
+from estimator.arch import experts_per_gpu
+from estimator.attention_ops import attention_costs
+from estimator.batch import Batch, Op, OpCost, activation_bytes
 
-
-class Op(StrEnum):
-    """The operators (and the rest of a step) a breakdown is keyed by: a renamed one fails where it is used, not zero."""
-
-    ATTENTION_PROJECTIONS = "attention projections"
-    ATTENTION = "attention"
-    DENSE_FFN = "dense FFN"
-    SHARED_EXPERTS = "shared experts"
-    ROUTER = "router"
-    ROUTED_EXPERTS = "routed experts"
-    FFN_ACTIVATION = "FFN activation"
-    NORMS = "norms and residuals"
-    LM_HEAD = "LM head and sampling"
-    MTP_MODULE = "MTP module"
-    COMMUNICATION = "communication (not hidden)"
-    SMS_LENT = "SMs lent to communication"
-    KERNEL_LAUNCHES = "kernel launches"
-    SCHEDULER = "scheduler (CPU, not overlapped)"
+__all__ = ["Batch", "Comm", "Op", "OpCost", "layer_costs", "layer_ops", "summed"]
 
 
 ELEMENTWISE_VECTORS = 10  # per token per layer: 2 RMS norms (read + write), 2 residual adds (2 reads + write), rotary
-
-
-@dataclass(frozen=True)
-class OpCost:
-    """One operator's work in one layer (once, for the LM head) and the layers that run it."""
-
-    name: Op
-    flops: float
-    nbytes: float
-    precision: str  # whose peak bounds its compute: fp8 or bf16
-    eff: Eff
-    layers: float
 
 
 @dataclass
@@ -62,106 +35,6 @@ class Comm:
     dispatch: float = 0.0
     combine: float = 0.0
     allreduce: float = 0.0
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One micro-batch on one GPU: what the operators are sized by."""
-
-    a: Arch
-    gpu: Device
-    layout: Layout
-    k: Kernels
-    phase: str  # decode or prefill
-    tokens: float
-    seqs: float
-    context: float
-    q_per_seq: float  # query tokens per sequence (decode: 1 + MTP drafts)
-    kv_dtype: str
-    uncached_share: float  # prefill: share of each prompt not served from cache
-
-    @cached_property
-    def s(self) -> Shapes:
-        return self.a.shapes
-
-    @cached_property
-    def gp(self) -> str:
-        """The GEMM precision of the weights' headline format (what the router reads its input at)."""
-        return gemm_precision(self.gpu, self.a.weight_dtype)
-
-    @cached_property
-    def m(self) -> float:
-        """Tokens through a TP group's GEMMs."""
-        return self.tokens * self.layout.tp
-
-    def fmt(self, component: str) -> tuple[str, float, str]:
-        """(format, bytes per weight, GEMM precision) of a linear component as served on this GPU."""
-        fmt = self.a.format_of(component)
-        return fmt, WEIGHT_FORMATS[fmt].bytes_per_element, gemm_precision(self.gpu, fmt)
-
-    def gemm(self, name: Op, kk: int, nn: int, layers: float, mm: float | None = None, component: str = "attention",
-             split: int | None = None) -> OpCost:  # fmt: skip
-        """A (mm × kk) by (kk × nn) GEMM of ``component``'s weights, split ``split`` ways (default: over the TP group),
-        read at their format's bytes and computed at its precision on this GPU."""
-        mm = self.m if mm is None else mm
-        _, wb, prec = self.fmt(component)
-        n_ = nn / (self.layout.tp if split is None else split)
-        eff = self.k.ops["gemm" if prec == "fp8" else "gemm_bf16"].at(mm)
-        return OpCost(name, 2 * mm * kk * n_, kk * n_ * wb + mm * kk * activation_bytes(prec) + mm * n_ * 2, prec, eff, layers)
-
-    def swiglu(self, rows: float, width: float, layers: float, component: str) -> OpCost:
-        """SwiGLU between an FFN's two GEMMs: reads the gate and up outputs (2 x width, BF16), writes width values in the
-        down projection's input precision (FP8 fused into the same kernel, as serving engines fuse silu_and_mul and quant)."""
-        ab = activation_bytes(self.fmt(component)[2])
-        return OpCost(Op.FFN_ACTIVATION, 0.0, rows * width * (2 * 2.0 + ab), "bf16", self.k.ops["elementwise"], layers)
-
-
-def activation_bytes(precision: str) -> float:
-    """Bytes per GEMM activation element: FP8 where the GEMMs run in FP8, else BF16."""
-    return 1.0 if precision == "fp8" else 2.0
-
-
-def attention_costs(x: Batch) -> list[OpCost]:
-    """The attention projections and attention of every layer."""
-    s, lin, tp, m, L = x.s, x.s.linears, x.layout.tp, x.m, x.s.num_layers
-    costs = [x.gemm(Op.ATTENTION_PROJECTIONS, *lin[n], L, split=1 if n in ("q_a_proj", "kv_a_proj") else None)
-             for n in ("q_a_proj", "q_b_proj", "kv_a_proj", "qkv_proj") if n in lin]  # fmt: skip
-    costs.append(x.gemm(Op.ATTENTION_PROJECTIONS, *lin["o_proj"], L))
-    h_, kv_bytes = s.heads / tp, BYTES_PER_DTYPE[x.kv_dtype]
-    if s.mla:
-        r, rope, nope, v = s.mla["kv_lora_rank"], s.mla["rope"], s.mla["nope"], s.mla["v"]
-        if x.phase == "decode":  # absorbed: per head, queries into the latent and the latent out to values (BF16 bmm)
-            costs += [
-                OpCost(
-                    Op.ATTENTION_PROJECTIONS,
-                    2 * m * h_ * kk * nn,
-                    h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2,
-                    "bf16",
-                    x.k.ops["grouped_gemm"],
-                    L,
-                )
-                for kk, nn in ((nope, r), (r, v))
-            ]
-            kv_b = x.seqs * tp * x.context * (r + rope) * kv_bytes
-            costs.append(OpCost(Op.ATTENTION, m * s.decode_attention_flops(x.context) / tp, kv_b, "bf16", x.k.ops["attention_decode"], L))
-        else:  # not absorbed: the latents of the whole context are up-projected, then 192/128-wide heads attend
-            costs.append(x.gemm(Op.ATTENTION_PROJECTIONS, r, s.heads * (nope + v), L, mm=m / max(x.uncached_share, 1e-9)))
-            costs.append(
-                OpCost(
-                    Op.ATTENTION,
-                    m * mla_prefill_attention_flops(s, x.context) / tp,
-                    m * h_ * (2 * (nope + rope) + 2 * v) * 2,
-                    "bf16",
-                    x.k.ops["attention_prefill"],
-                    L,
-                )
-            )
-        return costs
-    kvh, flops = max(s.kv_heads / tp, 1), m * s.decode_attention_flops(x.context) / tp  # prefill too: one query attending context
-    if x.phase == "decode":
-        kv_b = x.seqs * tp * x.context * 2 * kvh * s.head_dim * kv_bytes
-        return [*costs, OpCost(Op.ATTENTION, flops, kv_b, "bf16", x.k.ops["attention_decode"], L)]
-    return [*costs, OpCost(Op.ATTENTION, flops, m * (2 * h_ + 2 * kvh) * s.head_dim * 2, "bf16", x.k.ops["attention_prefill"], L)]
 
 
 def dense_ffn_costs(x: Batch) -> list[OpCost]:
@@ -241,6 +114,14 @@ def layer_costs(x: Batch) -> list[OpCost]:
     return attention_costs(x) + dense_ffn_costs(x) + moe_costs(x) + tail_costs(x)
 
 
+def allreduces(s: Shapes) -> int:
+    """TP all-reduces of one forward pass: one after each sublayer, the mixer (attention, linear attention, Mamba) and the
+    FFN; two a layer in most models, one a block in Nemotron-H, whose blocks carry either."""
+    if not s.layers:
+        return 2 * s.num_layers
+    return sum((layer.mixer != "none") + (layer.ffn != "none") for layer in s.layers)
+
+
 def communication(x: Batch) -> Comm:
     """Expert-parallel dispatch and combine over all MoE layers, and tensor-parallel all-reduces over all layers."""
     s, lay, k, comm = x.s, x.layout, x.k, Comm()
@@ -256,10 +137,10 @@ def communication(x: Batch) -> Comm:
         # the all-to-all waits for the GPU receiving the most tokens (the same Poisson routing as the experts)
         dispatch_b, combine_b = (x.tokens * imbalance(x.tokens * copies, 1.0, lay.ep) * b for b in ep_bytes_per_token(s, copies))
         comm.dispatch, comm.combine = dispatch_b / rate * s.moe_layers, combine_b / rate * s.moe_layers
-    if lay.tp > 1:  # two all-reduces per layer over NVLink, each a fixed latency plus its bytes at the bus bandwidth
+    if lay.tp > 1:  # an all-reduce after each sublayer over NVLink, each a fixed latency plus its bytes at the bus bandwidth
         bus = k.allreduce_nvlink_fraction * (x.gpu.nvlink_gb_per_s or 0) / 2 * 1e9
         transfer = 2 * (lay.tp - 1) / lay.tp * x.m * s.hidden * 2 / bus if bus else 0.0
-        comm.allreduce = 2 * s.num_layers * (k.allreduce_latency_s + transfer)
+        comm.allreduce = allreduces(s) * (k.allreduce_latency_s + transfer)
     return comm
 
 

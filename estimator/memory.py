@@ -4,15 +4,15 @@ target and the KV room allow. Units: bytes; per GPU unless named otherwise."""
 
 from __future__ import annotations
 
-import math
-
 from core.dtypes import WEIGHT_FORMATS
 from core.engines import DEFAULT_ENGINE, engine_rules
 from core.hardware import Device
 from core.opcounts import attention_params, moe_shared_params
 from core.params import component_params, routed_expert_params
+from core.shapes import Shapes
 from estimator.arch import Arch, Layout, experts_per_gpu
 from estimator.kernels import Kernels
+from estimator.kv_cache import sequence_bytes
 from estimator.serving import step
 
 
@@ -63,28 +63,27 @@ def activation_bytes(a: Arch, layout: Layout, step_tokens: float) -> float:
     FFN width or k x the expert width where wider), plus the layer's input, output and residual (4 h), in BF16."""
     s = a.shapes
     tp = layout.tp
-    widths = [n for name, (_, n) in s.linears.items() if name in ("gate_up", "dense_gate_up")]
+    widths = [n for name, (_, n) in s.linears.items() if name in ("gate_up", "dense_gate_up", "up", "linear_in_proj", "mamba_in_proj")]
     widths += [s.experts_per_token * s.expert_k_n[0][1]] if s.expert_k_n else []
     return step_tokens * (max(widths, default=0) / tp + 4 * s.hidden) * 2.0
 
 
 def kv_room_sequences(a: Arch, gpu: Device, layout: Layout, k: Kernels, context: float, kv_dtype: str, headroom: float | None = None,
                       mtp: int = 0, rule: str = DEFAULT_ENGINE, step_tokens: float = 0) -> int:  # fmt: skip
-    """Sequences of ``context`` tokens whose KV fits on one GPU beside the weights, as engine ``rule`` sizes its cache
+    """Sequences per GPU of ``context`` tokens whose cache fits beside the weights, as engine ``rule`` sizes its cache
     (core/data/engines/: its memory fraction of total or of free memory, ``headroom`` where given, and its page size),
-    each sequence taking whole pages (MLA's latent is not split by TP); ``mtp``: MTP modules served (their weights and KV
-    take room too); ``step_tokens``: the forward pass the engine profiles its activations at (default: the layout's
-    prefill step, else the engine's token budget on this GPU)."""
+    each sequence taking what its layer kinds hold as the engine allocates them (kv_cache.sequence_bytes: vLLM's hybrid
+    groups of equal pages, sliding windows their last pages, Mamba and linear layers one state; KV heads replicated where
+    TP exceeds them, MLA's latent on every GPU of the group); ``mtp``: MTP modules served (their weights and KV take room
+    too); ``step_tokens``: the forward pass the engine profiles its activations at (default: the layout's prefill step,
+    else the engine's token budget on this GPU)."""
     rules = engine_rules(rule)
     weights = weight_bytes_per_gpu(a, layout, mtp)["total"]
     taken = weights + k.reserve_bytes + activation_bytes(a, layout, step_tokens or layout.step_tokens or engine_step_tokens(gpu, rule))
     room = rules.kv_room_bytes(gpu.memory_bytes, taken, headroom)
-    page = rules.page_tokens
-    per_seq = a.shapes.kv_bytes_per_token(kv_dtype, mtp) * math.ceil(context / page) * page
-    # a TP group holds tp × B sequences: GQA splits their KV heads over the group (each head on tp / kv_heads GPUs where TP
-    # exceeds them: vLLM replicates), MLA's latent is replicated on every GPU of the group
-    shares = layout.tp if a.shapes.mla else max(layout.tp / max(a.shapes.kv_heads, 1), 1)
-    return max(int(room // per_seq // shares), 0)
+    per_gpu = sequence_bytes(a.shapes, context, kv_dtype, layout.tp, rule, mtp) / layout.pp  # a stage holds its layers' cache
+    # a TP group of a pipeline stage holds every sequence of the instance, tp x pp x B of them, each per_gpu on each GPU
+    return max(int(room // per_gpu) // (layout.tp * layout.pp), 0)
 
 
 def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: float, tokens_per_s_per_user: float, mtp_tokens: int = 0,
@@ -105,3 +104,10 @@ def largest_batch(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, context: 
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if speed(mid) >= tokens_per_s_per_user else (lo, mid)
     return lo, "speed target"
+
+
+def prompt_transfer_s(s: Shapes, prompt_len: float, kv_dtype: str, tp: int, bytes_per_s: float) -> float:
+    """Seconds to send one prompt's cache from a prefill GPU to decode at ``bytes_per_s`` (DeepEP's RDMA bandwidth per
+    GPU): what the prompt holds per layer kind, token by token (a sliding layer its window, a linear or Mamba layer its
+    state), split over the TP group."""
+    return sequence_bytes(s, prompt_len, kv_dtype, rule="trtllm", block=1) / tp / bytes_per_s

@@ -26,7 +26,7 @@ from core.engines import DEFAULT_ENGINE, engine_rules
 from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels
-from estimator.memory import engine_step_tokens, kv_room_sequences
+from estimator.memory import engine_step_tokens, kv_room_sequences, prompt_transfer_s
 from estimator.serving import Step, step
 from estimator.traffic import Request
 
@@ -102,8 +102,8 @@ def disaggregated_rates(decode_s: float, decode_tokens: float, batch: float, pre
 
 
 def kv_transfer_s(a: Arch, layout: Layout, k: Kernels, r: Request) -> float:
-    """Seconds to send one prompt's KV from a prefill GPU to decode over the network (DeepEP's RDMA bandwidth per GPU)."""
-    return a.shapes.kv_bytes_per_token(r.kv_dtype) * r.input_len / layout.tp / (k.normal_internode_gb_per_s * 1e9)
+    """Seconds to send one prompt's cache from a prefill GPU to decode over the network (memory.prompt_transfer_s)."""
+    return prompt_transfer_s(a.shapes, r.input_len, r.kv_dtype, layout.tp, k.normal_internode_gb_per_s * 1e9)
 
 
 def decode_step(a: Arch, gpu: Device, layout: Layout, k: Kernels, r: Request, batch: float) -> Step:

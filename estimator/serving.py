@@ -108,8 +108,8 @@ def step(
         tokens, advanced = tokens_per_gpu, tokens_per_gpu
         ctx = prompt_len * cached_fraction + prompt_len * uncached / 2  # uncached tokens follow the cached prefix
     micro = 2 if layout.ep > 1 and k.overlap > 0 else 1  # two micro-batches hide communication
-    ops, flops, comm, bounds, sources, cost_kernels = layer_ops(Batch(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q,
-                                                                     kv_dtype, uncached))  # fmt: skip
+    x = Batch(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q, kv_dtype, uncached, prompt_len)
+    ops, flops, comm, bounds, sources, cost_kernels = layer_ops(x)
     if mtp_tokens and phase == "decode" and a.mtp_modules:  # each MTP module: about one more layer
         per_layer = {n: t / a.shapes.num_layers for n, t in ops.items() if n is not Op.LM_HEAD}
         ops[Op.MTP_MODULE] = sum(per_layer.values()) * mtp_tokens
@@ -134,8 +134,8 @@ def step(
     floor_s, floor_sources = _floor(a, gpu, layout, k, micro, cost_kernels + mtp_kernels, tokens, seqs, gpu_s)
     breakdown.update(floor_s)
     bounds.update({Op.COMMUNICATION: "communication", Op.SMS_LENT: "communication", Op.KERNEL_LAUNCHES: "launch", Op.SCHEDULER: "CPU"})
-    sources.update({Op.COMMUNICATION: k.comm_source if layout.ep > 1 else k.allreduce_source, Op.SMS_LENT: k.comm_source,
-                    **floor_sources})  # fmt: skip
+    comm_source = "; ".join(src for src, t in ((k.comm_source, ep_comm), (k.allreduce_source, comm.allreduce)) if t) or k.comm_source
+    sources.update({Op.COMMUNICATION: comm_source, Op.SMS_LENT: k.comm_source, **floor_sources})
     all_comm = ep_comm + comm.allreduce * micro
     bound = "communication" if exposed > 0 and all_comm > compute else max(ops, key=ops.get)
     return Step(gpu_s + sum(floor_s.values()), {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, all_comm, advanced,

@@ -10,9 +10,11 @@ import pytest
 from core.hardware import get_gpu
 from core.models import MODEL_DIR, get_model
 from estimator.arch import Layout, load_arch
+from estimator.attention_ops import attention_costs, decode_attended, prefill_attended
 from estimator.kernels import published_kernels
+from estimator.kv_cache import sequence_bytes
 from estimator.layer_ops import Batch, touched_experts
-from estimator.memory import weight_bytes_per_gpu
+from estimator.memory import activation_bytes, kv_room_sequences, weight_bytes_per_gpu
 from estimator.serving import step
 
 H200 = get_gpu("H200")
@@ -59,3 +61,55 @@ def test_block_scaled_fp8_is_read_from_a_users_checkpoint(tmp_path):
     shutil.copy(MODEL_DIR / "kimi-k2" / "config.json", tmp_path / "config.json")
     assert load_arch(str(tmp_path)).fp8_block_scaled and load_arch("deepseek-v3").fp8_block_scaled
     assert not load_arch(str(tmp_path), "bf16").fp8_block_scaled
+
+
+def test_gemma3_holds_five_times_the_sequences_of_all_global_attention_at_32k():
+    """The issue: Gemma-3-27B read as 62 global layers held 4 sequences of 32K on an H200; 52 of its 62 layers keep a
+    1,024-token window. vLLM's hybrid manager (kv_cache.py) groups 10 layers (the fewest of a kind): the 10 global
+    layers one group holding every page, the 52 sliding ones 6 groups (8 padding layers) holding 1,024 / 16 + 1 = 65
+    pages each. A page is 16 tokens x 2 x 16 KV heads x 128 x 2 bytes = 131,072 bytes; a block holds 10 of them."""
+    a, k = load_arch("gemma-3-27b"), published_kernels()
+    per_seq = 131_072 * 10 * (2048 + 6 * 65)
+    assert sequence_bytes(a.shapes, 32768, "bf16") == per_seq == 3_195_535_360
+    all_global = 62 * 2 * 16 * 128 * 2 * 32768  # 16.6 GB a sequence if every layer kept all 32K tokens
+    # vLLM 0.32 (core/data/engines/vllm-0.32.toml): 0.92 of the memory, less weights, an 8,192-token activation profile
+    # and the 2 GiB reserve
+    room = 0.92 * H200.memory_bytes - weight_bytes_per_gpu(a, Layout(1))["total"] - activation_bytes(a, Layout(1), 8192) - 2 * 2**30
+    held = kv_room_sequences(a, H200, Layout(1), k, 32768, "bf16")
+    assert held == int(room // per_seq) == 25 and int(room // all_global) == 4  # the issue's "~20 sequences against 4"
+    # TensorRT-LLM's pages layer by layer, no groups: 10 x 1,024 pages of 32 tokens + 52 x 33 (a 1,024-token window over
+    # 32 pages and the one it starts in)
+    assert sequence_bytes(a.shapes, 32768, "bf16", rule="trtllm") == 8192 * 32 * (10 * 1024 + 52 * 33)
+
+
+def test_windows_cap_what_a_decode_step_reads_and_scores():
+    # Mistral-7B: 32 layers with a 4,096-token window; at 8,000 tokens of context a decode token reads 4,096 tokens' KV,
+    # 2 x 8 KV heads x 128 x 2 bytes each, and scores them in 32 heads of 128: 4 x 32 x 128 x 4,096 FLOPs a layer
+    x = _batch("mistral-7b", 1)
+    x = Batch(x.a, x.gpu, x.layout, x.k, "decode", 1, 1, 8000.0, 1.0, "bf16", 1.0)
+    (att,) = [c for c in attention_costs(x) if c.name == "attention"]
+    assert (att.layers, att.nbytes, att.flops) == (32, 4096 * 2 * 8 * 128 * 2, 4 * 32 * 128 * 4096)
+    # Llama 4 Scout: 36 chunked layers of 8,192 and 12 global; past the first chunk a decode step attends half a chunk
+    assert decode_attended("chunked", 8192, 4000) == 4000 and decode_attended("chunked", 8192, 20000) == 4096
+    assert decode_attended("sliding", 1024, 500) == 500 and decode_attended("global", 0, 20000) == 20000
+
+
+def test_prefill_attends_min_of_position_and_window_summed_over_the_prompt():
+    # a 4,096-token prompt through a 1,024-token window: each position p attends min(p, 1,024); the mean over positions
+    discrete = sum(min(p, 1024) for p in range(1, 4097)) / 4096
+    assert prefill_attended("sliding", 1024, 0, 4096) == pytest.approx(discrete, rel=1e-3)
+    # chunks of 8,192 over a 20,000-token prompt: two whole chunks then 3,616 positions, each attending its place in its chunk
+    chunked = sum(p % 8192 for p in range(20000)) / 20000
+    assert prefill_attended("chunked", 8192, 0, 20000) == pytest.approx(chunked, rel=1e-3)
+    # global attention: the mean of the positions, as before (cached + uncached / 2 with a cached prefix)
+    assert prefill_attended("global", 0, 1000, 3000) == 2000
+
+
+def test_each_operator_carries_its_own_efficiency_source():
+    """GQA decode attention is not FlashMLA's, a dense model's TP all-reduce not DeepEP's."""
+    k = published_kernels()
+    llama = step(load_arch("llama-3.1-70b"), H200, Layout(4, tp=4), k, "decode", batch_per_gpu=8, context=2000)
+    assert "FlashInfer" in llama.op_sources["attention"] and "FlashMLA" not in llama.op_sources["attention"]
+    assert "DeepEP" not in llama.op_sources["communication (not hidden)"]
+    ds = step(load_arch("deepseek-v3"), H200, Layout(8, ep=8, dp_attention=True), k, "decode", batch_per_gpu=8, context=2000)
+    assert "FlashMLA" in ds.op_sources["attention"] and "DeepEP" in ds.op_sources["communication (not hidden)"]

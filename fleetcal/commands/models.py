@@ -45,7 +45,8 @@ def family_rows() -> list[dict[str, Any]]:
                          "not_yet_costed_where_present": "as its text model"})  # fmt: skip
             continue
         kinds = RULE_KINDS[f.attention]
-        refuses = [NOT_YET_COSTED[k] for k in kinds if k in NOT_YET_COSTED] + ([NOT_YET_COSTED["sinks"]] if f.sinks else [])
+        features = [*kinds, *(["sinks"] if f.sinks else [])]
+        refuses = [NOT_YET_COSTED[k] for k in features if k in NOT_YET_COSTED]
         rows.append({"model_type": model_type, "family": f.name, "attention": ", ".join(kinds), "moe": _moe(f),
                      "not_yet_costed_where_present": ", ".join(refuses) or "none"})  # fmt: skip
     return rows
