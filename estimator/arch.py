@@ -47,9 +47,6 @@ class Arch:
 # if it had none. Every kind and format core reads is costed now (layer_ops.py, mixer_ops.py, memory.py, kv_cache.py);
 # a feature core learns to read before the serving model costs it goes here.
 NOT_YET_COSTED: dict[str, str] = {
-    "linear": "linear attention (gated DeltaNet)",
-    "mamba": "Mamba-2 layers",
-    "none": "blocks without attention",
     "mxfp4": "MXFP4 weights",
     "nvfp4": "NVFP4 weights",
     "int4": "INT4 weights",

@@ -22,6 +22,9 @@ class Op(StrEnum):
 
     ATTENTION_PROJECTIONS = "attention projections"
     ATTENTION = "attention"
+    MIXER_PROJECTIONS = "mixer projections"  # linear-attention and Mamba-2 layers' in and out projections
+    LINEAR_ATTENTION = "linear attention"  # gated DeltaNet's state update
+    MAMBA_SCAN = "Mamba-2 scan"
     DENSE_FFN = "dense FFN"
     SHARED_EXPERTS = "shared experts"
     ROUTER = "router"

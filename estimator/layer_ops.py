@@ -4,7 +4,8 @@ Each operator is a cost (batch.OpCost): FLOPs and bytes per layer, the precision
 efficiency it runs at (kernels.py) and the layers that run it. Its time is the larger of FLOPs / (compute efficiency ×
 peak) and bytes / (memory efficiency × bandwidth); the step's operators are the sum of those times. Per layer: the
 attention projections and attention of the layers that attend, each over the tokens its kind keeps (attention_ops.py:
-global, sliding-window, chunked local, MLA), the dense FFN or the shared experts, the router, the routed experts (a
+global, sliding-window, chunked local, MLA), the linear-attention and Mamba-2 layers' projections and state updates
+(mixer_ops.py), the dense FFN or the shared experts, the router, the routed experts (a
 grouped GEMM at tokens per expert = tokens × top-k ÷ experts on the GPU, times a load-imbalance factor, reading the
 experts the batch touches), the activation between each FFN's two GEMMs, norms and residuals; then the LM head and
 sampling. Communication (expert-parallel dispatch and combine, tensor-parallel all-reduces) is counted apart, for
@@ -21,6 +22,7 @@ from core.shapes import Shapes
 from estimator.arch import experts_per_gpu
 from estimator.attention_ops import attention_costs
 from estimator.batch import Batch, Op, OpCost, activation_bytes
+from estimator.mixer_ops import mixer_costs
 
 __all__ = ["Batch", "Comm", "Op", "OpCost", "layer_costs", "layer_ops", "summed"]
 
@@ -111,7 +113,7 @@ def tail_costs(x: Batch) -> list[OpCost]:
 
 def layer_costs(x: Batch) -> list[OpCost]:
     """Every operator of one micro-batch's step, in the order they run."""
-    return attention_costs(x) + dense_ffn_costs(x) + moe_costs(x) + tail_costs(x)
+    return attention_costs(x) + mixer_costs(x) + dense_ffn_costs(x) + moe_costs(x) + tail_costs(x)
 
 
 def allreduces(s: Shapes) -> int:

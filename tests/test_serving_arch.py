@@ -12,9 +12,10 @@ from core.models import MODEL_DIR, get_model
 from estimator.arch import Layout, load_arch
 from estimator.attention_ops import attention_costs, decode_attended, prefill_attended
 from estimator.kernels import published_kernels
-from estimator.kv_cache import sequence_bytes
+from estimator.kv_cache import sequence_bytes, state_bytes_per_layer, vllm_block
 from estimator.layer_ops import Batch, touched_experts
 from estimator.memory import activation_bytes, kv_room_sequences, weight_bytes_per_gpu
+from estimator.mixer_ops import decode_flops_per_token, mixer_costs
 from estimator.serving import step
 
 H200 = get_gpu("H200")
@@ -113,3 +114,33 @@ def test_each_operator_carries_its_own_efficiency_source():
     assert "DeepEP" not in llama.op_sources["communication (not hidden)"]
     ds = step(load_arch("deepseek-v3"), H200, Layout(8, ep=8, dp_attention=True), k, "decode", batch_per_gpu=8, context=2000)
     assert "FlashMLA" in ds.op_sources["attention"] and "DeepEP" in ds.op_sources["communication (not hidden)"]
+
+
+def test_qwen3_next_keeps_a_state_per_sequence_in_its_linear_layers():
+    """Qwen3-Next-80B-A3B: 36 gated DeltaNet layers, 12 of full attention (2 KV heads of 256). A linear layer's state is
+    32 value heads x 128 x 128 plus a 3-token convolution window over 2 x 16 x 128 + 32 x 128 channels: 548,864 values,
+    1,097,728 bytes in BF16. vLLM grows the attention block to hold it: 16 x ceil(1,097,728 / (16 x 2,048)) = 544 tokens,
+    a page of 544 x 2,048 = 1,114,112 bytes (the state padded to it); groups of 12 layers: the full layers one group
+    holding ceil(32,768 / 544) = 61 pages at 32K, the linear ones 3 groups of one page each."""
+    s = load_arch("qwen3-next-80b-a3b").shapes
+    assert state_bytes_per_layer(s, 1) == (32 * 128 * 128 + 3 * (2 * 16 * 128 + 32 * 128)) * 2 == 1_097_728
+    assert vllm_block(s, "bf16", 1) == 544
+    assert sequence_bytes(s, 32768, "bf16") == 1_114_112 * 12 * (61 + 3) == 855_638_016
+    # at TP 2: one KV head each (1,024 bytes a token), half of each state; the block stays 544 tokens
+    assert vllm_block(s, "bf16", 2) == 544 and sequence_bytes(s, 32768, "bf16", tp=2) == 544 * 1024 * 12 * (61 + 3)
+    # a longer context adds only the full layers' pages: the state does not grow
+    assert sequence_bytes(s, 65536, "bf16") - sequence_bytes(s, 32768, "bf16") == 1_114_112 * 12 * (121 - 61)
+
+
+def test_a_state_update_reads_and_writes_each_sequences_state_once_a_step():
+    # gated DeltaNet, per token and layer: 32 heads x 7 x 128 x 128 (S k, rank-1 update, decay, S q) + the convolution,
+    # 2 x 4 taps x 8,192 channels; bytes: 8 sequences' states read and written
+    s = load_arch("qwen3-next-80b-a3b").shapes
+    assert decode_flops_per_token(s, "linear") == 32 * 7 * 128 * 128 + 2 * 4 * 8192
+    x = Batch(load_arch("qwen3-next-80b-a3b"), H200, Layout(1), published_kernels(), "decode", 8, 8, 4000.0, 1.0, "bf16", 1.0)
+    (op,) = [c for c in mixer_costs(x) if c.name == "linear attention"]
+    assert (op.layers, op.nbytes, op.flops) == (36, 2 * 8 * 1_097_728, 8 * decode_flops_per_token(s, "linear"))
+    assert "borrowed from attention_decode_gqa" in op.eff.source
+    # Mamba-2 (Nemotron-H-8B): 128 heads x 5 x 64 x 128 + 2 x 4 taps x (128 x 64 + 2 x 8 x 128) channels
+    nem = load_arch("nemotron-h-8b").shapes
+    assert decode_flops_per_token(nem, "mamba") == 128 * 5 * 64 * 128 + 2 * 4 * (128 * 64 + 2 * 8 * 128)
