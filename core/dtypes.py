@@ -69,7 +69,7 @@ WEIGHT_FORMATS = {
 # the precisions the serving model and the records know, by bytes per element (the weight formats less the FP4 ones)
 BYTES_PER_DTYPE = {n: f.bytes_per_element for n, f in WEIGHT_FORMATS.items() if f.native != "fp4"}
 SHORT_NAME = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}  # torch / vLLM dtype name -> short name
-SERVING_WEIGHT_DTYPES = ("bf16", "fp16", "fp32", "fp8", "int8")  # weight precisions the serving model's GEMMs know
+SERVING_WEIGHT_DTYPES = tuple(WEIGHT_FORMATS)  # every format the serving model costs (--weight-dtype of predict and plan)
 
 
 def weight_format(name: str) -> WeightFormat:

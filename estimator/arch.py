@@ -46,11 +46,7 @@ class Arch:
 # gives it (an attention kind, a weight format, a feature). load_arch refuses a model that has any, rather than answer as
 # if it had none. Every kind and format core reads is costed now (layer_ops.py, mixer_ops.py, memory.py, kv_cache.py);
 # a feature core learns to read before the serving model costs it goes here.
-NOT_YET_COSTED: dict[str, str] = {
-    "mxfp4": "MXFP4 weights",
-    "nvfp4": "NVFP4 weights",
-    "int4": "INT4 weights",
-}
+NOT_YET_COSTED: dict[str, str] = {}
 
 
 def not_yet_costed(s: Shapes, weight_dtype: str) -> list[str]:

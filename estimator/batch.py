@@ -94,8 +94,20 @@ class Batch:
         mm = self.m if mm is None else mm
         _, wb, prec = self.fmt(component)
         n_ = nn / (self.layout.tp if split is None else split)
-        eff = self.k.ops["gemm" if prec == "fp8" else "gemm_bf16"].at(mm)
-        return OpCost(name, 2 * mm * kk * n_, kk * n_ * wb + mm * kk * activation_bytes(prec) + mm * n_ * 2, prec, eff, layers)
+        return OpCost(name, 2 * mm * kk * n_, kk * n_ * wb + mm * kk * activation_bytes(prec) + mm * n_ * 2, prec,
+                      self.gemm_eff(prec, wb, mm), layers)  # fmt: skip
+
+    def gemm_eff(self, precision: str, weight_bytes: float, mm: float, grouped: bool = False) -> Eff:
+        """The efficiency of a GEMM of ``mm`` rows at ``precision`` whose weights take ``weight_bytes`` each: native FP8
+        (gemm, or DeepGEMM's grouped figures for the experts), native FP4 (gemm_fp4), weight-only (narrower weights
+        dequantized into a BF16 GEMM: gemm_weight_only, Marlin and Machete), else BF16 (gemm_bf16, grouped_gemm)."""
+        if precision == "fp4":
+            cls = "gemm_fp4"
+        elif precision == "bf16" and weight_bytes < 2.0:
+            cls = "gemm_weight_only"
+        else:
+            cls = "grouped_gemm" if grouped else "gemm" if precision == "fp8" else "gemm_bf16"
+        return self.k.ops[cls].at(mm)
 
     def borrowed(self, cls: str, what: str) -> Eff:
         """Operator class ``cls``'s efficiency for an operator with no published figure of its own, saying so."""
@@ -110,5 +122,6 @@ class Batch:
 
 
 def activation_bytes(precision: str) -> float:
-    """Bytes per GEMM activation element: FP8 where the GEMMs run in FP8, else BF16."""
-    return 1.0 if precision == "fp8" else 2.0
+    """Bytes per GEMM activation element: FP8 where the GEMMs run in FP8, NVFP4 (4.5 bits with its block scales) where
+    they run in FP4 (W4A4), else BF16."""
+    return {"fp8": 1.0, "fp4": WEIGHT_FORMATS["nvfp4"].bytes_per_element}.get(precision, 2.0)

@@ -27,8 +27,8 @@ from core.paths import DATA_DIR
 
 KERNELS_FILE = DATA_DIR / "kernels.toml"
 PUBLISHED_ON = "hopper"  # the architecture every published figure of kernels.toml was measured on (H800, H100 SXM5)
-OPERATOR_CLASSES = ("gemm", "gemm_bf16", "grouped_gemm", "attention_decode", "attention_decode_gqa", "attention_prefill",
-                    "elementwise")
+OPERATOR_CLASSES = ("gemm", "gemm_bf16", "gemm_fp4", "gemm_weight_only", "grouped_gemm", "attention_decode", "attention_decode_gqa",
+                    "attention_prefill", "elementwise")
 # measured operator -> the class it can stand for (and the precision whose record counts)
 MEASURED_STANDS_FOR = {
     ("gemm", "fp8"): "gemm",

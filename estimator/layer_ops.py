@@ -87,7 +87,8 @@ def moe_costs(x: Batch) -> list[OpCost]:
     _, wb, prec = x.fmt("routed_experts")
     ab, touched = activation_bytes(prec), touched_experts(x)
     nbytes = sum(touched * kk * nn / split * wb + pairs * (kk * ab + nn / split * 2) for kk, nn in s.expert_k_n)
-    costs.append(OpCost(Op.ROUTED_EXPERTS, expert_gemm_flops(s, pairs) / split, nbytes, prec, x.k.ops["grouped_gemm"], s.moe_layers))
+    eff = x.gemm_eff(prec, wb, pairs / max(touched, 1e-9), grouped=True)
+    costs.append(OpCost(Op.ROUTED_EXPERTS, expert_gemm_flops(s, pairs) / split, nbytes, prec, eff, s.moe_layers))
     costs.append(x.swiglu(pairs, s.expert_k_n[0][1] / 2 / split, s.moe_layers, "routed_experts"))
     if "shared_gate_up" in lin:
         costs.append(x.swiglu(m, lin["shared_gate_up"][1] / 2 / lay.tp, s.moe_layers, "shared_experts"))
@@ -161,7 +162,8 @@ def summed(costs: list[OpCost], gpu: Device) -> tuple[dict[Op, float], float, di
     sources: dict[Op, str] = {}
     flops = 0.0
     bf16 = gpu.peak_flops_per_s("bf16")
-    peaks = {"bf16": bf16, "fp8": gpu.peak_flops_per_s("fp8") if "fp8" in gpu.peak_tflops else bf16}  # no FP8: it runs at BF16's
+    fp8 = gpu.peak_flops_per_s("fp8") if "fp8" in gpu.peak_tflops else bf16  # no FP8: it runs at BF16's
+    peaks = {"bf16": bf16, "fp8": fp8, "fp4": gpu.peak_flops_per_s("fp4") if "fp4" in gpu.peak_tflops else fp8}
     for c in costs:
         t, why = op_time(c, peaks, gpu.bandwidth_bytes_per_s)
         seconds[c.name] = seconds.get(c.name, 0.0) + t * c.layers

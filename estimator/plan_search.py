@@ -41,11 +41,13 @@ def candidate_layouts(a: Arch, model: str) -> list[Layout]:
 
 
 def weight_dtypes(model: str, gpu: Device, asked: str | None) -> list[str]:
-    """The model's serving precision, and FP8 where the GPU computes in it; only ``asked`` when given."""
+    """The model's own format (its checkpoint's, component by component), FP8 where the GPU computes in it, and the GPU's
+    own FP4 format where it has FP4 tensor cores (NVFP4 on Blackwell, MXFP4 on CDNA 4); only ``asked`` when given."""
     if asked:
         return [asked]
     own = get_model(model).weight_dtype
-    return [own] + (["fp8"] if own != "fp8" and "fp8" in gpu.peak_tflops else [])
+    fp4 = [f for f in ("nvfp4", "mxfp4") if f in gpu.fp4_formats and "fp4" in gpu.peak_tflops][:1]
+    return [own] + [d for d in (["fp8"] if "fp8" in gpu.peak_tflops else []) + fp4 if d != own]
 
 
 @dataclass(frozen=True)

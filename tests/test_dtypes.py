@@ -66,10 +66,10 @@ def test_existing_formats_compute_as_the_serving_model_computes_them_today():
             assert compute_precision(fmt, gpu) == gemm_precision(gpu, fmt), (fmt, gpu.name)
 
 
-def test_the_new_formats_are_not_yet_serving_weight_dtypes():
-    """The serving model learns to cost FP4 and INT4 in a later step; until then the planner must not accept them."""
-    for fmt in ("mxfp4", "nvfp4", "int4"):
-        assert fmt not in SERVING_WEIGHT_DTYPES
-    assert "mxfp4" not in BYTES_PER_DTYPE and "nvfp4" not in BYTES_PER_DTYPE
+def test_every_format_is_a_serving_weight_dtype():
+    """The serving model costs every weight format (FP4 natively where the GPU has FP4 tensor cores, weight-only
+    elsewhere): --weight-dtype of predict and plan lists them all; an unknown one is refused by name."""
+    assert set(SERVING_WEIGHT_DTYPES) == set(WEIGHT_FORMATS) >= {"mxfp4", "nvfp4", "int4"}
+    assert "mxfp4" not in BYTES_PER_DTYPE and "nvfp4" not in BYTES_PER_DTYPE  # records and KV caches keep their own names
     with pytest.raises(CatalogError, match="unknown weight format 'fp6'"):
         compute_precision("fp6", get_gpu("B200"))

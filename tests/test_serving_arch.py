@@ -13,7 +13,7 @@ from estimator.arch import Layout, load_arch
 from estimator.attention_ops import attention_costs, decode_attended, prefill_attended
 from estimator.kernels import published_kernels
 from estimator.kv_cache import sequence_bytes, state_bytes_per_layer, vllm_block
-from estimator.layer_ops import Batch, touched_experts
+from estimator.layer_ops import Batch, moe_costs, touched_experts
 from estimator.memory import activation_bytes, kv_room_sequences, weight_bytes_per_gpu
 from estimator.mixer_ops import decode_flops_per_token, mixer_costs
 from estimator.serving import step
@@ -144,3 +144,35 @@ def test_a_state_update_reads_and_writes_each_sequences_state_once_a_step():
     # Mamba-2 (Nemotron-H-8B): 128 heads x 5 x 64 x 128 + 2 x 4 taps x (128 x 64 + 2 x 8 x 128) channels
     nem = load_arch("nemotron-h-8b").shapes
     assert decode_flops_per_token(nem, "mamba") == 128 * 5 * 64 * 128 + 2 * 4 * (128 * 64 + 2 * 8 * 128)
+
+
+def test_gpt_oss_is_served_as_its_checkpoint_stores_it():
+    """The issue: gpt-oss-120b's MXFP4 experts counted as BF16 (234 GB). Its checkpoint keeps the experts in MXFP4 (4.25
+    bits a weight with the block scales) and everything else in BF16: 60.8 GiB (model card, table 1), on one 80 GB GPU."""
+    spec, a = get_model("gpt-oss-120b"), load_arch("gpt-oss-120b")
+    assert a.format_of("routed_experts") == "mxfp4" and a.format_of("attention") == "bf16" and a.format_of("router") == "bf16"
+    experts = spec.component_params["routed_experts"]
+    by_hand = experts * 4.25 / 8 + (spec.total_params - experts) * 2
+    w = weight_bytes_per_gpu(a, Layout(1))["total"]
+    assert w == pytest.approx(by_hand) and w / 2**30 == pytest.approx(60.8, rel=0.01)
+    assert kv_room_sequences(a, get_gpu("H100"), Layout(1), published_kernels(), 2000, "bf16") > 0
+    # --weight-dtype bf16 serves every linear layer in BF16: 234 GB, the issue's figure
+    assert weight_bytes_per_gpu(load_arch("gpt-oss-120b", "bf16"), Layout(1))["total"] == pytest.approx(2 * spec.total_params)
+
+
+def test_gemms_compute_natively_in_fp4_on_blackwell_and_weight_only_elsewhere():
+    k = published_kernels()
+    for gpu, prec, cls in (("B200", "fp4", "gemm_fp4"), ("H200", "bf16", "gemm_weight_only")):  # gpt-oss's MXFP4 experts
+        x = Batch(load_arch("gpt-oss-120b"), get_gpu(gpu), Layout(1), k, "prefill", 8192, 4, 1024.0, 1.0, "bf16", 1.0, 2048.0)
+        (experts,) = [c for c in moe_costs(x) if c.name == "routed experts"]
+        assert experts.precision == prec and experts.eff.source == k.ops[cls].source
+    # INT4 (AWQ/GPTQ) is weight-only everywhere: Llama-3.1-8B's linear layers read at 4.156 bits, computed in BF16
+    a = load_arch("llama-3.1-8b", "int4")
+    assert a.format_of("attention") == "int4" and a.format_of("lm_head") == "bf16"
+    dec = step(a, get_gpu("B200"), Layout(1), k, "decode", batch_per_gpu=1, context=1000)
+    assert "Marlin" in dec.op_sources["dense FFN"]
+    # the FP4 GEMMs run at B200's FP4 peak: a compute-bound NVFP4 prefill of Llama-3.1-70B beats its FP8 one
+    b200, lay = get_gpu("B200"), Layout(1)
+    fp4, fp8 = (step(load_arch("llama-3.1-70b", d), b200, lay, k, "prefill", tokens_per_gpu=8192, prompt_len=8192)
+                for d in ("nvfp4", "fp8"))  # fmt: skip
+    assert fp4.breakdown_ms["dense FFN"] == pytest.approx(fp8.breakdown_ms["dense FFN"] / 2, rel=0.15)

@@ -62,7 +62,8 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                        help="per-user speed limit, tokens/s (1000 / TPOT)")  # fmt: skip
     p.add_argument("--mode", choices=(*MODES, "both"), default="both", help="aggregated, disaggregated, or the better of both (default)")
     p.add_argument(
-        "--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES), help="default: the model's serving dtype, and FP8 where the GPU has it"
+        "--weight-dtype", choices=sorted(SERVING_WEIGHT_DTYPES),
+        help="default: the model's own formats, FP8 where the GPU has it, its FP4 format where it has FP4 tensor cores",
     )
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default="bf16", help="KV-cache precision")
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of each prompt served from the prefix cache")
