@@ -117,13 +117,22 @@ def experts_per_gpu(s: Shapes, layout: Layout) -> int:
     return math.ceil((s.num_experts + layout.redundant_experts) / layout.ep) if s.num_experts else 0
 
 
+def tp_limit(gpu: Device) -> int:
+    """GPUs of one node or scale-up domain for ``gpu`` (a Layout's ``gpus_per_node``): the GPU's NVLink domain (8 of an HGX
+    node, 72 of a GB200 NVL72), and for a GPU without a scale-up fabric (L40S, RTX PRO 6000: domain 1, PCIe) or with
+    NVLink bridges in pairs (H100 PCIe) the 8 GPUs of one server over PCIe, as TensorRT-LLM's published L40S TP4 runs."""
+    return max(gpu.scaleup_domain_gpus, 8)
+
+
 def layout_problem(a: Arch, layout: Layout) -> str | None:
     """Why ``layout`` cannot serve ``a`` as vLLM 0.32 lays models out (None when it can):
 
-    - tensor parallelism stays inside one NVLink domain (a node of ``gpus_per_node`` GPUs);
+    - tensor parallelism stays inside one node or NVLink domain (``gpus_per_node`` GPUs: tp_limit of the GPU);
     - attention heads divide by TP (vllm/model_executor/models/llama.py: ``total_num_heads % tp_size == 0``); KV heads
       divide by TP, or, where TP exceeds them, TP divides by them and each KV head is replicated on TP / KV heads GPUs
       (the same file: "Number of KV heads is less than TP size, so we replicate"); MLA's latent is not split by heads;
+      linear-attention and Mamba-2 heads divide by TP (their state is split by heads);
+    - a pipeline has no more stages than the model has layers;
     - routed experts (and redundant ones) divide by EP, as vLLM's expert placement with redundant experts requires
       (vllm/model_executor/layers/fused_moe/layer.py: "EPLB currently only supports even distribution of experts across
       ranks"); EP past one node spans whole nodes (DeepEP's internode kernels); a dense model has EP 1.
@@ -136,6 +145,11 @@ def layout_problem(a: Arch, layout: Layout) -> str | None:
     kv = s.kv_heads
     if not s.mla and kv and ((kv >= tp and kv % tp) or (kv < tp and tp % kv)):
         return f"{s.name}'s {kv} KV heads neither divide by TP {tp} nor divide it (to be replicated); use a TP that does"
+    mixer = [s.mixer[h] for h in ("key_heads", "value_heads", "heads") if h in s.mixer]
+    if any(h % tp for h in mixer):
+        return f"{s.name}'s linear-attention or Mamba-2 heads ({', '.join(map(str, mixer))}) do not divide by TP {tp}"
+    if layout.pp > s.num_layers:
+        return f"PP {layout.pp} is more stages than {s.name}'s {s.num_layers} layers"
     if not s.num_experts:
         return f"{s.name} has no routed experts to spread: EP must be 1, got {ep}" if ep > 1 else None
     experts = s.num_experts + layout.redundant_experts

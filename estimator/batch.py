@@ -37,6 +37,7 @@ class Op(StrEnum):
     SMS_LENT = "SMs lent to communication"
     KERNEL_LAUNCHES = "kernel launches"
     SCHEDULER = "scheduler (CPU, not overlapped)"
+    PIPELINE_TRANSFER = "pipeline transfer"  # activations sent between pipeline stages
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ import pandas as pd
 
 from core.hardware import Device
 from core.models import get_model
-from estimator.arch import Arch, Layout, deployment_layouts, layout_problem, load_arch
-from estimator.kernels import Kernels, kernels_for, sample_kernels
+from estimator.arch import Arch, Layout, deployment_layouts, layout_problem, load_arch, tp_limit
+from estimator.kernels import Kernels, kernels_for, published_kernels, sample_kernels
+from estimator.memory import weight_bytes_per_gpu
 from estimator.options import Option, aggregated_option, disaggregated_option, gpus_at
 from estimator.planning import Limit, Rejection, aggregated_point, max_batch
 from estimator.provisioning import usd_per_day
@@ -24,19 +25,28 @@ from estimator.traffic import Request
 MODES = ("aggregated", "disaggregated")
 
 
-def candidate_layouts(a: Arch, model: str) -> list[Layout]:
-    """Tensor parallelism within a node for a dense model; for an MoE model, TP8 x EP8 in a node and expert parallelism
-    with data-parallel attention over 8 to 64 GPUs and the sizes of its published deployment's layouts (DeepSeek-V3: EP32
-    and EP144, core/data/deployments.toml), from the smallest of those with at least its redundant experts (32), as many
-    as make the experts divide by EP; each a layout the model can be laid out on (arch.layout_problem)."""
-    if not a.shapes.num_experts:
-        lays = [Layout(t, tp=t) for t in (1, 2, 4, 8)]
-    else:
+def candidate_layouts(a: Arch, model: str, gpu: Device, k: Kernels | None = None) -> list[Layout]:
+    """The layouts vLLM could serve ``a`` in on ``gpu`` (arch.layout_problem refuses the rest):
+    - tensor parallelism over 1 to 8 GPUs of one node; for an MoE model with its experts split over the TP group (vLLM's
+      default, no --enable-expert-parallel), so a small MoE runs on 1, 2 or 4 GPUs;
+    - for an MoE model, TP8 x EP8, and expert parallelism with data-parallel attention over 2 to 64 GPUs, the GPU's whole
+      scale-up domain where it is larger than a node (the 72 GPUs of a GB200 NVL72, its all-to-all over NVLink), and the
+      sizes of its published deployment's layouts (DeepSeek-V3: EP32 and EP144, core/data/deployments.toml), from the
+      smallest of those with at least its redundant experts (32), as many as make the experts divide by EP;
+    - pipeline parallelism (2 and 4 stages of TP8) for models whose weights do not fit one node at TP8.
+    A layout's node is the GPU's (arch.tp_limit: its NVLink domain, or a server's 8 GPUs over PCIe)."""
+    node = tp_limit(gpu)
+    lays = [Layout(t, tp=t, gpus_per_node=node) for t in (1, 2, 4, 8)]
+    if a.shapes.num_experts:
         e, published = a.shapes.num_experts, deployment_layouts(model) or ()
-        sizes = sorted({8, 16, 32, 64} | {lay.ep for lay in published})
+        sizes = sorted({2, 4, 8, 16, 32, 64} | ({node} if node > 8 else set()) | {lay.ep for lay in published})
         spare, first = max((lay.redundant_experts for lay in published), default=0), min((lay.ep for lay in published), default=0)
-        lays = [Layout(8, tp=8, ep=8)] + [Layout(n, ep=n, dp_attention=True, redundant_experts=-(-(e + spare) // n) * n - e if spare and
-                                                 n >= first else 0) for n in sizes]  # fmt: skip
+        lays += [Layout(8, tp=8, ep=8, gpus_per_node=node)] + [
+            Layout(n, ep=n, dp_attention=True, redundant_experts=-(-(e + spare) // n) * n - e if spare and n >= first else 0,
+                   gpus_per_node=node) for n in sizes]  # fmt: skip
+    reserve = (k or published_kernels()).reserve_bytes
+    if weight_bytes_per_gpu(a, Layout(8, tp=8))["total"] > 0.9 * gpu.memory_bytes - reserve:
+        lays += [Layout(8 * pp, tp=8, pp=pp, gpus_per_node=node) for pp in (2, 4)]
     return [lay for lay in lays if layout_problem(a, lay) is None]
 
 
@@ -74,10 +84,11 @@ def search(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, modes:
     for dt in weight_dtypes(model, gpu, weight_dtype):
         a = load_arch(model, dt)
         k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
-        lays = [lay for lay in candidate_layouts(a, model) if max_batch(a, gpu, lay, k, r)[0] >= 1]
+        every = candidate_layouts(a, model, gpu, k)
+        lays = [lay for lay in every if max_batch(a, gpu, lay, k, r)[0] >= 1]
         if not lays:
             reasons.append(Rejection(Limit.KV_ROOM, f"{dt} weights leave no KV room for one {r.full_len:,.0f}-token request on up to "
-                                                    f"{candidate_layouts(a, model)[-1].num_gpus} GPUs"))  # fmt: skip
+                                                    f"{max((lay.num_gpus for lay in every), default=0)} GPUs"))  # fmt: skip
             continue
         tries: list[tuple[Callable[[Kernels], Option | Rejection], tuple[Layout, ...]]] = []
         if "aggregated" in modes:
@@ -121,7 +132,7 @@ def frontier(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, weig
     for dt in weight_dtypes(model, gpu, weight_dtype):
         a = load_arch(model, dt)
         k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
-        for lay in candidate_layouts(a, model):
+        for lay in candidate_layouts(a, model, gpu, k):
             top = max_batch(a, gpu, lay, k, r)[0]
             for b in sorted({int(round(v)) for v in np.geomspace(1, max(top, 1), 24)}) if top >= 1 else []:
                 p = aggregated_point(a, gpu, lay, k, r, b)

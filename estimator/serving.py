@@ -20,6 +20,7 @@ The operators and their costs are layer_ops.py; the architecture and layout arch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -27,7 +28,7 @@ from core.engines import engine_rules
 from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels
-from estimator.layer_ops import Batch, Op, layer_ops
+from estimator.layer_ops import Batch, Comm, Op, layer_ops
 from estimator.step_floor import engine_tokens_per_step, exposed_scheduler_s, kernels_per_step, launch_overhead_s, scheduler_s
 
 
@@ -82,6 +83,38 @@ def exposed_per_moe_layer(attn_s: float, moe_s: float, dispatch_s: float, combin
     return max(a, k) + max(a, d) + max(m, d) + max(m, k) - 2 * (a + m)
 
 
+def p2p_bytes_per_s(gpu: Device, layout: Layout, k: Kernels) -> float:
+    """The rate one GPU sends activations to the next pipeline stage at: over its scale-up link (one direction, at the
+    all-reduce's share of it) where the instance fits one scale-up domain, else over the network (the per-GPU RDMA rate
+    DeepEP measured over CX7 400 Gb/s InfiniBand, kernels.toml dispatch_combine)."""
+    if layout.num_gpus <= gpu.scaleup_domain_gpus and gpu.nvlink_gb_per_s:
+        return k.allreduce_nvlink_fraction * gpu.nvlink_gb_per_s / 2 * 1e9
+    return k.normal_internode_gb_per_s * 1e9
+
+
+def p2p_source(gpu: Device, layout: Layout, k: Kernels) -> str:
+    within = layout.num_gpus <= gpu.scaleup_domain_gpus and gpu.nvlink_gb_per_s
+    return (k.allreduce_source if within else k.comm_source) + "; vLLM's PP: pp batches in flight (VllmConfig.max_concurrent_batches)"
+
+
+def pipeline_round(seconds: dict[Op, float], a: Arch, gpu: Device, layout: Layout, k: Kernels,
+                   tokens: float) -> tuple[dict[Op, float], float]:  # fmt: skip
+    """One round of a pipeline of ``layout.pp`` stages: (seconds by operator, total). vLLM keeps pp batches in flight
+    (vllm/config/vllm.py, VllmConfig.max_concurrent_batches: "PP requires PP-size concurrent batches to fill the
+    pipeline"; EngineCore.step_with_batch_queue), each of ``tokens`` per GPU, so in steady state there is no bubble to
+    fill and every stage works on one batch while the others work on the rest: a round, in which each batch passes every
+    stage once and each sequence advances one token, lasts pp stage times. The slowest stage sets the pace: the last,
+    with ceil(L / pp) layers and the LM head. Between stages each GPU sends its share of the batch's hidden states and
+    residual (2 x hidden x 2 bytes a token of the TP group's tokens, split over the group as vLLM's all_gather_group
+    splits it): pp transfers a round. Each of the pp batches is scheduled once a round."""
+    pp = layout.pp
+    share = math.ceil(a.shapes.num_layers / pp) / a.shapes.num_layers
+    scale = {Op.LM_HEAD: pp, Op.SCHEDULER: pp}
+    out = {n: t * scale.get(n, pp * share) for n, t in seconds.items()}
+    out[Op.PIPELINE_TRANSFER] = pp * tokens * 2 * a.shapes.hidden * 2 / p2p_bytes_per_s(gpu, layout, k)
+    return out, sum(out.values())
+
+
 def step(
     a: Arch,
     gpu: Device,
@@ -118,14 +151,7 @@ def step(
     breakdown = {n: t * micro for n, t in ops.items()}
     compute = sum(breakdown.values())
     ep_comm = (comm.dispatch + comm.combine) * micro
-    if micro == 2:  # what the stage pairing leaves exposed; the rest hidden as far as `overlap` says
-        s, moe = a.shapes, a.shapes.moe_layers
-        ca = stage_seconds(ops, Stage.ATTENTION) / s.num_layers
-        cm = stage_seconds(ops, Stage.MOE) / moe
-        paired = moe * exposed_per_moe_layer(ca, cm, comm.dispatch / moe, comm.combine / moe)
-        ep_exposed = paired + (1.0 - k.overlap) * (ep_comm - paired)
-    else:
-        ep_exposed = ep_comm
+    ep_exposed = _ep_exposed_s(a, ops, comm, k, micro)
     exposed = ep_exposed + comm.allreduce * micro  # tensor-parallel all-reduces sit between dependent GEMMs: never hidden
     breakdown[Op.COMMUNICATION] = exposed
     # while hidden, prefill's normal all-to-all kernels hold a share of the SMs: computation runs that much slower meanwhile
@@ -137,10 +163,26 @@ def step(
     bounds.update({Op.COMMUNICATION: "communication", Op.SMS_LENT: "communication", Op.KERNEL_LAUNCHES: "launch", Op.SCHEDULER: "CPU"})
     comm_source = "; ".join(src for src, t in ((k.comm_source, ep_comm), (k.allreduce_source, comm.allreduce)) if t) or k.comm_source
     sources.update({Op.COMMUNICATION: comm_source, Op.SMS_LENT: k.comm_source, **floor_sources})
-    all_comm = ep_comm + comm.allreduce * micro
+    all_comm, total = ep_comm + comm.allreduce * micro, gpu_s + sum(floor_s.values())
+    if layout.pp > 1:
+        breakdown, total = pipeline_round(breakdown, a, gpu, layout, k, tokens)
+        bounds[Op.PIPELINE_TRANSFER], sources[Op.PIPELINE_TRANSFER] = "communication", p2p_source(gpu, layout, k)
     bound = "communication" if exposed > 0 and all_comm > compute else max(ops, key=ops.get)
-    return Step(gpu_s + sum(floor_s.values()), {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, all_comm, advanced,
-                flops * micro, bound, op_bounds=bounds, op_sources=sources)  # fmt: skip
+    return Step(total, {n: round(t * 1000, 4) for n, t in breakdown.items()}, compute, all_comm, advanced, flops * micro, bound,
+                op_bounds=bounds, op_sources=sources)  # fmt: skip
+
+
+def _ep_exposed_s(a: Arch, ops: dict[Op, float], comm: Comm, k: Kernels, micro: int) -> float:
+    """The expert-parallel all-to-all time left exposed: all of it with one micro-batch; with two, what the stage pairing
+    leaves exposed (exposed_per_moe_layer), the rest hidden as far as ``k.overlap`` says."""
+    ep_comm = (comm.dispatch + comm.combine) * micro
+    if micro != 2:
+        return ep_comm
+    moe = a.shapes.moe_layers
+    ca = stage_seconds(ops, Stage.ATTENTION) / a.shapes.num_layers
+    cm = stage_seconds(ops, Stage.MOE) / moe
+    paired = moe * exposed_per_moe_layer(ca, cm, comm.dispatch / moe, comm.combine / moe)
+    return paired + (1.0 - k.overlap) * (ep_comm - paired)
 
 
 def _floor(a: Arch, gpu: Device, layout: Layout, k: Kernels, micro: int, cost_kernels: float, tokens: float, seqs: float,

@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.deployments import reference_deployment
 from core.hardware import Device
-from estimator.arch import Arch, Layout, deployment_layouts, gemm_precision, load_arch
+from estimator.arch import Arch, Layout, deployment_layouts, gemm_precision, load_arch, tp_limit
 from estimator.kernels import Kernels, kernels_for, ranged, with_value
 from estimator.memory import weight_bytes_per_gpu
 from estimator.options import Option, disaggregated_option, gpus_at
@@ -29,16 +29,17 @@ from estimator.traffic import Request
 def default_layouts(a: Arch, model: str, gpu: Device, kernels: Kernels) -> tuple[Layout, Layout]:
     """(decode, prefill) layouts ``fleetcal predict`` starts from: a published deployment's, else the smallest TP group
     whose weights leave room beside the 2 GiB reserve in 0.9 of the GPU's memory."""
+    node = tp_limit(gpu)  # its NVLink domain (72 GPUs on a GB200 NVL72), else a server's 8
     published = deployment_layouts(model)
     if published:
-        return published[1], published[0]
+        return replace(published[1], gpus_per_node=node), replace(published[0], gpus_per_node=node)
     tp = 1
     usable = 0.9 * gpu.memory_bytes - kernels.reserve_bytes
     while weight_bytes_per_gpu(a, Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1))["total"] > usable:
         tp *= 2
         if tp > 64:
             break
-    lay = Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1)
+    lay = Layout(tp, tp=tp, ep=tp if a.shapes.num_experts else 1, gpus_per_node=node)
     return lay, lay
 
 

@@ -210,10 +210,11 @@ def test_candidate_layouts_are_those_the_model_can_be_laid_out_on():
     from estimator.plan_search import candidate_layouts
 
     # Qwen2.5-7B: 28 heads divide by 1, 2, 4, not 8; DeepSeek-V3: 256 experts + 32 redundant = 288 divide by 32 and 144,
-    # EP64 takes 64 redundant (320 = 5 x 64)
-    assert [lay.tp for lay in candidate_layouts(load_arch("qwen2.5-7b"), "qwen2.5-7b")] == [1, 2, 4]
-    ep = {lay.ep: lay.redundant_experts for lay in candidate_layouts(load_arch("deepseek-v3"), "deepseek-v3") if lay.dp_attention}
-    assert ep == {8: 0, 16: 0, 32: 32, 64: 64, 144: 32}
+    # EP64 takes 64 redundant (320 = 5 x 64); EP 2 and 4 with data-parallel attention are tried too (a small MoE's layouts)
+    h100 = get_gpu("H100")
+    assert [lay.tp for lay in candidate_layouts(load_arch("qwen2.5-7b"), "qwen2.5-7b", h100)] == [1, 2, 4]
+    ep = {lay.ep: lay.redundant_experts for lay in candidate_layouts(load_arch("deepseek-v3"), "deepseek-v3", h100) if lay.dp_attention}
+    assert ep == {2: 0, 4: 0, 8: 0, 16: 0, 32: 32, 64: 64, 144: 32}
     # vLLM's rule for KV heads (llama.py): fewer KV heads than TP are replicated when TP divides by them
     a = load_arch("llama-3.1-8b")
     two = replace(a, shapes=replace(a.shapes, kv_heads=2))

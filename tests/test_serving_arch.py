@@ -3,6 +3,7 @@ component and format, each figure derived here by hand from the model's config.j
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -176,3 +177,100 @@ def test_gemms_compute_natively_in_fp4_on_blackwell_and_weight_only_elsewhere():
     fp4, fp8 = (step(load_arch("llama-3.1-70b", d), b200, lay, k, "prefill", tokens_per_gpu=8192, prompt_len=8192)
                 for d in ("nvfp4", "fp8"))  # fmt: skip
     assert fp4.breakdown_ms["dense FFN"] == pytest.approx(fp8.breakdown_ms["dense FFN"] / 2, rel=0.15)
+
+
+@pytest.mark.parametrize(
+    ("model", "layout", "says"),
+    [
+        ("llama-3.1-70b", Layout(3, tp=3), "64 attention heads do not divide by TP 3"),  # vLLM verify_with_parallel_config
+        ("smollm2-360m", Layout(3, tp=3), "5 KV heads neither divide by TP 3 nor divide it"),  # its 15 heads do
+        ("mixtral-8x7b", Layout(16, ep=16, dp_attention=True), "do not divide by EP 16"),
+        ("llama-3.1-8b", Layout(2, ep=2), "no routed experts to spread"),
+        ("llama-3.1-70b", Layout(16, tp=16), "TP 16 spans more than the 8 GPUs"),
+        ("smollm2-135m", Layout(32, pp=32), "PP 32 is more stages than smollm2-135m's 30 layers"),
+    ],
+)
+def test_layouts_vllm_cannot_serve_are_refused_in_one_line(model, layout, says):
+    from core.errors import CatalogError
+    from estimator.arch import check_layout
+
+    with pytest.raises(CatalogError, match=says):
+        check_layout(load_arch(model), layout)
+
+
+def test_linear_attention_heads_must_divide_by_tp_and_layouts_that_exist_pass():
+    from dataclasses import replace
+
+    from core.errors import CatalogError
+    from estimator.arch import check_layout, tp_limit
+
+    # Qwen3-Next's DeltaNet state is split by its 16 key and 32 value heads: with 30 value heads TP 4 cannot split it
+    nxt = load_arch("qwen3-next-80b-a3b")
+    odd = replace(nxt, shapes=replace(nxt.shapes, mixer={**nxt.shapes.mixer, "value_heads": 30}))
+    with pytest.raises(CatalogError, match=r"linear-attention or Mamba-2 heads \(16, 30\) do not divide by TP 4"):
+        check_layout(odd, Layout(4, tp=4))
+    check_layout(nxt, Layout(8, tp=8))  # 2 KV heads, each replicated on 4 GPUs
+    # TP inside the GB200 NVL72's 72-GPU domain; PCIe TP4 on L40S (a server's 8 GPUs), as TensorRT-LLM ran it
+    assert tp_limit(get_gpu("GB200")) == 72 and tp_limit(get_gpu("L40S")) == tp_limit(H200) == 8
+    check_layout(load_arch("llama-3.1-70b"), Layout(16, tp=16, gpus_per_node=tp_limit(get_gpu("GB200"))))
+    check_layout(load_arch("llama-3.1-70b"), Layout(4, tp=4, gpus_per_node=tp_limit(get_gpu("L40S"))))
+
+
+def test_plan_lays_a_small_moe_on_fewer_than_eight_gpus_and_spans_an_nvl72():
+    """The issue: plan never went below 8 GPUs for any MoE. Now TP 1, 2 and 4 with the experts split (vLLM's default) and
+    EP 2 and 4 are candidates; on a GB200 NVL72 expert parallelism spans its 72-GPU NVLink domain."""
+    from estimator.plan_search import candidate_layouts
+
+    h200 = candidate_layouts(load_arch("qwen3-30b-a3b"), "qwen3-30b-a3b", H200)
+    assert {(lay.num_gpus, lay.tp, lay.ep) for lay in h200} >= {(1, 1, 1), (2, 2, 1), (4, 4, 1), (2, 1, 2), (4, 1, 4)}
+    assert all(lay.gpus_per_node == 8 for lay in h200)
+    nvl72 = candidate_layouts(load_arch("deepseek-v3"), "deepseek-v3", get_gpu("GB200"))
+    assert any(lay.ep == 72 and lay.gpus_per_node == 72 for lay in nvl72)
+    # Mixtral has 8 experts: no EP beyond 8
+    assert max(lay.ep for lay in candidate_layouts(load_arch("mixtral-8x7b"), "mixtral-8x7b", H200)) == 8
+    # DeepSeek-V3 in FP8 does not fit 8 H100s at TP 8 (84 GB each): pipelines of 2 and 4 TP8 stages are tried
+    pipes = [lay for lay in candidate_layouts(load_arch("deepseek-v3"), "deepseek-v3", get_gpu("H100")) if lay.pp > 1]
+    assert {(lay.num_gpus, lay.tp, lay.pp) for lay in pipes} == {(16, 8, 2), (32, 8, 4)}
+
+
+def test_a_pipeline_round_is_pp_stage_times_of_its_slowest_stage_plus_the_transfers():
+    """Llama-3.1-70B on 8 H100s as TP4 x PP2: vLLM keeps 2 batches in flight, each stage 40 of the 80 layers; the last
+    also runs the LM head. A round (every sequence one token) = 2 x (the layers' time x 40/80 + the head + one transfer of
+    the batch's hidden states and residual, 2 x 8,192 x 2 bytes a token over NVLink at the all-reduce's share)."""
+    k, a, h100 = published_kernels(), load_arch("llama-3.1-70b"), get_gpu("H100")
+    one = step(a, h100, Layout(4, tp=4), k, "decode", batch_per_gpu=32, context=2000)
+    two = step(a, h100, Layout(8, tp=4, pp=2), k, "decode", batch_per_gpu=32, context=2000)
+    head, layers = one.breakdown_ms["LM head and sampling"], sum(v for n, v in one.breakdown_ms.items() if n != "LM head and sampling")
+    transfer = 2 * 32 * 2 * 8192 * 2 / (k.allreduce_nvlink_fraction * 900e9 / 2) * 1000
+    assert two.breakdown_ms["pipeline transfer"] == pytest.approx(transfer, abs=1e-4)  # ms, to 4 decimals
+    assert two.seconds * 1000 == pytest.approx(2 * (layers * 40 / 80 + head) + transfer, rel=1e-3)
+    assert two.tokens == one.tokens == 32  # per GPU per round: each of its 32 sequences one token
+    # memory: TP4 x PP2 holds what TP8 does, weights and KV per GPU alike (the norms aside)
+    tp8 = kv_room_sequences(a, h100, Layout(8, tp=8), k, 3000, "bf16")
+    assert kv_room_sequences(a, h100, Layout(8, tp=4, pp=2), k, 3000, "bf16") == pytest.approx(tp8, abs=1)
+
+
+def test_predict_takes_pp_and_refuses_a_tp_the_model_cannot_split(capsys):
+    from fleetcal.cli import main
+
+    args = ["predict", "--model", "llama-3.1-70b", "--gpu", "H100", "--phase", "decode", "--batch-per-gpu", "8", "--json"]
+    assert main([*args, "--tp", "4", "--pp", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["layout"]["decode"]["pp"] == 2 and out["layout"]["decode"]["num_gpus"] == 8
+    assert "pipeline transfer" in out["breakdown_ms"]["decode"]
+    assert main([*args, "--tp", "3"]) == 2  # the issue's --tp 3: 64 heads
+    err = capsys.readouterr().err.strip()
+    assert "64 attention heads do not divide by TP 3" in err and len(err.splitlines()) == 1
+
+
+def test_plan_serves_a_small_moe_on_fewer_than_eight_gpus(tmp_path, capsys):
+    """The issue: plan asked for 8 GPUs or more for any MoE (144 H100 for Qwen3-30B-A3B before part 1). At 2 requests/s
+    of 1,000/1,000 tokens one H200 holds Qwen3-30B-A3B's weights (61 GB in BF16) and the traffic."""
+    from fleetcal.cli import main
+
+    assert main(["plan", "--model", "qwen3-30b-a3b", "--gpu", "H200", "--input-len", "1000", "--output-len", "1000",
+                 "--requests-per-s", "2", "--ttft-ms", "2000", "--tpot-ms", "50", "--samples", "0", "--json",
+                 "--plot", str(tmp_path)]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    (row,) = doc["rows"]
+    assert row["gpu"] == "H200" and row["gpus"] < 8 and row["layout"] in ("1x TP1", "2x TP2", "4x TP4", "2x EP2 DP-attn", "4x EP4 DP-attn")

@@ -33,8 +33,9 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disaggregated", action="store_true",
                    help="whole requests on separate prefill and decode pools in the ratio they need, the KV sent between them")  # fmt: skip
     p.add_argument("--num-gpus", type=int, help="GPUs of one instance (default: the model's default layout; DeepSeek-V3: its published)")
-    p.add_argument("--tp", type=int, help="tensor parallelism (default: the layout's); within one node of 8 GPUs")
+    p.add_argument("--tp", type=int, help="tensor parallelism (default: the layout's); within one node or NVLink domain")
     p.add_argument("--ep", type=int, help="expert parallelism (default: the layout's)")
+    p.add_argument("--pp", type=int, help="pipeline stages, each of TP GPUs holding a share of the layers (default: 1)")
     p.add_argument("--dp-attention", choices=("on", "off"), help="data-parallel attention (default: the layout's)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--batch-per-gpu", type=_batch,
@@ -87,7 +88,7 @@ def validate_args(args: argparse.Namespace) -> PredictInputs:
         raise UsageError("--disaggregated applies to --phase request on a --gpu")
     if args.batch_per_gpu == "max" and args.device:
         raise UsageError("--batch-per-gpu max needs a --gpu (the KV room of the serving model); give a number on the CPU")
-    for flag, v, hi in (("--num-gpus", args.num_gpus, MAX_GPUS), ("--tp", args.tp, 64), ("--ep", args.ep, MAX_GPUS),
+    for flag, v, hi in (("--num-gpus", args.num_gpus, MAX_GPUS), ("--tp", args.tp, 64), ("--ep", args.ep, MAX_GPUS), ("--pp", args.pp, 64),
                         ("--tokens-per-gpu", args.tokens_per_gpu, 1 << 20)):  # fmt: skip
         if v is not None:
             bounded(flag, v, 1, hi)
@@ -105,7 +106,8 @@ def validate_args(args: argparse.Namespace) -> PredictInputs:
         bounded("--context-len", args.context_len, 1, spec.max_context or 1e7)
     dp = None if args.dp_attention is None else args.dp_attention == "on"
     return PredictInputs(r, args.gpu, args.phase, args.disaggregated, args.num_gpus, args.tp, args.ep, dp, _batch_choice(args),
-                         args.context_len, args.tokens_per_gpu, args.weight_dtype, args.mtp_acceptance, args.results)  # fmt: skip
+                         args.context_len, args.tokens_per_gpu, args.weight_dtype, args.mtp_acceptance, args.results,
+                         pp=args.pp)  # fmt: skip
 
 
 def predict(args: argparse.Namespace) -> dict[str, Any]:

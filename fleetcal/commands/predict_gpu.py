@@ -11,7 +11,7 @@ from typing import Any
 from core.engines import engine_rules
 from core.errors import UsageError
 from core.hardware import Device, get_gpu
-from estimator.arch import Arch, Layout, check_layout, check_mtp, load_arch
+from estimator.arch import Arch, Layout, check_layout, check_mtp, load_arch, tp_limit
 from estimator.kernels import Kernels, kernels_for
 from estimator.memory import kv_room_sequences, largest_batch, weight_bytes_per_gpu
 from estimator.operators import load_ops
@@ -42,6 +42,7 @@ class PredictInputs:
     weight_dtype: str | None
     mtp_acceptance: float | None
     results: Path
+    pp: int | None = None
 
     @property
     def mean_kv_len(self) -> float:
@@ -50,13 +51,15 @@ class PredictInputs:
 
 
 def _layout(x: PredictInputs, default: Layout, gpu: Device) -> Layout:
-    """The layout asked for, the default's where not: TP within a node, or the GPU's scale-up domain where larger (NVL72)."""
-    n = x.num_gpus or default.num_gpus
-    tp = x.tp or (default.tp if n == default.num_gpus else 1)
-    ep = x.ep or (min(default.ep, n) if default.ep > 1 else 1)
+    """The layout asked for, the default's where not: TP within a node, or the GPU's scale-up domain where larger (NVL72);
+    --tp or --pp without --num-gpus: TP x PP GPUs."""
+    pp = x.pp or 1
+    tp = x.tp or (default.tp if pp == 1 and x.num_gpus in (None, default.num_gpus) else 1)
+    n = x.num_gpus or (tp * pp if x.tp or pp > 1 else default.num_gpus)
+    ep = x.ep or (min(default.ep, n) if default.ep > 1 and pp == 1 else 1)
     dp = default.dp_attention if x.dp_attention is None else x.dp_attention
-    return Layout(n, tp=tp, ep=ep, dp_attention=dp and tp == 1, redundant_experts=default.redundant_experts if ep == default.ep else 0,
-                  gpus_per_node=max(gpu.scaleup_domain_gpus, default.gpus_per_node), step_tokens=default.step_tokens)  # fmt: skip
+    return Layout(n, tp=tp, ep=ep, dp_attention=dp and tp == 1 and pp == 1, redundant_experts=default.redundant_experts if ep == default.ep
+                  else 0, gpus_per_node=max(tp_limit(gpu), default.gpus_per_node), step_tokens=default.step_tokens, pp=pp)  # fmt: skip
 
 
 def _fits_weights(a: Arch, gpu: Device, lay: Layout, k: Kernels, mtp: int) -> float:
