@@ -274,3 +274,14 @@ def test_plan_serves_a_small_moe_on_fewer_than_eight_gpus(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     (row,) = doc["rows"]
     assert row["gpu"] == "H200" and row["gpus"] < 8 and row["layout"] in ("1x TP1", "2x TP2", "4x TP4", "2x EP2 DP-attn", "4x EP4 DP-attn")
+
+
+def test_predict_on_the_cpu_refuses_what_its_step_model_does_not_cost(capsys):
+    """predict --device cpu does not go through load_arch: its step model (measured operator curves of a dense model)
+    ignores experts and windows, so such a model is refused there in one line, before any measurement is looked for."""
+    from fleetcal.cli import main
+
+    for model, says in (("mixtral-8x7b", "routed experts"), ("gemma-3-27b", "sliding layers"), ("qwen3-next-80b-a3b", "linear layers")):
+        assert main(["predict", "--model", model, "--device", "cpu", "--phase", "decode"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and err.endswith("use --gpu") and len(err.splitlines()) == 1

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import UsageError
 from core.identity import cpu_has_native_bf16, describe_cpu
-from core.models import get_model, resolve_model_key
+from core.models import ModelSpec, get_model, resolve_model_key
 from estimator.cpu_steps import OperatorCurves, Overhead, UndeterminedError, build_curves, decode_ops, prefill_ops
 from estimator.cpu_validation import REFERENCE_MODEL, validate
 from estimator.operators import load_ops
@@ -60,10 +60,22 @@ def _cpu_steps(x: PredictInputs) -> tuple[OperatorCurves, Overhead, str]:
     return curves, over, source
 
 
+def cpu_uncosted(spec: ModelSpec) -> list[str]:
+    """What the CPU step model (estimator/cpu_steps.py: a dense model's GEMMs, attention over the whole context, norms)
+    does not cost: routed experts, attention kinds other than global (windows, chunks, latent, state layers)."""
+    s = spec.shapes
+    kinds = [k for k in s.layer_kinds if k != "global"]
+    return (["routed experts"] if s.num_experts else []) + [f"{k} layers" for k in kinds]
+
+
 def predict_cpu(x: PredictInputs) -> dict[str, Any]:
     """The CPU step model of this machine (one device, no layout): operator curves plus the engine's overhead."""
     r = x.request
     spec = get_model(r.model, x.weight_dtype)  # its context was checked at the edge
+    missing = cpu_uncosted(spec)
+    if missing:
+        raise UsageError(f"{spec.name}: the CPU step model costs dense models of global attention; this one has {', '.join(missing)}: "
+                         "use --gpu")  # fmt: skip
     curves, over, source = _cpu_steps(x)
     ctx = x.mean_kv_len
 
