@@ -285,3 +285,19 @@ def test_predict_on_the_cpu_refuses_what_its_step_model_does_not_cost(capsys):
         assert main(["predict", "--model", model, "--device", "cpu", "--phase", "decode"]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and err.endswith("use --gpu") and len(err.splitlines()) == 1
+
+
+def test_the_new_families_validation_rows_predict_and_mixtral_is_gated():
+    """Issue 33: published rows for the families modelled now (core/data/validation.toml, each with its source); the
+    Mixtral-8x7B rows, whose conditions their page states, are gated; Blackwell rows are not (no Blackwell kernel figure)."""
+    import estimator.validation as v
+
+    rows, _ = v.load_rows()
+    families = {"mixtral-8x7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "gpt-oss-120b", "gpt-oss-20b", "llama-4-scout"}
+    new = [r for r in rows if r.model in families]
+    assert {r.model for r in new} == families
+    assert {r.model for r in rows if r.gate} >= {"mixtral-8x7b", "llama-3.1-8b", "deepseek-v3"}
+    blackwell = [r for r in rows if r.gpu == "B200"]
+    assert blackwell and not any(r.gate for r in blackwell)
+    table = v.validate(new)
+    assert table["predicted"].gt(0).all() and len(table) == len(new)
