@@ -48,6 +48,26 @@ class Arch:
 # a feature core learns to read before the serving model costs it goes here.
 NOT_YET_COSTED: dict[str, str] = {}
 
+# How the serving model costs each feature core reads (attention kinds, attention sinks, weight formats): what `fleetcal
+# models` prints, and what tests/test_serving_arch.py checks covers every kind and format read, with NOT_YET_COSTED.
+COSTED = {
+    "global": "attention over the whole context (attention_ops.py); KV every token",
+    "sliding": "attention over min(context, window) tokens; KV for the window's pages only (vLLM's hybrid manager, kv_cache.py)",
+    "chunked": "attention within the current chunk (half a chunk on average past the first); KV for one chunk at most",
+    "mla": "latent attention, absorbed in decode, not in prefill; the latent KV whole on every TP GPU",
+    "linear": "gated DeltaNet: projections as GEMMs, a fixed state per sequence read and written each step (mixer_ops.py)",
+    "mamba": "Mamba-2: projections as GEMMs, a fixed state per sequence read and written each step (mixer_ops.py)",
+    "none": "a block with an FFN only (Nemotron-H): its FFN",
+    "sinks": "attention sinks: negligible (one logit per head and query), argued in attention_ops.py",
+    "moe": "routed experts of their own width, the experts a batch's tokens touch read; shared experts, dense/MoE interleave",
+    "bf16": "BF16 GEMMs (fp16 and fp32 checkpoints served in 2 bytes too)",
+    "fp8": "FP8 GEMMs where the GPU has FP8 (DeepGEMM's figures for 128 x 128 blocks), else weight-only (A100)",
+    "int8": "weight-only INT8, BF16 GEMMs on 1-byte weights",
+    "int4": "weight-only INT4 (AWQ/GPTQ, 4.16 bits with its scales), BF16 GEMMs: Marlin / Machete figures",
+    "mxfp4": "FP4 GEMMs at the FP4 peak where the GPU computes MXFP4 (Blackwell, CDNA 4), else weight-only; 4.25 bits",
+    "nvfp4": "FP4 GEMMs at the FP4 peak on Blackwell, else weight-only; 4.5 bits with its block scales",
+}
+
 
 def not_yet_costed(s: Shapes, weight_dtype: str) -> list[str]:
     """The features of ``s`` served at ``weight_dtype`` that the serving model does not cost (NOT_YET_COSTED)."""

@@ -301,3 +301,14 @@ def test_the_new_families_validation_rows_predict_and_mixtral_is_gated():
     assert blackwell and not any(r.gate for r in blackwell)
     table = v.validate(new)
     assert table["predicted"].gt(0).all() and len(table) == len(new)
+
+
+def test_every_kind_and_format_read_is_costed_or_refused_by_name():
+    """fleetcal models prints how each feature is costed (estimator.arch.COSTED) or that it is refused (NOT_YET_COSTED):
+    every attention kind a family rule can give, attention sinks, experts and every weight format is in one of them."""
+    from core.config_fields import RULE_KINDS
+    from core.dtypes import WEIGHT_FORMATS
+    from estimator.arch import COSTED, NOT_YET_COSTED
+
+    read = {k for kinds in RULE_KINDS.values() for k in kinds} | set(WEIGHT_FORMATS) - {"fp16", "fp32"} | {"sinks", "moe"}
+    assert read <= set(COSTED) | set(NOT_YET_COSTED)

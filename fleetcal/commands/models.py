@@ -19,7 +19,7 @@ from core.config_fields import RULE_KINDS
 from core.families import Family, families, refused
 from core.models import get_model, model_catalog
 from core.quant import METHODS, WEIGHT_FORMATS
-from estimator.arch import NOT_YET_COSTED, not_yet_costed
+from estimator.arch import COSTED, NOT_YET_COSTED, not_yet_costed
 
 MODELS_START, MODELS_END = "<!-- models:start -->", "<!-- models:end -->"
 
@@ -36,19 +36,19 @@ def _moe(f: Family) -> str:
 
 
 def family_rows() -> list[dict[str, Any]]:
-    """One row per model_type read: the attention kinds its layers can have, its MoE keys, and which of those kinds and
-    features the serving model does not cost yet (a model of the family is refused where its config has one)."""
+    """One row per model_type read: the attention kinds its layers can have, its MoE keys, and the serving model's answer:
+    modelled, or the kinds and features it does not cost yet (a model of the family is refused where its config has one)."""
     rows = []
     for model_type, f in sorted(families().items()):
         if f.text_config:
             rows.append({"model_type": model_type, "family": f.name, "attention": "its text_config's", "moe": "its text_config's",
-                         "not_yet_costed_where_present": "as its text model"})  # fmt: skip
+                         "serving_model": "as its text model"})  # fmt: skip
             continue
         kinds = RULE_KINDS[f.attention]
         features = [*kinds, *(["sinks"] if f.sinks else [])]
         refuses = [NOT_YET_COSTED[k] for k in features if k in NOT_YET_COSTED]
         rows.append({"model_type": model_type, "family": f.name, "attention": ", ".join(kinds), "moe": _moe(f),
-                     "not_yet_costed_where_present": ", ".join(refuses) or "none"})  # fmt: skip
+                     "serving_model": "refuses " + ", ".join(refuses) if refuses else "modelled"})  # fmt: skip
     return rows
 
 
@@ -79,6 +79,7 @@ def support() -> dict[str, Any]:
         "quantization_methods": {m: about for m, (_, about) in METHODS.items()},
         "weight_formats": list(WEIGHT_FORMATS),
         "not_yet_costed": dict(NOT_YET_COSTED),
+        "costed": dict(COSTED),
     }
 
 
@@ -90,8 +91,11 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     lines += [f"- `{m}`: {why}" for m, why in doc["refused"].items()]
     lines += ["", "Quantization (`quantization_config.quant_method`) read, per component:", ""]
     lines += [f"- `{m}`: {about}" for m, about in doc["quantization_methods"].items()]
+    lines += ["", "How the serving model (`predict`, `plan`, `validate`) costs what is read (attention kinds, sinks, experts, "
+              "weight formats for `--weight-dtype`):", ""]  # fmt: skip
+    lines += [f"- `{what}`: {how}" for what, how in doc["costed"].items()]
     lines += ["", "Read but not yet costed by the serving model (`predict`, `plan` refuse a model that has one, in one line): "
-              + ", ".join(doc["not_yet_costed"].values()) + "."]  # fmt: skip
+              + (", ".join(doc["not_yet_costed"].values()) or "none") + "."]  # fmt: skip
     return lines
 
 
