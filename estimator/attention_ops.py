@@ -16,8 +16,10 @@ own: per query token and head they add one exponential and one addition to a sof
 window: under 0.01%), and their weights are one value per head and layer (64 x 2 bytes) read beside the attended tokens'
 KV (2 x 8 heads x 64 x 128 tokens x 2 bytes per sequence). They are left out, as negligible, and said so here.
 
-Decode attention's efficiency: MLA runs FlashMLA's figures (attention_decode); grouped-query attention its own,
-FlashInfer's decode kernels (attention_decode_gqa in kernels.toml), never FlashMLA's.
+Decode attention's efficiency: MLA runs FlashMLA's figures (attention_decode); grouped-query attention the engine's
+measured share of the bandwidth at its heads ratio where the measured operator database holds the engine's kernel, else
+its own published figure, FlashInfer's decode kernels (attention_decode_gqa in kernels.toml), never FlashMLA's
+(kernels.Kernels.attention decides).
 """
 
 from __future__ import annotations
@@ -80,14 +82,15 @@ def _mla(x: Batch, layers: int) -> list[OpCost]:
     r, rope, nope, v = s.mla["kv_lora_rank"], s.mla["rope"], s.mla["nope"], s.mla["v"]
     if x.phase == "decode":
         costs = [OpCost(Op.ATTENTION_PROJECTIONS, 2 * m * h_ * kk * nn, h_ * kk * nn * 2 + m * h_ * (kk + nn) * 2, "bf16",
-                        x.k.ops["grouped_gemm"], layers) for kk, nn in ((nope, r), (r, v))]  # fmt: skip
+                        x.k.figure("grouped_gemm"), layers) for kk, nn in ((nope, r), (r, v))]  # fmt: skip
         kv_b = x.seqs * tp * x.context * (r + rope) * kv_bytes
-        costs.append(OpCost(Op.ATTENTION, m * s.decode_attention_flops(x.context) / tp, kv_b, "bf16", x.k.ops["attention_decode"], layers))
+        flops = m * s.decode_attention_flops(x.context) / tp
+        costs.append(OpCost(Op.ATTENTION, flops, kv_b, "bf16", x.k.figure("attention_decode"), layers))
         return costs
     return [
         x.gemm(Op.ATTENTION_PROJECTIONS, r, s.heads * (nope + v), layers, mm=m / max(x.uncached_share, 1e-9)),
         OpCost(Op.ATTENTION, m * mla_prefill_attention_flops(s, x.context) / tp, m * h_ * (2 * (nope + rope) + 2 * v) * 2, "bf16",
-               x.k.ops["attention_prefill"], layers),
+               x.k.figure("attention_prefill"), layers),
     ]  # fmt: skip
 
 
@@ -113,9 +116,9 @@ def attention_costs(x: Batch) -> list[OpCost]:
     for (kind, window), n in groups.items():
         ctx = _attended(x, kind, window)
         flops = m * s.decode_attention_flops(ctx) / tp  # prefill too: each query token attending its mean context
+        eff = x.k.attention(x.gpu, x.phase, m, ctx, s.heads // tp, int(kvh), s.head_dim, x.kv_dtype)  # kernels.Kernels.attention
         if x.phase == "decode":
-            kv_b = x.seqs * tp * ctx * 2 * kvh * s.head_dim * kv_bytes
-            costs.append(OpCost(Op.ATTENTION, flops, kv_b, "bf16", x.k.ops["attention_decode_gqa"], n))
+            costs.append(OpCost(Op.ATTENTION, flops, x.seqs * tp * ctx * 2 * kvh * s.head_dim * kv_bytes, "bf16", eff, n))
         else:
-            costs.append(OpCost(Op.ATTENTION, flops, m * (2 * h_ + 2 * kvh) * s.head_dim * 2, "bf16", x.k.ops["attention_prefill"], n))
+            costs.append(OpCost(Op.ATTENTION, flops, m * (2 * h_ + 2 * kvh) * s.head_dim * 2, "bf16", eff, n))
     return costs

@@ -14,6 +14,7 @@ from core.dtypes import WEIGHT_FORMATS
 from core.hardware import Device
 from core.shapes import Shapes
 from estimator.arch import Arch, Layout, gemm_precision
+from estimator.engine_kernels import database_format
 from estimator.kernels import Eff, Kernels
 
 
@@ -93,33 +94,38 @@ class Batch:
         """A (mm × kk) by (kk × nn) GEMM of ``component``'s weights, split ``split`` ways (default: over the TP group),
         read at their format's bytes and computed at its precision on this GPU."""
         mm = self.m if mm is None else mm
-        _, wb, prec = self.fmt(component)
-        n_ = nn / (self.layout.tp if split is None else split)
-        return OpCost(name, 2 * mm * kk * n_, kk * n_ * wb + mm * kk * activation_bytes(prec) + mm * n_ * 2, prec,
-                      self.gemm_eff(prec, wb, mm), layers)  # fmt: skip
+        fmt, wb, prec = self.fmt(component)
+        n_, ab = nn / (self.layout.tp if split is None else split), activation_bytes(prec)
+        flops, nbytes = 2 * mm * kk * n_, kk * n_ * wb + mm * kk * ab + mm * n_ * 2
+        measured = database_format(fmt, prec, self.a.fp8_block_scaled)  # the format measured kernels are named by
+        eff = self.k.gemm(self.gpu, mm, n_, kk, measured, gemm_class(prec, wb), prec, flops, nbytes, kk * ab + n_ * 2)
+        return OpCost(name, flops, nbytes, prec, eff, layers)
 
     def gemm_eff(self, precision: str, weight_bytes: float, mm: float, grouped: bool = False) -> Eff:
-        """The efficiency of a GEMM of ``mm`` rows at ``precision`` whose weights take ``weight_bytes`` each: native FP8
-        (gemm, or DeepGEMM's grouped figures for the experts), native FP4 (gemm_fp4), weight-only (narrower weights
-        dequantized into a BF16 GEMM: gemm_weight_only, Marlin and Machete), else BF16 (gemm_bf16, grouped_gemm)."""
-        if precision == "fp4":
-            cls = "gemm_fp4"
-        elif precision == "bf16" and weight_bytes < 2.0:
-            cls = "gemm_weight_only"
-        else:
-            cls = "grouped_gemm" if grouped else "gemm" if precision == "fp8" else "gemm_bf16"
-        return self.k.ops[cls].at(mm)
+        """The figure of the operator class a GEMM of ``mm`` rows at ``precision`` falls in (gemm_class), read at ``mm``."""
+        return self.k.figure(gemm_class(precision, weight_bytes, grouped), mm)
 
     def borrowed(self, cls: str, what: str) -> Eff:
         """Operator class ``cls``'s efficiency for an operator with no published figure of its own, saying so."""
-        e = self.k.ops[cls]
+        e = self.k.figure(cls)
         return replace(e, source=f"borrowed from {cls} ({what}): {e.source}")
 
     def swiglu(self, rows: float, width: float, layers: float, component: str) -> OpCost:
         """SwiGLU between an FFN's two GEMMs: reads the gate and up outputs (2 x width, BF16), writes width values in the
         down projection's input precision (FP8 fused into the same kernel, as serving engines fuse silu_and_mul and quant)."""
         ab = activation_bytes(self.fmt(component)[2])
-        return OpCost(Op.FFN_ACTIVATION, 0.0, rows * width * (2 * 2.0 + ab), "bf16", self.k.ops["elementwise"], layers)
+        return OpCost(Op.FFN_ACTIVATION, 0.0, rows * width * (2 * 2.0 + ab), "bf16", self.k.elementwise(rows), layers)
+
+
+def gemm_class(precision: str, weight_bytes: float, grouped: bool = False) -> str:
+    """The operator class of a GEMM at ``precision`` whose weights take ``weight_bytes`` each: native FP8 (gemm, or
+    DeepGEMM's grouped figures for the experts), native FP4 (gemm_fp4), weight-only (narrower weights dequantized into a
+    BF16 GEMM: gemm_weight_only, Marlin and Machete), else BF16 (gemm_bf16, grouped_gemm)."""
+    if precision == "fp4":
+        return "gemm_fp4"
+    if precision == "bf16" and weight_bytes < 2.0:
+        return "gemm_weight_only"
+    return "grouped_gemm" if grouped else "gemm" if precision == "fp8" else "gemm_bf16"
 
 
 def activation_bytes(precision: str) -> float:

@@ -27,7 +27,7 @@ import pandas as pd
 from core.errors import CatalogError
 from core.hardware import Device
 from core.paths import DATA_DIR
-from estimator.kernels import Eff
+from estimator.eff import Eff
 
 KERNELS_DIR = DATA_DIR / "kernels"
 # numeric axes of each table, in file order: interpolated in log space; every other shape column must match exactly
@@ -37,8 +37,11 @@ AXES = {"gemm": ("n", "k", "m"), "decode_attention": ("batch_size", "step"), "pr
         "wideep_moe_prefill": ("num_tokens",), "wideep_moe_decode": ("num_tokens",), "wideep_mla_decode": ("batch_size", "isl"),
         "wideep_mla_prefill": ("batch_size", "isl"), "mla_bmm": ("num_tokens",)}  # fmt: skip
 META = ("backend", "version", "kernel_source")
-# several kernels measured at one shape: the one a serving step runs, where the engine's default is known
-DEFAULT_KERNEL = {("vllm", "allreduce"): "vllm_graph", ("sglang", "allreduce"): "sglang_graph"}  # decode runs in CUDA graphs
+# several kernels measured at one shape: the one a serving step runs, where the engine's default is known (decode runs in
+# CUDA graphs: the all-reduces timed under one). vLLM's block-scaled FP8 linear layer picks among DeepGEMM, FlashInfer and
+# CUTLASS by what is installed and by environment (vllm/model_executor/layers/quantization/kernels/scaled_mm/cuda.py,
+# CudaFp8BlockScaledMMKernel.apply_weights): no default is named, and its tables are not read.
+DEFAULT_KERNEL = {("vllm", "allreduce"): "vllm_graph", ("sglang", "allreduce"): "sglang_graph"}
 # fleetcal's precision names -> the database's (16-bit GEMMs are bf16 there: FP16 and BF16 share one tensor-core peak)
 DTYPE = {"bf16": "bfloat16", "fp16": "bfloat16", "bfloat16": "bfloat16", "fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4",
          "int8": "int8_wo", "int4": "int4_wo"}  # fmt: skip

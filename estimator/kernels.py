@@ -1,13 +1,22 @@
-"""Kernel efficiencies the serving model runs on: published kernel figures (data/kernels.toml), replaced
-operator by operator by what this project measured on a GPU of the same architecture.
+"""Kernel efficiencies the serving model runs on, and the one place that decides an operator's efficiency at its shape.
 
-A measured efficiency replaces a published one only where the measured kernel is the kind production
-serving uses: dense GEMMs (cuBLAS through ``torch.matmul`` / ``torch._scaled_mm``), causal prefill
-attention (PyTorch's flash/cuDNN SDPA) and norms. MLA decode attention (measured as two bmm, not
-FlashMLA) and fp8 grouped GEMMs (measured as a loop, not DeepGEMM's grouped kernel) keep the
-published figures, and so does communication (one GPU cannot measure an all-to-all). A measured
-dense GEMM is a curve over its rows M, read at each GEMM's own M; published figures are one number
-per class. Efficiencies never cross from a CPU to a GPU.
+For an operator of a given class at a given shape, in this order (``Kernels.gemm``, ``attention``, ``routed_experts``,
+``elementwise``, ``allreduce_s``):
+
+1. this project's own measurement of the same kernel on the same GPU (estimator/measured_kernels.py: the BF16 GEMM
+   measured here is the cuBLAS GEMM vLLM's and SGLang's linear layers call);
+2. the measured operator database (core/data/kernels, estimator/engine_kernels.py) for the GPU and the engine the
+   prediction is about, at the version closest to it, inside its measured shapes (the source names system, backend,
+   version and kernel); for GQA decode attention beyond them, the engine's best measured share of the bandwidth at the
+   model's heads ratio, held constant;
+3. the class's figure: this project's measurement on a GPU of the same architecture (the FP8 GEMM measured here is
+   torch._scaled_mm, another kernel than the engines', so it comes after the database), else kernels.toml's published
+   figures (Hopper kernel benchmarks).
+
+A decode step the engine replays from a CUDA graph runs its linear maps and elementwise kernels at the captured batch it
+is padded to (core/data/engines/); the operator's efficiency is restated for the rows it counts. A ranged assumption
+(sensitivity table, plan's interval) moves a measured figure by the factor it moves the class's own figure
+(``with_value``), so every shape read off the database or a measured curve moves with it.
 """
 
 from __future__ import annotations
@@ -21,60 +30,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.engines import DEFAULT_ENGINE
-from core.hardware import CatalogError, Device, all_gpus
+from core.engines import DEFAULT_ENGINE, CudaGraphs, engine_rules
+from core.hardware import CatalogError, Device
 from core.paths import DATA_DIR
+from core.shapes import Shapes
+from estimator.eff import LOW_LATENCY_SCALE, OPERATOR_CLASSES, Eff, Knob
+from estimator.engine_kernels import EngineKernels
+from estimator.kernel_db import system_of
+from estimator.measured_kernels import SAME_KERNEL, measured_efficiencies, measured_on
 
 KERNELS_FILE = DATA_DIR / "kernels.toml"
 PUBLISHED_ON = "hopper"  # the architecture every published figure of kernels.toml was measured on (H800, H100 SXM5)
-OPERATOR_CLASSES = ("gemm", "gemm_bf16", "gemm_fp4", "gemm_weight_only", "grouped_gemm", "attention_decode", "attention_decode_gqa",
-                    "attention_prefill", "elementwise")
-# measured operator -> the class it can stand for (and the precision whose record counts)
-MEASURED_STANDS_FOR = {
-    ("gemm", "fp8"): "gemm",
-    ("gemm", "bf16"): "gemm_bf16",
-    ("attention_prefill", "bf16"): "attention_prefill",
-    ("rmsnorm", "bf16"): "elementwise",
-}
-
-
-@dataclass(frozen=True)
-class Knob:
-    """A ranged assumption, by type: an operator class's ``compute`` or ``memory`` efficiency (``op_class`` given), the
-    multiplier on DeepEP's low-latency table (``low_latency_scale``), or a Kernels field. Shown as 'gemm.compute', 'overlap'."""
-
-    name: str  # the Kernels field, or the part ("compute", "memory") of an operator class
-    op_class: str = ""
-
-    def __post_init__(self) -> None:
-        if self.op_class and (self.op_class not in OPERATOR_CLASSES or self.name not in ("compute", "memory")):
-            raise CatalogError(f"no ranged efficiency {self}: operator classes are {', '.join(OPERATOR_CLASSES)}, parts compute and memory")
-
-    def __str__(self) -> str:
-        return f"{self.op_class}.{self.name}" if self.op_class else self.name
-
-
-LOW_LATENCY_SCALE = Knob("low_latency_scale")  # a multiplier on DeepEP's low-latency table, 1.0 at its centre
-
-
-@dataclass(frozen=True)
-class Eff:
-    """Fractions of the datasheet peak (of the operator's precision) and bandwidth, and where they come from."""
-
-    compute: float
-    memory: float
-    source: str
-    measured_on: str = ""  # the devices a measured efficiency comes from; empty for a published one
-    curve: tuple[tuple[float, float, float], ...] = ()  # (rows M, compute, memory) measured at each M; empty: one figure for all
-
-    def at(self, m: float) -> Eff:
-        """The efficiency of a GEMM of ``m`` rows: interpolated in log M between the measured points (the ends held
-        beyond them), so a shape gets what was measured near it, not the best of all shapes; the one figure where no curve."""
-        if not self.curve:
-            return self
-        x, ms = math.log(max(m, 1e-9)), [math.log(p[0]) for p in self.curve]
-        return replace(self, compute=float(np.interp(x, ms, [p[1] for p in self.curve])),
-                       memory=float(np.interp(x, ms, [p[2] for p in self.curve])), curve=())  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,6 +65,11 @@ class Kernels:
     allreduce_source: str
     ranges: dict[Knob, tuple[float, float]] = field(default_factory=dict)
     engine: str = DEFAULT_ENGINE  # whose rules (core/data/engines/) a step follows: CUDA graphs, scheduler, extra kernels
+    database: EngineKernels | None = None  # the measured kernels of the GPU and engine predicted for (core/data/kernels)
+    own: frozenset[str] = frozenset()  # classes whose figure is this GPU's own measurement of the engine's kernel
+    scale: dict[str, tuple[float, float]] = field(default_factory=dict)  # class -> (compute, memory) factors ranges set
+    cuda_graphs: CudaGraphs | None = None  # the captured sizes a deployment set itself; None: the engine's rules
+    padding: float = 1.0  # rows a step runs per row it counts: a decode step's CUDA graph padded up (serving.step sets it)
 
     def low_latency_bytes_per_s(self, ep: int) -> float:
         """DeepEP low-latency bandwidth per GPU at expert-parallel degree ``ep`` (table interpolated in log EP)."""
@@ -107,11 +78,89 @@ class Kernels:
             return table[0][1] * 1e9
         for (e0, b0), (e1, b1) in zip(table, table[1:]):
             if ep <= e1:
-                import math
-
                 w = (math.log(ep) - math.log(e0)) / (math.log(e1) - math.log(e0))
                 return (b0 + w * (b1 - b0)) * 1e9
         return table[-1][1] * 1e9
+
+    def graph_run(self, gpu_name: str, tokens: float) -> tuple[float, bool]:
+        """(tokens a step of ``tokens`` per engine runs, whether it replays a CUDA graph), by the deployment's own captured
+        sizes where it set them, else the engine's (core/data/engines/)."""
+        return (self.cuda_graphs or engine_rules(self.engine).graphs(gpu_name)).run(tokens)
+
+    def _measured(self, cls: str, e: Eff | None) -> Eff | None:
+        """A database figure moved as the ranged assumptions moved the class's own figure."""
+        return None if e is None else e.scaled(*self.scale.get(cls, (1.0, 1.0)))
+
+    def _db(self, cls: str) -> EngineKernels | None:
+        return None if cls in self.own else self.database
+
+    def gemm(self, gpu: Device, rows: float, n: float, k: float, fmt: str, cls: str, precision: str, flops: float, nbytes: float,
+             row_bytes: float) -> Eff:  # fmt: skip
+        """A linear map of ``rows`` x (``k`` x ``n``) weights named ``fmt`` in the database (fp8, fp8_block, nvfp4, bf16;
+        empty: none read), of operator class ``cls`` (batch.gemm_class), ``flops`` and ``nbytes`` counted, ``row_bytes`` of
+        them per row. Padded rows run too."""
+        run = rows * self.padding
+        work = (flops * run / rows, nbytes + (run - rows) * row_bytes) if rows else (flops, nbytes)
+        db = self._db(cls)
+        e = self._measured(cls, db.gemm(gpu, fmt, run, n, k, *work, precision) if db and fmt else None) or self.ops[cls].at(run)
+        return e if run == rows else e.for_work((flops, nbytes), work, f"padded to {run:g} rows (CUDA graph)")
+
+    def attention(self, gpu: Device, phase: str, tokens: float, context: float, heads: int, kv_heads: int, head_dim: int,
+                  kv_dtype: str) -> Eff:  # fmt: skip
+        """GQA attention of ``tokens`` tokens (the TP group's) attending ``context`` cached tokens on average, this GPU's
+        ``heads`` and ``kv_heads``. Prefill: the database's whole prompts of the same work (EngineKernels.prefill_attention).
+        Decode: the engine's best measured share of the bandwidth at this heads ratio (decode_attention_fraction), the same
+        at every shape, measured or beyond the measured grid, before the published GQA figure (attention_decode_gqa): the
+        database times 18 of the validation rows' 112 decode shapes, and a latency read where it has one beside a figure
+        where it has none would make the step jump at the grid's edge."""
+        cls = "attention_decode_gqa" if phase == "decode" else "attention_prefill"
+        db = self._db(cls)
+        if db and phase == "decode":
+            share = db.decode_fraction(gpu, heads, kv_heads, head_dim, kv_dtype)
+            return Eff(self.ops[cls].compute, min(share[0] * self.scale.get(cls, (1.0, 1.0))[1], 1.0), share[1]) if share else self.ops[cls]
+        got = db.prefill_attention(gpu, tokens, context, heads, kv_heads, head_dim, kv_dtype) if db else None
+        return self._measured(cls, got) or self.ops[cls]
+
+    def routed_experts(self, gpu: Device, phase: str, fmt: str, group_tokens: float, s: Shapes, tp: int, ep: int, precision: str,
+                       flops: float, nbytes: float, imbalance: float, figure: tuple[str, float]) -> Eff:  # fmt: skip
+        """One MoE layer's routed experts on the busiest GPU: the database's balanced latency for the expert-parallel
+        group's ``group_tokens`` times ``imbalance`` (the busiest GPU's work over the mean, which ``flops``/``nbytes`` hold);
+        else ``figure`` (class, rows: the grouped GEMM's class read at its tokens per expert)."""
+        db = self._db(figure[0])
+        got = db.moe(gpu, phase, fmt, group_tokens, s, tp, ep, flops / imbalance, nbytes / imbalance, precision) if db and fmt else None
+        return self._measured(figure[0], got) or self.ops[figure[0]].at(figure[1])
+
+    def elementwise(self, rows: float) -> Eff:
+        """Norms, residuals, activations over ``rows`` rows: a padded step runs its padding's rows too."""
+        e, p = self.ops["elementwise"], self.padding
+        return e if p == 1.0 else e.for_work((1.0, 1.0), (p, p), f"padded to {rows * p:g} rows (CUDA graph)")
+
+    def row_edges(self, gpu_name: str) -> tuple[float, ...]:
+        """Tokens per engine step past which a decode step's time jumps: each captured CUDA-graph size and the one after it
+        (padded to the next size, or eager), and the rows the database measured GEMMs at (pairs such as 256 and 257, where
+        a kernel's tiles change): what a table of steps over the batch must hold as grid points."""
+        sizes = (self.cuda_graphs or engine_rules(self.engine).graphs(gpu_name)).sizes
+        rows = self.database.gemm_rows() if self.database else ()
+        return tuple(sorted({float(p + d) for p in sizes for d in (0, 1)} | set(rows)))
+
+    def figure(self, cls: str, rows: float = 1.0) -> Eff:
+        """The class's own figure (a measured curve read at ``rows``, else published) for the operators no measured
+        kernel table stands for: MLA's absorbed bmm and attention, the router, the LM head with its sampling."""
+        return self.ops[cls].at(rows)
+
+    def allreduce_s(self, gpu: Device, tp: int, elements: float) -> tuple[float, str]:
+        """(seconds, source) of one tensor-parallel all-reduce of ``elements`` BF16 values: the engine's measured latency
+        where the database holds it (NVLink GPUs), moved as the ranged all-reduce assumptions move the published formula;
+        else that formula, a fixed latency plus the bytes at a share of one NVLink direction (kernels.toml [allreduce])."""
+        formula = self._allreduce_formula_s(gpu, tp, elements)
+        got = self.database.allreduce_s(gpu, tp, elements) if self.database else None
+        if got is None:
+            return formula, self.allreduce_source
+        return got[0] * formula / published_kernels()._allreduce_formula_s(gpu, tp, elements), got[1]
+
+    def _allreduce_formula_s(self, gpu: Device, tp: int, elements: float) -> float:
+        bus = self.allreduce_nvlink_fraction * (gpu.nvlink_gb_per_s or 0) / 2 * 1e9
+        return self.allreduce_latency_s + (2 * (tp - 1) / tp * elements * 2 / bus if bus else 0.0)
 
 
 @cache
@@ -159,64 +208,30 @@ def published_kernels() -> Kernels:
     )
 
 
-def measured_efficiencies(ops: pd.DataFrame, gpu: Device) -> dict[str, Eff]:
-    """Operator classes measured on a GPU of ``gpu``'s architecture (itself first), from operator records.
-
-    compute: the best datasheet MFU over the shapes; memory: the best datasheet MBU. GEMMs also keep their
-    curve over M (median over layers at each M), which the serving model reads at each GEMM's own M.
-    Only catalogued GPUs count: their efficiencies are against datasheets.
-    """
-    if ops is None or ops.empty:
-        return {}
-    same = ops[ops["catalog_name"] == gpu.name]
-    if same.empty and gpu.architecture:
-        arch_of = {name: g.architecture for name, g in all_gpus().items()}  # each GPU file's architecture field
-        same = ops[ops["catalog_name"].map(arch_of.get) == gpu.architecture]
-    out: dict[str, Eff] = {}
-    for (op, dtype), cls in MEASURED_STANDS_FOR.items():
-        g = same[(same["operator"] == op) & (same["dtype"] == dtype)]
-        if g.empty or g["mfu"].isna().all():
-            continue
-        curve: tuple[tuple[float, float, float], ...] = ()
-        if op == "gemm":
-            med = g.groupby("m")[["mfu", "mbu"]].median().dropna()
-            compute, memory = float(med["mfu"].max()), float(med["mbu"].max())
-            # at each M only the resource that bound it follows the curve; the other keeps its best (a compute-bound
-            # GEMM's low MBU says nothing of the bandwidth it could reach, nor a memory-bound one's MFU of its FLOP/s)
-            curve = tuple(
-                (
-                    float(m),
-                    min(float(r.mfu) if r.mfu / compute >= r.mbu / memory else compute, 1.0),
-                    min(memory if r.mfu / compute >= r.mbu / memory else float(r.mbu), 1.0),
-                )
-                for m, r in med.iterrows()
-                if m > 0
-            )
-        else:
-            compute, memory = float(g["mfu"].max()), float(g["mbu"].max())
-        devices = ", ".join(sorted(set(g["device_name"])))
-        out[cls] = Eff(
-            min(compute, 1.0), min(memory, 1.0), f"measured: {op} {dtype} on {devices} ({len(g)} shapes, results/runs)", devices, curve
-        )
-    return out
-
-
-def kernels_for(gpu: Device, ops: pd.DataFrame | None = None, fp8_block_scaled: bool = False) -> tuple[Kernels, str]:
-    """The kernels for ``gpu``: published, with measured operator classes swapped in; and a one-line source.
+def kernels_for(gpu: Device, ops: pd.DataFrame | None = None, fp8_block_scaled: bool = False, engine: str = DEFAULT_ENGINE,
+                database: tuple[tuple[str, ...], str | None] | None = None) -> tuple[Kernels, str]:  # fmt: skip
+    """The kernels for ``gpu`` serving through ``engine`` (its rules, core/data/engines/): published, with measured operator
+    classes swapped in, the engine's measured kernels (``database``: the database's engines to read, its own first, and the
+    version asked; default the engine rules' own) read before them; and a one-line source.
 
     ``fp8_block_scaled``: the model's FP8 weights are block-scaled (DeepSeek-V3), served by block-scaled kernels
-    (DeepGEMM); the FP8 GEMM measured here is torch._scaled_mm with row-wise scales, not that kernel, so the published
-    DeepGEMM figures stay for the FP8 GEMMs."""
-    base = published_kernels()
+    (DeepGEMM); the FP8 GEMM measured here is torch._scaled_mm with row-wise scales, not that kernel, so it does not
+    stand for the FP8 GEMMs."""
+    base, rules = published_kernels(), engine_rules(engine)
+    backends, version = database or (rules.kernel_backends, rules.version)
     measured = measured_efficiencies(ops, gpu) if ops is not None else {}
     if fp8_block_scaled:
         measured.pop("gemm", None)
+    own = frozenset(c for c in measured if measured_on(ops, gpu) and backends and backends[0] in SAME_KERNEL.get(c, ()))
+    db = EngineKernels(gpu.name, tuple(backends), version) if backends and system_of(gpu.name) else None
+    k = replace(base, ops={**base.ops, **measured}, engine=engine, database=db, own=own)
+    held = f"{backends[0]} {version or 'newest'} kernels measured on {gpu.name} (core/data/kernels) where held; " if db else ""
     if not measured:
-        return base, published_source(gpu)
-    merged = {**base.ops, **measured}
+        return k, held + published_source(gpu)
     devices = ", ".join(sorted({e.measured_on for e in measured.values()}))
     rest = "published" if gpu.architecture == PUBLISHED_ON else "published (measured on Hopper)"
-    return replace(base, ops=merged), f"measured {', '.join(sorted(measured))} ({devices}); {rest} for the rest"
+    first = f" ({', '.join(sorted(own))} before the database: the same kernel)" if own else ""
+    return k, f"{held}measured {', '.join(sorted(measured))} ({devices}){first}; {rest} for the rest"
 
 
 def published_source(gpu: Device) -> str:
@@ -228,12 +243,16 @@ def published_source(gpu: Device) -> str:
 
 
 def with_value(k: Kernels, knob: Knob, value: float) -> Kernels:
-    """``k`` with one ranged assumption set to ``value`` (for the sensitivity table and the interval's draws)."""
-    if knob.op_class:  # a measured curve keeps its shape, scaled so that its best point takes the value
-        e, i = k.ops[knob.op_class], 1 if knob.name == "compute" else 2
-        scale = value / getattr(e, knob.name) if getattr(e, knob.name) else 1.0
-        curve = tuple(tuple(min(v * scale, 1.0) if j == i else v for j, v in enumerate(p)) for p in e.curve)
-        return replace(k, ops={**k.ops, knob.op_class: replace(e, **{knob.name: value}, curve=curve)})
+    """``k`` with one ranged assumption set to ``value`` (for the sensitivity table and the interval's draws). An operator
+    class's figure takes the value; a measured curve keeps its shape, scaled so that its best point takes it; every figure
+    read off the measured database for that class is scaled by the same factor (``Kernels.scale``)."""
+    if knob.op_class:
+        e, part = k.ops[knob.op_class], knob.name
+        factor = value / getattr(e, part) if getattr(e, part) else 1.0
+        c, m = k.scale.get(knob.op_class, (1.0, 1.0))
+        scale = (c * factor, m) if part == "compute" else (c, m * factor)
+        moved = replace(e.scaled(factor, 1.0) if part == "compute" else e.scaled(1.0, factor), **{part: value})
+        return replace(k, ops={**k.ops, knob.op_class: moved}, scale={**k.scale, knob.op_class: scale})
     if knob == LOW_LATENCY_SCALE:
         return replace(k, low_latency_gb_per_s=tuple((e, b * value) for e, b in k.low_latency_gb_per_s))
     return replace(k, **{knob.name: value})

@@ -21,7 +21,8 @@ from core.opcounts import ep_bytes_per_token, expert_gemm_flops, imbalance
 from core.shapes import Shapes
 from estimator.arch import experts_per_gpu
 from estimator.attention_ops import attention_costs
-from estimator.batch import Batch, Op, OpCost, activation_bytes
+from estimator.batch import Batch, Op, OpCost, activation_bytes, gemm_class
+from estimator.engine_kernels import database_format
 from estimator.mixer_ops import mixer_costs
 
 __all__ = ["Batch", "Comm", "Op", "OpCost", "layer_costs", "layer_ops", "summed"]
@@ -37,6 +38,7 @@ class Comm:
     dispatch: float = 0.0
     combine: float = 0.0
     allreduce: float = 0.0
+    allreduce_source: str = ""  # where the all-reduce's time comes from (kernels.Kernels.allreduce_s)
 
 
 def dense_ffn_costs(x: Batch) -> list[OpCost]:
@@ -47,16 +49,21 @@ def dense_ffn_costs(x: Batch) -> list[OpCost]:
     gated = [x.swiglu(x.m, lin[n][1] / 2 / tp, s.dense_layers, "dense_ffn") for n in ("dense_gate_up", "gate_up") if n in lin]
     if "up" in lin:  # squared ReLU: reads the up projection's output once, writes it once
         ab = activation_bytes(x.fmt("dense_ffn")[2])
-        gated.append(OpCost(Op.FFN_ACTIVATION, 0.0, x.m * lin["up"][1] / tp * (2.0 + ab), "bf16", x.k.ops["elementwise"], s.dense_layers))
+        gated.append(OpCost(Op.FFN_ACTIVATION, 0.0, x.m * lin["up"][1] / tp * (2.0 + ab), "bf16", x.k.elementwise(x.m), s.dense_layers))
     return costs + gated
+
+
+def balanced_pairs(x: Batch) -> float:
+    """(token, expert) pairs one GPU's routed experts take in one layer at perfectly balanced routing."""
+    s, lay = x.s, x.layout
+    return x.tokens * s.experts_per_token * lay.num_gpus / lay.ep if lay.ep > 1 else x.m * s.experts_per_token
 
 
 def routed_pairs(x: Batch) -> float:
     """(token, expert) pairs the busiest GPU's routed experts take in one layer: routing as independent draws over
     balanced experts (Poisson)."""
-    s, lay = x.s, x.layout
-    pairs = x.tokens * s.experts_per_token * lay.num_gpus / lay.ep if lay.ep > 1 else x.m * s.experts_per_token
-    return pairs * imbalance(pairs, 1.0, lay.ep)
+    pairs = balanced_pairs(x)
+    return pairs * imbalance(pairs, 1.0, x.layout.ep)
 
 
 def touched_experts(x: Batch) -> float:
@@ -82,13 +89,16 @@ def moe_costs(x: Batch) -> list[OpCost]:
     costs = [x.gemm(Op.SHARED_EXPERTS, *lin[n], s.moe_layers, component="shared_experts") for n in ("shared_gate_up", "shared_down")
              if n in lin]  # fmt: skip
     costs.append(OpCost(Op.ROUTER, 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * activation_bytes(x.gp),
-                        "bf16", x.k.ops["gemm_bf16"].at(m), s.moe_layers))  # fmt: skip
+                        "bf16", x.k.figure("gemm_bf16", m), s.moe_layers))  # fmt: skip
     pairs, split = routed_pairs(x), 1 if lay.ep > 1 else lay.tp
-    _, wb, prec = x.fmt("routed_experts")
+    fmt, wb, prec = x.fmt("routed_experts")
     ab, touched = activation_bytes(prec), touched_experts(x)
     nbytes = sum(touched * kk * nn / split * wb + pairs * (kk * ab + nn / split * 2) for kk, nn in s.expert_k_n)
-    eff = x.gemm_eff(prec, wb, pairs / max(touched, 1e-9), grouped=True)
-    costs.append(OpCost(Op.ROUTED_EXPERTS, expert_gemm_flops(s, pairs) / split, nbytes, prec, eff, s.moe_layers))
+    flops, group = expert_gemm_flops(s, pairs) / split, x.tokens * lay.ep if lay.ep > 1 else m  # group: tokens into the EP group
+    figure = (gemm_class(prec, wb, grouped=True), pairs / max(touched, 1e-9))  # the class's, at tokens per touched expert
+    eff = x.k.routed_experts(x.gpu, x.phase, database_format(fmt, prec, x.a.fp8_block_scaled), group, s, lay.tp, lay.ep, prec, flops,
+                             nbytes, pairs / balanced_pairs(x), figure)  # fmt: skip
+    costs.append(OpCost(Op.ROUTED_EXPERTS, flops, nbytes, prec, eff, s.moe_layers))
     costs.append(x.swiglu(pairs, s.expert_k_n[0][1] / 2 / split, s.moe_layers, "routed_experts"))
     if "shared_gate_up" in lin:
         costs.append(x.swiglu(m, lin["shared_gate_up"][1] / 2 / lay.tp, s.moe_layers, "shared_experts"))
@@ -100,13 +110,13 @@ def tail_costs(x: Batch) -> list[OpCost]:
     s, tp = x.s, x.layout.tp
     head_tokens = x.seqs * x.q_per_seq if x.phase == "decode" else x.seqs  # prefill: the last position of each prompt
     return [
-        OpCost(Op.NORMS, 0.0, ELEMENTWISE_VECTORS * x.m * s.hidden * 2, "bf16", x.k.ops["elementwise"], s.num_layers),
+        OpCost(Op.NORMS, 0.0, ELEMENTWISE_VECTORS * x.m * s.hidden * 2, "bf16", x.k.elementwise(x.m), s.num_layers),
         OpCost(
             Op.LM_HEAD,
             2 * head_tokens * s.hidden * s.vocab / tp,
             s.hidden * s.vocab / tp * 2 + 3 * head_tokens * s.vocab * 4,
             "bf16",
-            x.k.ops["gemm_bf16"].at(head_tokens),
+            x.k.figure("gemm_bf16", head_tokens),
             1,
         ),
     ]
@@ -140,10 +150,9 @@ def communication(x: Batch) -> Comm:
         # the all-to-all waits for the GPU receiving the most tokens (the same Poisson routing as the experts)
         dispatch_b, combine_b = (x.tokens * imbalance(x.tokens * copies, 1.0, lay.ep) * b for b in ep_bytes_per_token(s, copies))
         comm.dispatch, comm.combine = dispatch_b / rate * s.moe_layers, combine_b / rate * s.moe_layers
-    if lay.tp > 1:  # an all-reduce after each sublayer over NVLink, each a fixed latency plus its bytes at the bus bandwidth
-        bus = k.allreduce_nvlink_fraction * (x.gpu.nvlink_gb_per_s or 0) / 2 * 1e9
-        transfer = 2 * (lay.tp - 1) / lay.tp * x.m * s.hidden * 2 / bus if bus else 0.0
-        comm.allreduce = allreduces(s) * (k.allreduce_latency_s + transfer)
+    if lay.tp > 1:  # an all-reduce after each sublayer of the TP group's tokens x hidden (kernels.Kernels.allreduce_s)
+        one_s, comm.allreduce_source = k.allreduce_s(x.gpu, lay.tp, x.m * s.hidden)
+        comm.allreduce = allreduces(s) * one_s
     return comm
 
 

@@ -29,7 +29,7 @@ from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels
 from estimator.layer_ops import Batch, Comm, Op, layer_ops
-from estimator.step_floor import engine_tokens_per_step, exposed_scheduler_s, kernels_per_step, launch_overhead_s, scheduler_s
+from estimator.step_floor import engine_tokens_per_step, exposed_scheduler_s, kernels_per_step, launch_overhead_s, padded, scheduler_s
 
 
 @dataclass
@@ -141,6 +141,7 @@ def step(
         seqs = tokens_per_gpu / max(prompt_len * uncached, 1.0)
         tokens, advanced = tokens_per_gpu, tokens_per_gpu
         ctx = prompt_len * cached_fraction + prompt_len * uncached / 2  # uncached tokens follow the cached prefix
+    k = padded(k, gpu, layout, tokens) if phase == "decode" else k  # a CUDA graph's padding runs too
     micro = 2 if layout.ep > 1 and k.overlap > 0 else 1  # two micro-batches hide communication
     x = Batch(a, gpu, layout, k, phase, tokens / micro, seqs / micro, ctx, q, kv_dtype, uncached, prompt_len)
     ops, flops, comm, bounds, sources, cost_kernels = layer_ops(x)
@@ -161,7 +162,8 @@ def step(
     floor_s, floor_sources = _floor(a, gpu, layout, k, micro, cost_kernels + mtp_kernels, tokens, seqs, gpu_s)
     breakdown.update(floor_s)
     bounds.update({Op.COMMUNICATION: "communication", Op.SMS_LENT: "communication", Op.KERNEL_LAUNCHES: "launch", Op.SCHEDULER: "CPU"})
-    comm_source = "; ".join(src for src, t in ((k.comm_source, ep_comm), (k.allreduce_source, comm.allreduce)) if t) or k.comm_source
+    allreduce_source = comm.allreduce_source or k.allreduce_source  # the measured database's all-reduce where it was read
+    comm_source = "; ".join(src for src, t in ((k.comm_source, ep_comm), (allreduce_source, comm.allreduce)) if t) or k.comm_source
     sources.update({Op.COMMUNICATION: comm_source, Op.SMS_LENT: k.comm_source, **floor_sources})
     all_comm, total = ep_comm + comm.allreduce * micro, gpu_s + sum(floor_s.values())
     if layout.pp > 1:
@@ -190,7 +192,7 @@ def _floor(a: Arch, gpu: Device, layout: Layout, k: Kernels, micro: int, cost_ke
     """The step's kernel launches and the scheduler time the GPU waits for (estimator/step_floor.py), in seconds, with sources."""
     rules = engine_rules(k.engine)
     kernels = micro * kernels_per_step(cost_kernels, a, layout, rules)
-    captured = rules.captured(gpu.name, engine_tokens_per_step(tokens, layout))
+    captured = k.graph_run(gpu.name, engine_tokens_per_step(tokens, layout))[1]
     launches = launch_overhead_s(kernels, gpu_s, captured, k)
     waits = exposed_scheduler_s(scheduler_s(seqs, layout, rules), gpu_s + launches, k)
     engine = f"{rules.engine} {rules.version}"

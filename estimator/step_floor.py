@@ -1,4 +1,5 @@
-"""What a serving step costs beyond its operators' own time: launching its kernels and the engine's scheduler.
+"""What a serving step costs beyond its operators' own time: launching its kernels and the engine's scheduler, and the
+rows a CUDA graph's padding adds to a decode step.
 
 No step is faster than launching its kernels: each dependent kernel waits a gap for its launch (kernels.toml [launch]
 graph_gap_us, what a captured CUDA graph's nodes cost), and launched one by one (past the engine's largest captured
@@ -11,7 +12,10 @@ overlaps the GPU's step, so only what outlasts the GPU is added. Units: seconds,
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from core.engines import EngineRules, engine_rules
+from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels
 
@@ -31,6 +35,15 @@ def launch_overhead_s(kernels: float, kernel_seconds: float, captured: bool, k: 
     outlasts their run where it is longer (the host enqueues ahead while kernels run)."""
     gaps = kernels * k.graph_gap_s
     return gaps if captured else max(gaps, kernels * k.eager_launch_s - kernel_seconds)
+
+
+def padded(k: Kernels, gpu: Device, layout: Layout, tokens_per_gpu: float) -> Kernels:
+    """``k`` for a decode step of ``tokens_per_gpu`` tokens per GPU replayed from a CUDA graph padded up to the next
+    captured size (vLLM pads every step up to its largest; TensorRT-LLM with ``enable_padding``; core/data/engines/): its
+    linear maps and elementwise kernels run the padding's rows too (``Kernels.padding``)."""
+    engine_tokens = engine_tokens_per_step(tokens_per_gpu, layout)
+    run = k.graph_run(gpu.name, engine_tokens)[0]
+    return replace(k, padding=run / engine_tokens) if run > engine_tokens else k
 
 
 def engine_tokens_per_step(tokens_per_gpu: float, layout: Layout) -> float:

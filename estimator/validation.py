@@ -24,16 +24,19 @@ from typing import Any
 
 import pandas as pd
 
-from core.hardware import CatalogError, get_gpu
+from core.engines import CudaGraphs
+from core.hardware import CatalogError, Device, get_gpu
 from core.paths import DATA_DIR
-from estimator.arch import Layout, load_arch
-from estimator.kernels import kernels_for
+from estimator.arch import Arch, Layout, load_arch
+from estimator.bench_limits import bench_graphs
+from estimator.kernels import Kernels, kernels_for
 from estimator.memory import engine_step_tokens, kv_room_sequences
 from estimator.serving import step
 from estimator.traffic import mean_kv_len
 
 VALIDATION_FILE = DATA_DIR / "validation.toml"
 KINDS = ("max_load", "static_batch", "prefill_step", "decode_step")
+SOURCE_FIELDS = ("engine", "engine_version", "cuda_graph_sizes", "cuda_graph_padding", "bench")  # a [source.*] table's, for its rows
 PER = ("gpu", "instance", "node")
 
 
@@ -67,6 +70,26 @@ class Row:
     max_batch: int = 2048
     gate: bool = True
     note: str = ""
+    engine: str = ""  # the engine whose measured kernels stand for the source's (from its [source.*] table)
+    engine_version: str = ""
+    cuda_graph_sizes: tuple[int, ...] = ()  # the CUDA-graph batch sizes the source set itself; empty: the engine's rules
+    cuda_graph_padding: bool = False
+    bench: str = ""  # the benchmark tool whose own limits cut the captured sizes (trtllm-bench)
+
+    def kernels(self, gpu: Device, ops: pd.DataFrame | None, arch: Arch) -> Kernels:
+        """The kernels as the source ran them: its engine's rules (``kv_rule``), its engine's measured kernels at its
+        version (core/data/kernels), the CUDA graphs it captured (a trtllm-bench run: cut at the batch it chose)."""
+        db = ((self.engine,), self.engine_version or None) if self.engine else None
+        k = kernels_for(gpu, ops, arch.fp8_block_scaled, engine=self.kv_rule, database=db)[0]
+        if not self.cuda_graph_sizes:
+            return k
+        if self.bench == "trtllm-bench":
+            lengths = (self.input_len, self.output_len)
+            graphs = bench_graphs(self.cuda_graph_sizes, arch, gpu, self.tp, *lengths, self.kv_dtype, self.kv_fraction)
+        else:
+            graphs = CudaGraphs(self.cuda_graph_sizes, self.cuda_graph_padding)
+            graphs = graphs.capped(self.max_batch, engine_step_tokens(gpu, self.kv_rule))
+        return replace(k, cuda_graphs=graphs)
 
 
 def load_rows(path: Path = VALIDATION_FILE) -> tuple[list[Row], dict[str, dict[str, str]]]:
@@ -78,8 +101,10 @@ def load_rows(path: Path = VALIDATION_FILE) -> tuple[list[Row], dict[str, dict[s
     sources = d.get("source", {})
     rows = []
     for i, r in enumerate(d.get("row", [])):
+        source = sources.get(r.get("source"), {})
+        run = {f: tuple(v) if isinstance(v, list) else v for f, v in source.items() if f in SOURCE_FIELDS}  # how the source ran
         try:
-            row = Row(**r)
+            row = Row(**{**run, **r})
         except TypeError as exc:
             raise CatalogError(f"{path.name}: row {i + 1} ({r.get('id', '?')}): {exc}") from exc
         if row.kind not in KINDS or row.per not in PER or row.counts not in ("output", "input") or row.source not in sources:
@@ -91,7 +116,7 @@ def load_rows(path: Path = VALIDATION_FILE) -> tuple[list[Row], dict[str, dict[s
 def predict_row(row: Row, ops: pd.DataFrame | None = None) -> tuple[float, str]:
     """(tokens/s counted and scoped as the row counts them, how the prediction was made)."""
     arch, gpu = load_arch(row.model, row.weight_dtype), get_gpu(row.gpu)
-    k = replace(kernels_for(gpu, ops, arch.fp8_block_scaled)[0], engine=row.kv_rule)  # the engine the row ran (core/data/engines/)
+    k = row.kernels(gpu, ops, arch)
     lay = Layout(row.num_gpus, tp=row.tp, ep=row.ep, dp_attention=row.dp_attention, redundant_experts=row.redundant_experts)
     if row.kind == "prefill_step":
         st = step(arch, gpu, lay, k, "prefill", tokens_per_gpu=row.tokens_per_gpu, prompt_len=row.input_len, kv_dtype=row.kv_dtype)

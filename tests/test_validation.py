@@ -45,8 +45,8 @@ def test_the_median_error_stays_within_the_gate(table):
 
 def test_the_gate_fails_a_worse_model(table, monkeypatch):
     # the same rows with every GEMM reaching 70% of what it does now: the median must cross the bound
-    def slower(gpu, ops=None, fp8_block_scaled=False):
-        k, src = kernels_for(gpu, ops, fp8_block_scaled)
+    def slower(gpu, ops=None, fp8_block_scaled=False, **engine):  # with_value moves the database's GEMMs by the same factor
+        k, src = kernels_for(gpu, ops, fp8_block_scaled, **engine)
         for cls in ("gemm", "gemm_bf16", "grouped_gemm"):
             for part in ("compute", "memory"):
                 k = with_value(k, Knob(part, cls), getattr(k.ops[cls], part) * 0.7)
@@ -60,7 +60,7 @@ def test_a_static_batch_is_one_prefill_then_output_len_minus_one_decode_steps():
     row = v.Row(id="t", source="s", model="llama-2-7b", gpu="A100", weight_dtype="fp16", kv_dtype="bf16", num_gpus=1, kind="static_batch",
                 counts="output", per="gpu", value=1.0, batch=60, input_len=128, output_len=2048)  # fmt: skip
     a, gpu, lay = load_arch("llama-2-7b", "fp16"), get_gpu("A100"), Layout(1)
-    k, _ = kernels_for(gpu, None)
+    k = row.kernels(gpu, None, a)  # the engine the row names (kv_rule, TensorRT-LLM), its measured kernels
     pre = step(a, gpu, lay, k, "prefill", tokens_per_gpu=60 * 128, prompt_len=128)
     dec = step(a, gpu, lay, k, "decode", batch_per_gpu=60, context=128 + 1024)
     assert pre.tokens == 60 * 128

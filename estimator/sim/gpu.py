@@ -57,8 +57,12 @@ class GpuSteps:
         self.a, self.gpu, self.layout, self.k = a, gpu, layout, k
         self.budget, self.mtp, self.kv_dtype, self.tp = budget, mtp_tokens, kv_dtype, layout.tp
         pow2 = [float(2**i) for i in range(4, 20) if 2**i < max_seqs]  # measured GEMM curves bend at their points, powers of two
-        self.bs, self.ctxs = sorted(set(_grid(1, max_seqs, 1.08, 16) + pow2)), _grid(1, max_context, 2.0)
-        self.cs, self.xs = _grid(1, budget, 1.25, 8), _grid(0.5, max_context, 2.0)
+        # the step jumps past each captured CUDA-graph size and where the measured GEMMs change tiles (Kernels.row_edges): both
+        # sides of every edge are grid points, so the table interpolates only between jumps
+        edges = list(k.row_edges(gpu.name))  # the chunk's tokens are a prefill step's GEMM rows: the same edges
+        self.bs = sorted(set(_grid(1, max_seqs, 1.08, 16) + pow2 + [e for e in edges if e <= max_seqs]))
+        self.ctxs = _grid(1, max_context, 2.0)
+        self.cs, self.xs = sorted(set(_grid(1, budget, 1.25, 8) + [e for e in edges if e <= budget])), _grid(0.5, max_context, 2.0)
         self.decode = [[self.decode_exact(b, x) for x in self.ctxs] for b in self.bs]
         self.prefill = [[self.prefill_exact(c, x) for x in self.xs] for c in self.cs]
         self.per_chunk_token = [self.prefill_exact(budget, x) / budget for x in self.xs]
