@@ -16,9 +16,10 @@ from estimator.operators import load_ops
 from estimator.serving import step
 from fleetcal.cli import main
 
-# Median absolute error over the gated rows when this bound was set: 10.7% (55 rows). A change that makes the model
-# worse by more than the machine-free noise of this table (none: it is deterministic) fails here.
-MEDIAN_BOUND_PCT = 12.0
+# Median absolute error over the gated rows when this bound was set: 6.5% (110 rows, the measured operator database wired
+# into the serving model); the bound leaves one point above it. The table is deterministic (no machine noise): a change
+# that makes the model worse by a point over these rows fails here, and says why in its commit if it moves the bound.
+MEDIAN_BOUND_PCT = 7.5
 
 
 @pytest.fixture(scope="module")
