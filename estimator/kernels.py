@@ -212,13 +212,15 @@ def kernels_for(gpu: Device, ops: pd.DataFrame | None = None, fp8_block_scaled: 
                 database: tuple[tuple[str, ...], str | None] | None = None) -> tuple[Kernels, str]:  # fmt: skip
     """The kernels for ``gpu`` serving through ``engine`` (its rules, core/data/engines/): published, with measured operator
     classes swapped in, the engine's measured kernels (``database``: the database's engines to read, its own first, and the
-    version asked; default the engine rules' own) read before them; and a one-line source.
+    version asked; default the engine rules' own) read before them; and a one-line source. ``ops`` None (no measurement
+    asked for, as the report's and the backtest's 'published kernels' figures): published figures only, unless a
+    ``database`` is named.
 
     ``fp8_block_scaled``: the model's FP8 weights are block-scaled (DeepSeek-V3), served by block-scaled kernels
     (DeepGEMM); the FP8 GEMM measured here is torch._scaled_mm with row-wise scales, not that kernel, so it does not
     stand for the FP8 GEMMs."""
     base, rules = published_kernels(), engine_rules(engine)
-    backends, version = database or (rules.kernel_backends, rules.version)
+    backends, version = database or ((rules.kernel_backends, rules.version) if ops is not None else ((), None))
     measured = measured_efficiencies(ops, gpu) if ops is not None else {}
     if fp8_block_scaled:
         measured.pop("gemm", None)

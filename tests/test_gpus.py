@@ -94,7 +94,9 @@ def test_measured_efficiencies_cross_only_within_one_architecture_read_from_the_
     assert measured_efficiencies(_ops("MI300X"), get_gpu("MI325X"))["gemm_bf16"].compute == 0.8  # both cdna3
     _, source = kernels_for(get_gpu("MI355X"), h200)
     assert source == "published kernel figures (measured on Hopper; none for cdna4)"
-    _, source = kernels_for(get_gpu("H100"), None)  # the measured operator database holds vLLM's H100 kernels, before these
+    _, source = kernels_for(get_gpu("H100"), None)
+    assert source == "published kernel figures (no GPU of this architecture measured)"
+    _, source = kernels_for(get_gpu("H100"), h200.iloc[:0])  # nothing measured here: the database's vLLM kernels, then these
     assert source == ("vllm 0.32.0 kernels measured on H100 (core/data/kernels) where held; "
                       "published kernel figures (no GPU of this architecture measured)")
 

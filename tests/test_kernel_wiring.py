@@ -90,11 +90,13 @@ def test_this_projects_own_measurement_of_the_same_kernel_comes_before_the_datab
 def test_a_gpu_the_database_does_not_hold_keeps_the_model_as_it_was(ops):
     k, source = kernels_for(get_gpu("H800"), ops)
     assert k.database is None and "core/data/kernels" not in source
+    k, source = kernels_for(get_gpu("H100"), None)  # nothing measured asked for: published figures only
+    assert k.database is None and source == "published kernel figures (no GPU of this architecture measured)"
 
 
-def test_where_the_engine_has_no_table_of_a_family_another_engines_stands_in_and_says_so():
+def test_where_the_engine_has_no_table_of_a_family_another_engines_stands_in_and_says_so(ops):
     """vLLM's A100 tables hold no MoE: Qwen3-30B-A3B's routed experts (BF16) take SGLang's fused MoE on the A100."""
-    k, _ = kernels_for(get_gpu("A100"), None)
+    k, _ = kernels_for(get_gpu("A100"), ops)
     routed = next(c for c in _costs("qwen3-30b-a3b", "A100", k, kv="bf16", weights="bf16")[0] if c.name is Op.ROUTED_EXPERTS)
     assert "backend sglang" in routed.eff.source and "sglang's kernels stand in: no vllm moe table for A100" in routed.eff.source
 
@@ -195,10 +197,10 @@ def test_captured_sizes_padding_and_their_cut():
     assert listed.capped(4096, 700).sizes[-1] == 700 and listed.capped(512, 8192).sizes[-1] == 512
 
 
-def test_a_padded_decode_step_runs_its_linear_maps_at_the_captured_size_and_its_attention_at_its_own():
+def test_a_padded_decode_step_runs_its_linear_maps_at_the_captured_size_and_its_attention_at_its_own(ops):
     """vLLM pads 100 sequences to 104: the FFN takes the time of 104 rows, attention that of 100 sequences' KV."""
     a, g = load_arch("llama-3.1-8b", "fp8"), get_gpu("H100")
-    k, _ = kernels_for(g, None)
+    k, _ = kernels_for(g, ops)
     at = {b: step(a, g, Layout(1), k, "decode", batch_per_gpu=b, context=2048, kv_dtype="fp8") for b in (100, 104)}
     assert at[100].breakdown_ms[Op.DENSE_FFN] == pytest.approx(at[104].breakdown_ms[Op.DENSE_FFN], abs=1e-4)  # 4 decimals of a ms
     assert at[100].breakdown_ms[Op.ATTENTION] == pytest.approx(at[104].breakdown_ms[Op.ATTENTION] * 100 / 104, abs=1e-4)

@@ -71,11 +71,13 @@ def test_a_static_batch_is_one_prefill_then_output_len_minus_one_decode_steps():
 def test_max_load_holds_what_the_engines_kv_rule_admits():
     row = v.Row(id="t", source="s", model="llama-3.1-8b", gpu="H100", weight_dtype="fp8", kv_dtype="fp8", num_gpus=1, kind="max_load",
                 counts="output", per="instance", value=1.0, input_len=1000, output_len=2000, kv_fraction=0.95)  # fmt: skip
-    trt, _ = v.predict_row(row)
-    vllm, how = v.predict_row(replace(row, kv_rule="vllm", kv_fraction=0.9))
-    assert "KV room" in how
+    _, trt = v.predict_row(row)
+    _, vllm = v.predict_row(replace(row, kv_rule="vllm", kv_fraction=0.9))
+    assert "KV room" in vllm and "KV room" in trt
     # TensorRT-LLM reserves 3,000 tokens a request, vLLM holds 2,000 on average: more sequences in flight under vLLM's rule
-    assert int(how.split("batch ")[1].split()[0].replace(",", "")) > 0 and vllm > trt
+    # (compared by sequences: the two engines' steps differ besides, vLLM padding its CUDA graphs and TensorRT-LLM not)
+    batch = {e: int(how.split("batch ")[1].split()[0].replace(",", "")) for e, how in (("trt", trt), ("vllm", vllm))}
+    assert 0 < batch["trt"] < batch["vllm"]
 
 
 def test_validate_prints_every_row_and_the_summary(capsys):
