@@ -83,12 +83,13 @@ class Row:
         k = kernels_for(gpu, ops, arch.fp8_block_scaled, engine=self.kv_rule, database=db)[0]
         if not self.cuda_graph_sizes:
             return k
-        if self.bench == "trtllm-bench":
+        if self.bench == "trtllm-bench" and not self.dp_attention:
             lengths = (self.input_len, self.output_len)
             graphs = bench_graphs(self.cuda_graph_sizes, arch, gpu, self.tp, *lengths, self.kv_dtype, self.kv_fraction)
-        else:
+        else:  # with attention DP each GPU is an engine of max_batch / GPUs sequences (the row's max_batch is the bench's then)
             graphs = CudaGraphs(self.cuda_graph_sizes, self.cuda_graph_padding)
-            graphs = graphs.capped(self.max_batch, engine_step_tokens(gpu, self.kv_rule))
+            per_engine = self.max_batch / self.num_gpus if self.dp_attention else self.max_batch
+            graphs = graphs.capped(per_engine, engine_step_tokens(gpu, self.kv_rule))
         return replace(k, cuda_graphs=graphs)
 
 
