@@ -87,6 +87,16 @@ def test_this_projects_own_measurement_of_the_same_kernel_comes_before_the_datab
     assert "backend vllm" in next(c for c in _costs("llama-3.1-8b", "H100", h100)[0] if c.name is Op.DENSE_FFN).eff.source
 
 
+def test_vllms_block_scaled_fp8_gemms_are_not_read_where_vllm_picks_among_several_kernels(ops):
+    """DeepSeek-V3's block-scaled FP8 GEMMs through vLLM on H100: DeepGEMM, FlashInfer and CUTLASS were all timed and vLLM
+    picks by what is installed, so no latency is read; the published DeepGEMM figures stand."""
+    got = kdb.gemm("H100", "vllm", "fp8_block", 64, 7168, 2048, "0.32.0")
+    assert got.ms is None and "several kernels" in got.note
+    k, _ = kernels_for(get_gpu("H100"), ops, fp8_block_scaled=True)
+    proj = next(c for c in _costs("deepseek-v3", "H100", k, kv="bf16")[0] if c.name is Op.ATTENTION_PROJECTIONS and c.precision == "fp8")
+    assert proj.eff.source.startswith(published_kernels().ops["gemm"].source)
+
+
 def test_a_gpu_the_database_does_not_hold_keeps_the_model_as_it_was(ops):
     k, source = kernels_for(get_gpu("H800"), ops)
     assert k.database is None and "core/data/kernels" not in source
