@@ -28,7 +28,14 @@ from estimator.mixer_ops import mixer_costs
 __all__ = ["Batch", "Comm", "Op", "OpCost", "layer_costs", "layer_ops", "summed"]
 
 
-ELEMENTWISE_VECTORS = 10  # per token per layer: 2 RMS norms (read + write), 2 residual adds (2 reads + write), rotary
+# Hidden-size vectors a token's norms and residual adds move per layer: each of the two norms adds the residual in the
+# same kernel (reads the sublayer's output and the residual, writes the new residual and the normed input: 4 vectors), as
+# both engines run it: vLLM's RMSNorm.forward_cuda calls ops.fused_add_rms_norm (vllm/model_executor/layers/layernorm.py),
+# TensorRT-LLM's PyTorch RMSNorm calls flashinfer_fused_add_rmsnorm (tensorrt_llm/_torch/modules/rms_norm.py) from
+# LlamaDecoderLayer.forward (tensorrt_llm/_torch/models/modeling_llama.py). Unfused (a norm's read and write, an add's two
+# reads and a write) it would be 10, the count before. Rotary is not counted: TensorRT-LLM applies it inside its attention
+# op; vLLM's own in-place rotary kernel on q and k is left out (as it was before).
+ELEMENTWISE_VECTORS = 8
 
 
 @dataclass
