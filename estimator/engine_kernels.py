@@ -69,6 +69,16 @@ def _gemm_rows(gpu: str) -> tuple[float, ...]:
 
 
 @cache
+def _gemm_top(gpu: str, backend: str, version: str | None, dtype: str) -> float:
+    """The largest M the GEMM table measured for ``dtype`` weights through ``backend`` at the version read (0: none)."""
+    system = kdb.system_of(gpu)
+    df = kdb.table(system, "gemm")
+    df = df[(df["backend"] == backend) & (df["version"] == kdb.closest_version(list(kdb._held(system, "gemm", backend)), version))]
+    df = df[df["gemm_dtype"] == dtype]
+    return max((float(c.split("=", 1)[1]) for c in df.columns if c.startswith("m=") and df[c].notna().any()), default=0.0)
+
+
+@cache
 def decode_attention_fraction(gpu: str, backend: str, ratio: float, head_dim: int, kv_dtype: str, version: str | None) -> tuple[float, str]:
     """(share of the datasheet bandwidth, source) the engine's decode attention reaches reading KV on ``gpu`` with ``ratio``
     query heads per KV head: for each measured head count of that ratio (same head width and KV precision) the best share
@@ -193,6 +203,21 @@ class EngineKernels:
         """A linear map of ``m`` rows, (``k`` x ``n``) weights in ``fmt`` (fp8, fp8_block, bf16, fp16)."""
         shape = {"gemm_dtype": kdb.DTYPE[fmt], "n": float(n), "k": float(k), "m": float(m)}
         return self._eff("gemm", "gemm", shape, flops, nbytes, gpu, precision)
+
+    def gemm_held(self, gpu: Device, fmt: str, m: float, n: float, k: float, work: tuple[float, float], row_bytes: float,
+                  precision: str) -> Eff | None:  # fmt: skip
+        """``gemm`` at ``m`` rows doing ``work`` (FLOPs, bytes; ``row_bytes`` a row); beyond the largest M measured for the
+        format (8,192 on the A100's TensorRT-LLM 1.0.0 16-bit table, 32,768 on Hopper's) the efficiency there, held: a 128 x
+        128-tile kernel then runs at least 64 x N / 128 tiles, 2,048 for N >= 4,096, 19 waves on the A100's 108 SMs, so a
+        last partial wave idles under 5% (wave quantization, NVIDIA's Matrix Multiplication Background User's Guide,
+        docs.nvidia.com/deeplearning/performance/dl-performance-matrix-multiplication) and a compute-bound GEMM's share of
+        the peak no longer grows with M. A static batch's prefill runs such GEMMs (52 prompts of 2,048 tokens: M = 106,496)."""
+        backend, version = self._backend("gemm")
+        top = _gemm_top(self.gpu, backend, version, kdb.DTYPE[fmt]) if backend else 0.0
+        if not top or m <= top:
+            return self.gemm(gpu, fmt, m, n, k, *work, precision)
+        e = self.gemm(gpu, fmt, top, n, k, work[0] * top / m, work[1] - (m - top) * row_bytes, precision)
+        return None if e is None else Eff(e.compute, e.memory, f"{e.source}; the efficiency at m={top:g} held at {m:g} rows")
 
     def prefill_attention(self, gpu: Device, tokens: float, context: float, heads: int, kv_heads: int, head_dim: int,
                           kv_dtype: str) -> Eff | None:  # fmt: skip

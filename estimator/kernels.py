@@ -8,7 +8,7 @@ For an operator of a given class at a given shape, in this order (``Kernels.gemm
 2. the measured operator database (core/data/kernels, estimator/engine_kernels.py) for the GPU and the engine the
    prediction is about, at the version closest to it, inside its measured shapes (the source names system, backend,
    version and kernel); for GQA decode attention beyond them, the engine's best measured share of the bandwidth at the
-   model's heads ratio, held constant;
+   model's heads ratio, held constant; for a GEMM of more rows than the largest measured, the efficiency there, held;
 3. the class's figure: this project's measurement on a GPU of the same architecture (the FP8 GEMM measured here is
    torch._scaled_mm, another kernel than the engines', so it comes after the database), else kernels.toml's published
    figures (Hopper kernel benchmarks).
@@ -102,7 +102,8 @@ class Kernels:
         run = rows * self.padding
         work = (flops * run / rows, nbytes + (run - rows) * row_bytes) if rows else (flops, nbytes)
         db = self._db(cls)
-        e = self._measured(cls, db.gemm(gpu, fmt, run, n, k, *work, precision) if db and fmt else None) or self.ops[cls].at(run)
+        e = self._measured(cls, db.gemm_held(gpu, fmt, run, n, k, work, row_bytes, precision) if db and fmt else None)
+        e = e or self.ops[cls].at(run)
         return e if run == rows else e.for_work((flops, nbytes), work, f"padded to {run:g} rows (CUDA graph)")
 
     def attention(self, gpu: Device, phase: str, tokens: float, context: float, heads: int, kv_heads: int, head_dim: int,

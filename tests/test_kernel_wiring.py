@@ -63,12 +63,24 @@ def test_a_linear_map_takes_the_engines_measured_latency_at_its_own_shape():
     assert "system h100_sxm, backend trtllm 1.3.0rc20, gemm gemm_dtype=fp8 (kernel torch_flow)" in down.eff.source
 
 
-def test_beyond_the_measured_rows_the_class_figure_stands():
-    """The database's GEMMs stop at M = 32,768: a prefill step of 65,536 rows reads the class's figure (published here)."""
+def test_beyond_the_measured_rows_a_gemm_keeps_the_efficiency_of_the_largest_measured_m():
+    """The H100's TensorRT-LLM FP8 GEMMs stop at M = 32,768, the A100's 16-bit ones at 8,192: a GEMM of more rows takes the
+    share of the peak the largest measured M implies (compute-bound there: wave quantization under 5%,
+    EngineKernels.gemm_held), so twice the rows take twice that row count's measured time; below the edge nothing changes."""
     k, _ = kernels_for(get_gpu("H100"), None, engine="trtllm", database=(("trtllm",), "1.0.0"))
-    costs, _ = _costs("llama-3.1-8b", "H100", k, "prefill", tokens=65536, context=4096)
-    ffn = next(c for c in costs if c.name is Op.DENSE_FFN)
-    assert ffn.eff.source == published_kernels().ops["gemm"].source
+    down = lambda costs, m: next(c for c in costs if c.name is Op.DENSE_FFN and c.flops == 2 * m * 14336 * 4096)  # noqa: E731
+    at_edge, g = _costs("llama-3.1-8b", "H100", k, "prefill", tokens=32768, context=4096)
+    beyond, _ = _costs("llama-3.1-8b", "H100", k, "prefill", tokens=65536, context=4096)
+    edge_ms = kdb.gemm("H100", "trtllm", "fp8", 32768, 4096, 14336, "1.0.0").ms
+    assert _seconds(down(at_edge, 32768), g) * 1e3 == pytest.approx(edge_ms, rel=1e-9)
+    assert _seconds(down(beyond, 65536), g) == pytest.approx(2 * _seconds(down(at_edge, 32768), g), rel=1e-3)
+    assert "the efficiency at m=32768 held at 65536 rows" in down(beyond, 65536).eff.source
+    assert kdb.gemm("H100", "trtllm", "fp8", 65536, 4096, 14336, "1.0.0").ms is None  # the database itself answers nothing there
+    ka, _ = kernels_for(get_gpu("A100"), None, engine="trtllm", database=(("trtllm",), "0.6.1"))
+    a100, _ = _costs("llama-2-7b", "A100", ka, "prefill", tokens=106496, context=1024, kv="bf16", weights="bf16")
+    ffn = [c for c in a100 if c.name is Op.DENSE_FFN]
+    held = "the efficiency at m=8192 held at 106496 rows"
+    assert ffn and all("backend trtllm 1.0.0" in c.eff.source and held in c.eff.source for c in ffn)
 
 
 def test_this_projects_own_measurement_of_the_same_kernel_comes_before_the_database(ops):

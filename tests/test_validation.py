@@ -16,10 +16,11 @@ from estimator.operators import load_ops
 from estimator.serving import step
 from fleetcal.cli import main
 
-# Median absolute error over the gated rows when this bound was set: 6.5% (110 rows, the measured operator database wired
-# into the serving model); the bound leaves one point above it. The table is deterministic (no machine noise): a change
-# that makes the model worse by a point over these rows fails here, and says why in its commit if it moves the bound.
-MEDIAN_BOUND_PCT = 7.5
+# Median absolute error over the gated rows when this bound was set: 5.9% (122 rows: fused add-and-norm kernels counted,
+# the database's GEMM efficiency held beyond its largest measured M); the bound leaves 0.6 points above it. The table is
+# deterministic (no machine noise): a change that makes the model worse by that much over these rows fails here, and says
+# why in its commit if it moves the bound.
+MEDIAN_BOUND_PCT = 6.5
 
 
 @pytest.fixture(scope="module")
