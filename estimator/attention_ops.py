@@ -71,7 +71,7 @@ def _projections(x: Batch, layers: int) -> list[OpCost]:
     lin = x.s.linears
     costs = [x.gemm(Op.ATTENTION_PROJECTIONS, *lin[n], layers, split=1 if n in ("q_a_proj", "kv_a_proj") else None)
              for n in ("q_a_proj", "q_b_proj", "kv_a_proj", "qkv_proj") if n in lin]  # fmt: skip
-    return [*costs, x.gemm(Op.ATTENTION_PROJECTIONS, *lin["o_proj"], layers)]
+    return [*costs, x.gemm(Op.ATTENTION_PROJECTIONS, *lin["o_proj"], layers, row_parallel=True)]
 
 
 def _mla(x: Batch, layers: int) -> list[OpCost]:

@@ -90,15 +90,19 @@ class Batch:
         return fmt, WEIGHT_FORMATS[fmt].bytes_per_element, gemm_precision(self.gpu, fmt)
 
     def gemm(self, name: Op, kk: int, nn: int, layers: float, mm: float | None = None, component: str = "attention",
-             split: int | None = None) -> OpCost:  # fmt: skip
+             split: int | None = None, row_parallel: bool = False) -> OpCost:  # fmt: skip
         """A (mm × kk) by (kk × nn) GEMM of ``component``'s weights, split ``split`` ways (default: over the TP group),
-        read at their format's bytes and computed at its precision on this GPU."""
+        read at their format's bytes and computed at its precision on this GPU. Column-parallel (default) splits the
+        outputs N; ``row_parallel`` (the attention output and FFN down projections, whose partial sums the all-reduce adds)
+        splits the inputs K, as vLLM's RowParallelLinear and TensorRT-LLM's TensorParallelMode.ROW do: each GPU runs an
+        (mm × K / TP) by (K / TP × N) GEMM, the shape its kernel is timed at."""
         mm = self.m if mm is None else mm
         fmt, wb, prec = self.fmt(component)
-        n_, ab = nn / (self.layout.tp if split is None else split), activation_bytes(prec)
-        flops, nbytes = 2 * mm * kk * n_, kk * n_ * wb + mm * kk * ab + mm * n_ * 2
+        ways, ab = self.layout.tp if split is None else split, activation_bytes(prec)
+        k_, n_ = (kk / ways, nn) if row_parallel else (kk, nn / ways)
+        flops, nbytes = 2 * mm * k_ * n_, k_ * n_ * wb + mm * k_ * ab + mm * n_ * 2
         measured = database_format(fmt, prec, self.a.fp8_block_scaled)  # the format measured kernels are named by
-        eff = self.k.gemm(self.gpu, mm, n_, kk, measured, gemm_class(prec, wb), prec, flops, nbytes, kk * ab + n_ * 2)
+        eff = self.k.gemm(self.gpu, mm, n_, k_, measured, gemm_class(prec, wb), prec, flops, nbytes, k_ * ab + n_ * 2)
         return OpCost(name, flops, nbytes, prec, eff, layers)
 
     def gemm_eff(self, precision: str, weight_bytes: float, mm: float, grouped: bool = False) -> Eff:

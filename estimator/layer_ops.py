@@ -52,7 +52,8 @@ def dense_ffn_costs(x: Batch) -> list[OpCost]:
     """The dense FFN's GEMMs and activation, in the layers that have one (Nemotron-H's squared ReLU: up and down only)."""
     s, lin, tp = x.s, x.s.linears, x.layout.tp
     names = ("dense_gate_up", "dense_down", "gate_up", "down", "up")
-    costs = [x.gemm(Op.DENSE_FFN, *lin[n], s.dense_layers, component="dense_ffn") for n in names if n in lin]
+    costs = [x.gemm(Op.DENSE_FFN, *lin[n], s.dense_layers, component="dense_ffn", row_parallel=n in ("dense_down", "down"))
+             for n in names if n in lin]  # fmt: skip
     gated = [x.swiglu(x.m, lin[n][1] / 2 / tp, s.dense_layers, "dense_ffn") for n in ("dense_gate_up", "gate_up") if n in lin]
     if "up" in lin:  # squared ReLU: reads the up projection's output once, writes it once
         ab = activation_bytes(x.fmt("dense_ffn")[2])

@@ -61,7 +61,8 @@ def mixer_costs(x: Batch) -> list[OpCost]:
     s, tp, costs = x.s, x.layout.tp, []
     state = state_bytes_per_layer(s, 1)  # one sequence's state in one layer
     for kind, n in state_layers(s).items():
-        costs += [x.gemm(Op.MIXER_PROJECTIONS, *s.linears[p], n, component="mixer") for p in PROJECTIONS[kind]]
+        costs += [x.gemm(Op.MIXER_PROJECTIONS, *s.linears[p], n, component="mixer", row_parallel=p.endswith("out_proj"))
+                  for p in PROJECTIONS[kind]]  # fmt: skip
         if x.phase == "decode":  # each sequence's state read and written once a step, its heads split over the TP group
             eff = x.borrowed("attention_decode_gqa", "no published figure of the state-update kernels looked up")
             costs.append(OpCost(NAMES[kind], x.m * decode_flops_per_token(s, kind) / tp, 2 * x.seqs * state, "bf16", eff, n))

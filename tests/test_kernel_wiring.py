@@ -63,6 +63,18 @@ def test_a_linear_map_takes_the_engines_measured_latency_at_its_own_shape():
     assert "system h100_sxm, backend trtllm 1.3.0rc20, gemm gemm_dtype=fp8 (kernel torch_flow)" in down.eff.source
 
 
+def test_a_row_parallel_linear_map_is_read_at_the_shape_each_gpu_runs():
+    """Llama-3.1-70B at TP8, 8,192 prefill rows on H100 through TensorRT-LLM: the down projection (28,672 -> 8,192) is
+    row-parallel (TensorParallelMode.ROW), so each GPU runs (8,192 x 3,584) by (3,584 x 8,192) and takes the database's
+    latency of that GEMM, not of (28,672 x 1,024); the column-parallel gate/up splits its outputs (57,344 / 8 = 7,168)."""
+    k, _ = kernels_for(get_gpu("H100"), None, engine="trtllm", database=(("trtllm",), "1.0.0"))
+    costs, g = _costs("llama-3.1-70b", "H100", k, "prefill", tokens=1024, context=1024, tp=8)  # 1,024 a GPU: 8,192 rows
+    ffn = [c for c in costs if c.name is Op.DENSE_FFN]
+    want = [kdb.gemm("H100", "trtllm", "fp8", 8192, n, kk, "1.0.0").ms for n, kk in ((7168, 8192), (8192, 3584))]
+    assert sorted(_seconds(c, g) * 1e3 for c in ffn) == pytest.approx(sorted(want), rel=1e-9)
+    assert kdb.gemm("H100", "trtllm", "fp8", 8192, 1024, 28672, "1.0.0").ms > 2 * want[1]  # the shape read before: 0.90 ms, 0.39
+
+
 def test_beyond_the_measured_rows_a_gemm_keeps_the_efficiency_of_the_largest_measured_m():
     """The H100's TensorRT-LLM FP8 GEMMs stop at M = 32,768, the A100's 16-bit ones at 8,192: a GEMM of more rows takes the
     share of the peak the largest measured M implies (compute-bound there: wave quantization under 5%,
