@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 
 import numpy as np
@@ -49,6 +49,17 @@ def database_format(fmt: str, precision: str, block_scaled: bool) -> str:
     if precision == "fp4" and fmt == "nvfp4":
         return "nvfp4"
     return "bf16" if precision == "bf16" and fmt in ("bf16", "fp16") else ""
+
+
+def moe_format(fmt: str, precision: str, block_scaled: bool) -> str:
+    """The format the database names routed experts' weights by: a GEMM's (database_format), and MXFP4 experts served
+    weight-only (a GPU without FP4 tensor cores: ``precision`` bf16) as the database's ``w4a16_mxfp4`` MoE tables time them,
+    MXFP4 weights with BF16 activations: what TensorRT-LLM runs gpt-oss's experts with on Hopper (its gpt-oss deployment
+    guide, docs/source/deployment-guide/deployment-guide-for-gpt-oss-on-trtllm.md: H200, BF16 activations, MXFP4 weights,
+    the TRITON backend). On Blackwell its CUTLASS and TRTLLM backends run MXFP8 activations (the same guide): AIConfigurator's
+    collector times that kernel (``w4a8_mxfp4_mxfp8`` on SM100, collector/trtllm/collect_moe.py) but core/data/kernels keeps
+    ``w4a16_mxfp4`` only (scripts/extract_kernel_db.py), so no MXFP4 table is read there."""
+    return "mxfp4" if fmt == "mxfp4" and precision == "bf16" else database_format(fmt, precision, block_scaled)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -252,7 +263,25 @@ class EngineKernels:
         name = MOE_TABLES.get(self.backends[0], "moe").format(phase=phase)
         if name != "moe":
             shape["distribution"] = "uniform"
-        return self._eff("moe", name, shape, flops, nbytes, gpu, precision)
+        return replace(self, version=self._moe_version(name, shape))._eff("moe", name, shape, flops, nbytes, gpu, precision)
+
+    def _moe_version(self, name: str, shape: dict[str, object]) -> str | None:
+        """The version of the engine's MoE table read at ``shape``: the one closest to the engine's where it timed this expert
+        shape (its columns: dtype, widths, top-k, experts, TP and EP sizes), else the first of the engine's other versions that
+        did, the nearest after it first, then those before, newest first. The collectors add expert shapes version by version
+        (TensorRT-LLM 1.3.0rc10 on H100 and H200 times no Llama 4 Scout experts, 1.3.0rc20 does): the engine's own kernel at
+        another version, rather than none. A shape timed but off the measured token counts keeps the closest version."""
+        backend, _ = self._backend(name)
+        system = kdb.system_of(self.gpu)
+        if not backend or system is None or backend != self.backends[0]:
+            return self.version
+        held = sorted(kdb._held(system, name, backend), key=kdb.version_key)
+        first = kdb.closest_version(list(held), self.version)
+        after = [v for v in held if kdb.version_key(v) > kdb.version_key(first)]
+        before = [v for v in reversed(held) if kdb.version_key(v) < kdb.version_key(first)]
+        exact = {k: v for k, v in shape.items() if k not in kdb.AXES[name]}
+        columns = lambda v: tuple(sorted({"backend": backend, "version": v, **exact}.items()))  # noqa: E731
+        return next((v for v in (first, *after, *before) if kdb._kernels(system, name, columns(v))), first)
 
     def allreduce_s(self, gpu: Device, gpus: int, elements: float) -> tuple[float, str] | None:
         """Seconds of one all-reduce of ``elements`` BF16 values over ``gpus`` GPUs, and its source; None off NVLink."""

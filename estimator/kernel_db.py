@@ -41,10 +41,12 @@ META = ("backend", "version", "kernel_source")
 # CUDA graphs: the all-reduces timed under one). vLLM's block-scaled FP8 linear layer picks among DeepGEMM, FlashInfer and
 # CUTLASS by what is installed and by environment (vllm/model_executor/layers/quantization/kernels/scaled_mm/cuda.py,
 # CudaFp8BlockScaledMMKernel.apply_weights): no default is named, and its tables are not read.
-DEFAULT_KERNEL = {("vllm", "allreduce"): "vllm_graph", ("sglang", "allreduce"): "sglang_graph"}
+# TensorRT-LLM's fused MoE: its MoeConfig.backend defaults to CUTLASS (tensorrt_llm/llmapi/llm_args.py, 1.0 and 1.1); the
+# NVFP4 tables also time a min-latency kernel, a mode a deployment turns on itself, so CUTLASS's is the engine's by default.
+DEFAULT_KERNEL = {("vllm", "allreduce"): "vllm_graph", ("sglang", "allreduce"): "sglang_graph", ("trtllm", "moe"): "moe_torch_flow_cutlass"}
 # fleetcal's precision names -> the database's (16-bit GEMMs are bf16 there: FP16 and BF16 share one tensor-core peak)
 DTYPE = {"bf16": "bfloat16", "fp16": "bfloat16", "bfloat16": "bfloat16", "fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4",
-         "int8": "int8_wo", "int4": "int4_wo"}  # fmt: skip
+         "int8": "int8_wo", "int4": "int4_wo", "mxfp4": "w4a16_mxfp4"}  # fmt: skip  # MXFP4: the MoE tables' (BF16 activations)
 GEMM_BYTES = {"bfloat16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "nvfp4": 0.5, "int8_wo": 1.0, "int4_wo": 0.5}  # weight bytes per element
 
 

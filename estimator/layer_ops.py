@@ -22,7 +22,7 @@ from core.shapes import Shapes
 from estimator.arch import experts_per_gpu
 from estimator.attention_ops import attention_costs
 from estimator.batch import Batch, Op, OpCost, activation_bytes, gemm_class
-from estimator.engine_kernels import database_format
+from estimator.engine_kernels import moe_format
 from estimator.mixer_ops import mixer_costs
 
 __all__ = ["Batch", "Comm", "Op", "OpCost", "layer_costs", "layer_ops", "summed"]
@@ -104,7 +104,7 @@ def moe_costs(x: Batch) -> list[OpCost]:
     nbytes = sum(touched * kk * nn / split * wb + pairs * (kk * ab + nn / split * 2) for kk, nn in s.expert_k_n)
     flops, group = expert_gemm_flops(s, pairs) / split, x.tokens * lay.ep if lay.ep > 1 else m  # group: tokens into the EP group
     figure = (gemm_class(prec, wb, grouped=True), pairs / max(touched, 1e-9))  # the class's, at tokens per touched expert
-    eff = x.k.routed_experts(x.gpu, x.phase, database_format(fmt, prec, x.a.fp8_block_scaled), group, s, lay.tp, lay.ep, prec, flops,
+    eff = x.k.routed_experts(x.gpu, x.phase, moe_format(fmt, prec, x.a.fp8_block_scaled), group, s, lay.tp, lay.ep, prec, flops,
                              nbytes, pairs / balanced_pairs(x), figure)  # fmt: skip
     costs.append(OpCost(Op.ROUTED_EXPERTS, flops, nbytes, prec, eff, s.moe_layers))
     costs.append(x.swiglu(pairs, s.expert_k_n[0][1] / 2 / split, s.moe_layers, "routed_experts"))
