@@ -28,8 +28,10 @@ def bench_limits(a: Arch, gpu: Device, tp: int, input_len: int, output_len: int,
     """(max batch, max tokens per step) trtllm-bench picks for ``a`` on ``tp`` GPUs for requests of ``input_len`` +
     ``output_len`` tokens, KV cache at ``fraction`` of the free memory: its KV estimate (whole memory less the parameters
     at their bytes, no activations; KV heads at least TP), then its tiers; the tokens at least one prompt plus the batch
-    (no chunked prefill)."""
+    (no chunked prefill). Weights in a format outside the heuristic's (MXFP4, INT4/INT8): BuildConfig's defaults."""
     b, s = engine_rules(engine).bench, a.shapes
+    if a.weight_dtype not in b.get("tuned_formats", (a.weight_dtype,)):
+        return int(b["untuned_batch"]), max(int(b["untuned_tokens"]), input_len + int(b["untuned_batch"]))
     weight_b, kv_b = (1.0 if a.weight_dtype == "fp8" else 2.0), (1.0 if kv_dtype == "fp8" else 2.0)
     per_token = 2 * s.num_layers * max(tp, s.kv_heads) * s.head_dim * kv_b / 2**30  # GiB of KV a token holds
     available = gpu.memory_bytes / 2**30 * tp - total_params(s) * weight_b / 2**30

@@ -254,6 +254,9 @@ def test_trtllm_bench_sizes_its_own_batch_from_its_kv_estimate():
     assert 512 < free_gib * 0.95 / (65536 * 2000 / 2**30) < 640
     assert bench_limits(a, g, 1, 1000, 1000, "fp8", 0.95) == (640, 2048)
     assert bench_limits(a, g, 1, 20000, 2000, "fp8", 0.95)[1] == 20000 + 64  # no chunked prefill: a prompt and the batch
+    # MXFP4 (gpt-oss) is outside TUNED_QUANTS (bench/build/build.py): BuildConfig's max_batch_size 2048, max_num_tokens 8192
+    assert bench_limits(load_arch("gpt-oss-20b", None), get_gpu("B200"), 1, 1024, 1024, "fp8", 0.95) == (2048, 8192)
+    assert bench_limits(load_arch("gpt-oss-20b", None), get_gpu("B200"), 1, 8192, 1024, "fp8", 0.95) == (2048, 8192 + 2048)
 
 
 # --- ranges --------------------------------------------------------------------------------------------------------------

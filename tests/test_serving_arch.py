@@ -289,16 +289,19 @@ def test_predict_on_the_cpu_refuses_what_its_step_model_does_not_cost(capsys):
 
 def test_the_new_families_validation_rows_predict_and_mixtral_is_gated():
     """Issue 33: published rows for the families modelled now (core/data/validation.toml, each with its source); the
-    Mixtral-8x7B rows, whose conditions their page states, are gated; Blackwell rows are not (no Blackwell kernel figure)."""
+    Mixtral-8x7B rows and gpt-oss-20b's one-B200 rows, whose conditions their pages state, are gated. A Blackwell row is
+    gated only with a note that says why its conditions are read from its source (B200's GEMMs, attention and NVFP4 experts
+    read the measured database; MXFP4 experts there keep the published FP4 figure, which the note says)."""
     import estimator.validation as v
 
     rows, _ = v.load_rows()
     families = {"mixtral-8x7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "gpt-oss-120b", "gpt-oss-20b", "llama-4-scout"}
     new = [r for r in rows if r.model in families]
     assert {r.model for r in new} == families
-    assert {r.model for r in rows if r.gate} >= {"mixtral-8x7b", "llama-3.1-8b", "deepseek-v3"}
+    assert {r.model for r in rows if r.gate} >= {"mixtral-8x7b", "gpt-oss-20b", "llama-3.1-8b", "deepseek-v3"}
     blackwell = [r for r in rows if r.gpu == "B200"]
-    assert blackwell and not any(r.gate for r in blackwell)
+    assert blackwell and all(r.note.startswith("gated: every condition is read from the source") for r in blackwell if r.gate)
+    assert any(not r.gate for r in blackwell)  # the rest keep their open conditions in their notes
     table = v.validate(new)
     assert table["predicted"].gt(0).all() and len(table) == len(new)
 

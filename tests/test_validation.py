@@ -9,6 +9,7 @@ import pytest
 
 import estimator.validation as v
 from core.hardware import get_gpu
+from core.models import load_config
 from core.paths import RESULTS_DIR
 from estimator.arch import Layout, load_arch
 from estimator.kernels import Knob, kernels_for, with_value
@@ -37,6 +38,14 @@ def test_the_table_holds_70_gated_published_rows_dense_and_moe_on_four_gpus_each
     assert {"H100", "H200", "A100", "L40S"} <= {r.gpu for r in gated}
     assert all(r.source in sources and sources[r.source]["where"] for r in rows)
     assert len({r.id for r in rows}) == len(rows)
+
+
+def test_the_gate_covers_two_model_families_besides_llama_and_deepseek(table):
+    """Issue 33: the validation gate covers at least two model families besides Llama and DeepSeek (Mixtral's v0.17 rows and
+    gpt-oss-20b's B200 rows, each with why its conditions are read from its source in its note)."""
+    rows, _, _ = table
+    families = {load_config(r.model)[0]["model_type"] for r in rows if r.gate}
+    assert len(families - {"llama", "deepseek_v3"}) >= 2, families
 
 
 def test_the_median_error_stays_within_the_gate(table):
