@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from typing import Any
 
 from core.errors import CatalogError
@@ -24,6 +22,8 @@ def config_url(repo_id: str) -> str:
 
 
 def _why(exc: Exception) -> str:
+    import urllib.error  # imported when a config is fetched: urllib.request costs a planner's every start 25 ms otherwise
+
     if isinstance(exc, urllib.error.HTTPError):
         return {401: "gated or private: set HF_TOKEN", 403: "gated: accept its license and set HF_TOKEN", 404: "no such model"}.get(
             exc.code, f"HTTP {exc.code}"
@@ -34,6 +34,9 @@ def _why(exc: Exception) -> str:
 
 def fetch_config(repo_id: str, timeout_s: float = FETCH_TIMEOUT_S) -> dict[str, Any]:
     """The parsed config.json of Hugging Face repository ``repo_id`` (org/name); one CatalogError line when it cannot be had."""
+    import urllib.error
+    import urllib.request
+
     hint = "give a directory holding its config.json instead"
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise CatalogError(f"model {repo_id!r}: not on this machine and HF_HUB_OFFLINE is set; {hint}")

@@ -202,20 +202,35 @@ def load_document(path: Path) -> dict[str, Any]:
     return doc
 
 
-def read_run_files(results: Path) -> tuple[list[RunDocument], list[str]]:
-    """Valid run documents of a runs directory (or that one file) in name order, and the skipped files with why."""
+def read_run_files(results: Path, kind: str | None = None) -> tuple[list[RunDocument], list[str]]:
+    """Valid run documents of a runs directory (or that one file) in name order, and the skipped files with why; ``kind``
+    ("cpu", "cuda"): only the documents of runs on that kind of device, the others' records left unparsed (a GPU's
+    prediction reads no CPU run: nine in ten committed records are the CPU's)."""
     docs: list[RunDocument] = []
     skipped: list[str] = []
     results = Path(results)
     paths = [results] if results.is_file() else sorted(results.glob("*.json"))
     for path in paths:
         stat = path.stat()
+        if kind is not None and _device_kind(path, stat.st_mtime_ns, stat.st_size) not in (kind, None):
+            continue
         doc = _parsed(path, stat.st_mtime_ns, stat.st_size)
         if isinstance(doc, RunDocument):
             docs.append(doc)
         else:
             skipped.append(f"{path.name}: {doc}")
     return docs, skipped
+
+
+@lru_cache(maxsize=1024)
+def _device_kind(path: Path, mtime_ns: int, size: int) -> str | None:
+    """The kind of device a results file's run names (run.device.kind), None where the file does not say (it is then
+    parsed, and skipped with why)."""
+    try:
+        device = _read(path).get("run", {}).get("device", {})
+    except (SchemaError, AttributeError):
+        return None
+    return device.get("kind") if isinstance(device, dict) else None
 
 
 @lru_cache(maxsize=1024)

@@ -23,10 +23,11 @@ OPS_FIELDS = table_fields(OpsRecord, own=True)  # an operator case's own columns
 OPS_COLUMNS = ["device_name", "device_id", "catalog_name", "model", *OPS_FIELDS, "m", "run_file"]  # with its device, rows M, file
 
 
-def load_ops(results: Path = RESULTS_DIR, warn: bool = True) -> pd.DataFrame:
-    """Every successful operator record, one row each, with the device it ran on."""
+def load_ops(results: Path = RESULTS_DIR, warn: bool = True, kind: str | None = None) -> pd.DataFrame:
+    """Every successful operator record, one row each, with the device it ran on; ``kind`` ("cpu", "cuda"): of runs on
+    that kind of device only."""
     rows = []
-    docs, _ = read_runs(results, warn)  # warn=False where load_runs has named the skipped files already
+    docs, _ = read_runs(results, warn, kind)  # warn=False where load_runs has named the skipped files already
     for doc in docs:
         dev = device_columns(doc.run)
         for rec in doc.records:

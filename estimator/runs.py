@@ -23,13 +23,14 @@ from core.schema import RunDocument, flat_fields, read_run_files, table_fields, 
 RECORD_COLUMNS = table_fields(*MEASURED_MODELS)  # every measured record's columns, derived from its typed model
 
 
-def read_runs(results: Path = RESULTS_DIR, warn: bool = True) -> tuple[list[RunDocument], list[str]]:
+def read_runs(results: Path = RESULTS_DIR, warn: bool = True, kind: str | None = None) -> tuple[list[RunDocument], list[str]]:
     """Valid run documents under ``results`` (the results directory, a runs directory or one run file), and the
-    skipped files with why; each skipped file is named on stderr when ``warn``. A missing path is a UsageError."""
+    skipped files with why; each skipped file is named on stderr when ``warn``. A missing path is a UsageError.
+    ``kind`` ("cpu", "cuda"): only runs on that kind of device (core.schema.read_run_files)."""
     path = runs_dir(results)
     if not path.exists():
         raise UsageError(f"--results {results}: no such directory or file; give the results directory (default results/)")
-    docs, skipped = read_run_files(path)
+    docs, skipped = read_run_files(path, kind)
     if warn:
         for line in skipped:
             print(f"fleetcal: skipped run file {line}", file=sys.stderr)

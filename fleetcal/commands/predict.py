@@ -15,7 +15,6 @@ from core.errors import UsageError
 from core.hardware import add_gpu_file_arg, use_gpu_files
 from core.models import get_model
 from estimator.traffic import KV_DTYPES, Request, bounded
-from fleetcal.commands.predict_cpu import predict_cpu
 from fleetcal.commands.predict_gpu import PredictInputs, predict_gpu
 
 MAX_BATCH_PER_GPU = 65_536  # sequences: far past any engine's max_num_seqs (vLLM 0.32: 1,024; TensorRT-LLM: 2,048)
@@ -112,7 +111,11 @@ def validate_args(args: argparse.Namespace) -> PredictInputs:
 
 def predict(args: argparse.Namespace) -> dict[str, Any]:
     x = validate_args(args)
-    return predict_gpu(x) if x.gpu else predict_cpu(x)
+    if x.gpu:
+        return predict_gpu(x)
+    from fleetcal.commands.predict_cpu import predict_cpu  # the CPU step model's modules, imported only when asked for
+
+    return predict_cpu(x)
 
 
 def _print(out: dict[str, Any], per: str) -> None:

@@ -4,7 +4,7 @@ fitted here, by phase and batch or per-user target."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.errors import UsageError
 from core.identity import cpu_has_native_bf16, describe_cpu
@@ -13,12 +13,8 @@ from estimator.cpu_steps import OperatorCurves, Overhead, UndeterminedError, bui
 from estimator.cpu_validation import REFERENCE_MODEL, validate
 from estimator.operators import load_ops
 from estimator.runs import load_runs
+from fleetcal.commands.predict_gpu import KEYS, PredictInputs
 
-if TYPE_CHECKING:
-    from fleetcal.commands.predict_gpu import PredictInputs
-
-KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user", "batch_per_gpu",
-        "step_ms", "bound", "breakdown_ms", "efficiency_source", "mode", "total_tokens_per_s_per_gpu", "ttft_ms", "tpot_ms")  # fmt: skip
 
 def _cpu_steps(x: PredictInputs) -> tuple[OperatorCurves, Overhead, str]:
     """This CPU's operator curves for the model and the engine overheads fitted here (matched by device identity, never another CPU's)."""

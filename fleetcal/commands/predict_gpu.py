@@ -20,7 +20,10 @@ from estimator.planning import UNREACHABLE, aggregated_point, prefill_step, pref
 from estimator.serving import Step, step
 from estimator.sizing import default_layouts
 from estimator.traffic import Request
-from fleetcal.commands.predict_cpu import KEYS
+
+# what every prediction answers, on a GPU or on this machine's CPU (fleetcal/commands/predict_cpu.py)
+KEYS = ("output_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "output_tokens_per_s", "tokens_per_s_per_user", "batch_per_gpu",
+        "step_ms", "bound", "breakdown_ms", "efficiency_source", "mode", "total_tokens_per_s_per_gpu", "ttft_ms", "tpot_ms")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def predict_gpu(x: PredictInputs) -> dict[str, Any]:
     gpu, r = get_gpu(x.gpu or ""), x.request
     arch = load_arch(r.model, x.weight_dtype)
     check_mtp(arch, r.mtp_tokens)
-    kernels, source = kernels_for(gpu, load_ops(x.results), arch.fp8_block_scaled)
+    kernels, source = kernels_for(gpu, load_ops(x.results, kind="cuda"), arch.fp8_block_scaled)  # no CPU run counts on a GPU
     if x.mtp_acceptance is not None:
         kernels = replace(kernels, mtp_acceptance=x.mtp_acceptance)
     dec_default, pre_default = default_layouts(arch, r.model, gpu, kernels)
