@@ -94,8 +94,8 @@ def moe_costs(x: Batch) -> list[OpCost]:
     s, lin, lay, m = x.s, x.s.linears, x.layout, x.m
     if not s.num_experts:
         return []
-    costs = [x.gemm(Op.SHARED_EXPERTS, *lin[n], s.moe_layers, component="shared_experts") for n in ("shared_gate_up", "shared_down")
-             if n in lin]  # fmt: skip
+    costs = [x.gemm(Op.SHARED_EXPERTS, *lin[n], s.moe_layers, component="shared_experts", row_parallel=n == "shared_down")
+             for n in ("shared_gate_up", "shared_down") if n in lin]  # fmt: skip
     costs.append(OpCost(Op.ROUTER, 2 * m * s.hidden * s.num_experts, s.hidden * s.num_experts * 2 + m * s.hidden * activation_bytes(x.gp),
                         "bf16", x.k.figure("gemm_bf16", m), s.moe_layers))  # fmt: skip
     pairs, split = routed_pairs(x), 1 if lay.ep > 1 else lay.tp
