@@ -16,11 +16,14 @@ on a grid of chunk tokens (25% apart) and context (doubling), read by linear int
 from __future__ import annotations
 
 import bisect
+import math
 
 from core.hardware import Device
 from estimator.arch import Arch, Layout
 from estimator.kernels import Kernels
 from estimator.serving import step
+from estimator.sim.engine import gpu_engine_rules
+from estimator.sim.fleet import Pool
 
 
 def _grid(lo: float, hi: float, factor: float, dense_to: int = 0) -> list[float]:
@@ -92,3 +95,15 @@ class GpuSteps:
             i, f = _interp(self.xs, chunk_context)
             t += chunk_tokens * ((1 - f) * self.per_chunk_token[i] + f * self.per_chunk_token[i + 1])
         return t
+
+
+def gpu_pool(a: Arch, gpu: Device, layout: Layout, k: Kernels, *, max_context: float = math.inf, kv_dtype: str = "bf16",
+             mtp_tokens: int = 0, prefix_caching: bool = True, budget: int | None = None, max_seqs: int | None = None,
+             block_size: int | None = None, instances: int = 1, router: str = "round-robin") -> Pool:  # fmt: skip
+    """``instances`` engines of ``layout`` on ``gpu`` under vLLM's rules (sim/engine.gpu_engine_rules, each rule given here
+    overriding its default) with the serving model's step table up to the KV an engine holds or ``max_context``."""
+    rules = gpu_engine_rules(a, gpu, layout, k, kv_dtype=kv_dtype, mtp_tokens=mtp_tokens, prefix_caching=prefix_caching,
+                             budget=budget, max_seqs=max_seqs, block_size=block_size)  # fmt: skip
+    steps = GpuSteps(a, gpu, layout, k, budget=rules.max_num_batched_tokens, max_seqs=rules.max_num_seqs,
+                     max_context=int(min(max_context, rules.kv_tokens)), mtp_tokens=mtp_tokens, kv_dtype=kv_dtype)  # fmt: skip
+    return Pool(rules, steps, instances, router)

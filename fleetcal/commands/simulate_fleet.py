@@ -17,9 +17,9 @@ from estimator.kernels import kernels_for
 from estimator.operators import load_ops
 from estimator.planning import kv_transfer_s
 from estimator.sim.cpu import CpuSteps
-from estimator.sim.engine import EngineRules, cpu_engine_rules, gpu_engine_rules, run_engine_settings
+from estimator.sim.engine import EngineRules, cpu_engine_rules, run_engine_settings
 from estimator.sim.fleet import Fleet, Pool
-from estimator.sim.gpu import GpuSteps
+from estimator.sim.gpu import gpu_pool
 from estimator.sizing import default_layouts
 from estimator.traffic import Request
 
@@ -65,13 +65,9 @@ def _gpu(args: argparse.Namespace) -> tuple[Fleet, dict[str, Any], int]:
     dec, pre = (_layout(args, d, bool(arch.shapes.num_experts)) for d in (dec_default, pre_default))
 
     def pool(layout: Layout, n: int, mtp: int) -> Pool:
-        rules = gpu_engine_rules(arch, gpu, layout, kernels, kv_dtype=args.kv_dtype, mtp_tokens=mtp,
-                                 prefix_caching=not args.no_prefix_caching, budget=args.max_num_batched_tokens,
-                                 max_seqs=args.max_num_seqs, block_size=args.block_size)  # fmt: skip
-        context = int(min(spec.max_context or math.inf, rules.kv_tokens))
-        steps = GpuSteps(arch, gpu, layout, kernels, budget=rules.max_num_batched_tokens, max_seqs=rules.max_num_seqs,
-                         max_context=context, mtp_tokens=mtp, kv_dtype=args.kv_dtype)  # fmt: skip
-        return Pool(rules, steps, n, args.router)
+        return gpu_pool(arch, gpu, layout, kernels, max_context=spec.max_context or math.inf, kv_dtype=args.kv_dtype, mtp_tokens=mtp,
+                        prefix_caching=not args.no_prefix_caching, budget=args.max_num_batched_tokens, max_seqs=args.max_num_seqs,
+                        block_size=args.block_size, instances=n, router=args.router)  # fmt: skip
 
     decode = pool(dec, args.instances, args.mtp_tokens)
     prefill = pool(pre, args.prefill_instances, 0) if args.prefill_instances else None
