@@ -71,15 +71,11 @@ class Choice:
     layouts: tuple[Layout, ...]
 
 
-def _better(o: Option, best: Option | None) -> bool:
-    return best is None or (o.gpus, -o.point.output_tokens_per_s_per_gpu) < (best.gpus, -best.point.output_tokens_per_s_per_gpu)
-
-
-def search(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, modes: tuple[str, ...] = MODES, weight_dtype: str | None = None,
-           whole_instances: bool = True) -> tuple[Choice | None, list[Rejection]]:  # fmt: skip
-    """The fewest-GPU option for ``gpu`` at the request's peak (ties: more output tokens/s per GPU), and why each rejected
-    candidate failed."""
-    best: Choice | None = None
+def options(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, modes: tuple[str, ...] = MODES, weight_dtype: str | None = None,
+            whole_instances: bool = True) -> tuple[list[Choice], list[Rejection]]:  # fmt: skip
+    """Every option the limits admit for ``gpu`` at the request's peak, fewest GPUs first (ties: more output tokens/s per
+    GPU, then the order tried), and why each rejected candidate failed."""
+    found: list[Choice] = []
     reasons: list[Rejection] = []
     for dt in weight_dtypes(model, gpu, weight_dtype):
         a = load_arch(model, dt)
@@ -100,9 +96,18 @@ def search(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, modes:
             o = evaluate(k)
             if isinstance(o, Rejection):
                 reasons.append(Rejection(o.limit, f"{dt} {'/'.join(str(x.num_gpus) for x in layouts)}-GPU: {o.text}", o.score))
-            elif _better(o, best.option if best else None):
-                best = Choice(o, k, evaluate, a, layouts)
-    return best, reasons
+            else:
+                found.append(Choice(o, k, evaluate, a, layouts))
+    found.sort(key=lambda c: (c.option.gpus, -c.option.point.output_tokens_per_s_per_gpu))  # stable: the order tried breaks ties
+    return found, reasons
+
+
+def search(model: str, gpu: Device, r: Request, ops: pd.DataFrame | None, modes: tuple[str, ...] = MODES, weight_dtype: str | None = None,
+           whole_instances: bool = True) -> tuple[Choice | None, list[Rejection]]:  # fmt: skip
+    """The fewest-GPU option for ``gpu`` at the request's peak (ties: more output tokens/s per GPU), and why each rejected
+    candidate failed."""
+    found, reasons = options(model, gpu, r, ops, modes, weight_dtype, whole_instances)
+    return (found[0] if found else None), reasons
 
 
 def nearest_reason(reasons: list[Rejection]) -> Rejection:
