@@ -24,9 +24,13 @@ from estimator.article import SECONDS_PER_DAY
 from estimator.fleet import gpu_price, parse_gpu_prices
 from estimator.kernels import one_sided_ranges
 from estimator.operators import load_ops
-from estimator.plan_search import MODES, Choice, cheapest_mix, frontier, interval, nearest_reason, search
+from estimator.percentile import Traffic
+from estimator.plan_search import MODES, Choice, cheapest_mix, frontier, interval, nearest_reason, options
+from estimator.planning import Rejection
 from estimator.provisioning import hourly_fleet, spare_gpus
 from estimator.traffic import KV_DTYPES, Request, bounded
+from fleetcal.commands.plan_traffic import percentile_row, text_lines
+from fleetcal.commands.traffic_args import add_traffic_args, trace_lengths, traffic_from_args
 from fleetcal.report.files import write_csv
 from fleetcal.report.plan import FRONTIER_PNG, frontier_plot, plan_row, text
 
@@ -49,13 +53,15 @@ def add_price_arg(p: argparse.ArgumentParser) -> None:
 def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="catalogued model or config directory")
     p.add_argument("--gpu", action="append", required=True, help="catalogued GPU; repeat to compare (e.g. --gpu H100 --gpu A100-80GB)")
-    p.add_argument("--input-len", type=int, required=True, help="prompt tokens per request")
-    p.add_argument("--output-len", type=int, required=True, help="reply tokens per request")
+    p.add_argument("--input-len", type=int, help="prompt tokens per request (a --traffic trace gives its own)")
+    p.add_argument("--output-len", type=int, help="reply tokens per request (a --traffic trace gives its own)")
     rate = p.add_mutually_exclusive_group(required=True)
     rate.add_argument("--requests-per-s", "--request-rate", dest="requests_per_s", type=float,
-                      help="requests/s, the daily mean (the peak without --traffic-profile); --request-rate: the older name")  # fmt: skip
+                      help="requests/s, the daily mean (the peak without --traffic-profile; a --traffic trace is time-scaled to the "
+                           "peak); --request-rate: the older name")  # fmt: skip
     rate.add_argument("--requests-per-day", type=float, help="requests per day (the mean rate, or spread by --traffic-profile)")
-    p.add_argument("--ttft-ms", type=float, required=True, help="time-to-first-token limit, ms (queueing not counted)")
+    p.add_argument("--ttft-ms", type=float, required=True,
+                   help="time-to-first-token limit, ms (queueing not counted at steady state; counted, at a percentile, with --traffic)")
     speed = p.add_mutually_exclusive_group(required=True)
     speed.add_argument("--tpot-ms", type=float, help="time-per-output-token limit, ms")
     speed.add_argument("--tokens-per-s-per-user", "--tokens-per-user", dest="tokens_per_s_per_user", type=float,
@@ -69,7 +75,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cached-fraction", type=float, default=0.0, help="share of each prompt served from the prefix cache")
     p.add_argument("--mtp-tokens", type=int, help="tokens drafted per decode step (default: the model's MTP modules; none for most)")
     p.add_argument("--samples", type=int, default=200, help="draws of the assumptions for the 90%% interval (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of those draws")
+    p.add_argument("--seed", type=int, default=0, help="seed of those draws (and of the simulated traffic with --traffic)")
     p.add_argument("--traffic-profile", type=Path, help="24 hourly shares of the day's requests (one per line, or hour,share CSV)")
     p.add_argument("--scale-up-hours", type=int, default=0, help="hours before added GPUs serve: each hour provisioned for the next ones")
     p.add_argument("--gpu-failures-per-year", type=float, help="failures per GPU per year (with --repair-hours: N+k spare instances)")
@@ -79,6 +85,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", type=Path, help="file to write the plan's rows to, as CSV")
     add_results_args(p, "results directory whose measured GPU kernels the model uses")
     add_gpu_file_arg(p)
+    add_traffic_args(p)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class PlanInputs:
     failures: tuple[float, float] | None  # (failures per GPU-year, repair hours)
     prices: dict[str, float] | None
     results: Path
+    traffic: Traffic | None = None  # size by simulated percentiles under this traffic (fleetcal/commands/plan_traffic.py)
 
 
 def read_profile(path: Path) -> list[float]:
@@ -141,9 +149,11 @@ def validate_args(args: argparse.Namespace) -> PlanInputs:
         bounded("--gpu-failures-per-year", args.gpu_failures_per_year, 0, 1000)
         bounded("--repair-hours", args.repair_hours, 0, 8760, lo_open=True)
     spec = get_model(args.model)
+    traffic = traffic_from_args(args, args.seed)
+    input_len, output_len = _lengths(args, traffic)
     tpot = args.tpot_ms if args.tpot_ms is not None else 1000 / args.tokens_per_s_per_user
     mtp = spec.shapes.mtp_modules if args.mtp_tokens is None else args.mtp_tokens
-    request = Request(args.model, args.input_len, args.output_len, mean, max(shares) * 24 if shares else 1.0, args.ttft_ms, tpot,
+    request = Request(args.model, input_len, output_len, mean, max(shares) * 24 if shares else 1.0, args.ttft_ms, tpot,
                       args.cached_fraction, args.kv_dtype, mtp)  # fmt: skip
     if spec.max_context and request.full_len > spec.max_context:
         raise UsageError(f"--input-len + --output-len = {request.full_len:,.0f} exceeds {spec.name}'s context of {spec.max_context:,} "
@@ -157,7 +167,21 @@ def validate_args(args: argparse.Namespace) -> PlanInputs:
     failures = (args.gpu_failures_per_year, args.repair_hours) if args.gpu_failures_per_year is not None else None
     modes = MODES if args.mode == "both" else (args.mode,)
     return PlanInputs(request, gpus, modes, args.weight_dtype, args.samples, args.seed, hourly, args.scale_up_hours, failures,
-                      args.gpu_hour_usd, args.results)  # fmt: skip
+                      args.gpu_hour_usd, args.results, traffic)  # fmt: skip
+
+
+def _lengths(args: argparse.Namespace, traffic: Traffic | None) -> tuple[float, float]:
+    """(prompt, reply) tokens: the flags', or a trace's means (the steady-state first guess; the simulation replays its own)."""
+    if traffic is not None and traffic.trace is not None:
+        given = [f for f, v in (("--input-len", args.input_len), ("--output-len", args.output_len)) if v is not None]
+        if given or args.cached_fraction:
+            raise UsageError(f"--traffic {args.traffic} gives the lengths (and its prefix hashes the cache hits): drop "
+                             f"{', '.join(given + (['--cached-fraction'] if args.cached_fraction else []))}")  # fmt: skip
+        return trace_lengths(traffic.trace)
+    missing = [f for f, v in (("--input-len", args.input_len), ("--output-len", args.output_len)) if v is None]
+    if missing:
+        raise UsageError(f"give {' and '.join(missing)} (or --traffic with a trace, which carries its own lengths)")
+    return args.input_len, args.output_len
 
 
 def _extras(row: dict[str, Any], c: Choice, x: PlanInputs, price: float | None) -> None:
@@ -176,14 +200,22 @@ def plan(x: PlanInputs) -> dict[str, Any]:
     r, ops = x.request, load_ops(x.results, warn=False)
     rows, failed, fronts, priced = [], {}, [], []
     for gpu in x.gpus:
-        choice, reasons = search(r.model, gpu, r, ops, x.modes, x.weight_dtype)
+        choices, reasons = options(r.model, gpu, r, ops, x.modes, x.weight_dtype)
         fronts.append(frontier(r.model, gpu, r, ops, x.weight_dtype))
-        if choice is None:
+        if not choices:
             failed[gpu.name] = nearest_reason(reasons).text
             continue
         price, _ = gpu_price(gpu, x.prices)
-        lo_hi = interval(choice, x.samples, x.seed) if x.samples else None
-        row = plan_row(choice, r, price, lo_hi, one_sided_ranges(choice.kernels) if lo_hi else [])
+        if x.traffic is None:
+            choice = choices[0]
+            lo_hi = interval(choice, x.samples, x.seed) if x.samples else None
+            row = plan_row(choice, r, price, lo_hi, one_sided_ranges(choice.kernels) if lo_hi else [])
+        else:
+            sized = percentile_row(choices, gpu, r, x.traffic, price, x.samples, x.seed)
+            if isinstance(sized, Rejection):
+                failed[gpu.name] = sized.text
+                continue
+            row, choice = sized
         _extras(row, choice, x, price)
         rows.append(row)
         if price is not None:
@@ -208,7 +240,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**out, "frontier": out["frontier"].to_dict(orient="records")}, default=str))
         return 0
-    print("\n".join(text(out, x.samples, x.seed)))
+    print("\n".join(text(out, x.samples, x.seed) + (text_lines(out["rows"], out["request"], x.traffic) if x.traffic else [])))
     if args.plot is not None:
         print(f"plot: {args.plot / FRONTIER_PNG} (data: {(args.plot / FRONTIER_PNG).with_suffix('.csv')})")
     return 0
