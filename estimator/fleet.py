@@ -25,6 +25,8 @@ from core.hardware import CatalogError, Device, get_gpu
 from core.models import ModelSpec, get_model, model_catalog, resolve_model_key
 from estimator.arch import load_arch
 from estimator.article import ArticleInputs, article_gpus, tokens_per_s
+from estimator.percentile import Traffic
+from estimator.percentile_fleet import roofline_by_percentile
 from estimator.planning import Rejection
 from estimator.provisioning import usd_per_day, usd_per_million_output_tokens
 from estimator.sizing import Sizing, note, size_fleet
@@ -117,6 +119,7 @@ class Inputs:
     runs: pd.DataFrame | None = None
     measured: dict[str, Any] | None = None
     ops: pd.DataFrame | None = None
+    traffic: Traffic | None = None  # roofline sized by simulated latency percentiles under this traffic
 
 
 ROW_KEYS = ("scenario", "gpu", "gpus", "utilization", "how", "decode_gpus", "prefill_gpus", "decode_batch", "decode_step_ms", "feasible",
@@ -151,6 +154,8 @@ def _measured(x: Inputs, gpu: Device) -> dict[str, Any]:
 
 
 def _roofline(x: Inputs, gpu: Device) -> dict[str, Any]:
+    if x.traffic is not None:
+        return roofline_by_percentile(x.model, gpu, x.request, x.ops, x.traffic)
     r = roofline_fleet(x.model, gpu, x.request, x.ops, peak=True)
     head = f"per-operator serving model at peak traffic (x{x.request.peak_to_average:.2f}), whole instances"
     if isinstance(r, Rejection):
@@ -184,6 +189,7 @@ def project(
     measured: dict[str, Any] | None = None,
     ops: pd.DataFrame | None = None,
     prices: Mapping[str, float] | None = None,
+    traffic: Traffic | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of (scenario, GPU, GPUs needed, how, ...) for every scenario and GPU asked for; every row has ``ROW_KEYS``.
 
@@ -194,7 +200,7 @@ def project(
         raise CatalogError(f"unknown scenario {unknown[0]!r}; use any of {', '.join(SCENARIOS)}")
     article = article or article_inputs(model)
     request = request or default_request(model, article)
-    x = Inputs(model, get_model(model), request, article, runs, measured, ops)
+    x = Inputs(model, get_model(model), request, article, runs, measured, ops, traffic)
     rows: list[dict[str, Any]] = []
     for name in gpu_names:
         gpu = get_gpu(name)

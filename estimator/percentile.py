@@ -5,7 +5,9 @@ TPOT and end-to-end latency over its requests, leaving out the first ``WARMUP_SH
 empty engine); a saturated run (sim/results.saturation: the queue grows for as long as requests arrive) meets nothing,
 since its percentiles grow with the run's length. The search (``largest_rate``) starts from a guess (the steady-state
 rate of the same option), walks up or down by growing steps (``WALK``: 10%, 20%, 50%, then doubling) until it brackets
-the change from met to missed, then bisects on the rate's logarithm until the bracket is within ``RATE_TOLERANCE``.
+the change from met to missed, then bisects on the rate's logarithm until the bracket is within ``RATE_TOLERANCE``; a
+miss at the guess is first checked at a thousandth of it, where requests next to never queue: a miss there means no
+rate meets the limits (a trace's long prompts alone can miss a TTFT limit).
 Every probe uses the same seed: arrivals are the same gaps scaled by the rate (core/bench_serve.arrival_offsets; a trace
 is time-scaled), lengths the same draws, so the probes differ only by the rate (common random numbers) and the
 percentiles grow with it.
@@ -41,6 +43,7 @@ WARMUP_SHARE = 0.1
 MIN_REQUESTS, TAIL_REQUESTS = 5_000, 100
 WALK = (1.1, 1.2, 1.5) + (2.0,) * 9  # the walk's steps away from the guess: the answer is often near it; ~500x at most
 RATE_TOLERANCE = 1.02
+IDLE = 1000.0  # a thousandth of the guess: requests next to never meet one another
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Traffic:
     @property
     def requests_per_probe(self) -> int:
         """max(MIN_REQUESTS, TAIL_REQUESTS / (1 - p/100)) requests, a trace's length at most (module docstring)."""
-        n = max(MIN_REQUESTS, math.ceil(TAIL_REQUESTS / (1 - self.percentile / 100) - 1e-9))
+        n = max(MIN_REQUESTS, math.ceil(round(TAIL_REQUESTS / (1 - self.percentile / 100), 6)))
         return min(n, len(self.trace.arrival_s)) if self.trace is not None else n
 
     def describe(self) -> str:
@@ -172,6 +175,11 @@ def largest_rate(at: Callable[[float], Probe], guess_per_s: float) -> RateSearch
         raise ValueError(f"the search starts from a positive rate, got {guess_per_s}")
     probes = [at(guess_per_s)]
     lo, hi = (guess_per_s, math.inf) if probes[0].met else (0.0, guess_per_s)
+    if not probes[0].met:  # missed at the guess: first whether anything meets the limits, at a rate with next to no queueing
+        probes.append(at(guess_per_s / IDLE))
+        if not probes[-1].met:
+            return RateSearch(0.0, tuple(probes))
+        probes.append(probes.pop(0))  # the walk down goes on from the guess
     for step in WALK:
         if math.isfinite(hi) and lo > 0:
             break

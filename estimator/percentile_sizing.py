@@ -31,7 +31,7 @@ import numpy as np
 from core.hardware import Device
 from core.models import get_model
 from estimator.arch import Layout
-from estimator.kernels import Kernels, sample_kernels
+from estimator.kernels import sample_kernels
 from estimator.options import Option, Pools, gpus_at
 from estimator.percentile import Limits, Probe, RateSearch, Traffic, largest_rate, probe
 from estimator.plan_search import Choice
@@ -240,32 +240,3 @@ def percentile_interval(pc: PercentileChoice, r: Request, samples: int, seed: in
     lo, hi = np.nanpercentile(arr, [5, 95])
     return float(lo), float(hi), float(np.isnan(arr).mean())
 
-
-def size_fleet_by_percentile(model: str, gpu: Device, r: Request, ops: Any, traffic: Traffic, whole_instances: bool = True,
-                             modes: tuple[str, ...] | None = None, weight_dtype: str | None = None,
-                             ) -> tuple[PercentileChoice | None, Choice | None, list[Rejection]]:  # fmt: skip
-    """(the fleet by percentile, the steady-state choice it starts from, why candidates failed): on the published layouts
-    of the model's deployment (as estimator/sizing.size_fleet), else over plan's options (estimator/plan_search.options)."""
-    from estimator.arch import deployment_layouts, load_arch
-    from estimator.kernels import kernels_for
-    from estimator.options import disaggregated_option
-    from estimator.plan_search import MODES, options
-
-    published = deployment_layouts(model)
-    if published:
-        a = load_arch(model, weight_dtype)
-        k, _ = kernels_for(gpu, ops, a.fp8_block_scaled)
-
-        def evaluate(kk: Kernels) -> Option | Rejection:
-            return disaggregated_option(a, gpu, published[0], published[1], kk, r, whole_instances)
-
-        o = evaluate(k)
-        if isinstance(o, Rejection):
-            return None, None, [o]
-        choices = [Choice(o, k, evaluate, a, published)]
-    else:
-        choices, reasons = options(model, gpu, r, ops, modes or MODES, weight_dtype, whole_instances)
-        if not choices:
-            return None, None, reasons
-    best, reasons = size_by_percentile(choices, gpu, r, traffic, whole_instances)
-    return best, choices[0], reasons

@@ -19,10 +19,12 @@ from estimator.article import ArticleInputs, article_estimate, tokens_per_s
 from estimator.calibration import PhaseFit, calibrate, calibration_table, residuals_table
 from estimator.fleet import SCENARIOS, article_inputs, default_request, price_notes, project
 from estimator.operators import load_ops
+from estimator.percentile import TRAFFIC_KINDS
 from estimator.runs import load_runs
 from estimator.traffic import KV_DTYPES, MAX_TOKENS, Request, bounded
 from estimator.utilization import measured_utilization, utilization_table
 from fleetcal.commands.plan import add_price_arg
+from fleetcal.commands.traffic_args import add_traffic_args, read_trace, trace_lengths, traffic_from_args
 
 ARTICLE_ONLY = ("daily_visits", "questions_per_visit", "tokens_per_reply", "params_per_token", "utilization", "precision")
 REQUEST_KEYS = ("input_len", "output_len", "cached_fraction", "peak_to_average", "tokens_per_s_per_user", "ttft_ms", "kv_dtype",
@@ -61,6 +63,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ttft-ms", type=float, help="time-to-first-token limit, ms (default: none; 0: none)")
     g.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache dtype (default bf16)")
     g.add_argument("--mtp-tokens", type=int, help="tokens drafted per decode step (default: the model's MTP modules, DeepSeek-V3: 1)")
+    add_traffic_args(p)
     a = p.add_argument_group("the article's own assumptions")
     a.add_argument("--params-per-token", type=float, default=None, help="default: the model's published total (DeepSeek-V3: 671e9)")
     a.add_argument("--utilization", type=float, default=None, help="default 0.5")
@@ -109,6 +112,12 @@ def validate_args(args: argparse.Namespace) -> tuple[Request, ArticleInputs, tup
         value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
+    if args.traffic is not None and args.traffic not in TRAFFIC_KINDS:  # a trace: its lengths, its prefix hashes for cache hits
+        given = [k for k in ("input_len", "output_len", "cached_fraction") if k in settings]
+        if given:
+            raise UsageError(f"--traffic {args.traffic} gives the lengths and cache hits: drop {', '.join(given)}")
+        settings["input_len"], settings["output_len"] = trace_lengths(read_trace(args.traffic))
+        settings["cached_fraction"] = 0.0
     article = article_inputs(args.model, **{k: settings[k] for k in ARTICLE_ONLY if k in settings})
     request = _request(args.model, article, {k: settings[k] for k in REQUEST_KEYS if k in settings})
     gpus = tuple(dict.fromkeys(get_gpu(g).name for g in (args.gpu or ["H100", "A100"])))  # H100 and h100 are one GPU
@@ -119,13 +128,15 @@ def validate_args(args: argparse.Namespace) -> tuple[Request, ArticleInputs, tup
 def main(args: argparse.Namespace) -> int:
     use_gpu_files(args.gpu_file)
     request, article, gpus, scenarios = validate_args(args)
+    traffic = traffic_from_args(args)
     if args.run is not None and not args.run.is_file():
         raise UsageError(f"--run {args.run}: no such results file")
     runs = load_runs(args.results)
     fits = calibrate(runs)
     measured = measured_utilization(load_runs(args.run) if args.run else runs, request.tokens_per_s_per_user or 0.0)
     ops = load_ops(args.results if args.results.is_dir() else args.results.parent, warn=False)
-    rows = project(args.model, gpus, scenarios, request, article, runs=runs, measured=measured, ops=ops, prices=args.gpu_hour_usd)
+    rows = project(args.model, gpus, scenarios, request, article, runs=runs, measured=measured, ops=ops, prices=args.gpu_hour_usd,
+                   traffic=traffic)
     art = article_estimate(article, gpus)
     by_scenario: dict[str, dict[str, int | None]] = {}
     for r in rows:
