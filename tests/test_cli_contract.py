@@ -337,6 +337,20 @@ BAD = [
     bad("plan", "--model", "llama-3.1-70b", "--gpu", "A100-40GB", "--weight-dtype", "fp32", "--input-len", "60000", "--output-len",
         "1000", "--request-rate", "1", "--ttft-ms", "5000", "--tpot-ms", "100", "--samples", "0", says="no KV room"),
     bad("plan", *PLAN, "--tpot-ms", "1", says="meets TTFT 2000 ms and TPOT 1 ms"),  # under every layout's step floor
+    # plan --traffic: sizing by simulated percentiles (more in tests/test_percentile*.py)
+    bad("plan", *PLAN, "--traffic", "bursty", says="--traffic bursty: not poisson, gamma, a bundled trace"),
+    bad("plan", *PLAN, "--traffic", "poisson", "--slo-percentile", "40", says="--slo-percentile must be from 50 to 99.9, got 40"),
+    bad("plan", *PLAN, "--traffic", "poisson", "--slo-percentile", "99.95", says="--slo-percentile must be from 50 to 99.9"),
+    bad("plan", *PLAN, "--slo-percentile", "99", says="--slo-percentile size by simulation: give --traffic"),
+    bad("plan", *PLAN, "--traffic", "poisson", "--burstiness", "0.5", says="--burstiness shapes --traffic gamma only"),
+    bad("plan", *PLAN, "--traffic", "azure-conv", says="--traffic azure-conv gives the lengths"),
+    bad("plan", "--model", "llama-3.1-8b", "--gpu", "H100", "--request-rate", "5", "--ttft-ms", "2000", "--tpot-ms", "50",
+        says="give --input-len and --output-len"),
+    bad("plan", "--model", "llama-3.1-8b", "--gpu", "H100", "--request-rate", "5", "--ttft-ms", "2000", "--tpot-ms", "50", "--traffic",
+        "{tmp}/t.csv", says="go back in time",
+        files={"t.csv": "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:47.0,3,4\n2023-11-16 18:15:46.0,3,4\n"}),
+    bad("estimate", "--traffic", "gamma", "--burstiness", "-1", says="--burstiness must be above 0"),
+    bad("backtest", "--traffic", "azure-conv", says="give poisson or gamma"),
     # backtest, validate
     bad("backtest", "--results", "{tmp}/missing", says="no such directory"),
     bad("validate", "--file", "{tmp}/v.toml", says="row r", files={"v.toml": BAD_VALIDATION_ROW}),
