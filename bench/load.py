@@ -160,12 +160,18 @@ def measure_serve(
     else:
         assert concurrency is not None
         n, n_warmup = max(num_prompts, 5 * concurrency), concurrency
-    reqs = workload.requests(n_warmup + n, input_len, output_len, vocab_size, seed, salt)
-    warmup, measured = reqs[:n_warmup], reqs[n_warmup:]
-    offsets = arrival_offsets(n, request_rate, burstiness, seed)
+    if workload.trace is not None:  # its lengths and (scaled) arrival times; requests over the context are not sent
+        assert request_rate is not None
+        warmup, measured, offsets = workload.trace_schedule(n, n_warmup, request_rate, burstiness, vocab_size, seed, salt)
+    else:
+        reqs = workload.requests(n_warmup + n, input_len, output_len, vocab_size, seed, salt)
+        warmup, measured = reqs[:n_warmup], reqs[n_warmup:]
+        offsets = arrival_offsets(n, request_rate, burstiness, seed)
     res = asyncio.run(run_load(base_url, measured, warmup, concurrency, temperature, offsets, model, budget_s))
     metrics = serving_metrics(res.timelines, res.wall_s)
     metrics["num_prompts"] = n
+    if workload.trace is not None:
+        metrics["not_sent_over_context"] = min(n, len(workload.trace.arrival_s)) - len(measured)
     metrics["warmup_requests"] = n_warmup
     metrics["unsent_over_budget"] = res.unsent
     metrics["prefix_cache_hit_rate"] = res.cache_hit_rate

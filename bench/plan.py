@@ -18,6 +18,7 @@ from bench.ops import OPERATORS
 from bench.workload import Workload, load_dataset
 from core.errors import UsageError
 from core.paths import ROOT
+from core.traces import BUNDLED, load_trace
 
 MODES = ("throughput", "prefill", "decode", "serve", "ops")
 MAX_SEQUENCES = 1 << 16  # sequences submitted at once (a batch or a concurrency)
@@ -86,6 +87,8 @@ class BenchPlan:
     range_ratio: float = 0.0  # serve: lengths uniform in [L(1 - r), L(1 + r)] (vLLM's --random-range-ratio)
     prefix_fraction: float = 0.0  # serve: this share of every prompt shared by all (target prefix-cache hit rate)
     dataset: str | None = None  # serve: prompts from this JSONL or ShareGPT file
+    trace: str | None = None  # serve: replay this trace's lengths and arrivals (a bundled name or a file)
+    trace_arrivals: str = "recorded"  # serve, with a trace: its arrival times scaled to each rate, or gamma arrivals
     tokenizer: str | None = None  # serve: local tokenizer directory for prompts and counts (default: the model's)
     serve_budget_s: float = 120.0  # serve: no request of a configuration is sent after this many seconds
     repeats: int = 1
@@ -153,6 +156,7 @@ class BenchPlan:
             "--range-ratio": bool(self.range_ratio),
             "--prefix-fraction": bool(self.prefix_fraction),
             "--dataset": self.dataset is not None,
+            "--trace": self.trace is not None,
             "--tokenizer": self.tokenizer is not None,
         }
         if "serve" not in self.modes and any(serve_only.values()):
@@ -174,13 +178,20 @@ class BenchPlan:
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and 0 < v <= 3.6e6):
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive number of milliseconds")
+        if self.trace is not None and (not self.request_rates or not all(math.isfinite(r) for r in self.request_rates)
+                                       or self.searches_slo):  # fmt: skip
+            raise UsageError("--trace replays arrivals at --request-rates: give finite rates (requests/s), and no SLO search")
         if self.slo_percentile not in SLO_PERCENTILES:
             raise UsageError(f"--slo-percentile must be one of {', '.join(map(str, SLO_PERCENTILES))}")
         if not 1 <= self.slo_max_concurrency <= MAX_SEQUENCES:
             raise UsageError(f"--slo-max-concurrency must be in [1, {MAX_SEQUENCES:,}]")
 
     def serve_lengths(self) -> list[tuple[int, int]]:
-        """The (input, output) lengths serve configurations are labelled with: the flags', or a dataset's mean lengths."""
+        """The (input, output) lengths serve configurations are labelled with: the flags', or a dataset's or a trace's mean
+        lengths."""
+        tr = self.workload.trace
+        if tr is not None:
+            return [(round(float(tr.input_tokens.mean())), round(float(tr.output_tokens.mean())))]
         ds = self.workload.dataset
         if ds is not None:
             return [(round(ds.mean_prompt_len), round(ds.mean_output_len))]
@@ -198,11 +209,12 @@ class BenchPlan:
 
     @cached_property
     def workload(self) -> Workload:
-        """How serve requests are made; a dataset file is read (once per file) and checked here."""
+        """How serve requests are made; a dataset or a trace file is read (once per file) and checked here."""
         dataset = None
         if self.dataset is not None:
             dataset = load_dataset(_local(self.dataset), self.tokenizer_path(), self.max_model_len, self.output_lens[0])
-        return Workload(self.range_ratio, self.prefix_fraction, dataset)
+        trace = load_trace(self.trace if self.trace in BUNDLED else _local(self.trace)) if self.trace is not None else None
+        return Workload(self.range_ratio, self.prefix_fraction, dataset, trace, self.trace_arrivals, self.max_model_len)
 
     @property
     def searches_slo(self) -> bool:
@@ -235,7 +247,7 @@ class BenchPlan:
         for mode in self.modes:
             if mode == "serve":
                 for in_len, out_len in self.serve_lengths():
-                    fixed = () if self.searches_slo else self.concurrencies
+                    fixed = () if self.searches_slo or self.trace is not None else self.concurrencies
                     out += [dict(mode=mode, batch_size=None, concurrency=c, input_len=in_len, output_len=out_len) for c in fixed]
                     out += [
                         dict(mode=mode, batch_size=None, concurrency=None, request_rate=r, input_len=in_len, output_len=out_len)

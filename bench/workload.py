@@ -14,6 +14,13 @@
   ``{"conversations": [{"value": prompt}, {"value": reply}, ...]}``). A request's output length is its
   ``output_tokens`` or its reply's token count, else ``--output-lens``. Prompts are drawn in a seeded
   order, cycling when more requests than entries are needed.
+- **trace**: a request trace's lengths and arrival times (core/traces.py: Azure's CSV or Mooncake's JSON lines, the two
+  bundled by name), which carry no text: the i-th request's prompt is random token ids of the trace's i-th prompt length,
+  its reply forced to the trace's i-th reply length (EOS ignored), as vLLM's benchmarks replay length-only traces. It is
+  sent at the trace's i-th arrival time scaled so that the trace's mean rate becomes the configuration's rate
+  (core/traces.scaled_arrivals, what the simulator replays), or (``trace_arrivals`` gamma) at vLLM's gamma arrivals of that
+  rate. The first ``n`` requests of the trace are replayed; one longer than ``max_len`` (the engine's context) is not
+  sent, the others keep their times. Warm-up requests take the lengths of the trace's last requests.
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from core.bench_serve import arrival_offsets
 from core.errors import UsageError
+from core.traces import Trace, scaled_arrivals
+
+TRACE_ARRIVALS = ("recorded", "gamma")
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,9 @@ class Workload:
     range_ratio: float = 0.0
     prefix_fraction: float = 0.0
     dataset: Dataset | None = None
+    trace: Trace | None = None
+    trace_arrivals: str = "recorded"
+    max_len: int | None = None  # a trace's requests longer than this (prompt + reply) are not sent
 
     def __post_init__(self) -> None:
         if not 0 <= self.range_ratio < 1:
@@ -158,13 +174,19 @@ class Workload:
             raise UsageError("--prefix-fraction must be in [0, 1) (the share of each prompt that all prompts have in common)")
         if self.dataset is not None and (self.range_ratio or self.prefix_fraction):
             raise UsageError("--dataset gives the prompts: drop --range-ratio and --prefix-fraction")
+        if self.trace is not None and (self.dataset is not None or self.range_ratio or self.prefix_fraction):
+            raise UsageError("--trace gives the lengths: drop --dataset, --range-ratio and --prefix-fraction")
+        if self.trace_arrivals not in TRACE_ARRIVALS:
+            raise UsageError(f"--trace-arrivals must be one of {', '.join(TRACE_ARRIVALS)}, got {self.trace_arrivals!r}")
 
     @property
     def kind(self) -> str:
-        return "dataset" if self.dataset else "shared_prefix" if self.prefix_fraction else "random"
+        return "trace" if self.trace else "dataset" if self.dataset else "shared_prefix" if self.prefix_fraction else "random"
 
     def label(self) -> str:
         """Short, for tables: which points may share a frontier."""
+        if self.trace:
+            return f"trace {self.trace.name}, {self.trace_arrivals} arrivals"
         if self.dataset:
             return f"dataset {Path(self.dataset.path).name}"
         parts = [f"prefix {self.prefix_fraction:.0%}"] if self.prefix_fraction else ["random"]
@@ -178,6 +200,10 @@ class Workload:
             "range_ratio": self.range_ratio,
             "prefix_fraction": self.prefix_fraction,
         }
+        if self.trace:
+            t = self.trace
+            rec["trace"] = {"name": t.name, "requests": len(t.arrival_s), "recorded_rate_per_s": round(t.rate_per_s, 6),
+                            "arrivals": self.trace_arrivals, "max_len": self.max_len}  # fmt: skip
         if self.dataset:
             d = self.dataset
             rec["dataset"] = {
@@ -215,8 +241,31 @@ class Workload:
             out.append(Request(prefix + suffix, prefix_len + len(suffix), n_out))
         return out
 
+    def trace_schedule(self, n: int, warmup: int, rate_per_s: float, burstiness: float, vocab_size: int, seed: int,
+                       salt: str = "") -> tuple[list[Request], list[Request], list[float]]:  # fmt: skip
+        """(warm-up requests, the trace's first ``n`` requests that fit ``max_len``, their send times): module docstring."""
+        assert self.trace is not None
+        t, rng = self.trace, random.Random(f"{seed}/trace/{salt}")
+        low = min(1000, vocab_size // 4)
+        times = (scaled_arrivals(t, rate_per_s, n) if self.trace_arrivals == "recorded" else
+                 arrival_offsets(min(n, len(t.arrival_s)), rate_per_s, burstiness, seed))  # fmt: skip
+
+        def req(i: int) -> Request:
+            n_in, n_out = int(t.input_tokens[i]), int(t.output_tokens[i])
+            return Request([rng.randrange(low, vocab_size - 1) for _ in range(n_in)], n_in, n_out)
+
+        def fits(i: int) -> bool:
+            return self.max_len is None or int(t.input_tokens[i] + t.output_tokens[i]) <= self.max_len
+
+        last = [i for i in range(len(t.arrival_s) - 1, -1, -1) if fits(i)][:warmup]
+        sent = [i for i in range(len(times)) if fits(i)]
+        return [req(i) for i in last], [req(i) for i in sent], [float(times[i]) for i in sent]
+
     def longest(self, input_len: int, output_len: int) -> int:
         """The most tokens (prompt + output) one request of a configuration can take."""
+        if self.trace:
+            longest = int(np.max(self.trace.input_tokens + self.trace.output_tokens))
+            return min(longest, self.max_len) if self.max_len else longest
         if self.dataset:
             return max(e.prompt_len + e.output_len for e in self.dataset.entries)
         r = self.range_ratio

@@ -200,6 +200,7 @@ class ServeRecord(MeasuredRecord):
     steady_output_tokens_per_s: float | None = col()
     warmup_requests: int | None = col("int")
     unsent_over_budget: int | None = col("int")
+    not_sent_over_context: int | None = col("int", table=False)  # a trace's requests longer than the engine's context
     prefix_cache_hit_rate: float | None = col()
     goodput_requests_per_s: float | None = col()
     slo: SloBound | None = col("slo", table=False)  # SLO search probes: the bound, their step, whether it was met

@@ -151,3 +151,13 @@ def load_trace(name_or_path: str | Path) -> Trace:
     if len(trace.arrival_s) == 0:
         raise UsageError(f"trace {path}: empty, no requests")
     return trace
+
+
+def scaled_arrivals(trace: Trace, rate_per_s: float | None, n: int) -> np.ndarray:
+    """The first ``n`` arrival times (s from the first), scaled so that their own mean rate ((n - 1) over the span from the
+    first to the last of them; a trace's rate drifts over its hours) becomes ``rate_per_s`` (as recorded when None): when
+    a replay at that rate sends each request, for the serving client and the simulator alike."""
+    t = trace.arrival_s[: min(n, len(trace.arrival_s))]
+    span = float(t[-1] - t[0]) if len(t) > 1 else 0.0
+    scale = (len(t) - 1) / span / rate_per_s if rate_per_s is not None and span > 0 else 1.0
+    return t * scale

@@ -16,7 +16,7 @@ import numpy as np
 
 from core.bench_serve import arrival_offsets
 from core.errors import UsageError
-from core.traces import Trace
+from core.traces import Trace, scaled_arrivals
 from estimator.sim.request import Req
 
 LENGTH_KINDS = ("fixed", "uniform", "lognormal", "trace")
@@ -89,15 +89,14 @@ def generated(n: int, rate: float, burstiness: float, lengths: Lengths, seed: in
 
 
 def replay(trace: Trace, rate: float | None = None, n: int | None = None) -> list[Req]:
-    """The first ``n`` requests of ``trace`` (all by default) at their recorded times, scaled so that the trace's mean
-    rate becomes ``rate`` requests/s (as recorded when None), with the trace's own hash ids."""
+    """The first ``n`` requests of ``trace`` (all by default) at their recorded times, scaled so that their own mean rate
+    becomes ``rate`` requests/s (as recorded when None; core/traces.scaled_arrivals), with the trace's own hash ids."""
     if rate is not None and not rate > 0:
         raise UsageError(f"a trace is replayed at a positive rate, got {rate}")
-    k = len(trace.arrival_s) if n is None else min(n, len(trace.arrival_s))
-    scale = trace.rate_per_s / rate if rate is not None and np.isfinite(trace.rate_per_s) else 1.0
+    arrivals = scaled_arrivals(trace, rate, len(trace.arrival_s) if n is None else n)
     ids = trace.hash_ids
-    return [Req(i, float(trace.arrival_s[i]) * scale, int(trace.input_tokens[i]), int(trace.output_tokens[i]),
-                ids[i] if ids is not None else None) for i in range(k)]  # fmt: skip
+    return [Req(i, float(t), int(trace.input_tokens[i]), int(trace.output_tokens[i]), ids[i] if ids is not None else None)
+            for i, t in enumerate(arrivals)]  # fmt: skip
 
 
 def admissible(firsts: list[Req], max_len: int) -> tuple[list[Req], int]:

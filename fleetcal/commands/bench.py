@@ -28,6 +28,7 @@ from core.errors import CatalogError, SchemaError, UsageError
 from core.models import MODEL_DIR, get_model, resolve_model_key
 from core.paths import RUNS_DIR, portable
 from core.schema import load_document
+from core.traces import BUNDLED, load_trace
 from fleetcal.commands.bench_args import add_cli_args as add_cli_args  # the subcommand's flags, read by cli.py
 
 # BenchPlan fields given as their flag is: as parsed, and lists as tuples
@@ -36,7 +37,7 @@ SAME_AS_FLAG = (
     "distributed_executor_backend", "seed", "temperature", "microbench", "budget_s", "quantization", "kv_cache_dtype",
     "enable_prefix_caching", "enable_expert_parallel", "max_num_seqs", "max_num_batched_tokens", "gpu_hour_usd", "burstiness",
     "slo_tpot_ms", "slo_ttft_ms", "slo_percentile", "slo_max_concurrency", "base_url", "repeats", "range_ratio", "prefix_fraction",
-    "serve_budget_s", "ops_range",
+    "serve_budget_s", "ops_range", "trace_arrivals",
 )
 LISTS_AS_FLAG = ("batch_sizes", "input_lens", "output_lens", "concurrencies", "operators", "request_rates")
 
@@ -137,6 +138,7 @@ def validate_args(args: argparse.Namespace) -> BenchPlan:
         dtype_reason=dtype_reason,
         enforce_eager=eager,
         dataset=portable(args.dataset.resolve()) if args.dataset else None,
+        trace=args.trace if args.trace is None or args.trace in BUNDLED else portable(Path(args.trace).resolve()),
         tokenizer=portable(args.tokenizer.resolve()) if args.tokenizer else None,
     )
 
@@ -155,7 +157,12 @@ def _workload(args: argparse.Namespace, model_path: str, limit: int | None) -> W
         dataset = load_dataset(str(args.dataset.resolve()), tokenizer, args.max_model_len or limit, args.output_lens[0])
     elif args.tokenizer is not None:
         load_tokenizer(str(args.tokenizer.resolve()))  # checked now, used for the vocabulary of random prompts
-    return Workload(args.range_ratio, args.prefix_fraction, dataset)
+    trace = None
+    if args.trace is not None:
+        if "serve" not in args.mode or args.input_lens != _defaults()["input_lens"] or args.output_lens != _defaults()["output_lens"]:
+            raise UsageError("--trace replays its own lengths in --mode serve: drop --input-lens and --output-lens")
+        trace = load_trace(args.trace)
+    return Workload(args.range_ratio, args.prefix_fraction, dataset, trace, args.trace_arrivals, args.max_model_len or limit)
 
 
 def _recorded(args: argparse.Namespace) -> dict[str, Any]:

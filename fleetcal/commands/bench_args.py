@@ -95,6 +95,18 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         "--dataset", type=Path, help='serve: prompts from a JSONL file ({"prompt": ..., "output_tokens": n} per line) or a ShareGPT file'
     )
     p.add_argument(
+        "--trace",
+        help="serve: replay a trace's lengths (random-token prompts, replies forced to its lengths) and arrival times, time-scaled to "
+             "each --request-rates value: azure-conv, mooncake-conv or a file (Azure CSV, Mooncake JSONL)",
+    )
+    p.add_argument(
+        "--trace-arrivals",
+        choices=("recorded", "gamma"),
+        default="recorded",
+        help="serve, with --trace: its recorded arrival times scaled to the rate, or gamma arrivals of --burstiness (1: Poisson) at "
+             "the rate with the trace's lengths",
+    )
+    p.add_argument(
         "--tokenizer",
         type=Path,
         help="serve: a local tokenizer directory for the prompts (default: --model's); for a --base-url server whose model is not here",
