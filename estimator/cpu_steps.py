@@ -48,23 +48,26 @@ class UndeterminedError(ValueError):
 
 @dataclass(frozen=True)
 class Curve:
-    """Seconds against one shape axis, non-decreasing; interpolated log-log, proportional past the last point."""
+    """Seconds against one shape axis, non-decreasing; interpolated log-log, past the last point as the operator's work
+    grows: (x / x_last) ** ``power`` (1: proportional; 2 for one prompt's prefill attention, whose query-key pairs grow
+    as the square of its length, L (L + 1) / 2)."""
 
     xs: tuple[float, ...]
     ts: tuple[float, ...]
+    power: float = 1.0
 
     @classmethod
-    def of(cls, points: pd.DataFrame) -> Curve:
+    def of(cls, points: pd.DataFrame, power: float = 1.0) -> Curve:
         g = points.groupby("x")["seconds"].median().sort_index()
         ts = np.minimum.accumulate(g.to_numpy()[::-1])[::-1]  # the envelope from the right: t(x) ≤ t(x') for x < x'
-        return cls(tuple(float(x) for x in g.index), tuple(float(t) for t in ts))
+        return cls(tuple(float(x) for x in g.index), tuple(float(t) for t in ts), power)
 
     def __call__(self, x: float) -> float:
         xs, ts = self.xs, self.ts
         if x <= xs[0]:
             return ts[0]
         if x >= xs[-1]:
-            return ts[-1] * x / xs[-1]
+            return ts[-1] * (x / xs[-1]) ** self.power
         i = int(np.searchsorted(xs, x))
         f = (math.log(x) - math.log(xs[i - 1])) / (math.log(xs[i]) - math.log(xs[i - 1]))
         return math.exp(math.log(ts[i - 1]) + f * (math.log(ts[i]) - math.log(ts[i - 1])))
@@ -102,7 +105,8 @@ def build_curves(ops: pd.DataFrame, device_name: str, model: str, dtype: str) ->
     o["_shape"] = o["shape"].map(json.loads)
     s = model_shapes(model)
 
-    def curve(op: str, axis: str | None, where: dict | None = None, x: Callable[[dict], float] | None = None) -> Curve:
+    def curve(op: str, axis: str | None, where: dict | None = None, x: Callable[[dict], float] | None = None,
+              power: float = 1.0) -> Curve:  # fmt: skip
         g = o[o["operator"] == op]
         if where:
             g = g[g["_shape"].map(lambda sh: all(sh.get(k) == v for k, v in where.items()))]
@@ -110,13 +114,13 @@ def build_curves(ops: pd.DataFrame, device_name: str, model: str, dtype: str) ->
             raise UndeterminedError(f"no {op} measurements of {model} on {device_name} in {dtype} (vLLM kernels): "
                                     f"run `fleetcal bench --mode ops --model {model}` there")  # fmt: skip
         g = g.assign(x=g["_shape"].map(x or (lambda sh: sh[axis])))
-        return Curve.of(g)
+        return Curve.of(g, power)
 
     return OperatorCurves(
         device_name, model, dtype, s,
         gemm={layer: curve("gemm", "m", {"layer": layer}) for layer in s.linears},
         attention_decode=curve("attention_decode", None, x=lambda sh: sh["batch"] * sh["context"]),
-        attention_prefill=curve("attention_prefill", "context"),
+        attention_prefill=curve("attention_prefill", "context", power=2),
         sampling=curve("sampling", "batch"),
         elementwise=curve("layer_elementwise", "tokens"),
     )  # fmt: skip

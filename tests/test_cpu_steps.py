@@ -38,6 +38,14 @@ def test_a_curve_interpolates_log_log_and_grows_in_proportion_past_its_last_poin
     assert c(400) == pytest.approx(4e-1)  # proportional past the last: bound by compute or bytes
 
 
+def test_prefill_attention_grows_as_the_square_of_the_prompt_past_its_last_point():
+    # one prompt of L tokens scores L (L + 1) / 2 query-key pairs: twice the prompt is four times the work (a
+    # 4,085-token prompt of Azure's conversation trace is past the longest prompt timed, 2,048)
+    pts = pd.DataFrame({"x": [512.0, 2048.0], "seconds": [4e-3, 6e-2]})
+    assert Curve.of(pts, power=2)(4096) == pytest.approx(4 * 6e-2) and Curve.of(pts)(4096) == pytest.approx(2 * 6e-2)
+    assert Curve.of(pts, power=2)(1024) == Curve.of(pts)(1024)  # inside the points the curve is measured, not modelled
+
+
 def test_a_curve_never_decreases_a_slow_outlier_is_cut_to_the_next_larger_shape():
     c = _curve({1: 5e-3, 4: 1e-3, 16: 2e-3})  # M = 1 measured slower than M = 4 on a noisy machine
     assert c(1) == pytest.approx(1e-3)
