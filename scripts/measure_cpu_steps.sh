@@ -12,12 +12,13 @@
 # Decode runs prefill their whole batch in one step (--max-num-batched-tokens 32768), so that the
 # decode steps timed by difference are all full batches; prefill runs keep vLLM's 4,096-token chunks.
 #   scripts/measure_cpu_steps.sh [OUT_DIR]     # default results/runs
+#   MODELS=bundled scripts/measure_cpu_steps.sh   # the bundled model alone (about half the time): enough for its own steps
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FC="${FLEETCAL_VENV:-.venv}/bin/fleetcal"
 OUT="${1:-results/runs}"
 OPS=gemm,attention_decode,attention_prefill,layer_elementwise,sampling
-for model in bundled smollm2-360m; do
+for model in ${MODELS:-bundled smollm2-360m}; do
   fmt=auto; [ "$model" = bundled ] || fmt=dummy
   bench() { "$FC" bench --model "$model" --load-format "$fmt" --out "$OUT" "$@"; }
   bench --mode ops --operators "$OPS"

@@ -22,6 +22,7 @@ from estimator.calibration import PhaseFit, calibrate, calibration_table, residu
 from estimator.fleet import SCENARIOS, price_notes, project
 from estimator.operators import gemm_curve, load_ops, operator_table
 from estimator.runs import load_run_table, run_columns
+from estimator.sim.measured import load_comparison
 from estimator.utilization import ARTICLE_UTILIZATION, measured_utilization, utilization_table
 from estimator.validation import load_rows, summary, validate
 from fleetcal.commands.models import MODELS_END, MODELS_START, docs_block
@@ -47,6 +48,7 @@ from fleetcal.report.repeats import readme_lines as repeats_readme_lines
 from fleetcal.report.repeats import repeats_table
 from fleetcal.report.serving import readme_lines as serving_readme_lines
 from fleetcal.report.serving import serving_table
+from fleetcal.report.sim_check import SIMCHECK_END, SIMCHECK_START, simcheck_block
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 KEY_START, KEY_END = "<!-- keytable:start -->", "<!-- keytable:end -->"
@@ -110,6 +112,7 @@ def build_report(results: Path) -> Report:
     t["cpu_steps"], t["cpu_overheads"] = cpu_step_tables(runs, ops)
     t["serving"] = serving_table(runs)
     t["repeats"] = repeats_table(runs)
+    t["sim_vs_serve"] = load_comparison(results)
     return Report(t, runs, fits, measured, skipped)
 
 
@@ -244,6 +247,7 @@ def page_blocks(r: Report, results: Path) -> dict[tuple[str, str], str | None]:
         (MODELS_START, MODELS_END): docs_block(),
         (PEER_START, PEER_END): peer_block(r.tables["validation"], results / "peer"),
         (COMMANDS_START, COMMANDS_END): commands_block(),
+        (SIMCHECK_START, SIMCHECK_END): simcheck_block(r.tables["sim_vs_serve"]),
     }
 
 

@@ -1,0 +1,38 @@
+"""The simulator against the real vLLM server (estimator/sim/measured.py): the simulated requests are the ones the client
+sent."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from bench.workload import Workload
+from core.traces import load_trace
+from estimator.sim.measured import schedule
+
+
+
+@pytest.mark.parametrize("arrivals", ["recorded", "gamma"])
+def test_the_simulated_requests_are_the_ones_the_client_sent(arrivals):
+    trace = load_trace("azure-conv")
+    wl = Workload(trace=trace, trace_arrivals=arrivals, max_len=700)  # short enough that some of the first 60 are not sent
+    _, sent, times = wl.trace_schedule(60, 2, 0.7, 1.0, 49152, 3)
+    run = {"workload": wl.record(), "plan": {"trace": "azure-conv", "seed": 3}}
+    rec = SimpleNamespace(num_prompts=60, request_rate_per_s=0.7, burstiness=1.0, unsent_over_budget=0)
+    reqs = schedule(SimpleNamespace(run=run), rec, trace)
+    assert 0 < len(reqs) == len(sent) < 60
+    assert [(q.prompt, q.output) for q in reqs] == [(r.prompt_len, r.output_len) for r in sent]
+    assert [q.arrival_s for q in reqs] == pytest.approx(times)
+    assert max(q.prompt + q.output for q in reqs) <= 700
+    # the client's time budget left the last two unsent: the simulation leaves them out too
+    cut = schedule(SimpleNamespace(run=run), SimpleNamespace(**{**rec.__dict__, "unsent_over_budget": 2}), trace)
+    assert [q.arrival_s for q in cut] == pytest.approx(times[:-2])
+
+
+def test_recorded_arrivals_are_the_traces_scaled_to_the_rate():
+    trace = load_trace("azure-conv")
+    _, sent, times = Workload(trace=trace).trace_schedule(100, 2, 0.5, 1.0, 49152, 0)
+    assert len(sent) == 100 and (len(times) - 1) / (times[-1] - times[0]) == pytest.approx(0.5)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[0] / gaps[1] == pytest.approx((trace.arrival_s[1] - trace.arrival_s[0]) / (trace.arrival_s[2] - trace.arrival_s[1]))
