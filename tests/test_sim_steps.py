@@ -51,8 +51,8 @@ def test_a_mixed_gpu_step_is_the_decode_step_plus_its_chunk_at_the_full_budget_r
 
 
 def _cpu(ops):
-    dev = ops.loc[ops["device_name"].str.contains(r"\[cpu-") & ops["impl"].fillna("").str.startswith("vllm"), "device_name"].iloc[0]
-    curves = build_curves(ops, dev, "smollm2-360m", "bf16")
+    mine = ops["device_name"].str.contains(r"\[cpu-") & ops["impl"].fillna("").str.startswith("vllm") & (ops["model"] == "smollm2-360m")
+    curves = build_curves(ops, ops.loc[mine, "device_name"].iloc[0], "smollm2-360m", "bf16")  # a CPU that timed this model
     return curves, Overhead("decode", 0.004, 0.0003, 8)
 
 

@@ -79,6 +79,18 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="serve: measure an OpenAI-compatible server already running there (another vLLM, SGLang, TGI); --model gives the vocabulary "
              "of the prompts",
     )
+    _workload_args(p)
+    p.add_argument(
+        "--serve-budget-s",
+        type=float,
+        default=120.0,
+        help="serve: no request of a configuration is sent after this many seconds (those in flight finish and count)",
+    )
+
+
+
+def _workload_args(p: argparse.ArgumentParser) -> None:
+    """Serving's requests: random lengths, a shared prefix, a dataset, a replayed trace, the prompts' tokenizer."""
     p.add_argument(
         "--range-ratio",
         type=float,
@@ -110,12 +122,6 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         "--tokenizer",
         type=Path,
         help="serve: a local tokenizer directory for the prompts (default: --model's); for a --base-url server whose model is not here",
-    )
-    p.add_argument(
-        "--serve-budget-s",
-        type=float,
-        default=120.0,
-        help="serve: no request of a configuration is sent after this many seconds (those in flight finish and count)",
     )
 
 
