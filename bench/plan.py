@@ -14,6 +14,7 @@ from typing import Any
 
 from bench import ops_reach
 from bench.engines import EngineConfig
+from bench.load import OPEN_LOOP_REQUESTS
 from bench.ops import OPERATORS
 from bench.workload import Workload, load_dataset
 from core.errors import UsageError
@@ -187,11 +188,10 @@ class BenchPlan:
             raise UsageError(f"--slo-max-concurrency must be in [1, {MAX_SEQUENCES:,}]")
 
     def serve_lengths(self) -> list[tuple[int, int]]:
-        """The (input, output) lengths serve configurations are labelled with: the flags', or a dataset's or a trace's mean
-        lengths."""
-        tr = self.workload.trace
-        if tr is not None:
-            return [(round(float(tr.input_tokens.mean())), round(float(tr.output_tokens.mean())))]
+        """The (input, output) lengths serve configurations are labelled with: the flags', a dataset's mean lengths, or
+        the mean lengths of the trace's requests a configuration replays (bench.load.measure_serve's count)."""
+        if self.workload.trace is not None:
+            return [self.workload.trace_mean_lengths(max(self.num_prompts or 0, OPEN_LOOP_REQUESTS))]
         ds = self.workload.dataset
         if ds is not None:
             return [(round(ds.mean_prompt_len), round(ds.mean_output_len))]

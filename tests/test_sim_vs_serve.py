@@ -40,6 +40,17 @@ def test_the_simulated_requests_are_the_ones_the_client_sent(arrivals):
     assert [q.arrival_s for q in cut] == pytest.approx(times[:-2])
 
 
+def test_a_replay_is_labelled_with_the_lengths_of_the_requests_it_sends():
+    trace = load_trace("azure-conv")
+    wl = Workload(trace=trace, max_len=700)
+    _, sent, _ = wl.trace_schedule(60, 2, 0.7, 1.0, 49152, 3)
+    mean_in = sum(r.prompt_len for r in sent) / len(sent)
+    mean_out = sum(r.output_len for r in sent) / len(sent)
+    assert wl.trace_mean_lengths(60) == (round(mean_in), round(mean_out))
+    # not the whole trace's means (1,155 and 211 tokens), which a replay of its first requests does not send
+    assert wl.trace_mean_lengths(60) != (round(float(trace.input_tokens.mean())), round(float(trace.output_tokens.mean())))
+
+
 def test_recorded_arrivals_are_the_traces_scaled_to_the_rate():
     trace = load_trace("azure-conv")
     _, sent, times = Workload(trace=trace).trace_schedule(100, 2, 0.5, 1.0, 49152, 0)
