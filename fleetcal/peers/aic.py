@@ -10,9 +10,12 @@ It never runs inside fleetcal's environment: ``scripts/setup_peers.sh`` installs
 - backend and version: by the row's source, the engine that produced the figure (``BACKENDS``).
 - precision: FP8 weights are the peer's ``fp8`` GEMMs (``fp8_block`` for a block-scaled checkpoint, DeepSeek-V3, and its
   experts); FP16/BF16 weights are its 16-bit ``bfloat16`` GEMMs (the A100's FP16 and BF16 tensor-core peaks are the same
-  312 TFLOPS); the KV cache is ``fp8`` or ``bfloat16`` as the row's, except where the source's backend says otherwise.
+  312 TFLOPS); NVFP4 weights are its ``nvfp4`` GEMMs and experts; MXFP4 (gpt-oss: experts only) its ``w4a16_mxfp4``
+  experts on Hopper and ``w4a8_mxfp4_mxfp8`` on Blackwell (TensorRT-LLM's gpt-oss guide: MXFP8 activations there); the
+  KV cache is ``fp8`` or ``bfloat16`` as the row's, except where the source's backend says otherwise.
 - layout: TP as the row's; data-parallel attention is the peer's ``attention_dp_size`` = the instance's GPUs (TP 1),
-  experts over ``moe_ep_size`` = the row's EP with ``moe_tp_size`` 1.
+  experts over ``moe_ep_size`` = the row's EP with ``moe_tp_size`` 1, or, with no EP and no data-parallel attention,
+  ``moe_tp_size`` = TP (TensorRT-LLM's default for a TP-only MoE), in the row's weight precision either way.
 - ``max_load``: the peer's aggregated (in-flight batching) estimate at the largest batch its own KV gate admits under the
   row's ``kv_fraction`` (TensorRT-LLM's free-memory fraction), capped at ``max_batch``, with fleetcal's token budget per
   step (TensorRT-LLM's default ``max_num_tokens``, 8,192, core/data/engines/) as ``ctx_tokens``.
@@ -66,12 +69,18 @@ ROUTING: dict[str, dict[str, Any]] = {
 }
 
 
+BLACKWELL = {"b200_sxm", "b300_sxm", "gb200"}  # the peer's systems with FP4 tensor cores
+
+
 def _quant(row: Row, moe: bool) -> dict[str, str | None]:
     """The peer's GEMM, MoE and KV quantization modes for the row's weight and KV precisions (module docstring)."""
     key = resolve_model_key(row.model)
     block = key is not None and get_model(key).checkpoint.fp8_block_scaled  # its config.json's weight_block_size
-    gemm = ("fp8_block" if block else "fp8") if row.weight_dtype == "fp8" else "bfloat16"
-    return {"gemm_quant": gemm, "moe_quant": gemm if moe else None, "kv_quant": "fp8" if row.kv_dtype == "fp8" else "bfloat16"}
+    gemm = {"fp8": "fp8_block" if block else "fp8", "nvfp4": "nvfp4"}.get(row.weight_dtype, "bfloat16")
+    experts = gemm
+    if row.weight_dtype == "mxfp4":  # gpt-oss: MXFP4 experts, the rest in 16 bits; Blackwell runs them on MXFP8 activations
+        experts = "w4a8_mxfp4_mxfp8" if SYSTEMS.get(row.gpu) in BLACKWELL else "w4a16_mxfp4"
+    return {"gemm_quant": gemm, "moe_quant": experts if moe else None, "kv_quant": "fp8" if row.kv_dtype == "fp8" else "bfloat16"}
 
 
 def peer_request(row: Row) -> dict[str, Any] | str:
@@ -85,10 +94,11 @@ def peer_request(row: Row) -> dict[str, Any] | str:
     backend = {**DEFAULT_BACKEND, **BACKENDS.get(row.source, {})}
     if row.kind == "max_load" and row.kv_rule != backend["backend"]:
         return f"the row's KV rule is {row.kv_rule}'s but its source maps to the peer's {backend['backend']} backend"
-    moe = row.ep > 1 or row.dp_attention
+    moe = get_model(key).is_moe  # experts split by EP where the row has it, else by TP (TensorRT-LLM's default)
+    moe_tp = 1 if row.ep > 1 or row.dp_attention else row.tp
     req: dict[str, Any] = {"id": row.id, "kind": row.kind, "model_dir": portable(MODEL_DIR / key), "system": system, **_quant(row, moe),
                            **backend, "tp": row.tp, "attention_dp": row.num_gpus if row.dp_attention else 1,
-                           "moe_ep": row.ep if moe else None, "moe_tp": 1 if moe else None}  # fmt: skip
+                           "moe_ep": row.ep if moe else None, "moe_tp": moe_tp if moe else None}  # fmt: skip
     req.update(ROUTING.get(row.id, {}))
     if row.kind == "max_load":
         req |= {"input_len": row.input_len, "output_len": row.output_len, "max_batch": row.max_batch, "kv_fraction": row.kv_fraction,
