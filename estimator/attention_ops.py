@@ -24,19 +24,17 @@ its own published figure, FlashInfer's decode kernels (attention_decode_gqa in k
 
 from __future__ import annotations
 
-from collections import Counter
-
 from core.dtypes import BYTES_PER_DTYPE
 from core.opcounts import mla_prefill_attention_flops
-from core.shapes import KV_KINDS, Shapes
+from core.shapes import Shapes
 from estimator.batch import Batch, Op, OpCost
+from estimator.kv_cache import cache_specs
 
 
 def attention_layers(s: Shapes) -> dict[tuple[str, int], int]:
-    """Layers that attend, by (kind, window): e.g. Gemma 3 27B {("sliding", 1024): 52, ("global", 0): 10}."""
-    if not s.layers:
-        return {("mla" if s.mla else "global", 0): s.num_layers}
-    return dict(Counter((layer.mixer, layer.window) for layer in s.layers if layer.mixer in KV_KINDS))
+    """Layers that attend, by (kind, window): e.g. Gemma 3 27B {("sliding", 1024): 52, ("global", 0): 10}; the cache
+    specs (kv_cache.cache_specs) less the fixed-state layers."""
+    return {spec: n for spec, n in cache_specs(s).items() if spec[0] != "state"}
 
 
 def decode_attended(kind: str, window: int, context: float) -> float:

@@ -105,10 +105,6 @@ class Batch:
         eff = self.k.gemm(self.gpu, mm, n_, k_, measured, gemm_class(prec, wb), prec, flops, nbytes, k_ * ab + n_ * 2)
         return OpCost(name, flops, nbytes, prec, eff, layers)
 
-    def gemm_eff(self, precision: str, weight_bytes: float, mm: float, grouped: bool = False) -> Eff:
-        """The figure of the operator class a GEMM of ``mm`` rows at ``precision`` falls in (gemm_class), read at ``mm``."""
-        return self.k.figure(gemm_class(precision, weight_bytes, grouped), mm)
-
     def borrowed(self, cls: str, what: str) -> Eff:
         """Operator class ``cls``'s efficiency for an operator with no published figure of its own, saying so."""
         e = self.k.figure(cls)

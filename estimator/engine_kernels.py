@@ -79,12 +79,17 @@ def _gemm_rows(gpu: str) -> tuple[float, ...]:
     return tuple(float(c.split("=", 1)[1]) for c in df.columns if c.startswith("m="))
 
 
+def _read_rows(system: str, name: str, backend: str, version: str | None) -> tuple[pd.DataFrame, str]:
+    """(the rows of table ``name`` measured through ``backend`` at the version kernel_db.lookup reads for ``version``, that
+    version): the closest the table holds."""
+    df, v = kdb.table(system, name), kdb.closest_version(list(kdb._held(system, name, backend)), version)
+    return df[(df["backend"] == backend) & (df["version"] == v)], v
+
+
 @cache
 def _gemm_top(gpu: str, backend: str, version: str | None, dtype: str) -> float:
     """The largest M the GEMM table measured for ``dtype`` weights through ``backend`` at the version read (0: none)."""
-    system = kdb.system_of(gpu)
-    df = kdb.table(system, "gemm")
-    df = df[(df["backend"] == backend) & (df["version"] == kdb.closest_version(list(kdb._held(system, "gemm", backend)), version))]
+    df = _read_rows(kdb.system_of(gpu), "gemm", backend, version)[0]
     df = df[df["gemm_dtype"] == dtype]
     return max((float(c.split("=", 1)[1]) for c in df.columns if c.startswith("m=") and df[c].notna().any()), default=0.0)
 
@@ -103,8 +108,8 @@ def decode_attention_fraction(gpu: str, backend: str, ratio: float, head_dim: in
     df = kdb.table(system, "decode_attention") if system else None
     if df is None or df.empty or backend not in set(df["backend"]):
         return math.nan, f"no {backend} decode attention table for {gpu}"
-    v = kdb.closest_version(list(kdb._held(system, "decode_attention", backend)), version)
-    df = df[(df["backend"] == backend) & (df["version"] == v) & (df["head_dim"] == head_dim)]
+    df, v = _read_rows(system, "decode_attention", backend, version)
+    df = df[df["head_dim"] == head_dim]
     df = df[df["kv_cache_dtype"] == kdb.DTYPE[kv_dtype]]
     if df.empty or df["kernel_source"].nunique() != 1:
         return math.nan, f"{backend} {v} decode attention on {gpu}: {df['kernel_source'].nunique()} kernels at head width {head_dim}"
@@ -151,8 +156,7 @@ def datasheet_share(gpu: str, name: str, backend: str, version: str | None, exac
     attention's FLOPs. Above 1 the kernel did not do that work (weights or KV served from a large L2 cache: L40S's and RTX
     PRO 6000's GEMM tables read weights at up to 3.5 x their bandwidth), and none of the table's shapes is read."""
     system, g = kdb.system_of(gpu), get_gpu(gpu)
-    df = kdb.table(system, name)
-    df = df[(df["backend"] == backend) & (df["version"] == kdb.closest_version(list(kdb._held(system, name, backend)), version))]
+    df = _read_rows(system, name, backend, version)[0]
     for c, v in exact:
         df = df[df[c] == v]
     last = kdb.AXES[name][-1]

@@ -196,14 +196,6 @@ def decode_attention(gpu: str, backend: str, batch: float, context: float, heads
     return lookup(gpu, "decode_attention", backend, shape, version)
 
 
-def prefill_attention(gpu: str, backend: str, batch: float, tokens: float, heads: int, kv_heads: int, head_dim: int, kv_dtype: str,
-                      attn_dtype: str = "bf16", version: str | None = None) -> Measured:  # fmt: skip
-    """One layer's causal prefill attention of ``batch`` prompts of ``tokens`` each, nothing cached (the table's ``isl``)."""
-    shape = {"batch_size": batch, "num_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-             "attn_dtype": DTYPE[attn_dtype], "kv_cache_dtype": DTYPE[kv_dtype], "isl": tokens}  # fmt: skip
-    return lookup(gpu, "prefill_attention", backend, shape, version)
-
-
 def allreduce(gpu: str, backend: str, gpus: int, elements: float, version: str | None = None) -> Measured:
     """One all-reduce of ``elements`` bf16 values over ``gpus`` GPUs with the engine's custom kernel (under a CUDA graph)."""
     return lookup(gpu, "allreduce", backend, {"num_gpus": gpus, "message_size": elements}, version)

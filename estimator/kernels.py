@@ -82,10 +82,13 @@ class Kernels:
                 return (b0 + w * (b1 - b0)) * 1e9
         return table[-1][1] * 1e9
 
+    def graphs(self, gpu_name: str) -> CudaGraphs:
+        """The CUDA graphs a step captures: the deployment's own sizes where it set them, else the engine's (core/data/engines/)."""
+        return self.cuda_graphs or engine_rules(self.engine).graphs(gpu_name)
+
     def graph_run(self, gpu_name: str, tokens: float) -> tuple[float, bool]:
-        """(tokens a step of ``tokens`` per engine runs, whether it replays a CUDA graph), by the deployment's own captured
-        sizes where it set them, else the engine's (core/data/engines/)."""
-        return (self.cuda_graphs or engine_rules(self.engine).graphs(gpu_name)).run(tokens)
+        """(tokens a step of ``tokens`` per engine runs, whether it replays a CUDA graph) by ``graphs``."""
+        return self.graphs(gpu_name).run(tokens)
 
     def _measured(self, cls: str, e: Eff | None) -> Eff | None:
         """A database figure moved as the ranged assumptions moved the class's own figure."""
@@ -140,7 +143,7 @@ class Kernels:
         """Tokens per engine step past which a decode step's time jumps: each captured CUDA-graph size and the one after it
         (padded to the next size, or eager), and the rows the database measured GEMMs at (pairs such as 256 and 257, where
         a kernel's tiles change): what a table of steps over the batch must hold as grid points."""
-        sizes = (self.cuda_graphs or engine_rules(self.engine).graphs(gpu_name)).sizes
+        sizes = self.graphs(gpu_name).sizes
         rows = self.database.gemm_rows() if self.database else ()
         return tuple(sorted({float(p + d) for p in sizes for d in (0, 1)} | set(rows)))
 

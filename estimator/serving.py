@@ -83,18 +83,23 @@ def exposed_per_moe_layer(attn_s: float, moe_s: float, dispatch_s: float, combin
     return max(a, k) + max(a, d) + max(m, d) + max(m, k) - 2 * (a + m)
 
 
+def _within_scaleup(gpu: Device, layout: Layout) -> bool:
+    """Whether the instance fits one scale-up (NVLink) domain of ``gpu``."""
+    return layout.num_gpus <= gpu.scaleup_domain_gpus and bool(gpu.nvlink_gb_per_s)
+
+
 def p2p_bytes_per_s(gpu: Device, layout: Layout, k: Kernels) -> float:
     """The rate one GPU sends activations to the next pipeline stage at: over its scale-up link (one direction, at the
     all-reduce's share of it) where the instance fits one scale-up domain, else over the network (the per-GPU RDMA rate
     DeepEP measured over CX7 400 Gb/s InfiniBand, kernels.toml dispatch_combine)."""
-    if layout.num_gpus <= gpu.scaleup_domain_gpus and gpu.nvlink_gb_per_s:
+    if _within_scaleup(gpu, layout):
         return k.allreduce_nvlink_fraction * gpu.nvlink_gb_per_s / 2 * 1e9
     return k.normal_internode_gb_per_s * 1e9
 
 
 def p2p_source(gpu: Device, layout: Layout, k: Kernels) -> str:
-    within = layout.num_gpus <= gpu.scaleup_domain_gpus and gpu.nvlink_gb_per_s
-    return (k.allreduce_source if within else k.comm_source) + "; vLLM's PP: pp batches in flight (VllmConfig.max_concurrent_batches)"
+    link = k.allreduce_source if _within_scaleup(gpu, layout) else k.comm_source
+    return link + "; vLLM's PP: pp batches in flight (VllmConfig.max_concurrent_batches)"
 
 
 def pipeline_round(seconds: dict[Op, float], a: Arch, gpu: Device, layout: Layout, k: Kernels,
