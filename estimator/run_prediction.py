@@ -32,6 +32,7 @@ from core.errors import UsageError
 from estimator.cpu_validation import sessions
 from estimator.operators import load_ops
 from estimator.runs import load_run_table, read_runs
+from estimator.traffic import Request
 from estimator.utilization import ARTICLE_UTILIZATION
 
 METRICS = {  # mode -> the record fields compared, each with its unit
@@ -45,6 +46,10 @@ CONFIG_KEYS = ["device_name", "model", "model_key", "dtype", "engine", "mode", "
 CONTEXT = ["device_kind", "catalog_name", "max_num_batched_tokens", "mean_prompt_tokens", "mean_output_tokens", "prefix_cache_hit_rate"]
 ROW_COLUMNS = ["session", "device_name", "model", "engine", "mode", "batch_size", "concurrency", "input_len", "output_len", "metric",
                "unit", "role", "measured", "predicted", "error", "mfu", "mbu", "peak", "run_file"]  # fmt: skip
+
+
+OPEN_LOOP = ("open-loop arrivals: how many requests are in flight depends on queueing, which the whole-request model does not count; "
+             "closed-loop concurrencies are predicted")  # why a configuration of a request rate is not predicted, on a CPU or a GPU
 
 
 class Unpredictable(ValueError):
@@ -65,6 +70,15 @@ def wave_output_tokens_per_s(prefill_s: float, decode_step_s: float, batch: int,
     """Output tokens/s of offline waves (``fleetcal bench --mode throughput``): each wave of ``batch`` prompts is prefilled
     to its first token, then decoded ``output_len - 1`` more steps: batch x output_len / (prefill_s + (output_len - 1) x step)."""
     return batch * output_len / (prefill_s + (output_len - 1) * decode_step_s)
+
+
+def mean_request(c: Any, model: str, kv_dtype: str = "bf16") -> Request:
+    """A serve configuration's requests as they were on average: the mean prompt and reply tokens sent (the configured
+    lengths where the record has none; at least one reply token), the prefix-cache hit rate as each prompt's cached share."""
+    i = int(c.mean_prompt_tokens if pd.notna(c.mean_prompt_tokens) else c.input_len)
+    o = max(int(c.mean_output_tokens if pd.notna(c.mean_output_tokens) else c.output_len), 1)
+    cached = float(c.prefix_cache_hit_rate) if pd.notna(c.prefix_cache_hit_rate) else 0.0
+    return Request(model, i, o, cached_fraction=cached, kv_dtype=kv_dtype)
 
 
 def run_files(paths: Iterable[Path]) -> list[Path]:

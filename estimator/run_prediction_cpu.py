@@ -25,8 +25,8 @@ from estimator.cpu_steps import (
 )
 from estimator.cpu_validation import REFERENCE_MODEL, StepValidation, validate
 from estimator.planning import aggregated_rates
-from estimator.run_prediction import Unpredictable, label, metric_rows, wave_output_tokens_per_s
-from estimator.traffic import Request, mean_kv_len
+from estimator.run_prediction import OPEN_LOOP, Unpredictable, label, mean_request, metric_rows, wave_output_tokens_per_s
+from estimator.traffic import mean_kv_len
 
 # vLLM 0.32's OpenAI server on a CPU schedules at most 2,048 tokens a step (x the world size): EngineArgs's CPU defaults,
 # vllm/engine/arg_utils.py (the offline LLM class gets 4,096, cpu_steps.CHUNK_TOKENS)
@@ -69,8 +69,7 @@ def _predict(c: Any, v: StepValidation, ops: pd.DataFrame, device: str) -> list[
     if c.mode in ("decode", "prefill"):
         return _step_rows(c, v)
     if pd.notna(c.request_rate):
-        raise Unpredictable("open-loop arrivals: how many requests are in flight depends on queueing, which the whole-request model "
-                            "does not count; closed-loop concurrencies are predicted")  # fmt: skip
+        raise Unpredictable(OPEN_LOOP)
     session = _session_of(v, c.run_file)
     try:
         curves = build_curves(ops[ops["run_file"].isin(v.session_files[session])], device, c.model, kernel_dtype(c.dtype))
@@ -129,10 +128,7 @@ def serve_latency_ms(curves: OperatorCurves, over: Overhead, c: Any, budget: int
     that batch and its prefill rate (operators only: the step's overheads are in the decode step) over a budget's prompts.
     With prefix-cache hits, a prompt's uncached tokens are prefilled as a prompt of their own length (their attention
     to the cached prefix, which the prefill-attention curve does not cover, left out)."""
-    n, i = int(c.concurrency), int(c.mean_prompt_tokens if pd.notna(c.mean_prompt_tokens) else c.input_len)
-    o = max(int(c.mean_output_tokens if pd.notna(c.mean_output_tokens) else c.output_len), 1)
-    cached = float(c.prefix_cache_hit_rate) if pd.notna(c.prefix_cache_hit_rate) else 0.0
-    r = Request(c.model, i, o, cached_fraction=cached)
+    n, r = int(c.concurrency), mean_request(c, c.model)
     u = max(round(r.uncached_len), 1)
     prompts = max(1, budget // u)
     parts, _ = prefill_ops(curves, prompts, u)

@@ -20,9 +20,9 @@ from core.hardware import Device, get_gpu
 from estimator.arch import Arch, Layout, load_arch
 from estimator.kernels import Kernels, kernels_for
 from estimator.planning import aggregated_point
-from estimator.run_prediction import Unpredictable, label, metric_rows, wave_output_tokens_per_s
+from estimator.run_prediction import OPEN_LOOP, Unpredictable, label, mean_request, metric_rows, wave_output_tokens_per_s
 from estimator.serving import step
-from estimator.traffic import Request, mean_kv_len
+from estimator.traffic import mean_kv_len
 
 GiB = 2**30
 
@@ -88,8 +88,7 @@ def _predict(c: Any, gpu: Device, ops: pd.DataFrame, engine: dict[str, Any]) -> 
     b, i, o = c.batch_size, int(c.input_len), int(c.output_len)
     if c.mode == "serve":
         if pd.notna(c.request_rate):
-            raise Unpredictable("open-loop arrivals: how many requests are in flight depends on queueing, which the whole-request "
-                                "model does not count; closed-loop concurrencies are predicted")  # fmt: skip
+            raise Unpredictable(OPEN_LOOP)
         return metric_rows(c, serve_latency_ms(arch, gpu, lay, k, c, kv), "held out"), source
     b = int(b)
     transformers = str(c.engine).startswith("transformers")
@@ -120,9 +119,5 @@ def prefill_s(arch: Arch, gpu: Device, lay: Layout, k: Kernels, batch: int, prom
 def serve_latency_ms(arch: Arch, gpu: Device, lay: Layout, k: Kernels, c: Any, kv: str) -> dict[str, float]:
     """TTFT and TPOT (ms) at a closed-loop concurrency: planning.aggregated_point at concurrency / GPUs sequences per GPU
     (the server's own token budget, planning.engine_budget), lengths as the requests had them on average."""
-    i = int(c.mean_prompt_tokens if pd.notna(c.mean_prompt_tokens) else c.input_len)
-    o = max(int(c.mean_output_tokens if pd.notna(c.mean_output_tokens) else c.output_len), 1)
-    cached = float(c.prefix_cache_hit_rate) if pd.notna(c.prefix_cache_hit_rate) else 0.0
-    pt = aggregated_point(arch, gpu, lay, k, Request(str(c.model_key), i, o, cached_fraction=cached, kv_dtype=kv),
-                          int(c.concurrency) / lay.num_gpus)
+    pt = aggregated_point(arch, gpu, lay, k, mean_request(c, str(c.model_key), kv), int(c.concurrency) / lay.num_gpus)
     return {"ttft_ms_p50": pt.ttft_ms, "tpot_ms_p50": pt.tpot_ms}
