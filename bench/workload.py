@@ -254,22 +254,26 @@ class Workload:
             n_in, n_out = int(t.input_tokens[i]), int(t.output_tokens[i])
             return Request([rng.randrange(low, vocab_size - 1) for _ in range(n_in)], n_in, n_out)
 
-        def fits(i: int) -> bool:
-            return self.max_len is None or int(t.input_tokens[i] + t.output_tokens[i]) <= self.max_len
-
-        last = [i for i in range(len(t.arrival_s) - 1, -1, -1) if fits(i)][:warmup]
-        sent = [i for i in range(len(times)) if fits(i)]
+        last = [i for i in range(len(t.arrival_s) - 1, -1, -1) if self._fits(i)][:warmup]
+        sent = self._sent(n)  # times holds the trace's first n (all of it when shorter), as _sent counts them
         return [req(i) for i in last], [req(i) for i in sent], [float(times[i]) for i in sent]
 
-    def trace_mean_lengths(self, n: int) -> tuple[int, int]:
-        """Mean (prompt, reply) tokens of the requests a replay of the trace's first ``n`` sends: those that fit
-        ``max_len``, as trace_schedule picks them (not the whole trace's means: Azure's first 30 average 744 and 94
-        against the hour's 1,155 and 211)."""
+    def _fits(self, i: int) -> bool:
+        """Whether the trace's i-th request (prompt + reply) fits ``max_len``."""
         assert self.trace is not None
-        t = self.trace
-        ins, outs = t.input_tokens[:n], t.output_tokens[:n]
-        keep = ins + outs <= self.max_len if self.max_len is not None else np.ones(len(ins), dtype=bool)
-        return round(float(ins[keep].mean())), round(float(outs[keep].mean()))
+        return self.max_len is None or int(self.trace.input_tokens[i] + self.trace.output_tokens[i]) <= self.max_len
+
+    def _sent(self, n: int) -> list[int]:
+        """The requests a replay of the trace's first ``n`` sends: those that fit ``max_len``."""
+        assert self.trace is not None
+        return [i for i in range(min(n, len(self.trace.arrival_s))) if self._fits(i)]
+
+    def trace_mean_lengths(self, n: int) -> tuple[int, int]:
+        """Mean (prompt, reply) tokens of the requests a replay of the trace's first ``n`` sends (trace_schedule's, not the
+        whole trace's means: Azure's first 30 average 744 and 94 against the hour's 1,155 and 211)."""
+        assert self.trace is not None
+        keep = self._sent(n)
+        return round(float(self.trace.input_tokens[keep].mean())), round(float(self.trace.output_tokens[keep].mean()))
 
     def longest(self, input_len: int, output_len: int) -> int:
         """The most tokens (prompt + output) one request of a configuration can take."""

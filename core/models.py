@@ -16,13 +16,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from core.dtypes import BYTES_PER_DTYPE
-from core.dtypes import WEIGHT_FORMATS as FORMATS
+from core.dtypes import BYTES_PER_DTYPE, WEIGHT_FORMATS
 from core.errors import CatalogError
 from core.hub import fetch_config
 from core.params import component_params, routed_expert_params, total_params
 from core.paths import DATA_DIR
-from core.quant import LINEAR, WEIGHT_FORMATS, Checkpoint
+from core.quant import LINEAR, Checkpoint
 from core.shapes import Shapes, shapes_from_dict
 
 MODEL_DIR = DATA_DIR / "models"
@@ -196,11 +195,12 @@ def checkpoint_bytes(spec: ModelSpec, bytes_per_format: dict[str, float] | None 
     """Bytes of the checkpoint's weights, each component in its own format (core/quant.py): e.g. gpt-oss's MXFP4
     experts beside its bf16 attention and embeddings. ``bytes_per_format`` gives each format's bytes per weight,
     scales included (default: core/dtypes.py's, e.g. MXFP4 4.25 bits)."""
-    sizes = bytes_per_format or {name: f.bytes_per_element for name, f in FORMATS.items()}
-    missing = {spec.checkpoint.format_of(c) for c, n in spec.component_params.items() if n} - set(sizes)
+    sizes = bytes_per_format or {name: f.bytes_per_element for name, f in WEIGHT_FORMATS.items()}
+    parts = spec.component_params  # counted over every layer at each access: once here
+    missing = {spec.checkpoint.format_of(c) for c, n in parts.items() if n} - set(sizes)
     if missing:
         raise CatalogError(f"{spec.name}: no byte size is known for weight format(s) {', '.join(sorted(missing))}")
-    return sum(n * sizes[spec.checkpoint.format_of(c)] for c, n in spec.component_params.items())
+    return sum(n * sizes[spec.checkpoint.format_of(c)] for c, n in parts.items())
 
 
 def weight_bytes_read_per_step(spec: ModelSpec, batch_size: int, dtype: str | None = None) -> float:

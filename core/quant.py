@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from core.dtypes import SHORT_NAME
 from core.dtypes import WEIGHT_FORMATS as FORMATS
 from core.errors import CatalogError
 
 WEIGHT_FORMATS = tuple(FORMATS)  # the names a checkpoint's formats take: core/dtypes.py's table (bytes, compute precision)
-BASE_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
+BASE_DTYPES = {**SHORT_NAME, **{short: short for short in SHORT_NAME.values()}}  # torch_dtype, long or short -> short name
 COMPONENTS = ("embedding", "attention", "mixer", "dense_ffn", "shared_experts", "router", "routed_experts", "norms", "lm_head")
 LINEAR = ("attention", "mixer", "dense_ffn", "shared_experts", "routed_experts")  # what vLLM's quantization methods quantize
 # Module names by which a component is recognised in a checkpoint's lists of unquantized modules (Hugging Face naming
