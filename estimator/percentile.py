@@ -28,12 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.bench_serve import tpot_s
 from core.errors import UsageError
 from core.traces import Trace
 from estimator.sim.fleet import Fleet, simulate
 from estimator.sim.request import Req
-from estimator.sim.results import saturation
+from estimator.sim.results import latencies_s, saturation
 from estimator.sim.traffic import Lengths, admissible, generated, replay
 from estimator.traffic import Request
 
@@ -135,9 +134,7 @@ def percentiles_ms(requests: list[Req], percentile: float, warmup_share: float =
     """The ``percentile`` of TTFT, TPOT and E2E (ms; numpy's linear percentile, as core/bench_serve) over the requests
     that arrived after the first ``warmup_share`` of them."""
     qs = sorted(requests, key=lambda q: (q.arrival_s, q.rid))[int(len(requests) * warmup_share):]
-    arrival = np.array([q.arrival_s for q in qs])
-    ttft, e2e = np.array([q.first_s for q in qs]) - arrival, np.array([q.finish_s for q in qs]) - arrival
-    tpot = tpot_s(e2e, ttft, np.array([q.output for q in qs]))
+    ttft, tpot, e2e = latencies_s(qs)
     tpot = tpot[~np.isnan(tpot)]
 
     def pct(x: np.ndarray) -> float:

@@ -14,8 +14,8 @@ from estimator.kernels import Kernels, kernels_for
 from estimator.options import Option, disaggregated_option
 from estimator.percentile import Traffic
 from estimator.percentile_sizing import PercentileChoice, size_by_percentile
-from estimator.plan_search import MODES, Choice, options
-from estimator.planning import Limit, Rejection
+from estimator.plan_search import MODES, Choice, nearest_reason, options
+from estimator.planning import Rejection
 from estimator.traffic import Request
 
 
@@ -46,7 +46,7 @@ def size_fleet_by_percentile(model: str, gpu: Device, r: Request, ops: pd.DataFr
         if pc is not None:
             return pc, choices[0]
         reasons += more
-    return min(reasons, key=lambda x: x.score, default=Rejection(Limit.WEIGHTS, "no candidate layout"))
+    return nearest_reason(reasons)
 
 
 def describe(pc: PercentileChoice, steady: Choice, traffic: Traffic) -> str:

@@ -26,15 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from core.hardware import Device
 from core.models import get_model
 from estimator.arch import Layout
-from estimator.kernels import sample_kernels
 from estimator.options import Option, Pools, gpus_at
 from estimator.percentile import Limits, Probe, RateSearch, Traffic, largest_rate, probe
-from estimator.plan_search import Choice
+from estimator.plan_search import Choice, interval
 from estimator.planning import Limit, Rejection, kv_transfer_s
 from estimator.sim.fleet import Fleet, Pool
 from estimator.sim.gpu import gpu_pool
@@ -225,18 +222,9 @@ def percentile_interval(pc: PercentileChoice, r: Request, samples: int, seed: in
                         whole_instances: bool = True) -> tuple[float, float, float]:  # fmt: skip
     """(5th, 95th percentile, share of draws with no feasible option) of the GPUs by percentile over ``samples`` draws of
     the kernel assumptions (the seed's draws, as plan's interval): each draw's steady-state pools scaled by the headroom."""
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(samples):
-        o = pc.choice.evaluate(sample_kernels(pc.choice.kernels, rng))
-        if isinstance(o, Option):
-            pools = tuple((cap * s.headroom, n) for (cap, n), s in zip(o.pools, pc.searches))
-            vals.append(float(gpus_at(pools, r.peak_requests_per_s, whole_instances)))
-        else:
-            vals.append(math.nan)
-    arr = np.array(vals, dtype=float)
-    if np.isnan(arr).all():
-        return math.nan, math.nan, 1.0
-    lo, hi = np.nanpercentile(arr, [5, 95])
-    return float(lo), float(hi), float(np.isnan(arr).mean())
 
+    def gpus_of(o: Option) -> float:
+        pools = tuple((cap * s.headroom, n) for (cap, n), s in zip(o.pools, pc.searches))
+        return float(gpus_at(pools, r.peak_requests_per_s, whole_instances))
+
+    return interval(pc.choice, samples, seed, gpus_of)

@@ -115,14 +115,15 @@ def nearest_reason(reasons: list[Rejection]) -> Rejection:
     return min(reasons, key=lambda r: r.score, default=Rejection(Limit.WEIGHTS, "no candidate layout"))
 
 
-def interval(choice: Choice, samples: int, seed: int) -> tuple[float, float, float]:
-    """(5th percentile, 95th percentile, share of draws with no feasible batch) of the chosen option's GPUs, with every
-    ranged assumption drawn around its central value (planning.sample_kernels), the layout and mode kept."""
+def interval(choice: Choice, samples: int, seed: int, gpus_of: Callable[[Option], float] = lambda o: o.gpus) -> tuple[float, float, float]:
+    """(5th percentile, 95th percentile, share of draws with no feasible batch) of the chosen option's GPUs (``gpus_of``
+    each draw's option), with every ranged assumption drawn around its central value (planning.sample_kernels), the layout
+    and mode kept."""
     rng = np.random.default_rng(seed)
     vals = []
     for _ in range(samples):
         o = choice.evaluate(sample_kernels(choice.kernels, rng))
-        vals.append(o.gpus if isinstance(o, Option) else math.nan)
+        vals.append(gpus_of(o) if isinstance(o, Option) else math.nan)
     arr = np.array(vals, dtype=float)
     if np.isnan(arr).all():
         return math.nan, math.nan, 1.0

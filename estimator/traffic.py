@@ -10,7 +10,7 @@ down; each quantity has one name, with its unit in the name, in the flags, the J
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from core.deployments import Deployment
 from core.errors import UsageError
@@ -103,10 +103,6 @@ class Request:
     def tokens_per_s_per_user(self) -> float | None:
         """The per-user speed the TPOT limit asks for: 1000 / tpot_ms (None without a limit)."""
         return 1000 / self.tpot_ms if self.tpot_ms else None
-
-    def at_peak(self) -> Request:
-        """The same requests with the peak as their rate."""
-        return replace(self, requests_per_s=self.peak_requests_per_s, peak_to_average=1.0)
 
     def as_dict(self) -> dict[str, float | str | None]:
         """The request as JSON gives it: every field and the derived rates, each under its one name."""

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.bench_serve import arrival_offsets, stats_ms, tpot_s
+from core.bench_serve import arrival_offsets, stats_ms
 from core.dtypes import kernel_dtype
 from core.models import resolve_model_key
 from core.paths import ROOT
@@ -33,7 +33,7 @@ from estimator.sim.cpu import CpuSteps
 from estimator.sim.engine import cpu_engine_rules, run_engine_settings
 from estimator.sim.fleet import Fleet, Pool, simulate
 from estimator.sim.request import Req
-from estimator.sim.results import saturation
+from estimator.sim.results import latencies_s, saturation
 
 METRICS = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2el_ms", "E2E"))
 STATS = ("p50", "p99")
@@ -81,9 +81,7 @@ def session_step_model(runs: pd.DataFrame, ops: pd.DataFrame, device_name: str, 
 
 
 def _latency(reqs: list[Req]) -> dict[str, dict[str, float | None]]:
-    arrival = np.array([q.arrival_s for q in reqs])
-    ttft, e2el = np.array([q.first_s for q in reqs]) - arrival, np.array([q.finish_s for q in reqs]) - arrival
-    tpot = tpot_s(e2el, ttft, np.array([q.output for q in reqs]))
+    ttft, tpot, e2el = latencies_s(reqs)
     return {"ttft_ms": stats_ms(ttft), "tpot_ms": stats_ms(tpot[~np.isnan(tpot)]), "e2el_ms": stats_ms(e2el)}
 
 

@@ -19,11 +19,20 @@ import numpy as np
 
 from core.bench_serve import stats_ms, tpot_s
 from estimator.sim.fleet import SimRun
+from estimator.sim.request import Req
 
 GROWTH_SHARE = 0.05  # of the arrivals over the window
 NOISE_TIMES = 2.0  # the trend must stand this far above the count's own fluctuation around it
 GROWTH_MIN = 2.0
 WARMUP_SHARE = 0.1  # the first tenth of the arrivals fills an empty system: left out
+
+
+def latencies_s(requests: list[Req]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per request, in the given order: (TTFT, TPOT, end-to-end latency) in seconds, each from its arrival
+    (core/bench_serve.tpot_s: NaN for a one-token reply)."""
+    arrival = np.array([q.arrival_s for q in requests])
+    ttft, e2el = np.array([q.first_s for q in requests]) - arrival, np.array([q.finish_s for q in requests]) - arrival
+    return ttft, tpot_s(e2el, ttft, np.array([q.output for q in requests])), e2el
 
 
 def saturation(run: SimRun) -> dict[str, Any]:
@@ -46,12 +55,9 @@ def saturation(run: SimRun) -> dict[str, Any]:
 def summarize(run: SimRun, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict[str, Any]:
     """One run's figures, as ``fleetcal bench --mode serve`` records them for a real server, plus the simulator's own."""
     qs = run.requests
-    arrival = np.array([q.arrival_s for q in qs])
-    first, finish = np.array([q.first_s for q in qs]), np.array([q.finish_s for q in qs])
+    ttft, tpot, e2el = latencies_s(qs)
     prompt, output = np.array([q.prompt for q in qs]), np.array([q.output for q in qs])
-    ttft, e2el = first - arrival, finish - arrival
-    tpot = tpot_s(e2el, ttft, output)
-    duration = float(finish.max() - arrival.min()) if qs else 0.0
+    duration = float(max(q.finish_s for q in qs) - min(q.arrival_s for q in qs)) if qs else 0.0
     sat = saturation(run)
     ok = np.ones(len(qs), dtype=bool)
     if slo_ttft_ms is not None:

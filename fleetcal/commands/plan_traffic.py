@@ -11,7 +11,7 @@ from estimator.kernels import one_sided_ranges
 from estimator.options import describe
 from estimator.percentile import Traffic
 from estimator.percentile_sizing import PercentileChoice, percentile_interval, size_by_percentile
-from estimator.plan_search import Choice
+from estimator.plan_search import Choice, nearest_reason
 from estimator.planning import Rejection
 from estimator.traffic import Request
 from fleetcal.report.plan import plan_row
@@ -30,7 +30,7 @@ def percentile_row(choices: list[Choice], gpu: Device, r: Request, traffic: Traf
     cheapest mix), or why no candidate meets the limits."""
     pc, reasons = size_by_percentile(choices, gpu, r, traffic)
     if pc is None:
-        return min(reasons, key=lambda x: x.score)
+        return nearest_reason(reasons)
     steady = choices[0].option.gpus
     layout = pc.choice.option.layout if len(pc.searches) == 1 else " + ".join(
         f"{s.role} {n * s.layout.num_gpus} on {describe(s.layout)}" for s, n in zip(pc.searches, pc.instances))  # fmt: skip
