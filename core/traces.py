@@ -50,6 +50,11 @@ class Trace:
         return float(self.arrival_s[-1] - self.arrival_s[0])
 
     @property
+    def hash_unit_tokens(self) -> int:
+        """Prompt tokens per hash id, the unit the simulated prefix cache hashes; 0 when the trace carries no hash ids."""
+        return self.hash_block_tokens if self.hash_ids is not None else 0
+
+    @property
     def rate_per_s(self) -> float:
         """Mean arrival rate: (requests - 1) over the span between the first and the last arrival."""
         return (len(self.arrival_s) - 1) / self.span_s if self.span_s > 0 else float("inf")

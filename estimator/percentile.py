@@ -93,7 +93,7 @@ class Traffic:
         the engine refuses them."""
         if self.trace is not None:
             reqs = replay(self.trace, rate_per_s, min(n, len(self.trace.arrival_s)))
-            return admissible(reqs, max_len)[0], self.trace.hash_block_tokens if self.trace.hash_ids is not None else 0
+            return admissible(reqs, max_len)[0], self.trace.hash_unit_tokens
         lengths = Lengths("fixed", max(round(r.input_len), 1), max(round(r.output_len), 1))
         reqs = generated(n, rate_per_s, self.burstiness, lengths, self.seed)
         shared = int(r.cached_fraction * lengths.input_len) // block_tokens * block_tokens

@@ -99,7 +99,7 @@ def _traffic(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         trace = load_trace(args.traffic)
 
         def from_trace(rate: float | None, block: int) -> tuple[list, int]:
-            return replay(trace, rate, args.num_requests), trace.hash_block_tokens if trace.hash_ids is not None else 0
+            return replay(trace, rate, args.num_requests), trace.hash_unit_tokens
 
         return from_trace, {"trace": trace.name, "recorded_rate_per_s": round(trace.rate_per_s, 4), "requests": len(trace.arrival_s)}
     lengths = Lengths(args.lengths, args.input_len, args.output_len, args.range_ratio, args.sigma,
